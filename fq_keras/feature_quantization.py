@@ -1,0 +1,281 @@
+"""Feature quantization (FQ-GAN, Zhao et al., ICML 2020): an EMA dictionary of feature prototypes.
+
+The layer keeps a dictionary E of K items in R^C. `lookup` finds each feature vector's nearest
+item and the commitment loss; `update_dictionary` moves the items by an exponential moving average
+of the features assigned to them (paper Eq. 8). The update is explicit and separate from the
+forward pass: the trainers' custom `train_step` performs it once per discriminator step, from that
+step's real and fake features together (see `fq_keras.gan`).
+
+Defaults follow the official code, not the paper (`../shared/reference/fq-official.md`): the
+discriminator's forward pass returns the continuous features (`forward="continuous"`), and the EMA
+is the zero-debiased TensorFlow/Sonnet variant (`zero_debias=True`).
+"""
+
+import keras
+import tensorflow as tf
+
+from fq_keras import codebook
+
+FORWARD_MODES = ("continuous", "quantized")
+
+
+def _default_embeddings_initializer():
+    # The official FQ-StyleGAN2 code stores the dictionary as [C, K] with TF1's default
+    # variance-scaling initializer (fan_in = C, truncated normal). Our layout is (K, C), so the
+    # same distribution is Keras' fan_out mode.
+    return keras.initializers.VarianceScaling(
+        scale=1.0, mode="fan_out", distribution="truncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="fq_keras")
+class FeatureQuantization(keras.layers.Layer):
+    """Feature quantization with an EMA dictionary (FQ-GAN Eq. 4-9).
+
+    Args:
+      num_embeddings: K, number of dictionary items (the paper's 2^P). At least 2.
+      decay: EMA decay lambda in (0, 1). Official: 0.8 (StyleGAN2), 0.85 (U-GAT-IT), 0.8 (BigGAN).
+      commitment_cost: weight c of the commitment loss c * mean((sg(e_k) - h)^2). Official
+        StyleGAN2: 0.25. The paper's alpha multiplies the loss outside the layer (`fq_keras.gan`).
+      epsilon: Laplace smoothing of the cluster sizes, > 0. Official: 1e-5.
+      zero_debias: True = the official TensorFlow EMA (Sonnet v1 `assign_moving_average` with
+        zero debiasing: accumulators start at 0 and are divided by 1 - decay^t); False = the
+        PyTorch (FQ-BigGAN) variant: plain EMA, N_0 = 0, m_0 = the initial dictionary.
+      forward: what `call` returns. "continuous" = h unchanged (official code: FQ only adds a loss
+        and keeps a dictionary); "quantized" = h + sg(e_k - h), the straight-through quantised
+        features of the paper.
+      embeddings_initializer: initial dictionary (K, C). Default: variance scaling with fan-in C,
+        truncated normal (official FQ-StyleGAN2). U-GAT-IT used N(0, 1):
+        `keras.initializers.RandomNormal(stddev=1.0)`.
+
+    Input shape:
+      (N, H, W, C) or (N, C); any float dtype. Dictionary math is always float32.
+
+    Output shape:
+      Same shape and dtype as the input.
+
+    State (all non-trainable, float32 unless stated; no gradient ever reaches them):
+      embeddings (K, C); ema_cluster_size (K,) and ema_embedding_sums (K, C), the EMA
+      accumulators (biased ones when zero_debias); num_updates (int64 scalar, the debias step t);
+      last_perplexity and last_unused_fraction (scalars, usage over the last update).
+
+    Example:
+      >>> fq = FeatureQuantization(num_embeddings=128, decay=0.8, commitment_cost=0.25)
+      >>> h = keras.random.normal((4, 8, 8, 32))
+      >>> out = fq.lookup(h)          # quantized, indices, loss, per_sample_loss, perplexity
+      >>> fq.update_dictionary(h, out["indices"])   # once per D step, from real + fake features
+    """
+
+    def __init__(self,
+                 num_embeddings,
+                 decay=0.8,
+                 commitment_cost=0.25,
+                 epsilon=1e-5,
+                 zero_debias=True,
+                 forward="continuous",
+                 embeddings_initializer=None,
+                 **kwargs):
+        # Inputs keep their dtype: under mixed_float16 the output must match the input.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if isinstance(num_embeddings, bool) or not isinstance(num_embeddings, int) or num_embeddings < 2:
+            raise ValueError(
+                f"FeatureQuantization: num_embeddings must be an integer >= 2, got {num_embeddings!r}.")
+        if not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"FeatureQuantization: decay must be in (0, 1), got {decay!r}.")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"FeatureQuantization: epsilon must be > 0, got {epsilon!r}.")
+        if not float(commitment_cost) >= 0.0:
+            raise ValueError(
+                f"FeatureQuantization: commitment_cost must be >= 0, got {commitment_cost!r}.")
+        if forward not in FORWARD_MODES:
+            raise ValueError(
+                f"FeatureQuantization: forward must be one of {FORWARD_MODES}, got {forward!r}.")
+        self.num_embeddings = num_embeddings
+        self.decay = float(decay)
+        self.commitment_cost = float(commitment_cost)
+        self.epsilon = float(epsilon)
+        self.zero_debias = bool(zero_debias)
+        self.forward = forward
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer or _default_embeddings_initializer())
+        self.channels = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or len(input_shape) < 2:
+            raise ValueError(
+                "FeatureQuantization: inputs must be (N, C) or (N, H, W, C) with a known channel "
+                f"count, got shape {tuple(input_shape)}.")
+        self.channels = int(channels)
+        K, C = self.num_embeddings, self.channels
+        # Every replica computes the same update from all-reduced statistics, so the first
+        # replica's value is the value (tf.distribute would otherwise refuse replica-context
+        # assignment of a mirrored variable).
+        state = dict(trainable=False, dtype="float32", autocast=False,
+                     aggregation="only_first_replica")
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(K, C), initializer=self.embeddings_initializer, **state)
+        self.ema_cluster_size = self.add_weight(
+            name="ema_cluster_size", shape=(K,), initializer="zeros", **state)
+        # Zero-debiased EMA starts its sums at 0 (their initial value cancels out); the plain
+        # PyTorch variant starts them at the initial dictionary (m_0 = e_0, N_0 = 0).
+        sums_init = "zeros" if self.zero_debias else (
+            lambda shape, dtype=None: tf.identity(self.embeddings.value))
+        self.ema_embedding_sums = self.add_weight(
+            name="ema_embedding_sums", shape=(K, C), initializer=sums_init, **state)
+        self.num_updates = self.add_weight(
+            name="num_updates", shape=(), initializer="zeros", trainable=False, dtype="int64",
+            aggregation="only_first_replica")
+        self.last_perplexity = self.add_weight(
+            name="last_perplexity", shape=(), initializer="zeros", **state)
+        self.last_unused_fraction = self.add_weight(
+            name="last_unused_fraction", shape=(), initializer="ones", **state)
+        self.built = True
+
+    # ------------------------------------------------------------------------------------------
+
+    def _flatten(self, h):
+        """Validates h against the dictionary and returns float32 (N, C)."""
+        if not self.built:
+            self.build(tuple(h.shape))
+        if h.shape.rank is not None and h.shape.rank < 2:
+            raise ValueError(
+                f"FeatureQuantization '{self.name}': inputs must be (N, C) or (N, H, W, C), "
+                f"got shape {tuple(h.shape)}.")
+        if h.shape[-1] != self.channels:
+            raise ValueError(
+                f"FeatureQuantization '{self.name}': inputs have {h.shape[-1]} channels but the "
+                f"dictionary has {self.channels} (shape ({self.num_embeddings}, {self.channels})). "
+                "Use one FeatureQuantization layer per feature map.")
+        return tf.reshape(tf.cast(h, tf.float32), [-1, self.channels])
+
+    def lookup(self, h):
+        """Nearest dictionary item for every feature vector, and the commitment loss.
+
+        Args:
+          h: (N, H, W, C) or (N, C) features, any float dtype.
+
+        Returns:
+          dict with
+            quantized: nearest items e_k, same shape and dtype as h (no gradient to h or E).
+            indices: int32, h.shape[:-1].
+            loss: float32 scalar, commitment_cost * mean((sg(e_k) - h)^2) over all elements.
+            per_sample_loss: float32 (N,), the same mean taken per sample (official StyleGAN
+              form), for losses scaled by the global batch under tf.distribute.
+            perplexity: float32 scalar, exp(entropy) of item usage in this batch.
+            features: h as float32 (the input of `update_dictionary`).
+        """
+        h = tf.convert_to_tensor(h)
+        flat = self._flatten(h)
+        embeddings = tf.convert_to_tensor(self.embeddings)
+        flat_indices = codebook.nearest_code_indices(flat, embeddings)  # [N*H*W]
+        quantized32 = tf.reshape(
+            tf.gather(tf.stop_gradient(embeddings), flat_indices), tf.shape(h))
+        h32 = tf.cast(h, tf.float32)
+        squared_error = tf.square(quantized32 - h32)
+        per_sample = self.commitment_cost * tf.reduce_mean(
+            tf.reshape(squared_error, [tf.shape(h)[0], -1]), axis=1)
+        counts = codebook.code_counts(flat_indices, self.num_embeddings)
+        return {
+            "quantized": tf.cast(quantized32, h.dtype),
+            "indices": tf.reshape(flat_indices, tf.shape(h)[:-1]),
+            "loss": self.commitment_cost * tf.reduce_mean(squared_error),
+            "per_sample_loss": per_sample,
+            "perplexity": codebook.perplexity_from_counts(counts),
+            "features": h32,
+        }
+
+    def update_dictionary(self, h, indices):
+        """One EMA step of the dictionary (paper Eq. 8) with Laplace smoothing.
+
+            N_k <- lambda N_k + (1 - lambda) n_k         n_k = #{i : k(i) = k}
+            m_k <- lambda m_k + (1 - lambda) sum_{k(i)=k} h_i
+            N~_k = (N_k + eps) / (n + K eps) * n,        n = sum_k N_k
+            e_k  = m_k / N~_k
+
+        With zero_debias, N and m above are the accumulators divided by 1 - lambda^t.
+        Inside a tf.distribute replica context n_k and the sums are all-reduced (SUM) first, so
+        every replica holds the same dictionary and N replicas equal one device with the global
+        batch.
+
+        Args:
+          h: features (N, H, W, C) or (N, C), no gradient is taken. Non-finite values raise
+            InvalidArgumentError before anything is written.
+          indices: int32 h.shape[:-1], normally `lookup(h)["indices"]`.
+
+        Returns:
+          dict of float32 scalars: perplexity and unused_fraction of this update's (global) counts.
+        """
+        flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(h)))
+        flat = tf.debugging.check_numerics(
+            flat, f"FeatureQuantization '{self.name}': non-finite features passed to "
+                  "update_dictionary; the dictionary was left unchanged")
+        flat_indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
+        counts = codebook.code_counts(flat_indices, self.num_embeddings)  # [K]
+        sums = codebook.code_sums(flat, flat_indices, self.num_embeddings)  # [K, C]
+        replica_context = tf.distribute.get_replica_context()
+        if replica_context is not None and replica_context.num_replicas_in_sync > 1:
+            counts, sums = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
+
+        step = self.num_updates + 1
+        one_minus_decay = 1.0 - self.decay
+        # Written as TF's assign_moving_average does (biased -= (biased - value) * (1 - decay)).
+        size_acc = self.ema_cluster_size - (self.ema_cluster_size - counts) * one_minus_decay
+        sums_acc = self.ema_embedding_sums - (self.ema_embedding_sums - sums) * one_minus_decay
+        if self.zero_debias:
+            bias_factor = 1.0 - tf.pow(tf.constant(self.decay, tf.float32), tf.cast(step, tf.float32))
+            cluster_size, embedding_sums = size_acc / bias_factor, sums_acc / bias_factor
+        else:
+            cluster_size, embedding_sums = size_acc, sums_acc
+        total = tf.reduce_sum(cluster_size)
+        smoothed = (cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
+        perplexity = codebook.perplexity_from_counts(counts)
+        unused = codebook.unused_fraction_from_counts(counts)
+
+        # In graph mode nothing may be written before the finiteness check has passed (the
+        # cluster sizes do not depend on the features, so the check must be an explicit edge).
+        with tf.control_dependencies([flat]):
+            self.ema_cluster_size.assign(size_acc)
+            self.ema_embedding_sums.assign(sums_acc)
+            self.embeddings.assign(embedding_sums / smoothed[:, tf.newaxis])
+            self.num_updates.assign(step)
+            self.last_perplexity.assign(perplexity)
+            self.last_unused_fraction.assign(unused)
+        return {"perplexity": perplexity, "unused_fraction": unused}
+
+    def call(self, h, return_lookup=False):
+        """Returns h ("continuous") or h + sg(e_k - h) ("quantized"), in h's dtype.
+
+        With return_lookup=True returns (output, lookup) so a discriminator can hand the trainer
+        its FQ results without a second nearest-neighbour search.
+        """
+        if self.forward == "continuous" and not return_lookup:
+            return h
+        result = self.lookup(h)
+        if self.forward == "continuous":
+            output = h
+        else:
+            output = h + tf.stop_gradient(result["quantized"] - h)
+        return (output, result) if return_lookup else output
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def usage_statistics(self):
+        """Perplexity and fraction of unused items over the last update (Python floats)."""
+        return {"perplexity": float(self.last_perplexity.numpy()),
+                "unused_fraction": float(self.last_unused_fraction.numpy()),
+                "num_updates": int(self.num_updates.numpy())}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_embeddings": self.num_embeddings,
+            "decay": self.decay,
+            "commitment_cost": self.commitment_cost,
+            "epsilon": self.epsilon,
+            "zero_debias": self.zero_debias,
+            "forward": self.forward,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        })
+        return config

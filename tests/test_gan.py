@@ -1,0 +1,87 @@
+"""fq_keras.gan helpers and the toy FQ-GAN example that shows them in a custom train_step."""
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fq_keras
+
+_EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "toy_fq_gan.py")
+_spec = importlib.util.spec_from_file_location("toy_fq_gan", _EXAMPLE)
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+
+def _layer(K=8, C=4, seed=0):
+    init = np.random.RandomState(seed).randn(K, C).astype(np.float32)
+    return fq_keras.FeatureQuantization(K, embeddings_initializer=keras.initializers.Constant(init))
+
+
+def test_fq_loss_global_batch_scaling_and_weight():
+    fq = _layer()
+    h = np.random.RandomState(1).randn(6, 3, 3, 4).astype(np.float32)
+    whole = fq.lookup(h)
+    halves = [fq.lookup(h[:3]), fq.lookup(h[3:])]
+    # Per-replica losses scaled by the global batch sum to the one-device mean.
+    summed = sum(fq_keras.fq_loss([part], global_batch_size=6) for part in halves)
+    np.testing.assert_allclose(summed.numpy(), whole["loss"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(fq_keras.fq_loss([whole]).numpy(), whole["loss"].numpy(), rtol=1e-6)
+    two_layers = fq_keras.fq_loss([whole, whole], weight=0.5)
+    np.testing.assert_allclose(two_layers.numpy(), whole["loss"].numpy(), rtol=1e-6)
+    assert fq_keras.fq_loss([]).numpy() == 0.0
+
+
+def test_update_dictionaries_is_one_update_over_real_and_fake():
+    rng = np.random.RandomState(2)
+    real, fake = (rng.randn(4, 2, 2, 4).astype(np.float32) for _ in range(2))
+    helper, direct = _layer(), _layer()
+    fq_keras.update_dictionaries([helper], [helper.lookup(real)], [helper.lookup(fake)])
+    both = np.concatenate([real, fake])
+    direct.update_dictionary(both, direct.lookup(both)["indices"])
+    np.testing.assert_allclose(helper.embeddings.numpy(), direct.embeddings.numpy(), atol=1e-6)
+    assert int(helper.num_updates.numpy()) == 1
+    with pytest.raises(ValueError, match="one per FQ layer"):
+        fq_keras.update_dictionaries([helper, direct], [helper.lookup(real)])
+
+
+def test_toy_gan_updates_dictionary_once_per_d_step():
+    keras.utils.set_random_seed(0)
+    gan = toy.ToyFQGAN(toy.ToyDiscriminator(dict(num_embeddings=16)))
+    gan.compile()
+    fq = gan.discriminator.fq_layers[0]
+    gan.fit(toy.ring_dataset(32, seed=0), steps_per_epoch=7, epochs=1, shuffle=False, verbose=0)
+    assert int(gan.d_optimizer.iterations.numpy()) == 7
+    assert int(gan.g_optimizer.iterations.numpy()) == 7
+    assert int(fq.num_updates.numpy()) == 7  # once per D step, never from the G step
+    # A forward pass (as in the G step or sampling) does not touch the dictionary.
+    before = fq.embeddings.numpy().copy()
+    gan.discriminator(tf.constant(gan.sample(8)), return_fq=True)
+    np.testing.assert_array_equal(fq.embeddings.numpy(), before)
+
+
+def test_toy_gan_under_mirrored_strategy_keeps_replicas_identical(two_replica_strategy):
+    strategy = two_replica_strategy
+    with strategy.scope():
+        gan = toy.ToyFQGAN(toy.ToyDiscriminator(dict(num_embeddings=16)))
+        gan.compile()
+    gan.fit(toy.ring_dataset(32, seed=0), steps_per_epoch=3, epochs=1, shuffle=False, verbose=0)
+    fq = gan.discriminator.fq_layers[0]
+    assert int(fq.num_updates.numpy()) == 3
+    for variable in (fq.embeddings, fq.ema_cluster_size, fq.ema_embedding_sums):
+        first, second = strategy.experimental_local_results(variable.value)
+        np.testing.assert_array_equal(first.numpy(), second.numpy())
+
+
+def test_toy_gan_learns_the_ring():
+    keras.utils.set_random_seed(0)
+    gan = toy.ToyFQGAN(toy.ToyDiscriminator(dict(num_embeddings=64)), seed=0)
+    gan.compile()
+    before, _ = toy.mode_coverage(gan.sample(2000))
+    gan.fit(toy.ring_dataset(256, seed=0), steps_per_epoch=1000, epochs=1, shuffle=False, verbose=0)
+    modes, quality = toy.mode_coverage(gan.sample(2000))
+    assert before <= 2
+    assert modes >= 6 and quality > 0.5, (modes, quality)
