@@ -1,0 +1,62 @@
+"""tf.distribute strategies for the trainers: one device, one host (Mirrored), many hosts.
+
+    default      tf.distribute's default strategy (one device: the first GPU, else the CPU).
+    mirrored     MirroredStrategy over `devices` (default: every GPU, else the CPU).
+    multiworker  MultiWorkerMirroredStrategy; each host runs the same command with its own
+                 TF_CONFIG (cluster addresses + this task's index). Only the chief (task 0)
+                 writes logs, samples and the exported model; every worker takes part in
+                 checkpointing, as tf.distribute requires.
+
+Hand-written losses in the trainers are summed over the per-replica batch and divided by the
+global batch (Keras' optimizers SUM gradients across replicas).
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def make_strategy(name, devices=None):
+    """Creates the strategy `name` (see module docstring). `devices`: list of device names."""
+    if name == "default":
+        if devices:
+            raise ValueError("--devices needs --strategy mirrored.")
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices or None)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "--strategy multiworker needs the TF_CONFIG environment variable on every worker, "
+                'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}\'.')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+
+
+def task_index():
+    """This worker's index in TF_CONFIG (0 without TF_CONFIG)."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    return int(config.get("task", {}).get("index", 0))
+
+
+def is_chief(strategy):
+    """True on the worker that writes logs, samples and exports."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy.cluster_resolver.task_id == 0
+    return True
+
+
+def split_virtual_cpus(count):
+    """Splits the CPU into `count` logical devices (call before TensorFlow initialises).
+
+    Lets MirroredStrategy run several replicas on a CPU-only machine, as this project's tests do.
+    Returns the device names.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    return [f"/cpu:{i}" for i in range(count)]

@@ -1,0 +1,116 @@
+"""What a run shows its user: TensorBoard events, a JSON-lines log, PNG grids, a progress line.
+
+All writers are no-ops on non-chief workers (MultiWorkerMirroredStrategy task index > 0), so
+every worker can call them unconditionally.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+def image_grid(images, columns=None):
+    """Tiles NHWC images into one HWC uint8 image.
+
+    Args:
+      images: (N, H, W, C) float in [-1, 1] or uint8; C in {1, 3}.
+      columns: grid width; default ceil(sqrt(N)).
+
+    Returns:
+      uint8 (rows*H, columns*W, C).
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    padded = np.zeros((rows * columns, h, w, c), np.uint8)
+    padded[:n] = images
+    return padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, c)
+
+
+def save_image_grid(path, images, columns=None):
+    """Writes `image_grid(images, columns)` as a PNG (atomically: temp file, then rename)."""
+    grid = image_grid(images, columns)
+    tmp = f"{path}.tmp"
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+class RunLogger:
+    """Scalars to TensorBoard and to `log.jsonl`; images to TensorBoard; a progress line.
+
+    Args:
+      run_dir: the run's output folder.
+      total_kimg: training length, for the ETA.
+      is_chief: only the chief writes anything.
+      stream: where the progress line goes.
+    """
+
+    def __init__(self, run_dir, total_kimg, is_chief=True, stream=sys.stdout):
+        self.run_dir = run_dir
+        self.total_kimg = total_kimg
+        self.is_chief = is_chief
+        self.stream = stream
+        self._writer = None
+        self._jsonl = None
+        self._last_time = None
+        self._last_kimg = None
+        if is_chief:
+            self._writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+            self._jsonl = open(os.path.join(run_dir, "log.jsonl"), "a")
+
+    def scalars(self, kimg, values):
+        """Logs a dict of scalars at `kimg`; TensorBoard step = images shown (int)."""
+        if not self.is_chief:
+            return
+        values = {k: float(v) for k, v in values.items()}
+        step = int(round(kimg * 1000))
+        with self._writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        self._jsonl.write(json.dumps({"kimg": round(kimg, 3), "time": round(time.time(), 3), **values}) + "\n")
+        self._jsonl.flush()
+
+    def images(self, kimg, name, images):
+        """One image grid (NHWC, [-1,1] or uint8) to TensorBoard."""
+        if not self.is_chief:
+            return
+        with self._writer.as_default(step=int(round(kimg * 1000))):
+            tf.summary.image(name, image_grid(images)[np.newaxis], max_outputs=1)
+        self._writer.flush()
+
+    def throughput(self, kimg):
+        """Images per second since the previous call (None on the first call)."""
+        now = time.perf_counter()
+        rate = None
+        if self._last_time is not None and now > self._last_time:
+            rate = (kimg - self._last_kimg) * 1000.0 / (now - self._last_time)
+        self._last_time, self._last_kimg = now, kimg
+        return rate
+
+    def progress(self, kimg, img_per_sec, extra=""):
+        """Prints `kimg  img/s  ETA  extra` as one line."""
+        if not self.is_chief:
+            return
+        eta = "?"
+        if img_per_sec:
+            seconds = max(self.total_kimg - kimg, 0.0) * 1000.0 / img_per_sec
+            eta = time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f}d"
+        rate = f"{img_per_sec:8.1f}" if img_per_sec else "       -"
+        print(f"kimg {kimg:9.3f}/{self.total_kimg:g}  img/s {rate}  ETA {eta:>8}  {extra}",
+              file=self.stream, flush=True)
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
