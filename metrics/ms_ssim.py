@@ -68,7 +68,8 @@ def _box_downsample(x):
     return tf.nn.avg_pool2d(x, 2, 2, "VALID")
 
 
-@tf.function(reduce_retracing=True)
+# Traced per image size (the window and scale count depend on it).
+@tf.function
 def _ms_ssim_pairs(img1, img2, weights, max_val, filter_size, filter_sigma, k1, k2):
     x1, x2 = tf.cast(img1, tf.float64), tf.cast(img2, tf.float64)
     ssims, css = [], []
