@@ -1,0 +1,307 @@
+"""tf.data input pipelines for multi-LOD image datasets (ProGAN, StyleGAN, StyleGAN2, BigGAN).
+
+    dataset = datasets.open_dataset("path/to/ffhq")      # NVlabs TFRecord folder
+    dataset = datasets.open_dataset("shapes", resolution=32)   # built-in, no files
+    dataset.info            # DatasetInfo: resolution, channels, num_images, label_size, ...
+    reals = dataset.pipeline(batch_size=32, resolution=16, mirror=True)
+    for images, labels in reals:   # float32 (32, 16, 16, C) in [-1, 1]; float32 (32, label_size)
+        ...
+
+Processing of reals follows StyleGAN's `process_reals`: uint8 [0, 255] -> float32 [-1, 1]
+(x * 2/255 - 1), optional per-sample mirror (left-right), and, during a progressive-growing
+transition, a crossfade with the next-lower level of detail. The crossfade is NOT in the
+pipeline: `fade_reals(images, lod)` is a cheap function the trainer calls inside its
+`train_step` with the current `lod` (a tf.Variable or tensor). Batches are prefetched ahead of the
+step that consumes them, so a pipeline reading a changing `lod` would blend with stale values;
+inside the step it is exact, and `lod` can change every step without rebuilding anything. Only when
+floor(lod) changes (a new stage) does the trainer request a pipeline at the new resolution
+(`resolution_for_lod`).
+
+Pipeline order: records -> [shard per input pipeline] -> [cache] -> shuffle -> repeat -> batch ->
+parse the whole batch at once (one `parse_example` + `decode_raw`, parallel calls) ->
+uint8 -> float, mirror -> prefetch. Everything is deterministic for a given `seed`.
+"""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from datasets import synthetic
+from datasets.errors import DatasetError
+from datasets.tfrecords import (MIN_RESOLUTION, TFRecordDirectory, check_resolution, log2_int,
+                                lod_pyramid, parse_batch, read_label_names)
+
+SYNTHETIC_DEFAULT_RESOLUTION = 32
+SYNTHETIC_DEFAULT_IMAGES = 4096
+SYNTHETIC_MEMORY_BUDGET = 256 << 20     # bytes for all levels of an in-memory synthetic dataset
+SHUFFLE_BUDGET = 256 << 20              # bytes of records held by the shuffle buffer
+CACHE_BUDGET = 512 << 20                # TFRecord levels up to this size are cached in memory
+_PIPELINE_SEED_STRIDE = 1_000_003       # decorrelates the input pipelines of several workers
+
+
+#----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset holds. Trainers size their networks from this.
+
+    Attributes:
+        name: folder base name, or the synthetic kind.
+        source: absolute folder path, or "synthetic:<kind>".
+        resolution: full resolution of this view (power of two).
+        channels: 1 or 3.
+        num_images: images in the dataset (one epoch).
+        label_size: length of the label vectors; 0 = unlabelled.
+        resolutions: available levels of detail, largest first.
+        label_names: class names when known (synthetic, CIFAR, --labels), else None.
+    """
+    name: str
+    source: str
+    resolution: int
+    channels: int
+    num_images: int
+    label_size: int
+    resolutions: tuple
+    label_names: tuple = None
+
+    @property
+    def has_labels(self):
+        return self.label_size > 0
+
+    @property
+    def max_lod(self):
+        """lod of the 4x4 level (lod 0 = full resolution)."""
+        return log2_int(self.resolution) - log2_int(MIN_RESOLUTION)
+
+
+def resolution_for_lod(resolution, lod):
+    """Training resolution at `lod`: 2^(log2(resolution) - floor(lod)) (the higher one in a fade)."""
+    return 2 ** (log2_int(resolution) - int(math.floor(lod)))
+
+
+def to_float(images):
+    """uint8 [0, 255] -> float32 [-1, 1] (NVlabs adjust_dynamic_range: x * 2/255 - 1)."""
+    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
+
+
+def fade_reals(images, lod):
+    """Crossfade of reals between consecutive levels of detail (StyleGAN process_reals 'FadeLOD').
+
+    y = nearest-upsample(2x2 box average(x)); result = x + (y - x) * (lod - floor(lod)).
+    At integer lod the images are returned unchanged.
+
+    Args:
+        images: float (N, H, W, C), H and W even.
+        lod: scalar float tensor or tf.Variable (may change every step).
+    Returns:
+        float (N, H, W, C), same dtype as images.
+    """
+    alpha = tf.cast(lod - tf.floor(lod), images.dtype)
+    s = tf.shape(images)
+    y = tf.reshape(images, [s[0], s[1] // 2, 2, s[2] // 2, 2, s[3]])
+    y = tf.reduce_mean(y, axis=[2, 4], keepdims=True)
+    y = tf.reshape(tf.tile(y, [1, 1, 2, 1, 2, 1]), s)
+    return images + (y - images) * alpha
+
+
+def _mirror(images, seed, step):
+    """Per-sample left-right flip with probability 1/2, seeded by (seed, batch index)."""
+    u = tf.random.stateless_uniform([tf.shape(images)[0]], seed=tf.stack([seed, step]))
+    return tf.where(u[:, None, None, None] < 0.5, tf.reverse(images, axis=[2]), images)
+
+
+#----------------------------------------------------------------------------
+
+class ImageDataset:
+    """A multi-LOD image dataset: an NVlabs TFRecord folder or a built-in synthetic kind.
+
+    Args:
+        source: a dataset folder (written by `python -m datasets.prepare` or NVlabs'
+            dataset_tool.py), or a synthetic kind from `synthetic.KINDS` ("shapes"). An existing
+            folder always wins over a kind of the same name.
+        resolution: for a folder, an optional smaller full resolution (a level present in the
+            folder; e.g. a 256x256 dataset used by a 32x32 model); for a synthetic kind, the
+            resolution it is rendered at (default 32).
+        num_images: use only the first num_images records (folders) or render that many images
+            (synthetic; default 4096, fewer when 256 MiB would not hold them).
+        seed: synthetic kinds only: the seed of the rendered images.
+    """
+
+    def __init__(self, source, *, resolution=None, num_images=None, seed=0):
+        source = os.fspath(source)
+        if num_images is not None and int(num_images) < 1:
+            raise DatasetError(f"num_images must be >= 1, got {num_images}")
+        if os.path.isdir(source):
+            self._open_folder(source, resolution, num_images)
+        elif source.removeprefix("synthetic:") in synthetic.KINDS:
+            self._open_synthetic(source.removeprefix("synthetic:"), resolution, num_images, seed)
+        else:
+            raise DatasetError(f"{source}: neither a dataset folder nor a built-in dataset "
+                               f"({', '.join(synthetic.KINDS)}); check the path")
+
+    def _open_folder(self, path, resolution, num_images):
+        folder = TFRecordDirectory(path)
+        top = folder.resolution
+        if resolution is not None:
+            resolution = check_resolution(resolution)
+            if resolution not in folder.files:
+                raise DatasetError(f"{path}: no {resolution}x{resolution} level (levels: "
+                                   f"{sorted(folder.files, reverse=True)}); pick one of those")
+            top = resolution
+        count = folder.num_images if num_images is None else min(int(num_images),
+                                                                 folder.num_images)
+        labels = None if folder.labels is None else folder.labels[:count]
+        self._files = {r: p for r, p in folder.files.items() if r <= top}
+        self._arrays = None
+        self._labels = labels
+        self.info = DatasetInfo(
+            name=folder.name, source=folder.directory, resolution=top,
+            channels=folder.channels, num_images=count, label_size=folder.label_size,
+            resolutions=tuple(sorted(self._files, reverse=True)),
+            label_names=read_label_names(folder.directory))
+
+    def _open_synthetic(self, kind, resolution, num_images, seed):
+        if kind != "shapes":
+            raise DatasetError(f"{kind} is an unpaired (two-domain) dataset; open it with "
+                               "datasets.open_unpaired")
+        resolution = check_resolution(resolution or SYNTHETIC_DEFAULT_RESOLUTION)
+        if num_images is None:
+            bytes_per_image = resolution * resolution * 4  # 3 channels, all levels (+1/3)
+            num_images = max(1, min(SYNTHETIC_DEFAULT_IMAGES,
+                                    SYNTHETIC_MEMORY_BUDGET // bytes_per_image))
+        images, classes = synthetic.shapes(int(num_images), resolution, seed)
+        levels = lod_pyramid(images.transpose(0, 3, 1, 2))
+        self._arrays = {level.shape[2]: level.transpose(0, 2, 3, 1) for level in levels}
+        self._files = None
+        self._labels = np.eye(synthetic.NUM_CLASSES, dtype=np.float32)[classes]
+        self.info = DatasetInfo(
+            name=kind, source=f"synthetic:{kind}", resolution=resolution, channels=3,
+            num_images=int(num_images), label_size=synthetic.NUM_CLASSES,
+            resolutions=tuple(sorted(self._arrays, reverse=True)),
+            label_names=synthetic.SHAPE_CLASSES)
+
+    @property
+    def labels(self):
+        """float32 (num_images, label_size) in record order (zeros of width 0 if unlabelled).
+
+        Conditional generators sample their labels from these rows, as NVlabs' training loop.
+        """
+        if self._labels is None:
+            return np.zeros((self.info.num_images, 0), np.float32)
+        return self._labels
+
+    def images(self, resolution=None):
+        """All images of one level as uint8 (N, R, R, C) in record order (small datasets)."""
+        batches = self.pipeline(self.info.num_images, resolution, dtype=tf.uint8, shuffle=False,
+                                repeat=False, drop_remainder=False)
+        return np.concatenate([b[0].numpy() for b in batches])
+
+    def pipeline(self, batch_size, resolution=None, *, dtype=tf.float32, mirror=False,
+                 shuffle=True, shuffle_buffer=None, repeat=True, seed=0, drop_remainder=True,
+                 input_context=None, cache=None):
+        """tf.data.Dataset of (images, labels) batches at one level of detail.
+
+        Args:
+            batch_size: images per batch (per replica when used through `distribute`).
+            resolution: the level to read (default: info.resolution); must be in
+                info.resolutions. Use `resolution_for_lod(info.resolution, lod)`.
+            dtype: tf.float32 (default): images in [-1, 1]; tf.uint8: the stored pixels.
+            mirror: flip each image left-right with probability 1/2 (StyleGAN mirror_augment).
+            shuffle: shuffle records (buffer: `shuffle_buffer` images, default as many as fit
+                in 256 MiB, at most the dataset). Each epoch is reshuffled.
+            repeat: repeat forever (training); False gives one epoch (metrics, export).
+            seed: seeds the shuffle order and the mirror flips.
+            drop_remainder: only full batches (static batch dimension).
+            input_context: tf.distribute.InputContext: shard records across input pipelines
+                (workers) and decorrelate their seeds.
+            cache: keep the records in memory after the first epoch (default: if the level is
+                at most 512 MiB).
+        Returns:
+            tf.data.Dataset yielding images (batch, R, R, C) of `dtype` and labels float32
+            (batch, label_size).
+        """
+        info = self.info
+        resolution = info.resolution if resolution is None else int(resolution)
+        if resolution not in info.resolutions:
+            raise DatasetError(f"{info.source}: no {resolution}x{resolution} level; available: "
+                               f"{list(info.resolutions)}")
+        if int(batch_size) < 1:
+            raise DatasetError(f"batch_size must be >= 1, got {batch_size}")
+        dtype = tf.as_dtype(dtype)
+        if dtype not in (tf.float32, tf.uint8):
+            raise DatasetError(f"dtype must be float32 or uint8, got {dtype.name}")
+        channels = info.channels
+        bytes_per_image = resolution * resolution * channels
+        if input_context is not None:
+            seed = seed + _PIPELINE_SEED_STRIDE * input_context.input_pipeline_id
+
+        labels = self.labels
+        label_size = labels.shape[1]
+        one_hot = label_size > 0 and bool(np.all(labels.sum(1) == 1) and np.all(
+            (labels == 0) | (labels == 1)))
+        # One-hot labels travel as class indices (4 bytes per image, not 4 * label_size).
+        label_column = labels.argmax(1).astype(np.int32) if one_hot else labels
+
+        if self._files is not None:
+            records = tf.data.TFRecordDataset(self._files[resolution],
+                                              buffer_size=8 << 20).take(info.num_images)
+        else:
+            records = tf.data.Dataset.from_tensor_slices(self._arrays[resolution])
+        dataset = tf.data.Dataset.zip(records, tf.data.Dataset.from_tensor_slices(label_column))
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id)
+        if cache is None:
+            cache = self._files is not None and info.num_images * bytes_per_image <= CACHE_BUDGET
+        if cache:
+            dataset = dataset.cache()
+        if shuffle:
+            buffer = shuffle_buffer or max(1, SHUFFLE_BUDGET // bytes_per_image)
+            dataset = dataset.shuffle(min(int(buffer), info.num_images), seed=seed,
+                                      reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+        dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter())
+        from_records = self._files is not None
+
+        def process(batch, step):
+            data, label = batch
+            images = parse_batch(data, channels, resolution) if from_records else data
+            if mirror:
+                images = _mirror(images, tf.constant(seed, tf.int64), step)
+            if dtype == tf.float32:
+                images = to_float(images)
+            if one_hot:
+                label = tf.one_hot(label, label_size, dtype=tf.float32)
+            return images, tf.cast(label, tf.float32)
+
+        dataset = dataset.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def distribute(self, strategy, global_batch_size, resolution=None, **pipeline_kwargs):
+        """The pipeline for a tf.distribute strategy: each replica gets its share of the batch.
+
+        Uses `strategy.distribute_datasets_from_function`; every input pipeline (one per worker)
+        reads its own shard of the records with per-replica batches of
+        global_batch_size / num_replicas_in_sync. Iterate it, or pass it to `strategy.run`
+        loops or `Model.fit`.
+        """
+        replicas = strategy.num_replicas_in_sync
+        if global_batch_size % replicas:
+            raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
+                               f"{replicas} replicas; use a multiple of {replicas}")
+
+        def dataset_fn(input_context):
+            return self.pipeline(input_context.get_per_replica_batch_size(global_batch_size),
+                                 resolution, input_context=input_context, **pipeline_kwargs)
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def open_dataset(source, *, resolution=None, num_images=None, seed=0):
+    """Opens a dataset folder or a built-in synthetic kind; see `ImageDataset`."""
+    return ImageDataset(source, resolution=resolution, num_images=num_images, seed=seed)
