@@ -84,7 +84,7 @@ def _open(path):
         raise BadImageError(path, "not an image (unknown format despite its extension)",
                             "delete it or pass --skip-bad") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise BadImageError(path, f"corrupt image header ({error})",
+        raise BadImageError(path, f"truncated or corrupt image header ({error})",
                             "re-export the image or pass --skip-bad") from None
 
 
