@@ -1,0 +1,466 @@
+"""Import official weights into our networks, and save / load converted networks.
+
+    from networks import convert
+    nets = convert.from_stylegan2_ada_pytorch(dict(np.load("ffhq.npz")))
+    images = nets.G(z, truncation_psi=0.5)          # float32 NHWC in [-1, 1]
+    logits = nets.D(images)                         # (N, 1)
+    convert.save_networks("converted/ffhq", G=nets.G, D=nets.D)
+
+Command line (a `.npz` of named arrays; a `.pt`/`.pth` state dict only if torch is installed):
+
+    python run_convert.py --input ffhq.npz --output converted/ffhq
+
+Each importer reads a flat mapping name -> numpy array through `StateReader`, which fails
+loudly on a missing key, a wrong shape or a key nothing consumed, infers the architecture from
+the shapes, builds our network and assigns every variable (`assign`). Importers for other
+official code bases (U-GAT-IT, BigGAN) plug into `IMPORTERS` the same way.
+
+Our checkpoint format (`save_networks` / `load_networks`): a directory with `networks.json`
+(per network: class path and `get_config()`) and a `tf.train.Checkpoint` of the networks
+(`ckpt-1.*`), restorable into freshly built networks without this module's importers.
+"""
+
+import collections
+import importlib
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from networks import layers as L
+
+#----------------------------------------------------------------------------
+# Generic machinery (shared by every importer).
+
+
+class StateReader:
+    """Reads a flat state dict once per key, checking shapes; reports unused keys.
+
+    Args:
+      state: mapping name -> array-like.
+      source: name of the weights' origin, used in error messages.
+    """
+
+    def __init__(self, state, source):
+        self.state = {str(k): np.asarray(v) for k, v in state.items()}
+        self.source = source
+        self.used = set()
+
+    def has(self, key):
+        return key in self.state
+
+    def shape(self, key):
+        return self.take(key, mark=False).shape
+
+    def take(self, key, shape=None, mark=True):
+        if key not in self.state:
+            raise ValueError(f"{self.source}: missing key '{key}' in the state dict (the weights "
+                             "do not match the architecture inferred from the other keys).")
+        value = self.state[key]
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{self.source}: '{key}' has shape {tuple(value.shape)}, expected "
+                             f"{tuple(shape)}.")
+        if mark:
+            self.used.add(key)
+        return value.astype(np.float32) if value.dtype.kind == "f" else value
+
+    def keys_with_prefix(self, prefix):
+        return [k for k in self.state if k.startswith(prefix)]
+
+    def check_all_used(self):
+        unused = sorted(set(self.state) - self.used)
+        if unused:
+            shown = ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else "")
+            raise ValueError(f"{self.source}: {len(unused)} unexpected key(s) not matched by the "
+                             f"inferred architecture: {shown}")
+
+
+def assign(variable, value, key):
+    """variable.assign(value) after an exact shape check naming the source key."""
+    value = np.asarray(value, dtype=np.float32)
+    if tuple(variable.shape) != value.shape:
+        raise ValueError(f"'{key}': converted shape {value.shape} does not fit variable "
+                         f"'{variable.path}' of shape {tuple(variable.shape)}.")
+    variable.assign(value)
+
+
+def _solve_fmap(channels, who):
+    """fmap_base, fmap_max reproducing {resolution: channels} with nf = min(int(2 fmap_base / R), max)."""
+    fmap_max = max(channels.values())
+    unclipped = [(r, c) for r, c in channels.items() if c < fmap_max]
+    if unclipped:
+        r, c = max(unclipped)
+        # int(2 * fmap_base / r) == c: any fmap_base in [c r / 2, (c + 1) r / 2).
+        fmap_base = c * r / 2
+    else:
+        fmap_base = fmap_max * max(channels) / 2
+    if float(fmap_base).is_integer():
+        fmap_base = int(fmap_base)
+    for r, c in channels.items():
+        if L.num_features(int(r).bit_length() - 2, fmap_base, fmap_max=fmap_max) != c:
+            raise ValueError(f"{who}: channel counts {channels} do not follow the official formula "
+                             "min(channel_base // R, channel_max); unsupported layout.")
+    return fmap_base, fmap_max
+
+
+def _resolutions(reader, prefix, suffix):
+    out = []
+    for key in reader.keys_with_prefix(prefix):
+        head = key[len(prefix):].split(".", 1)
+        if len(head) == 2 and head[0].isdigit() and head[1].startswith(suffix):
+            out.append(int(head[0]))
+    return sorted(set(out))
+
+
+def _count_layers(reader, prefix):
+    n = 0
+    while reader.has(f"{prefix}fc{n}.weight"):
+        n += 1
+    return n
+
+#----------------------------------------------------------------------------
+# stylegan2-ada-pytorch.
+
+_RESAMPLE_FILTER = L.setup_filter((1, 3, 3, 1))
+
+
+def _conv(w, flip=False):
+    """PyTorch OIHW -> HWIO; flip spatially for up-convs (our TF-convention transposed conv)."""
+    w = w.transpose(2, 3, 1, 0)
+    return w[::-1, ::-1] if flip else w
+
+
+def _check_filters(reader, prefix):
+    for key in reader.keys_with_prefix(prefix):
+        if key.endswith("resample_filter"):
+            f = reader.take(key)
+            if f.shape != _RESAMPLE_FILTER.shape or not np.allclose(f, _RESAMPLE_FILTER, atol=1e-6):
+                raise ValueError(f"stylegan2-ada-pytorch: '{key}' is not the [1,3,3,1] FIR filter; "
+                                 "other resampling filters are not supported.")
+
+
+def _load_dense(reader, key, layer, affine=False):
+    w = reader.take(f"{key}.weight", (layer.units, layer.kernel.shape[0]))
+    assign(layer.kernel, w.T, f"{key}.weight")
+    if layer.bias is not None:
+        b = reader.take(f"{key}.bias", (layer.units,))
+        # Our styles add 1 at run time; the PyTorch affine bias holds it (bias_init=1).
+        assign(layer.bias, b - 1.0 if affine else b, f"{key}.bias")
+
+
+def _load_conv(reader, key, layer, flip=False):
+    k, _, i, o = layer.kernel.shape
+    w = reader.take(f"{key}.weight", (o, i, k, k))
+    assign(layer.kernel, _conv(w, flip), f"{key}.weight")
+    if layer.bias is not None:
+        assign(layer.bias, reader.take(f"{key}.bias", (o,)), f"{key}.bias")
+
+
+def _load_mapping(reader, prefix, mapping):
+    if mapping.embed is not None:
+        _load_dense(reader, f"{prefix}embed", mapping.embed)
+    for i, fc in enumerate(mapping.fcs):
+        _load_dense(reader, f"{prefix}fc{i}", fc)
+
+
+def _mapping_config(reader, prefix, who):
+    num_layers = _count_layers(reader, prefix)
+    if num_layers == 0:
+        raise ValueError(f"{who}: no '{prefix}fc0.weight' in the state dict.")
+    w_dim = reader.shape(f"{prefix}fc{num_layers - 1}.weight")[0]
+    in_features = reader.shape(f"{prefix}fc0.weight")[1]
+    c_dim = embed = 0
+    if reader.has(f"{prefix}embed.weight"):
+        embed, c_dim = reader.shape(f"{prefix}embed.weight")
+    if num_layers > 1 and reader.shape(f"{prefix}fc0.weight")[0] != w_dim:
+        raise ValueError(f"{who}: mapping hidden width differs from w_dim; unsupported.")
+    if c_dim and embed != w_dim:
+        raise ValueError(f"{who}: label embedding width {embed} differs from w_dim {w_dim}; "
+                         "unsupported.")
+    return dict(num_layers=num_layers, w_dim=int(w_dim), z_dim=int(in_features - embed),
+                c_dim=int(c_dim))
+
+
+def _modulated(reader, key, synthesis_layer_conv, flip):
+    """Kernel and affine of one modulated conv (SynthesisLayer / ToRGBLayer)."""
+    conv = synthesis_layer_conv
+    k, _, i, o = conv.kernel.shape
+    w = reader.take(f"{key}.weight", (o, i, k, k))
+    assign(conv.kernel, _conv(w, flip), f"{key}.weight")
+    _load_dense(reader, f"{key}.affine", conv.affine, affine=True)
+
+
+def _convert_generator(reader, prefix, overrides):
+    from networks import stylegan2
+    who = "stylegan2-ada-pytorch G"
+    m = _mapping_config(reader, f"{prefix}mapping.", who)
+    resolutions = _resolutions(reader, f"{prefix}synthesis.b", "conv1.weight")
+    if not resolutions or resolutions[0] != 4:
+        raise ValueError(f"{who}: no synthesis blocks ('{prefix}synthesis.b4.conv1.weight').")
+    resolution = resolutions[-1]
+    channels = {r: int(reader.shape(f"{prefix}synthesis.b{r}.conv1.weight")[0]) for r in resolutions}
+    img_channels = int(reader.shape(f"{prefix}synthesis.b{resolution}.torgb.weight")[0])
+    if resolution > 4 and reader.has(f"{prefix}synthesis.b4.torgb.weight"):
+        architecture = "skip"
+    elif resolution > 4 and reader.has(f"{prefix}synthesis.b8.skip.weight"):
+        architecture = "resnet"
+    else:
+        architecture = "orig"
+    fmap_base, fmap_max = _solve_fmap(channels, who)
+    config = dict(z_dim=m["z_dim"], c_dim=m["c_dim"], w_dim=m["w_dim"], resolution=resolution,
+                  img_channels=img_channels, mapping_layers=m["num_layers"], fmap_base=fmap_base,
+                  fmap_max=fmap_max, architecture=architecture)
+    config.update(overrides)
+    G = stylegan2.Generator(**config)
+
+    _load_mapping(reader, f"{prefix}mapping.", G.mapping)
+    if reader.has(f"{prefix}mapping.w_avg"):
+        assign(G.dlatent_avg, reader.take(f"{prefix}mapping.w_avg", (m["w_dim"],)),
+               f"{prefix}mapping.w_avg")
+    for block in G.synthesis.blocks:
+        key = f"{prefix}synthesis.b{block.resolution}"
+        if block.conv0 is None:
+            const = reader.take(f"{key}.const", (block.out_channels, 4, 4))
+            assign(block.const, const.transpose(1, 2, 0), f"{key}.const")
+        layers = [("conv0", block.conv0, True), ("conv1", block.conv1, False)]
+        for name, layer, flip in layers:
+            if layer is None:
+                continue
+            _modulated(reader, f"{key}.{name}", layer.conv, flip)
+            assign(layer.bias, reader.take(f"{key}.{name}.bias", (layer.filters,)),
+                   f"{key}.{name}.bias")
+            if layer.noise is not None:
+                r = block.resolution
+                assign(layer.noise.strength, reader.take(f"{key}.{name}.noise_strength", ()),
+                       f"{key}.{name}.noise_strength")
+                if reader.has(f"{key}.{name}.noise_const"):
+                    assign(layer.noise.noise_const,
+                           reader.take(f"{key}.{name}.noise_const", (r, r)),
+                           f"{key}.{name}.noise_const")
+        if block.torgb is not None:
+            _modulated(reader, f"{key}.torgb", block.torgb.conv, False)
+            assign(block.torgb.bias, reader.take(f"{key}.torgb.bias", (img_channels,)),
+                   f"{key}.torgb.bias")
+        if block.skip is not None:
+            _load_conv(reader, f"{key}.skip", block.skip, flip=True)
+    _check_filters(reader, f"{prefix}synthesis.")
+    return G
+
+
+def _convert_discriminator(reader, prefix, overrides):
+    from networks import stylegan2
+    who = "stylegan2-ada-pytorch D"
+    resolutions = _resolutions(reader, f"{prefix}b", "conv0.weight")
+    if not reader.has(f"{prefix}b4.conv.weight"):
+        raise ValueError(f"{who}: missing key '{prefix}b4.conv.weight'.")
+    resolution = resolutions[-1] if resolutions else 4
+    channels = {r: int(reader.shape(f"{prefix}b{r}.conv0.weight")[0]) for r in resolutions}
+    channels[4] = int(reader.shape(f"{prefix}b4.conv.weight")[0])
+    top = f"{prefix}b{resolution}.fromrgb.weight" if resolution > 4 else f"{prefix}b4.fromrgb.weight"
+    img_channels = int(reader.shape(top)[1])
+    if resolution > 4 and reader.has(f"{prefix}b{resolution // 2}.fromrgb.weight"):
+        architecture = "skip"
+    elif resolution > 4 and reader.has(f"{prefix}b{resolution}.skip.weight"):
+        architecture = "resnet"
+    else:
+        architecture = "orig"
+    mbstd_num_features = int(reader.shape(f"{prefix}b4.conv.weight")[1]) - channels[4]
+    c_dim, cmap_dim, mapping_layers = 0, None, 8
+    if reader.has(f"{prefix}mapping.fc0.weight"):
+        m = _mapping_config(reader, f"{prefix}mapping.", who)
+        c_dim, cmap_dim, mapping_layers = m["c_dim"], m["w_dim"], m["num_layers"]
+    fmap_base, fmap_max = _solve_fmap(channels, who)
+    config = dict(resolution=resolution, img_channels=img_channels, c_dim=c_dim,
+                  architecture=architecture, fmap_base=fmap_base, fmap_max=fmap_max,
+                  mbstd_num_features=mbstd_num_features, cmap_dim=cmap_dim,
+                  mapping_layers=mapping_layers)
+    config.update(overrides)
+    D = stylegan2.Discriminator(**config)
+
+    for block in D.blocks:
+        key = f"{prefix}b{block.resolution}"
+        for name in ("fromrgb", "conv0", "conv1", "skip"):
+            layer = getattr(block, name)
+            if layer is not None:
+                _load_conv(reader, f"{key}.{name}", layer)
+    epi = D.b4
+    if epi.fromrgb is not None:
+        _load_conv(reader, f"{prefix}b4.fromrgb", epi.fromrgb)
+    _load_conv(reader, f"{prefix}b4.conv", epi.conv)
+    c = epi.in_channels
+    fc_w = reader.take(f"{prefix}b4.fc.weight", (c, c * 16))
+    # PyTorch flattens NCHW (c, h, w); ours flattens NHWC (h, w, c): permute the rows.
+    fc_w = fc_w.T.reshape(c, 4, 4, c).transpose(1, 2, 0, 3).reshape(16 * c, c)
+    assign(epi.fc.kernel, fc_w, f"{prefix}b4.fc.weight")
+    assign(epi.fc.bias, reader.take(f"{prefix}b4.fc.bias", (c,)), f"{prefix}b4.fc.bias")
+    _load_dense(reader, f"{prefix}b4.out", epi.out)
+    if D.mapping is not None:
+        _load_mapping(reader, f"{prefix}mapping.", D.mapping)
+    _check_filters(reader, prefix)
+    return D
+
+
+Converted = collections.namedtuple("Converted", ["G", "D"])
+
+_G_PREFIXES = ("G_ema.", "G.")
+_D_PREFIXES = ("D.",)
+
+
+def _split_prefixed(state):
+    """{'G': {...}, 'D': {...}} from prefixed keys, or None if no key is prefixed."""
+    parts = {"G": {}, "D": {}}
+    prefixed = False
+    for key, value in state.items():
+        for net, prefixes in (("G", _G_PREFIXES), ("D", _D_PREFIXES)):
+            match = next((p for p in prefixes if key.startswith(p)), None)
+            if match:
+                parts[net].setdefault(match, {})[key[len(match):]] = value
+                prefixed = True
+                break
+        else:
+            parts.setdefault("other", []).append(key)
+    if not prefixed:
+        return None
+    if parts.get("other"):
+        raise ValueError("stylegan2-ada-pytorch: keys without a 'G.', 'G_ema.' or 'D.' prefix in a "
+                         f"prefixed state dict: {parts['other'][:5]}")
+    g = parts["G"]
+    if len(g) > 1:  # both G. and G_ema.: the EMA generator is the one to use (official Gs)
+        g = {"G_ema.": g["G_ema."]}
+    return {"G": next(iter(g.values()), None), "D": next(iter(parts["D"].values()), None)}
+
+
+def from_stylegan2_ada_pytorch(state, generator_overrides=None, discriminator_overrides=None):
+    """Our StyleGAN2 G and/or D with the weights of a stylegan2-ada-pytorch state dict.
+
+    Args:
+      state: mapping name -> numpy array: the `state_dict()` of the official Generator or
+        Discriminator (unprefixed; G is recognised by its 'synthesis.' keys), or both with
+        prefixes 'G.' or 'G_ema.' and 'D.' (G_ema is taken when both G and G_ema are given).
+      generator_overrides, discriminator_overrides: constructor arguments that the state dict
+        cannot tell, e.g. conv_clamp=256 (stylegan2-ada-pytorch mixed-precision models),
+        mapping_lrmul, mbstd_group_size (default 4), fq_blocks, progressive.
+
+    Returns:
+      Converted(G, D), either None when absent. G is called as
+      `G(z, labels=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const")` ->
+      float32 NHWC images in [-1, 1]; D as `D(images_nhwc, labels=None)` -> logits (N, 1).
+
+    Raises:
+      ValueError naming the key on a missing key, a wrong shape, an unexpected key or an
+      unsupported variant. Nothing is returned half-converted.
+
+    Conversion (reference "Official weights in stylegan2-ada-pytorch naming"): conv OIHW ->
+    HWIO, up-sampling kernels (synthesis conv0) flipped spatially, dense / affine transposed,
+    affine biases - 1, D's fc rows permuted from NCHW to NHWC flattening, const CHW -> HWC.
+    """
+    parts = _split_prefixed(state)
+    if parts is None:
+        if any(k.startswith("synthesis.") for k in state):
+            parts = {"G": state, "D": None}
+        elif any(k.startswith("b4.") for k in state):
+            parts = {"G": None, "D": state}
+        else:
+            raise ValueError("stylegan2-ada-pytorch: the state dict has neither generator "
+                             "('synthesis.*') nor discriminator ('b4.*') keys.")
+    G = D = None
+    if parts["G"]:
+        reader = StateReader(parts["G"], "stylegan2-ada-pytorch G")
+        G = _convert_generator(reader, "", dict(generator_overrides or {}))
+        reader.check_all_used()
+    if parts["D"]:
+        reader = StateReader(parts["D"], "stylegan2-ada-pytorch D")
+        D = _convert_discriminator(reader, "", dict(discriminator_overrides or {}))
+        reader.check_all_used()
+    if G is None and D is None:
+        raise ValueError("stylegan2-ada-pytorch: empty state dict.")
+    return Converted(G, D)
+
+
+IMPORTERS = {"stylegan2-ada-pytorch": from_stylegan2_ada_pytorch}
+
+#----------------------------------------------------------------------------
+# Reading weight files; our checkpoint format.
+
+
+def read_state(path):
+    """Flat name -> numpy array from a `.npz`, or a `.pt`/`.pth` state dict if torch is installed."""
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if path.endswith((".pt", ".pth")):
+        try:
+            import torch  # optional; never needed for .npz
+        except ImportError as e:
+            raise ValueError(f"Reading {path} needs PyTorch, which is not installed; dump a .npz "
+                             "instead (see README: Importing official StyleGAN2 weights).") from e
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        flat = {}
+
+        def visit(prefix, value):
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    visit(f"{prefix}{k}.", v)
+            elif hasattr(value, "detach"):
+                flat[prefix[:-1]] = value.detach().cpu().numpy()
+        visit("", obj)
+        return flat
+    raise ValueError(f"Unsupported weight file {path!r}: expected .npz (or .pt/.pth with torch).")
+
+
+def save_networks(directory, **networks):
+    """Writes `networks.json` and a tf.train.Checkpoint of the given networks (e.g. G=..., D=...)."""
+    if not networks:
+        raise ValueError("save_networks: give at least one network, e.g. G=G.")
+    if os.path.exists(os.path.join(directory, "networks.json")):
+        raise ValueError(f"save_networks: {directory} already holds networks; choose a new "
+                         "directory (converted networks are never overwritten).")
+    os.makedirs(directory, exist_ok=True)
+    spec = {name: {"class": f"{type(net).__module__}.{type(net).__name__}",
+                   "config": _jsonable(net.get_config())} for name, net in networks.items()}
+    path = tf.train.Checkpoint(**networks).write(os.path.join(directory, "ckpt"))
+    spec_path = os.path.join(directory, "networks.json")
+    with open(spec_path + ".tmp", "w") as f:
+        json.dump({"checkpoint": os.path.basename(path), "networks": spec}, f, indent=1)
+    os.replace(spec_path + ".tmp", spec_path)  # the spec appears only once the weights exist
+    return directory
+
+
+def load_networks(directory):
+    """Rebuilds the networks of `save_networks` and restores their weights; dict name -> net."""
+    with open(os.path.join(directory, "networks.json")) as f:
+        spec = json.load(f)
+    networks = {}
+    for name, entry in spec["networks"].items():
+        module_name, class_name = entry["class"].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module_name), class_name)
+        config = {k: v for k, v in entry["config"].items()
+                  if k not in ("name", "trainable", "dtype")}
+        networks[name] = cls(**_from_json(config))
+    status = tf.train.Checkpoint(**networks).read(os.path.join(directory, spec["checkpoint"]))
+    status.assert_existing_objects_matched().expect_partial()
+    return networks
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(config):
+    # JSON turns tuples into lists and int dict keys into strings; restore what the
+    # constructors validate (FQ per-block dicts are keyed by block resolution).
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and all(str(key).isdigit() for key in v):
+            v = {int(key): val for key, val in v.items()}
+        elif isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    return out

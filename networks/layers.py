@@ -1,0 +1,795 @@
+"""Building blocks of ProGAN, StyleGAN and StyleGAN2, NHWC (official code: NCHW).
+
+Reads top-down from ops to layers: fade-in and normalisation ops, resampling (nearest / box /
+blur for ProGAN and StyleGAN v1, FIR `upfirdn2d` for StyleGAN2), convolution with resampling,
+then the Keras layers with weights: equalized-learning-rate dense and conv, minibatch stddev,
+noise inputs, AdaIN style modulation (StyleGAN v1) and modulated convolution (StyleGAN2).
+Behaviour follows `../shared/reference/stylegan.md`.
+
+Mixed precision: every layer here is created with `autocast=False` and casts for itself. Weights
+are scaled by their equalized-LR coefficient in float32 and only then cast to the compute dtype;
+pixel norm, instance norm, minibatch stddev, styles and demodulation coefficients are computed in
+float32 (the official TF code does the same for its float16 paths).
+
+Weight layouts: dense [in, out]; conv HWIO [kh, kw, in, out].
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+LRELU_SLOPE = 0.2
+ACTIVATIONS = ("linear", "lrelu", "relu")
+NOISE_MODES = ("const", "random", "none")
+SQRT2 = math.sqrt(2.0)
+
+#----------------------------------------------------------------------------
+# Small ops.
+
+
+def lerp(a, b, t):
+    """a + (b - a) * t, with t cast to a's dtype."""
+    return a + (b - a) * tf.cast(t, a.dtype)
+
+
+def lerp_clip(a, b, t):
+    """a + (b - a) * clip(t, 0, 1): the fade-in of progressive growing."""
+    return lerp(a, b, tf.clip_by_value(tf.cast(t, tf.float32), 0.0, 1.0))
+
+
+def pixel_norm(x, epsilon=1e-8):
+    """x * rsqrt(mean(x^2 over channels) + eps), computed in float32 (eps underflows in float16)."""
+    x32 = tf.cast(x, tf.float32)
+    y = x32 * tf.math.rsqrt(tf.reduce_mean(tf.square(x32), axis=-1, keepdims=True) + epsilon)
+    return tf.cast(y, x.dtype)
+
+
+def instance_norm(x, epsilon=1e-8):
+    """Per sample and channel: (x - mean_HW) * rsqrt(mean_HW((x - mean)^2) + eps), in float32."""
+    x32 = tf.cast(x, tf.float32)
+    x32 -= tf.reduce_mean(x32, axis=[1, 2], keepdims=True)
+    x32 *= tf.math.rsqrt(tf.reduce_mean(tf.square(x32), axis=[1, 2], keepdims=True) + epsilon)
+    return tf.cast(x32, x.dtype)
+
+
+def activate(x, activation):
+    if activation == "lrelu":
+        return tf.nn.leaky_relu(x, LRELU_SLOPE)
+    if activation == "relu":
+        return tf.nn.relu(x)
+    return x
+
+
+def bias_act(x, bias=None, activation="linear", gain=1.0, clamp=None):
+    """x + bias, activation, times gain, clamped to +-clamp (StyleGAN2 `bias_act`)."""
+    if bias is not None:
+        x = x + tf.cast(bias, x.dtype)
+    x = activate(x, activation)
+    if gain != 1:
+        x = x * tf.cast(gain, x.dtype)
+    if clamp is not None:
+        x = tf.clip_by_value(x, -tf.cast(clamp, x.dtype), tf.cast(clamp, x.dtype))
+    return x
+
+
+def num_features(stage, fmap_base, fmap_decay=1.0, fmap_min=1, fmap_max=512):
+    """Official nf(stage) = clip(int(fmap_base / 2^(stage * fmap_decay)), fmap_min, fmap_max).
+
+    A layer working at resolution R has stage log2(R) - 1 (so nf(1) is the 4x4 width).
+    """
+    return int(np.clip(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_min, fmap_max))
+
+
+def check_resolution(resolution, name="resolution"):
+    """Returns log2(resolution); resolution must be a power of two >= 4."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or \
+            resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"{name} must be a power of two >= 4, got {resolution!r}.")
+    return int(resolution).bit_length() - 1
+
+
+def _spatial(x):
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    if h is None or w is None or c is None:
+        raise ValueError(f"Height, width and channels must be static, got shape {tuple(x.shape)}.")
+    return h, w, c
+
+#----------------------------------------------------------------------------
+# Resampling. ProGAN / StyleGAN v1: nearest, 2x2 box and [1,2,1] blur. StyleGAN2: FIR.
+
+
+def upscale2d(x, factor=2):
+    """Nearest-neighbour upsampling (ProGAN / StyleGAN v1 `upscale2d`)."""
+    if factor == 1:
+        return x
+    h, w, c = _spatial(x)
+    x = tf.reshape(x, [-1, h, 1, w, 1, c])
+    x = tf.tile(x, [1, 1, factor, 1, factor, 1])
+    return tf.reshape(x, [-1, h * factor, w * factor, c])
+
+
+def downscale2d(x, factor=2):
+    """Box-filter downsampling: mean over factor x factor blocks (`downscale2d`)."""
+    if factor == 1:
+        return x
+    return tf.nn.avg_pool2d(x, factor, factor, "VALID")
+
+
+def setup_filter(kernel, gain=1.0):
+    """FIR kernel as float32 2-D array: outer product of a 1-D kernel, normalised to sum 1, times gain."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim == 1:
+        k = np.outer(k, k)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"FIR kernel must be 1-D or square 2-D, got shape {k.shape}.")
+    k = k / np.sum(k)
+    return (k * gain).astype(np.float32)
+
+
+def _depthwise(x, kernel2d, stride=1, padding="VALID"):
+    c = x.shape[-1]
+    w = np.tile(kernel2d[:, :, np.newaxis, np.newaxis], [1, 1, c, 1])
+    return tf.nn.depthwise_conv2d(x, tf.constant(w, dtype=x.dtype), [1, stride, stride, 1], padding)
+
+
+def blur2d(x, kernel=(1, 2, 1)):
+    """StyleGAN v1 blur: normalised outer-product kernel, depthwise, SAME padding."""
+    return _depthwise(x, setup_filter(kernel)[::-1, ::-1], padding="SAME")
+
+
+def upfirdn2d(x, kernel, up=1, down=1, padding=(0, 0), gain=1.0, flip_filter=False):
+    """Upsample (zero insertion), pad, FIR-filter, downsample: StyleGAN2's `upfirdn2d`, NHWC.
+
+    Args:
+      x: (N, H, W, C), static H, W, C.
+      kernel: 1-D separable or 2-D FIR kernel (normalised to sum 1 by `setup_filter`).
+      up, down: integer factors.
+      padding: (before, after) for both H and W, after upsampling; negative values crop.
+      gain: multiplies the kernel (upsampling by 2 uses 4 to keep the signal's magnitude).
+      flip_filter: False = true convolution (kernel flipped, as the reference), True = correlation.
+
+    Output shape:
+      (N, (H*up + before + after - k) // down + 1, ..., C).
+    """
+    h, w, c = _spatial(x)
+    if up > 1:
+        x = tf.reshape(x, [-1, h, 1, w, 1, c])
+        x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0], [0, up - 1], [0, 0]])
+        x = tf.reshape(x, [-1, h * up, w * up, c])
+    p0, p1 = padding
+    if p0 > 0 or p1 > 0:
+        pads = [max(p0, 0), max(p1, 0)]
+        x = tf.pad(x, [[0, 0], pads, pads, [0, 0]])
+    if p0 < 0 or p1 < 0:
+        size = x.shape[1]
+        x = x[:, max(-p0, 0):size - max(-p1, 0), max(-p0, 0):size - max(-p1, 0), :]
+    f = setup_filter(kernel, gain)
+    if not flip_filter:
+        f = f[::-1, ::-1]
+    return _depthwise(x, np.ascontiguousarray(f), stride=down)
+
+
+def upsample_2d(x, kernel=(1, 3, 3, 1), factor=2):
+    """FIR upsampling by `factor` (StyleGAN2 `upsample_2d`): pads ((p+1)//2 + factor-1, p//2)."""
+    p = len(kernel) - factor
+    return upfirdn2d(x, kernel, up=factor, padding=((p + 1) // 2 + factor - 1, p // 2),
+                     gain=factor ** 2)
+
+
+def downsample_2d(x, kernel=(1, 3, 3, 1), factor=2):
+    """FIR downsampling by `factor` (StyleGAN2 `downsample_2d`): pads ((p+1)//2, p//2)."""
+    p = len(kernel) - factor
+    return upfirdn2d(x, kernel, down=factor, padding=((p + 1) // 2, p // 2))
+
+#----------------------------------------------------------------------------
+# Convolution with optional resampling.
+
+
+def _conv_transpose(x, w_t, stride, out_hw, padding, groups=1):
+    """tf.nn.conv2d_transpose with a dynamic batch.
+
+    w_t is [kh, kw, out_per_group, in_total]; the op infers the groups from the requested
+    output channels (out_per_group * groups).
+    """
+    out_channels = w_t.shape[2] * groups
+    shape = tf.stack([tf.shape(x)[0], out_hw[0], out_hw[1], out_channels])
+    y = tf.nn.conv2d_transpose(x, w_t, shape, stride, padding)
+    return tf.ensure_shape(y, [None, out_hw[0], out_hw[1], out_channels])
+
+
+def _pad_and_sum_shifts(w):
+    """ProGAN / StyleGAN v1 fused resampling kernel: pad by 1 and sum the 4 shifted copies."""
+    w = tf.pad(w, [[1, 1], [1, 1], [0, 0], [0, 0]])
+    return w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]
+
+
+def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scale=False):
+    """2-D convolution ('same' size for odd kernels) with optional 2x up- or downsampling.
+
+    Args:
+      x: (N, H, W, I*G) input (G groups: I input channels per group).
+      w: HWIO kernel (kh, kw, I, O*G) in x's dtype, already scaled; groups are inferred from
+        the channel counts (used by the fused modulated convolution).
+      up, down: resample by 2 (not both).
+      resample_kernel: StyleGAN2 FIR kernel (e.g. (1, 3, 3, 1)) or None for ProGAN / StyleGAN v1.
+        FIR up: transposed stride-2 convolution with the spatially flipped kernel, then the FIR
+        filter (gain 4), as the official `upsample_conv_2d`; FIR down: FIR filter then stride-2
+        convolution (`conv_downsample_2d`).
+      fused_scale: only without resample_kernel. True = one transposed / strided convolution
+        with the kernel padded by 1 and its 4 shifts summed (x 1/4 for down), which equals
+        nearest-upsample + conv with the flipped kernel, or conv + 2x2 average.
+        False = nearest-upsample then conv, or conv then 2x2 average.
+
+    Output shape:
+      (N, 2H, 2W, O*G) if up, (N, H/2, W/2, O*G) if down, else (N, H, W, O*G).
+    """
+    if up and down:
+        raise ValueError("conv2d_resample: up and down are exclusive.")
+    h, wd = x.shape[1], x.shape[2]
+    k = w.shape[0]
+    if up and resample_kernel is not None:
+        if k == 1:  # 1x1 kernel: the convolution commutes with the upsampling.
+            return upsample_2d(tf.nn.conv2d(x, w, 1, "VALID"), resample_kernel)
+        i, o_total = w.shape[2], w.shape[3]
+        # Groups (fused modulated conv: one per sample) are known statically unless the batch
+        # is dynamic; the reshapes below then infer them.
+        groups = x.shape[-1] // i if x.shape[-1] is not None else None
+        o = o_total // groups if groups else None
+        if o is None:
+            raise ValueError("conv2d_resample: a grouped up-convolution needs a static batch "
+                             "(use the non-fused modulated convolution for dynamic batches).")
+        w_t = tf.reshape(w, [k, k, i, groups, o])
+        w_t = tf.transpose(w_t[::-1, ::-1], [0, 1, 4, 3, 2])
+        w_t = tf.reshape(w_t, [k, k, o, groups * i])
+        x = _conv_transpose(x, w_t, 2, ((h - 1) * 2 + k, (wd - 1) * 2 + k), "VALID", groups)
+        p = (len(resample_kernel) - 2) - (k - 1)
+        return upfirdn2d(x, resample_kernel, padding=((p + 1) // 2 + 1, p // 2 + 1), gain=4)
+    if up:
+        if fused_scale:
+            w_t = _pad_and_sum_shifts(tf.transpose(w, [0, 1, 3, 2]))
+            return _conv_transpose(x, w_t, 2, (h * 2, wd * 2), "SAME")
+        return tf.nn.conv2d(upscale2d(x), w, 1, "SAME")
+    if down and resample_kernel is not None:
+        p = (len(resample_kernel) - 2) + (k - 1)
+        x = upfirdn2d(x, resample_kernel, padding=((p + 1) // 2, p // 2))
+        return tf.nn.conv2d(x, w, 2, "VALID")
+    if down:
+        if fused_scale:
+            return tf.nn.conv2d(x, _pad_and_sum_shifts(w) * 0.25, 2, "SAME")
+        return downscale2d(tf.nn.conv2d(x, w, 1, "SAME"))
+    return tf.nn.conv2d(x, w, 1, "SAME")
+
+
+def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kernel=None,
+                     fused=False):
+    """StyleGAN2 modulated convolution (without noise and bias).
+
+        ww[b] = weight * styles[b]            (scale input channel i by s[b, i])
+        d[b, o] = rsqrt(sum_{kh, kw, i} ww[b]^2 + 1e-8)     (demodulate)
+        y[b] = conv(x[b], ww[b] * d[b])
+
+    fused=True runs one grouped convolution with a per-sample kernel (batch folded into the
+    groups); fused=False scales the activations instead: conv(x * s) * d, the same up to
+    float error. Styles and coefficients are float32. In float16 the kernel and styles are
+    first divided by their max-norms (cancelled exactly by the demodulation), as the
+    official PyTorch code does to avoid overflow.
+
+    Args:
+      x: (N, H, W, I) in the compute dtype.
+      weight: float32 HWIO (k, k, I, O), already times its equalized-LR gain 1/sqrt(k*k*I).
+      styles: float32 (N, I).
+      demodulate: divide each output channel by the norm of its modulated kernel.
+      up, resample_kernel: as `conv2d_resample` (StyleGAN2 up-conv with the FIR filter).
+      fused: grouped-convolution path (see above).
+
+    Returns:
+      (N, H', W', O) in x's dtype.
+    """
+    dtype = x.dtype
+    weight = tf.cast(weight, tf.float32)
+    styles = tf.cast(styles, tf.float32)
+    if demodulate and dtype == tf.float16:
+        weight = weight / tf.reduce_max(tf.abs(weight), axis=[0, 1, 2], keepdims=True)
+        styles = styles / tf.reduce_max(tf.abs(styles), axis=1, keepdims=True)
+    ww = weight[tf.newaxis] * styles[:, tf.newaxis, tf.newaxis, :, tf.newaxis]  # [N,k,k,I,O]
+    if demodulate:
+        dcoefs = tf.math.rsqrt(tf.reduce_sum(tf.square(ww), axis=[1, 2, 3]) + 1e-8)  # [N,O]
+    if not fused:
+        x = x * tf.cast(styles[:, tf.newaxis, tf.newaxis, :], dtype)
+        x = conv2d_resample(x, tf.cast(weight, dtype), up=up, resample_kernel=resample_kernel)
+        if demodulate:
+            x = x * tf.cast(dcoefs[:, tf.newaxis, tf.newaxis, :], dtype)
+        return x
+    if demodulate:
+        ww = ww * dcoefs[:, tf.newaxis, tf.newaxis, tf.newaxis, :]
+    h, w, i = _spatial(x)
+    k, o = weight.shape[0], weight.shape[3]
+    xg = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h, w, -1])  # [1,H,W,N*I]
+    xg = tf.ensure_shape(xg, [1, h, w, None])
+    wg = tf.reshape(tf.transpose(ww, [1, 2, 3, 0, 4]), [k, k, i, -1])  # [k,k,I,N*O]
+    y = conv2d_resample(_with_static_groups(xg, x), tf.cast(wg, dtype), up=up,
+                        resample_kernel=resample_kernel)
+    y = tf.reshape(y, [y.shape[1], y.shape[2], -1, o])  # [H',W',N,O]
+    return tf.transpose(y, [2, 0, 1, 3])
+
+
+def _with_static_groups(xg, x):
+    """Gives the folded (1, H, W, N*I) tensor a static channel count when N is static."""
+    n = x.shape[0]
+    if n is None:
+        # Channel count unknown until run time; conv ops infer the groups dynamically.
+        return xg
+    return tf.ensure_shape(xg, [1, x.shape[1], x.shape[2], n * x.shape[3]])
+
+
+def minibatch_stddev(x, group_size=4, num_features=1):
+    """Minibatch standard deviation (ProGAN), strided grouping, float32 inside.
+
+    With G = min(group_size, N) and M = N / G, sample i belongs to group i mod M, i.e. group m
+    holds samples {m, m+M, m+2M, ...}. Per group: std over its G samples of every feature
+    (sqrt(var + 1e-8)), averaged over H, W and C / num_features channels; the result is tiled
+    back to every sample of the group and concatenated as num_features new channels.
+
+    Input (N, H, W, C) -> output (N, H, W, C + num_features). N must be divisible by G.
+    """
+    h, w, c = _spatial(x)
+    if c % num_features:
+        raise ValueError(f"minibatch_stddev: {c} channels are not divisible by "
+                         f"num_features={num_features}.")
+    n = x.shape[0]
+    if n is not None:
+        group = min(group_size, n)
+        if n % group:
+            raise ValueError(
+                f"minibatch_stddev: batch size {n} is not divisible by the group size {group}. "
+                f"Use a (per-replica) batch size that is a multiple of {group_size}, or change "
+                "the discriminator's mbstd_group_size.")
+    else:
+        n_dyn = tf.shape(x)[0]
+        group = tf.minimum(group_size, n_dyn)
+        check = tf.debugging.assert_equal(
+            n_dyn % group, 0, message=(
+                f"minibatch_stddev: batch size is not divisible by the group size; use a "
+                f"(per-replica) batch size that is a multiple of {group_size}, or change the "
+                "discriminator's mbstd_group_size."))
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+    y = tf.reshape(tf.cast(x, tf.float32), [group, -1, h, w, num_features, c // num_features])
+    y -= tf.reduce_mean(y, axis=0)
+    y = tf.reduce_mean(tf.square(y), axis=0)
+    y = tf.sqrt(y + 1e-8)
+    y = tf.reduce_mean(y, axis=[1, 2, 4])  # [M, F]
+    y = tf.reshape(y, [-1, 1, 1, num_features])
+    y = tf.tile(y, [group, h, w, 1])
+    return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
+
+#----------------------------------------------------------------------------
+# Layers with weights.
+
+
+def _check_activation(activation, who):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{who}: activation must be one of {ACTIVATIONS}, got {activation!r}.")
+
+
+def _equalized_lr(fan_in, gain, lrmul, use_wscale):
+    """(init stddev, runtime coefficient) of `get_weight`: he_std = gain / sqrt(fan_in)."""
+    he_std = gain / math.sqrt(fan_in)
+    if use_wscale:
+        return 1.0 / lrmul, he_std * lrmul
+    return he_std / lrmul, lrmul
+
+
+class _EqualizedBase(keras.layers.Layer):
+    """Shared configuration of equalized-learning-rate layers."""
+
+    def __init__(self, gain, lrmul, use_wscale, use_bias, activation, activation_gain, clamp,
+                 **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        if not float(lrmul) > 0:
+            raise ValueError(f"{name}: lrmul must be > 0, got {lrmul!r}.")
+        if not float(gain) > 0:
+            raise ValueError(f"{name}: gain must be > 0, got {gain!r}.")
+        _check_activation(activation, name)
+        if clamp is not None and not float(clamp) > 0:
+            raise ValueError(f"{name}: clamp must be None or > 0, got {clamp!r}.")
+        self.gain = float(gain)
+        self.lrmul = float(lrmul)
+        self.use_wscale = bool(use_wscale)
+        self.use_bias = bool(use_bias)
+        self.activation = activation
+        self.activation_gain = float(activation_gain)
+        self.clamp = None if clamp is None else float(clamp)
+
+    def _make_weights(self, shape, fan_in, bias_units):
+        init_std, self.runtime_coef = _equalized_lr(fan_in, self.gain, self.lrmul, self.use_wscale)
+        self.kernel = self.add_weight(
+            name="kernel", shape=shape, initializer=keras.initializers.RandomNormal(stddev=init_std),
+            dtype="float32")
+        self.bias = self.add_weight(
+            name="bias", shape=(bias_units,), initializer="zeros", dtype="float32") \
+            if self.use_bias else None
+
+    def runtime_kernel(self, dtype=tf.float32):
+        """The kernel times its runtime coefficient (he_std * lrmul), scaled in float32, cast."""
+        return tf.cast(tf.convert_to_tensor(self.kernel) * self.runtime_coef, dtype)
+
+    def _epilogue(self, x, gain):
+        bias = None if self.bias is None else tf.convert_to_tensor(self.bias) * self.lrmul
+        clamp = None if self.clamp is None else self.clamp * gain
+        return bias_act(x, bias, self.activation, self.activation_gain * gain, clamp)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(gain=self.gain, lrmul=self.lrmul, use_wscale=self.use_wscale,
+                      use_bias=self.use_bias, activation=self.activation,
+                      activation_gain=self.activation_gain, clamp=self.clamp)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class EqualizedDense(_EqualizedBase):
+    """Fully connected layer with equalized learning rate (ProGAN `dense` + `apply_bias`).
+
+    y = act((x @ (W * he_std * lrmul)) + b * lrmul) * activation_gain * gain, he_std =
+    gain_w / sqrt(fan_in); W ~ N(0, 1/lrmul) with use_wscale (else N(0, he_std/lrmul) and
+    runtime coefficient lrmul). StyleGAN v1 puts sqrt(2) into `gain` with activation_gain 1;
+    StyleGAN2 uses gain 1 and activation_gain sqrt(2) after the leaky ReLU.
+
+    Args:
+      units: output features.
+      gain: weight gain in he_std (sqrt(2) for v1 hidden layers, 1 otherwise).
+      lrmul: learning-rate multiplier (0.01 in the mapping networks).
+      use_wscale: equalized learning rate (runtime scaling); False = He init, no scaling.
+      use_bias: add a bias (init 0, used as bias * lrmul).
+      activation: "linear", "lrelu" (slope 0.2) or "relu".
+      activation_gain: multiplies the activation's output (StyleGAN2: sqrt(2) for lrelu).
+      clamp: clip the output to +-clamp (StyleGAN2-ADA `conv_clamp`), None = off.
+
+    Input shape: (N, ..., in) -> output (N, ..., units). A 4-D input is flattened in NHWC
+    order first.
+    """
+
+    def __init__(self, units, gain=1.0, lrmul=1.0, use_wscale=True, use_bias=True,
+                 activation="linear", activation_gain=1.0, clamp=None, **kwargs):
+        super().__init__(gain, lrmul, use_wscale, use_bias, activation, activation_gain, clamp,
+                         **kwargs)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"EqualizedDense: units must be a positive integer, got {units!r}.")
+        self.units = int(units)
+
+    def build(self, input_shape):
+        fan_in = int(np.prod(input_shape[1:]))
+        self._make_weights((fan_in, self.units), fan_in, self.units)
+
+    def call(self, x, gain=1.0):
+        x = tf.cast(x, self.compute_dtype)
+        if x.shape.rank > 2:
+            x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+        x = tf.matmul(x, self.runtime_kernel(x.dtype))
+        return self._epilogue(x, gain)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class EqualizedConv2D(_EqualizedBase):
+    """2-D convolution with equalized learning rate and optional 2x resampling, NHWC.
+
+    Args:
+      filters: output channels.
+      kernel_size: odd square kernel size ('same' padding).
+      up, down: 2x upsampling / downsampling convolution (see `conv2d_resample`).
+      resample_kernel: StyleGAN2 FIR kernel, e.g. (1, 3, 3, 1); None = ProGAN / StyleGAN v1.
+      fused_scale: v1 fused resampling (transposed / strided conv with the padded kernel).
+      gain, lrmul, use_wscale, use_bias, activation, activation_gain, clamp: as EqualizedDense.
+
+    Call: `layer(x, gain=1.0)`; gain multiplies the activation gain and the clamp (StyleGAN2
+    resnet blocks pass sqrt(0.5)).
+
+    Input (N, H, W, C) -> output (N, H', W', filters), H' = 2H / H / H/2.
+    """
+
+    def __init__(self, filters, kernel_size, up=False, down=False, resample_kernel=None,
+                 fused_scale=False, gain=1.0, lrmul=1.0, use_wscale=True, use_bias=True,
+                 activation="linear", activation_gain=1.0, clamp=None, **kwargs):
+        super().__init__(gain, lrmul, use_wscale, use_bias, activation, activation_gain, clamp,
+                         **kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"EqualizedConv2D: filters must be a positive integer, got {filters!r}.")
+        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"EqualizedConv2D: kernel_size must be a positive odd integer, got {kernel_size!r}.")
+        if up and down:
+            raise ValueError("EqualizedConv2D: up and down cannot both be set.")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.up = bool(up)
+        self.down = bool(down)
+        self.resample_kernel = None if resample_kernel is None else tuple(
+            float(v) for v in resample_kernel)
+        self.fused_scale = bool(fused_scale)
+
+    def build(self, input_shape):
+        in_channels = int(input_shape[-1])
+        k = self.kernel_size
+        self._make_weights((k, k, in_channels, self.filters), k * k * in_channels, self.filters)
+
+    def call(self, x, gain=1.0):
+        x = tf.cast(x, self.compute_dtype)
+        x = conv2d_resample(x, self.runtime_kernel(x.dtype), up=self.up, down=self.down,
+                            resample_kernel=self.resample_kernel, fused_scale=self.fused_scale)
+        return self._epilogue(x, gain)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        if self.up:
+            h, w = h * 2, w * 2
+        elif self.down:
+            h, w = h // 2, w // 2
+        return (n, h, w, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, up=self.up,
+                      down=self.down, resample_kernel=self.resample_kernel,
+                      fused_scale=self.fused_scale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class MinibatchStddev(keras.layers.Layer):
+    """Minibatch standard deviation layer (see `minibatch_stddev`).
+
+    Args:
+      group_size: G; the batch must be divisible by min(G, N).
+      num_features: new feature channels appended (1 in all official configs).
+
+    Input (N, H, W, C) -> output (N, H, W, C + num_features).
+    """
+
+    def __init__(self, group_size=4, num_features=1, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or \
+                group_size < 1:
+            raise ValueError(
+                f"MinibatchStddev: group_size must be a positive integer, got {group_size!r}.")
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or \
+                num_features < 1:
+            raise ValueError(
+                f"MinibatchStddev: num_features must be a positive integer, got {num_features!r}.")
+        self.group_size = int(group_size)
+        self.num_features = int(num_features)
+
+    def call(self, x):
+        return minibatch_stddev(tf.cast(x, self.compute_dtype), self.group_size, self.num_features)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] + self.num_features,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(group_size=self.group_size, num_features=self.num_features)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class NoiseInput(keras.layers.Layer):
+    """Per-pixel noise: x + noise * strength, noise (N, H, W, 1).
+
+    StyleGAN v1: one strength per channel (`per_channel=True`); StyleGAN2: one scalar. Strength
+    is trainable, init 0. The constant noise map (H, W) is non-trainable, init N(0, 1).
+
+    Call: `layer(x, noise_mode="random", seed_generator=None)` with noise_mode
+      "random": fresh N(0, 1) noise per sample, drawn with `seed_generator` (a
+        `keras.random.SeedGenerator` owned by the network; unseeded random ops fail in
+        compiled steps); "const": the stored map (deterministic output); "none": x unchanged.
+    """
+
+    def __init__(self, per_channel=False, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.per_channel = bool(per_channel)
+
+    def build(self, input_shape):
+        _, h, w, c = input_shape
+        self.strength = self.add_weight(
+            name="strength", shape=(c,) if self.per_channel else (), initializer="zeros",
+            dtype="float32")
+        self.noise_const = self.add_weight(
+            name="noise_const", shape=(h, w), initializer=keras.initializers.RandomNormal(stddev=1.0),
+            dtype="float32", trainable=False)
+
+    def call(self, x, noise_mode="random", seed_generator=None):
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}.")
+        x = tf.cast(x, self.compute_dtype)
+        if noise_mode == "none":
+            return x
+        if noise_mode == "random":
+            if seed_generator is None:
+                raise ValueError("NoiseInput: noise_mode='random' needs the network's "
+                                 "keras.random.SeedGenerator (seed_generator=...).")
+            shape = tf.concat([tf.shape(x)[:3], [1]], axis=0)
+            noise = keras.random.normal(shape, seed=seed_generator, dtype="float32")
+        else:
+            noise = tf.convert_to_tensor(self.noise_const)[tf.newaxis, :, :, tf.newaxis]
+        return x + tf.cast(noise * tf.convert_to_tensor(self.strength), x.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(per_channel=self.per_channel)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class AdaIN(keras.layers.Layer):
+    """StyleGAN v1 adaptive instance normalisation: instance_norm(x) * (y_s + 1) + y_b.
+
+    (y_s, y_b) = dense(w) with 2C outputs (gain 1, equalized LR, bias init 0); the first C are
+    the scales, the last C the biases. Instance norm (eps 1e-8) and the styles are float32.
+
+    Call: `layer(x, w)` with x (N, H, W, C), w (N, w_dim) -> (N, H, W, C).
+    """
+
+    def __init__(self, use_wscale=True, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.use_wscale = bool(use_wscale)
+        self.style = None
+
+    def build(self, x_shape, w_shape=None):
+        if w_shape is None:
+            raise ValueError("AdaIN.build needs (x_shape, w_shape).")
+        self.channels = int(x_shape[-1])
+        self.style = EqualizedDense(2 * self.channels, gain=1.0, use_wscale=self.use_wscale,
+                                    dtype="float32", name="style")
+        self.style.build(w_shape)
+
+    def call(self, x, w):
+        style = self.style(tf.cast(w, tf.float32))  # [N, 2C]
+        scale = style[:, tf.newaxis, tf.newaxis, :self.channels]
+        shift = style[:, tf.newaxis, tf.newaxis, self.channels:]
+        x32 = instance_norm(tf.cast(x, tf.float32))
+        return tf.cast(x32 * (scale + 1.0) + shift, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(use_wscale=self.use_wscale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="networks")
+class ModulatedConv2D(keras.layers.Layer):
+    """StyleGAN2 modulated convolution with its affine style layer (no noise, no bias).
+
+    styles = affine(w) + 1 (TF convention: the affine bias is stored around 0 and 1 is added at
+    run time; the PyTorch code initialises that bias to 1 instead), float32, (N, I).
+    Kernel HWIO (k, k, I, O), init N(0, 1), scaled at run time by 1/sqrt(k*k*I) (equalized LR,
+    gain 1). See `modulated_conv2d` for the math and the fused / non-fused paths.
+
+    Args:
+      filters: output channels O.
+      kernel_size: 3 for convolutions, 1 for ToRGB.
+      demodulate: weight demodulation (False for ToRGB).
+      up: 2x upsampling convolution (FIR, `resample_kernel`).
+      resample_kernel: FIR kernel of the up-convolution.
+      fused: grouped-convolution path (default: scale activations instead). The fused
+        up-convolution needs a static batch size.
+
+    Call: `layer(x, w)` with x (N, H, W, I), w (N, w_dim) -> (N, H', W', O).
+    """
+
+    def __init__(self, filters, kernel_size, demodulate=True, up=False,
+                 resample_kernel=(1, 3, 3, 1), fused=False, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
+            raise ValueError(f"ModulatedConv2D: filters must be a positive integer, got {filters!r}.")
+        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"ModulatedConv2D: kernel_size must be a positive odd integer, got {kernel_size!r}.")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.demodulate = bool(demodulate)
+        self.up = bool(up)
+        self.resample_kernel = None if resample_kernel is None else tuple(
+            float(v) for v in resample_kernel)
+        self.fused = bool(fused)
+        self.affine = None
+
+    def build(self, x_shape, w_shape=None):
+        if w_shape is None:
+            raise ValueError("ModulatedConv2D.build needs (x_shape, w_shape).")
+        in_channels = int(x_shape[-1])
+        k = self.kernel_size
+        self.affine = EqualizedDense(in_channels, gain=1.0, dtype="float32", name="affine")
+        self.affine.build(w_shape)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, in_channels, self.filters),
+            initializer=keras.initializers.RandomNormal(stddev=1.0), dtype="float32")
+        self.weight_gain = 1.0 / math.sqrt(k * k * in_channels)
+
+    def styles(self, w):
+        """float32 (N, I): affine(w) + 1."""
+        return self.affine(tf.cast(w, tf.float32)) + 1.0
+
+    def call(self, x, w):
+        x = tf.cast(x, self.compute_dtype)
+        weight = tf.convert_to_tensor(self.kernel) * self.weight_gain
+        return modulated_conv2d(x, weight, self.styles(w), demodulate=self.demodulate, up=self.up,
+                                resample_kernel=self.resample_kernel, fused=self.fused)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size,
+                      demodulate=self.demodulate, up=self.up,
+                      resample_kernel=self.resample_kernel, fused=self.fused)
+        return config
+
+#----------------------------------------------------------------------------
+# Feature quantization in discriminator blocks (shared by ProGAN, StyleGAN, StyleGAN2).
+
+
+def _per_block(value, block, name):
+    if isinstance(value, dict):
+        if block not in value:
+            raise ValueError(f"{name} has no entry for FQ block {block}: {value!r}.")
+        return value[block]
+    return value
+
+
+def make_fq_layers(fq_blocks, valid_blocks, channels_of_block, num_embeddings, decay,
+                   commitment_cost, forward="continuous", zero_debias=True):
+    """FeatureQuantization layers for the named discriminator blocks.
+
+    Blocks are named by input resolution: block R takes R x R features and outputs R/2 x R/2,
+    and its FQ layer quantises that output (official `--discrete_layer`, DESIGN.md).
+
+    Args:
+      fq_blocks: iterable of block resolutions (ints, e.g. (16, 32)); empty = no FQ.
+      valid_blocks: the resolutions of the network's blocks that may carry FQ.
+      channels_of_block: dict block resolution -> channels of its output.
+      num_embeddings, decay, commitment_cost, forward, zero_debias: FeatureQuantization
+        settings, each a single value or a dict keyed by block resolution.
+
+    Returns:
+      (blocks, layers): the block resolutions sorted from high to low (the order in which the
+      discriminator runs them) and one built FeatureQuantization layer per block, same order.
+    """
+    import fq_keras  # local: keeps `networks.layers` importable without the FQ library loaded
+
+    blocks = []
+    for b in fq_blocks:
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer, str)) or \
+                not str(b).isdigit() or int(b) not in valid_blocks:
+            raise ValueError(
+                f"fq_blocks: {b!r} is not a block of this discriminator; valid blocks (by input "
+                f"resolution) are {sorted(valid_blocks, reverse=True)}.")
+        blocks.append(int(b))
+    if len(set(blocks)) != len(blocks):
+        raise ValueError(f"fq_blocks: duplicate blocks in {list(fq_blocks)!r}.")
+    blocks = sorted(blocks, reverse=True)
+    fq_layers = []
+    for b in blocks:
+        layer = fq_keras.FeatureQuantization(
+            num_embeddings=_per_block(num_embeddings, b, "fq_num_embeddings"),
+            decay=_per_block(decay, b, "fq_decay"),
+            commitment_cost=_per_block(commitment_cost, b, "fq_commitment_cost"),
+            forward=_per_block(forward, b, "fq_forward"),
+            zero_debias=_per_block(zero_debias, b, "fq_zero_debias"),
+            name=f"fq{b}")
+        layer.build((None, b // 2, b // 2, channels_of_block[b]))
+        fq_layers.append(layer)
+    return tuple(blocks), fq_layers
