@@ -1,0 +1,357 @@
+"""networks/layers.py against direct numpy transcriptions of the reference formulas (NHWC)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from networks import layers as L
+
+RNG = np.random.default_rng(0)
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def np_conv_same(x, w):
+    """Cross-correlation with zero 'same' padding, x NHWC, w HWIO (odd k)."""
+    k = w.shape[0]
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    h, wd = x.shape[1:3]
+    out = np.zeros(x.shape[:3] + (w.shape[3],))
+    for a in range(k):
+        for b in range(k):
+            out += np.einsum("nhwi,io->nhwo", xp[:, a:a + h, b:b + wd], w[a, b])
+    return out
+
+
+def np_nearest_up(x):
+    return x.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def np_avg_down(x):
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def np_fir(x, kernel, up=1, down=1, pad=(0, 0), gain=1.0):
+    """Direct upfirdn: zero-insert, pad, true 2-D convolution with the FIR filter, subsample."""
+    f = np.outer(kernel, kernel).astype(np.float64)
+    f = f / f.sum() * gain
+    n, h, w, c = x.shape
+    if up > 1:
+        y = np.zeros((n, h * up, w * up, c))
+        y[:, ::up, ::up] = x
+        x = y
+    x = np.pad(x, ((0, 0), pad, pad, (0, 0)))
+    k = f.shape[0]
+    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    out = np.zeros((n, ho, wo, c))
+    for i in range(ho):
+        for j in range(wo):
+            window = x[:, i:i + k, j:j + k, :]
+            out[:, i, j] = np.einsum("nabc,ab->nc", window, f[::-1, ::-1])
+    return out[:, ::down, ::down]
+
+#----------------------------------------------------------------------------
+# Equalized learning rate.
+
+
+@pytest.mark.parametrize("gain,lrmul", [(np.sqrt(2), 1.0), (1.0, 0.01)])
+def test_equalized_dense_runtime_coefficient(gain, lrmul):
+    layer = L.EqualizedDense(7, gain=gain, lrmul=lrmul)
+    layer.build((None, 300))
+    he_std = gain / np.sqrt(300)
+    assert layer.runtime_coef == pytest.approx(he_std * lrmul)
+    # Init N(0, 1/lrmul): the runtime weight then has std he_std whatever lrmul is.
+    assert layer.kernel.numpy().std() == pytest.approx(1.0 / lrmul, rel=0.05)
+    layer.bias.assign(randn(7))
+    x = randn(4, 300)
+    expected = x @ (layer.kernel.numpy() * he_std * lrmul) + layer.bias.numpy() * lrmul
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_equalized_dense_without_wscale_is_he_init():
+    layer = L.EqualizedDense(8, gain=2.0, lrmul=0.5, use_wscale=False)
+    layer.build((None, 400))
+    assert layer.runtime_coef == 0.5
+    assert layer.kernel.numpy().std() == pytest.approx(2.0 / np.sqrt(400) / 0.5, rel=0.05)
+
+
+def test_equalized_conv_fan_in_activation_and_gain():
+    layer = L.EqualizedConv2D(5, 3, gain=1.0, activation="lrelu", activation_gain=np.sqrt(2))
+    layer.build((None, 6, 6, 4))
+    assert layer.runtime_coef == pytest.approx(1 / np.sqrt(3 * 3 * 4))
+    layer.bias.assign(randn(5))
+    x = randn(2, 6, 6, 4)
+    y = np_conv_same(x, layer.kernel.numpy() * layer.runtime_coef) + layer.bias.numpy()
+    expected = np.where(y >= 0, y, 0.2 * y) * np.sqrt(2) * 0.5
+    np.testing.assert_allclose(layer(x, gain=0.5).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_equalized_layers_reject_bad_config():
+    with pytest.raises(ValueError, match="kernel_size"):
+        L.EqualizedConv2D(4, 2)
+    with pytest.raises(ValueError, match="activation"):
+        L.EqualizedDense(4, activation="tanh")
+    with pytest.raises(ValueError, match="lrmul"):
+        L.EqualizedDense(4, lrmul=0)
+    with pytest.raises(ValueError, match="up and down"):
+        L.EqualizedConv2D(4, 3, up=True, down=True)
+
+
+def test_config_round_trip():
+    layer = L.EqualizedConv2D(4, 3, down=True, resample_kernel=(1, 3, 3, 1), lrmul=0.5,
+                              activation="lrelu", clamp=256)
+    clone = L.EqualizedConv2D.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    mbstd = L.MinibatchStddev(group_size=2, num_features=2)
+    assert L.MinibatchStddev.from_config(mbstd.get_config()).get_config() == mbstd.get_config()
+
+#----------------------------------------------------------------------------
+# Normalisation, minibatch stddev.
+
+
+def test_pixel_norm():
+    x = randn(3, 4, 4, 8)
+    expected = x / np.sqrt(np.mean(x ** 2, axis=-1, keepdims=True) + 1e-8)
+    np.testing.assert_allclose(L.pixel_norm(x).numpy(), expected, rtol=1e-5)
+    # float16: eps 1e-8 underflows, the float32 computation keeps zeros finite.
+    zeros16 = tf.zeros((1, 2, 2, 4), tf.float16)
+    out = L.pixel_norm(zeros16)
+    assert out.dtype == tf.float16 and np.all(np.isfinite(out.numpy()))
+
+
+def np_mbstd(x, group_size=4, num_features=1):
+    """Per group m = {m, m+M, m+2M, ...} (strided), as the reference states."""
+    n, h, w, c = x.shape
+    g = min(group_size, n)
+    m = n // g
+    out = np.zeros((n, h, w, num_features))
+    for j in range(m):
+        members = x[j::m].astype(np.float64)  # the G samples of group j
+        std = np.sqrt(members.var(axis=0) + 1e-8)  # [H,W,C]
+        feats = std.reshape(h, w, num_features, c // num_features).mean(axis=(0, 1, 3))
+        out[j::m] = feats
+    return np.concatenate([x, out], axis=-1)
+
+
+@pytest.mark.parametrize("n,group,features", [(8, 4, 1), (4, 4, 2), (6, 2, 1), (2, 4, 1)])
+def test_minibatch_stddev_strided_grouping(n, group, features):
+    x = randn(n, 3, 3, 4)
+    np.testing.assert_allclose(L.minibatch_stddev(x, group, features).numpy(),
+                               np_mbstd(x, group, features), rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_stddev_is_not_contiguous_grouping():
+    x = randn(8, 2, 2, 3)
+    ours = L.minibatch_stddev(x, 4).numpy()[..., -1]
+    contiguous = np.sqrt(x.reshape(2, 4, 2, 2, 3).var(axis=1) + 1e-8).mean(axis=(1, 2, 3))
+    assert not np.allclose(ours[:, 0, 0], np.repeat(contiguous, 4), atol=1e-3)
+
+
+def test_minibatch_stddev_batch_must_divide():
+    with pytest.raises(ValueError, match="not divisible by the group size 4"):
+        L.minibatch_stddev(randn(6, 2, 2, 3), 4)
+    fn = tf.function(lambda x: L.minibatch_stddev(x, 4),
+                     input_signature=[tf.TensorSpec([None, 2, 2, 3])])
+    assert fn(randn(8, 2, 2, 3)).shape == (8, 2, 2, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not divisible by the group size"):
+        fn(randn(6, 2, 2, 3))
+
+
+def test_adain():
+    layer = L.AdaIN()
+    layer.build((None, 4, 4, 3), (None, 5))
+    layer.style.bias.assign(randn(6))
+    x, w = randn(2, 4, 4, 3), randn(2, 5)
+    xn = x - x.mean(axis=(1, 2), keepdims=True)
+    xn = xn / np.sqrt(np.mean(xn ** 2, axis=(1, 2), keepdims=True) + 1e-8)
+    style = w @ (layer.style.kernel.numpy() / np.sqrt(5)) + layer.style.bias.numpy()
+    expected = xn * (style[:, None, None, :3] + 1) + style[:, None, None, 3:]
+    np.testing.assert_allclose(layer(x, w).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+#----------------------------------------------------------------------------
+# Resampling.
+
+
+def test_fir_upsample_and_downsample_match_direct_convolution():
+    x = randn(2, 5, 5, 3)
+    np.testing.assert_allclose(L.upsample_2d(x).numpy(),
+                               np_fir(x, [1, 3, 3, 1], up=2, pad=(2, 1), gain=4), atol=1e-5)
+    x = randn(2, 8, 8, 3)
+    np.testing.assert_allclose(L.downsample_2d(x).numpy(),
+                               np_fir(x, [1, 3, 3, 1], down=2, pad=(1, 1)), atol=1e-5)
+    # Asymmetric kernel: true convolution (flipped), negative padding crops.
+    np.testing.assert_allclose(L.upfirdn2d(x, [1, 2, 5], padding=(1, -1)).numpy(),
+                               np_fir(np.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))[:, :-1, :-1],
+                                      [1, 2, 5]), atol=1e-5)
+
+
+def test_blur_and_box_resampling():
+    x = randn(1, 6, 6, 2)
+    np.testing.assert_allclose(L.blur2d(x).numpy(), np_fir(x, [1, 2, 1], pad=(1, 1)), atol=1e-5)
+    np.testing.assert_allclose(L.downscale2d(x).numpy(), np_avg_down(x), atol=1e-6)
+    np.testing.assert_allclose(L.upscale2d(x).numpy(), np_nearest_up(x))
+
+
+def test_fused_up_equals_nearest_then_flipped_conv():
+    x, w = randn(2, 4, 4, 3), randn(3, 3, 3, 5)
+    fused = L.conv2d_resample(x, w, up=True, fused_scale=True).numpy()
+    np.testing.assert_allclose(fused, np_conv_same(np_nearest_up(x), w[::-1, ::-1]), atol=1e-4)
+    separate = L.conv2d_resample(x, w, up=True, fused_scale=False).numpy()
+    np.testing.assert_allclose(separate, np_conv_same(np_nearest_up(x), w), atol=1e-4)
+
+
+def test_fused_down_equals_conv_then_average():
+    x, w = randn(2, 8, 8, 3), randn(3, 3, 3, 5)
+    expected = np_avg_down(np_conv_same(x, w))
+    for fused in (True, False):
+        np.testing.assert_allclose(L.conv2d_resample(x, w, down=True, fused_scale=fused).numpy(),
+                                   expected, atol=1e-4)
+
+
+def test_fir_up_conv_is_transposed_conv_with_flipped_kernel_then_fir():
+    x, w = randn(1, 4, 4, 2), randn(3, 3, 2, 3)
+    ours = L.conv2d_resample(x, w, up=True, resample_kernel=(1, 3, 3, 1)).numpy()
+    # Transposed conv, stride 2, no padding, with the spatially flipped kernel (scatter-add).
+    t = np.zeros((1, 9, 9, 3))
+    wf = w[::-1, ::-1]
+    for a in range(3):
+        for b in range(3):
+            t[:, a:a + 8:2, b:b + 8:2] += np.einsum("nhwi,io->nhwo", x, wf[a, b])
+    np.testing.assert_allclose(ours, np_fir(t, [1, 3, 3, 1], pad=(1, 1), gain=4), atol=1e-4)
+
+
+def test_fir_down_conv_is_fir_then_strided_conv():
+    x, w = randn(1, 8, 8, 2), randn(3, 3, 2, 3)
+    ours = L.conv2d_resample(x, w, down=True, resample_kernel=(1, 3, 3, 1)).numpy()
+    f = np_fir(x, [1, 3, 3, 1], pad=(2, 2))  # 9x9
+    expected = np.zeros((1, 4, 4, 3))
+    for a in range(3):
+        for b in range(3):
+            expected += np.einsum("nhwi,io->nhwo", f[:, a:a + 8:2, b:b + 8:2], w[a, b])
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_lerp_clip():
+    a, b = tf.constant([0.0, 2.0]), tf.constant([4.0, 4.0])
+    np.testing.assert_allclose(L.lerp_clip(a, b, 0.25).numpy(), [1.0, 2.5])
+    np.testing.assert_allclose(L.lerp_clip(a, b, -1.0).numpy(), [0.0, 2.0])
+    np.testing.assert_allclose(L.lerp_clip(a, b, 3.0).numpy(), [4.0, 4.0])
+
+#----------------------------------------------------------------------------
+# Modulated convolution, noise.
+
+
+def np_modconv(x, w, s, demodulate=True):
+    out = []
+    for n in range(x.shape[0]):
+        wn = w * s[n][None, None, :, None]
+        if demodulate:
+            wn = wn / np.sqrt(np.sum(wn ** 2, axis=(0, 1, 2), keepdims=True) + 1e-8)
+        out.append(np_conv_same(x[n:n + 1], wn))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_matches_numpy_fused_and_not(demodulate):
+    x, w, s = randn(3, 5, 5, 4), randn(3, 3, 4, 6) / 6, randn(3, 4) + 1
+    expected = np_modconv(x, w, s, demodulate)
+    for fused in (False, True):
+        np.testing.assert_allclose(
+            L.modulated_conv2d(x, w, s, demodulate=demodulate, fused=fused).numpy(),
+            expected, atol=1e-4)
+
+
+def test_modulated_up_conv_fused_equals_non_fused():
+    x, w, s = randn(3, 4, 4, 4), randn(3, 3, 4, 5), randn(3, 4) + 1
+    a = L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1), fused=False)
+    b = L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1), fused=True)
+    assert a.shape == b.shape == (3, 8, 8, 5)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    xla = tf.function(lambda x: L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1),
+                                                   fused=True), jit_compile=True)
+    np.testing.assert_allclose(xla(x).numpy(), a.numpy(), atol=1e-5)
+
+
+def test_modulated_conv_layer_styles_add_one_and_gradients_flow():
+    layer = L.ModulatedConv2D(4, 3)
+    layer.build((None, 5, 5, 3), (None, 6))
+    w = randn(2, 6)
+    expected_styles = w @ (layer.affine.kernel.numpy() / np.sqrt(6)) + 1.0
+    np.testing.assert_allclose(layer.styles(w).numpy(), expected_styles, rtol=1e-5)
+    x = tf.constant(randn(2, 5, 5, 3))
+    w = tf.constant(w)
+    with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        loss = tf.reduce_sum(layer(x, w) ** 2)
+    grads = tape.gradient(loss, [x, w] + layer.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+    assert len(layer.trainable_variables) == 3  # kernel, affine kernel, affine bias
+
+
+def test_modulated_conv_float16_matches_float32():
+    x, w, s = randn(2, 6, 6, 8), randn(3, 3, 8, 8) / 8, 50 * (randn(2, 8) + 1)
+    ref = L.modulated_conv2d(x, w, s).numpy()
+    for fused in (False, True):
+        y16 = L.modulated_conv2d(tf.cast(x, tf.float16), w, s, fused=fused)
+        assert y16.dtype == tf.float16
+        np.testing.assert_allclose(y16.numpy().astype(np.float32), ref, atol=2e-2, rtol=1e-2)
+
+
+def test_noise_input_modes():
+    layer = L.NoiseInput(per_channel=True)
+    layer.build((None, 4, 4, 3))
+    layer.strength.assign([0.5, -1.0, 2.0])
+    x = randn(2, 4, 4, 3)
+    const = layer.noise_const.numpy()[None, :, :, None] * np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(layer(x, noise_mode="const").numpy(), x + const, atol=1e-6)
+    np.testing.assert_allclose(layer(x, noise_mode="none").numpy(), x)
+    seeds = keras.random.SeedGenerator(3)
+    a = layer(x, noise_mode="random", seed_generator=seeds).numpy()
+    b = layer(x, noise_mode="random", seed_generator=seeds).numpy()
+    assert not np.allclose(a, b)
+    # The noise is one map per sample shared by all channels, scaled per channel.
+    n = (a - x) / np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(n[..., 0], n[..., 2], atol=1e-5)
+    again = layer(x, noise_mode="random", seed_generator=keras.random.SeedGenerator(3)).numpy()
+    np.testing.assert_allclose(again, a)
+    with pytest.raises(ValueError, match="SeedGenerator"):
+        layer(x, noise_mode="random")
+    with pytest.raises(ValueError, match="noise_mode"):
+        layer(x, noise_mode="fixed")
+    compiled = tf.function(lambda x: layer(x, noise_mode="random", seed_generator=seeds),
+                           jit_compile=True)
+    assert not np.allclose(compiled(x).numpy(), compiled(x).numpy())
+
+
+def test_layers_under_mixed_precision(mixed_precision):
+    conv = L.EqualizedConv2D(4, 3, down=True, resample_kernel=(1, 3, 3, 1), activation="lrelu")
+    conv.build((None, 8, 8, 3))
+    assert conv.kernel.dtype == "float32" and conv.compute_dtype == "float16"
+    x = randn(2, 8, 8, 3)
+    y = conv(x)
+    assert y.dtype == tf.float16
+    ref = L.conv2d_resample(x, conv.runtime_kernel(), down=True, resample_kernel=(1, 3, 3, 1))
+    np.testing.assert_allclose(y.numpy().astype(np.float32),
+                               np.where(ref >= 0, ref, 0.2 * ref), atol=1e-2)
+    out = L.MinibatchStddev()(tf.cast(randn(4, 2, 2, 3), tf.float16))
+    assert out.dtype == tf.float16 and np.all(np.isfinite(out.numpy()))
+
+
+def test_make_fq_layers_validates_block_names():
+    blocks, fq_layers = L.make_fq_layers((16, 32), [32, 16, 8], {32: 8, 16: 4, 8: 4}, 16, 0.8,
+                                         0.25)
+    assert blocks == (32, 16)
+    assert [fq.embeddings.shape for fq in fq_layers] == [(16, 8), (16, 4)]
+    with pytest.raises(ValueError, match=r"valid blocks .* are \[32, 16, 8\]"):
+        L.make_fq_layers((4,), [32, 16, 8], {}, 16, 0.8, 0.25)
+    with pytest.raises(ValueError, match="duplicate"):
+        L.make_fq_layers((8, 8), [32, 16, 8], {8: 4}, 16, 0.8, 0.25)
+    _, per_block = L.make_fq_layers((8, 16), [32, 16, 8], {16: 4, 8: 4}, {8: 32, 16: 64}, 0.8,
+                                    {8: 1.0, 16: 0.25})
+    assert [fq.num_embeddings for fq in per_block] == [64, 32]
+    assert [fq.commitment_cost for fq in per_block] == [0.25, 1.0]
