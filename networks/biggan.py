@@ -100,7 +100,7 @@ def make_biggan(preset="cifar10", fq=True, **overrides):
     config.update(overrides)
     shared = ("resolution", "num_classes", "ch", "attention", "init", "sn_epsilon",
               "cross_replica")
-    g_keys = shared + ("dim_z", "shared_dim", "hier")
+    g_keys = shared + ("dim_z", "shared_dim", "hier", "bn_epsilon")
     unknown = set(config) - set(g_keys)
     if unknown:
         raise ValueError(f"make_biggan: unknown arguments {sorted(unknown)}; valid: {sorted(g_keys)}.")
@@ -613,7 +613,8 @@ class BigGANDiscriminator(keras.Model):
         return (out, lookups) if return_fq else out
 
     def get_config(self):
-        fq_kwargs = {k: (keras.initializers.serialize(v) if k == "embeddings_initializer" else v)
+        fq_kwargs = {k: (keras.initializers.serialize(keras.initializers.get(v))
+                         if k == "embeddings_initializer" else v)
                      for k, v in self.fq_kwargs.items()}
         return {"name": self.name, "resolution": self.resolution,
                 "num_classes": self.num_classes, "ch": self.ch,

@@ -324,6 +324,14 @@ def min_discriminator_size(n_layers):
     return 3 * 2 ** (n_layers - 2)
 
 
+def max_discriminator_layers(size):
+    """Largest n_layers whose discriminator accepts size x size images (7 needs >= 96)."""
+    n = 3
+    while min_discriminator_size(n + 1) <= size:
+        n += 1
+    return n
+
+
 @keras.saving.register_keras_serializable(package="networks")
 class UGATITDiscriminator(keras.Model):
     """U-GAT-IT discriminator (global: n_layers=7, local: n_layers=5) with CAM and optional FQ.
@@ -407,14 +415,7 @@ class UGATITDiscriminator(keras.Model):
                     f"UGATITDiscriminator(n_layers={self.n_layers}) needs images of at least "
                     f"{minimum}x{minimum}, got {shape[1]}x{shape[2]}: the reflection padding "
                     f"of its last layers needs >= 2 pixels. Use larger images or fewer layers "
-                    f"(n_layers <= {self._max_layers(min(d for d in shape[1:3] if d))}).")
-
-    @staticmethod
-    def _max_layers(size):
-        n = 3
-        while min_discriminator_size(n + 1) <= size:
-            n += 1
-        return n
+                    f"(n_layers <= {max_discriminator_layers(min(d for d in shape[1:3] if d))}).")
 
     def build(self, images_shape):
         self._check_images_shape(images_shape)
@@ -457,7 +458,8 @@ class UGATITDiscriminator(keras.Model):
         return (outputs, lookups) if return_fq else outputs
 
     def get_config(self):
-        fq_kwargs = {k: (keras.initializers.serialize(v) if k == "embeddings_initializer" else v)
+        fq_kwargs = {k: (keras.initializers.serialize(keras.initializers.get(v))
+                         if k == "embeddings_initializer" else v)
                      for k, v in self.fq_kwargs.items()}
         return {"name": self.name, "ndf": self.ndf, "n_layers": self.n_layers,
                 "fq_layers": list(self.fq_layer_indices), "fq_kwargs": fq_kwargs}
@@ -475,7 +477,7 @@ def fq_preset(name):
 
 
 def make_ugatit(light=True, img_size=256, ngf=64, ndf=64, n_blocks=4, fq="official",
-                fq_layers=None, fq_kwargs=None):
+                fq_layers=None, fq_kwargs=None, global_layers=7, local_layers=5):
     """The six U-GAT-IT networks under the official checkpoint names.
 
     Args:
@@ -483,6 +485,8 @@ def make_ugatit(light=True, img_size=256, ngf=64, ndf=64, n_blocks=4, fq="offici
       fq: FQ preset name for the two global discriminators ("official", "paper"), or None for
         the U-GAT-IT baseline. The local discriminators never quantise.
       fq_layers, fq_kwargs: override the preset's placement / arguments.
+      global_layers, local_layers: n_layers of the discriminators (official 7 and 5; the global
+        one needs >= 96x96 images, `max_discriminator_layers(size)` gives what fits smaller ones).
 
     Returns:
       dict genA2B, genB2A (UGATITGenerator), disGA, disGB (global, n_layers=7, each with its own
@@ -496,8 +500,8 @@ def make_ugatit(light=True, img_size=256, ngf=64, ndf=64, n_blocks=4, fq="offici
         nets[name] = UGATITGenerator(ngf=ngf, n_blocks=n_blocks, light=light, img_size=img_size,
                                      name=name)
     for name in ("disGA", "disGB"):
-        nets[name] = UGATITDiscriminator(ndf=ndf, n_layers=7, fq_layers=layers, fq_kwargs=kwargs,
-                                         name=name)
+        nets[name] = UGATITDiscriminator(ndf=ndf, n_layers=global_layers, fq_layers=layers,
+                                         fq_kwargs=kwargs, name=name)
     for name in ("disLA", "disLB"):
-        nets[name] = UGATITDiscriminator(ndf=ndf, n_layers=5, name=name)
+        nets[name] = UGATITDiscriminator(ndf=ndf, n_layers=local_layers, name=name)
     return nets

@@ -73,6 +73,15 @@ def test_generator_shapes(light, img_size):
     assert all(np.all(l.rho.numpy() == 0.0) for l in G.rho_layers()[8:])   # ILN
 
 
+def test_minimum_discriminator_sizes():
+    assert [ugatit.min_discriminator_size(n) for n in (5, 6, 7)] == [24, 48, 96]
+    assert [ugatit.max_discriminator_layers(s) for s in (24, 47, 48, 95, 96, 256)] == [5, 5, 6, 6, 7, 8]
+    with pytest.raises(ValueError, match="at least 24x24"):
+        ugatit.UGATITDiscriminator(ndf=2, n_layers=5)(np.zeros((1, 20, 20, 3), np.float32))
+    out, _, _ = ugatit.UGATITDiscriminator(ndf=2, n_layers=5)(np.zeros((1, 24, 24, 3), np.float32))
+    assert out.shape == (1, 1, 1, 1)
+
+
 def test_light_generator_any_size_divisible_by_4():
     G = ugatit.UGATITGenerator(ngf=2, n_blocks=1, light=True)
     image, _, heatmap = G(np.zeros((1, 20, 12, 3), np.float32))
@@ -99,6 +108,7 @@ def test_discriminator_shapes(img_size, global_out, local_out):
         # The official global D cannot take 64^2 images (its reflection padding fails).
         with pytest.raises(ValueError, match="at least 96x96.*n_layers <= 6"):
             global_d(x)
+        assert ugatit.max_discriminator_layers(64) == 6
         out, _, _ = ugatit.UGATITDiscriminator(ndf=4, n_layers=6)(x)
         assert out.shape == (2, 2, 2, 1)
     else:
@@ -306,12 +316,16 @@ def test_mixed_precision_forward(mixed_precision):
 
 def test_config_round_trip():
     G = ugatit.UGATITGenerator(ngf=2, n_blocks=1, light=False, img_size=16)
-    D = ugatit.UGATITDiscriminator(ndf=2, n_layers=5, fq_layers=(1, 2),
-                                   fq_kwargs={"num_embeddings": [8, 16], "decay": 0.8})
+    D = ugatit.UGATITDiscriminator(
+        ndf=2, n_layers=5, fq_layers=(1, 2),
+        fq_kwargs={"num_embeddings": [8, 16], "decay": 0.8,
+                   "embeddings_initializer": keras.initializers.RandomNormal(stddev=0.5)})
     G2 = ugatit.UGATITGenerator.from_config(G.get_config())
     D2 = ugatit.UGATITDiscriminator.from_config(D.get_config())
+    D2 = ugatit.UGATITDiscriminator.from_config(D2.get_config())  # twice: serialised initializer
     for a, b in ((G, G2), (D, D2)):
         a.build((None, 16, 16, 3) if a is G else (None, 32, 32, 3))
         b.build((None, 16, 16, 3) if b is G2 else (None, 32, 32, 3))
         assert trainable_count(a) == trainable_count(b)
     assert [fq.num_embeddings for fq in D2.fq_layers] == [8, 16] and D2.fq_layers[0].decay == 0.8
+    assert abs(D2.fq_layers[1].embeddings.numpy().std() - 0.5) < 0.1
