@@ -22,8 +22,9 @@ from 4 to 256 (larger works too) by vectorised numpy (thousands of 32x32 images 
     images "move toward B" when their mean intensity rises. `paired=True` renders the same
     scenes in both styles (ground truth for tests).
 
-Scene parameters are drawn before rendering and do not depend on the resolution, so one seed
-gives the same scenes at 8, 32 or 128 pixels.
+Scene parameters are drawn before rendering, image by image, and do not depend on the
+resolution: one seed gives the same scenes at 8, 32 or 128 pixels, and the first k images of a
+seed are the same whatever the number of images requested.
 """
 
 import numpy as np
@@ -46,24 +47,28 @@ def _rng(seed, stream):
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), stream])))
 
 
+# (name, low, high) of every scene parameter, drawn uniformly; one row of draws per image.
+_PARAMETERS = (
+    ("label", 0, NUM_CLASSES), ("cx", -0.35, 0.35), ("cy", -0.35, 0.35), ("size", 0.35, 0.6),
+    ("angle", 0, 2 * np.pi), ("hue_jitter", -HUE_JITTER, HUE_JITTER), ("sat", 0.65, 1.0),
+    ("val", 0.75, 1.0), ("light", 0, 2 * np.pi), ("bg_hue", 0, 1), ("bg_sat", 0, 0.25),
+    ("bg_val", 0.3, 0.6), ("grad_angle", 0, 2 * np.pi), ("grad", 0, 0.15),
+    ("tex_angle", 0, np.pi), ("tex_freq", 1.5, 4.0), ("tex_freq2", 2.0, 6.0),
+    ("tex_phase", 0, 2 * np.pi), ("tex_amp", 0.04, 0.1))
+
+
 def _scenes(num_images, seed, stream):
-    """Random scene parameters, each an array of shape (num_images,)."""
-    rng = _rng(seed, stream)
-    n = num_images
-    labels = rng.integers(0, NUM_CLASSES, n)
-    return dict(
-        label=labels,
-        cx=rng.uniform(-0.35, 0.35, n), cy=rng.uniform(-0.35, 0.35, n),
-        size=rng.uniform(0.35, 0.6, n), angle=rng.uniform(0, 2 * np.pi, n),
-        hue=(CLASS_HUES[labels] + rng.uniform(-HUE_JITTER, HUE_JITTER, n)) % 1.0,
-        sat=rng.uniform(0.65, 1.0, n), val=rng.uniform(0.75, 1.0, n),
-        light=rng.uniform(0, 2 * np.pi, n),
-        bg_hue=rng.uniform(0, 1, n), bg_sat=rng.uniform(0, 0.25, n),
-        bg_val=rng.uniform(0.3, 0.6, n),
-        grad_angle=rng.uniform(0, 2 * np.pi, n), grad=rng.uniform(0, 0.15, n),
-        tex_angle=rng.uniform(0, np.pi, n), tex_freq=rng.uniform(1.5, 4.0, n),
-        tex_freq2=rng.uniform(2.0, 6.0, n), tex_phase=rng.uniform(0, 2 * np.pi, n),
-        tex_amp=rng.uniform(0.04, 0.1, n))
+    """Random scene parameters, each an array of shape (num_images,).
+
+    Draws are made row by row (image by image), so the first k scenes of a seed are the same
+    whatever num_images is.
+    """
+    u = _rng(seed, stream).random((num_images, len(_PARAMETERS)))
+    scenes = {name: low + (high - low) * u[:, i] for i, (name, low, high) in
+              enumerate(_PARAMETERS)}
+    scenes["label"] = np.minimum(scenes["label"].astype(np.int64), NUM_CLASSES - 1)
+    scenes["hue"] = (CLASS_HUES[scenes["label"]] + scenes.pop("hue_jitter")) % 1.0
+    return scenes
 
 
 #----------------------------------------------------------------------------

@@ -19,9 +19,10 @@ Training augmentation (official UGATIT-pytorch `train_transform`): random horizo
 resize to augment_size x augment_size (aspect not kept) -> random crop resolution x resolution ->
 [-1, 1]. augment_size defaults to round(resolution * 286 / 256), i.e. 286 for 256 as the official
 code (which adds 30 pixels). Test: resize to resolution x resolution -> [-1, 1]. Resizing is
-bilinear with antialiasing (tf.image.resize), which matches Pillow's bilinear resize used by
-torchvision on upscaling; the official code additionally rounds the resized image to uint8, we
-keep it in float. A and B are shuffled independently (unpaired), as the official two loaders.
+bilinear with antialiasing (tf.image.resize), which equals Pillow's bilinear resize (what
+torchvision's Resize calls) to 3e-4 of a grey level, up- and downscaling; the official code then
+rounds to uint8, we keep the float. A and B are shuffled independently (unpaired), as the
+official two loaders are.
 """
 
 import dataclasses
