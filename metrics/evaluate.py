@@ -1,0 +1,175 @@
+"""Measure a generator against real images: the engine behind `run_metrics.py`.
+
+Usable from training code as well: `compute_metrics` takes any object with the methods of
+`Generator` and `RealImages` below (duck typing), so a trainer can pass its own generator
+wrapper and a dataset view.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from metrics.frechet_inception_distance import frechet_inception_distance
+from metrics.inception import cached_real_features
+from metrics.inception_score import inception_score
+from metrics.kernel_inception_distance import kernel_inception_distance
+from metrics.ms_ssim import ms_ssim
+from metrics.sliced_wasserstein import SlicedWassersteinDistance
+
+METRICS = ("fid", "kid", "is", "swd", "ms_ssim")
+INCEPTION_METRICS = ("fid", "kid", "is")
+
+
+class Generator:
+    """An exported generator: z ~ N(0, 1) minibatches -> uint8 NHWC images."""
+
+    def __init__(self, path):
+        if not os.path.isdir(path):
+            raise ValueError(f"{path} is not a SavedModel directory.")
+        try:
+            loaded = tf.saved_model.load(path)
+        except Exception as error:  # SavedModel loading raises many error types
+            raise ValueError(f"cannot load a SavedModel from {path} ({error}).") from None
+        signature = getattr(loaded, "signatures", {}).get("serving_default")
+        inputs = signature.structured_input_signature[1] if signature is not None else {}
+        if signature is None or set(inputs) != {"z", "truncation_psi"} or (
+                "images" not in signature.structured_outputs):
+            raise ValueError(
+                f"{path} lacks the signature serving_default(z, truncation_psi) -> "
+                f"images; export the generator with the project's exporter.")
+        self._loaded = loaded  # keeps the variables alive
+        self._signature = signature
+        self.z_dim = int(inputs["z"].shape[-1])
+
+    def batches(self, num_images, seed, batch_size, truncation_psi):
+        """Yields uint8 (n, H, W, 3) batches, num_images in all, latents from RandomState(seed)."""
+        rng = np.random.RandomState(seed)
+        for begin in range(0, num_images, batch_size):
+            count = min(batch_size, num_images - begin)
+            z = rng.randn(count, self.z_dim).astype(np.float32)
+            out = self._signature(z=tf.constant(z),
+                                  truncation_psi=tf.constant(truncation_psi, tf.float32))
+            yield out["images"].numpy()
+
+
+class RealImages:
+    """The real dataset at one resolution, read in record order as uint8 RGB batches."""
+
+    def __init__(self, source, resolution):
+        """source: a dataset folder, a built-in synthetic kind, or an opened ImageDataset."""
+        if hasattr(source, "pipeline") and hasattr(source, "info"):
+            self.dataset = source
+            if resolution not in source.info.resolutions:
+                raise ValueError(f"{source.info.source}: no {resolution}x{resolution} level; "
+                                 f"available: {list(source.info.resolutions)}")
+        else:
+            import datasets  # the project's readers (NVlabs multi-LOD TFRecords, synthetic)
+            self.dataset = datasets.open_dataset(source, resolution=resolution)
+        self.level = int(resolution)
+        info = self.dataset.info
+        self.num_images = info.num_images
+        self.resolution = self.level
+        # Identity for the feature cache: source, level, size, and the files' sizes and times.
+        files = []
+        if os.path.isdir(info.source):
+            for name in sorted(os.listdir(info.source)):
+                stat = os.stat(os.path.join(info.source, name))
+                files.append([name, stat.st_size, int(stat.st_mtime)])
+        self.identity = json.dumps({"source": info.source, "resolution": self.level,
+                                    "num_images": info.num_images, "files": files})
+
+    def batches(self, num_images, batch_size):
+        """Yields uint8 (n, R, R, 3) batches of the first num_images images."""
+        pipeline = self.dataset.pipeline(batch_size, self.level, dtype=tf.uint8, shuffle=False,
+                                         repeat=False, drop_remainder=False)
+        remaining = num_images
+        for images, _ in pipeline:
+            if remaining <= 0:
+                break
+            images = images.numpy()[:remaining]
+            if images.shape[-1] == 1:
+                images = np.repeat(images, 3, axis=-1)  # grayscale -> RGB, as ProGAN
+            remaining -= images.shape[0]
+            yield images
+
+
+def compute_metrics(generator, reals, names, inception=None, num_images=50000, swd_images=16384,
+                    ms_ssim_images=10000, truncation_psi=1.0, seed=0, batch_size=32,
+                    cache_dir=None, log=print):
+    """Computes the requested metrics; returns {metric: value} (floats) and timings.
+
+    Args:
+      generator: object with batches(num_images, seed, batch_size, truncation_psi) -> uint8.
+      reals: object with num_images, identity and batches(num_images, batch_size) -> uint8.
+      names: subset of METRICS.
+      inception: metrics.InceptionV3, needed for fid, kid and is.
+    """
+    results, seconds = {}, {}
+    # Each metric draws its own latents (seed + offset), so adding a metric changes no other.
+    if any(name in names for name in INCEPTION_METRICS):
+        start = time.time()
+        real_count = min(num_images, reals.num_images)
+        real = cached_real_features(
+            inception, lambda: reals.batches(real_count, batch_size), reals.identity,
+            real_count, cache_dir)
+        log(f"  reals: {real_count} images, Inception features "
+            f"{'read from cache' if real['cached'] else 'computed'}")
+        fake = inception.run(generator.batches(num_images, seed, batch_size, truncation_psi))
+        if "fid" in names:
+            results["fid"] = frechet_inception_distance(
+                (real["mu"], real["sigma"]), fake["features"])
+        if "kid" in names:
+            kid = kernel_inception_distance(real["features"], fake["features"], seed=seed)
+            results.update(kid=kid["kid"], kid_std=kid["kid_std"])
+        if "is" in names:
+            score = inception_score(fake["logits"])
+            real_score = inception_score(real["logits"])
+            results.update(**{"is": score["inception_score"],
+                              "is_std": score["inception_score_std"],
+                              "is_reals": real_score["inception_score"]})
+        seconds["inception"] = time.time() - start
+    if "swd" in names:
+        start = time.time()
+        count = min(swd_images, reals.num_images)
+        swd = SlicedWassersteinDistance(reals.resolution, seed=seed,
+                                                minibatch_size=batch_size)
+        real_desc = swd.descriptors(reals.batches(count, batch_size))
+        fake_desc = swd.descriptors(
+            generator.batches(count, seed + 1, batch_size, truncation_psi))
+        results.update(swd.distance(real_desc, fake_desc))
+        seconds["swd"] = time.time() - start
+    if "ms_ssim" in names:
+        start = time.time()
+        fakes = np.concatenate(list(generator.batches(ms_ssim_images, seed + 2, batch_size,
+                                                      truncation_psi)))
+        results["ms_ssim"] = ms_ssim(fakes)
+        real_count = min(ms_ssim_images, reals.num_images) // 2 * 2
+        results["ms_ssim_reals"] = ms_ssim(
+            np.concatenate(list(reals.batches(real_count, batch_size))))
+        seconds["ms_ssim"] = time.time() - start
+    return results, seconds
+
+
+def format_table(results):
+    width = max(len(name) for name in results)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------------"]
+    lines += [f"{name:<{width}}  {value:.6g}" for name, value in results.items()]
+    return "\n".join(lines)
+
+
+def write_json_atomically(path, payload):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".json.tmp")
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,144 @@
+"""run_metrics.py end to end: an exported tiny generator, the built-in dataset, a stand-in graph."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app, flags
+from absl.testing import flagsaver
+
+import metrics
+import run_metrics
+from metrics import evaluate
+from test_metrics_inception import write_standin_inception_graph
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+Z_DIM, RESOLUTION = 8, 16
+
+
+class TinyGenerator(tf.Module):
+    """Has the project's export signature: (z [N, z_dim], truncation_psi []) -> images."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.RandomState(0)
+        self.w = tf.Variable(rng.randn(Z_DIM, RESOLUTION * RESOLUTION * 3).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, Z_DIM], tf.float32, name="z"),
+                                  tf.TensorSpec([], tf.float32, name="truncation_psi")])
+    def generate(self, z, truncation_psi):
+        x = tf.tanh(tf.reshape(tf.matmul(z * truncation_psi, self.w),
+                               [-1, RESOLUTION, RESOLUTION, 3]))
+        images = tf.saturate_cast(tf.round((x + 1.0) * 127.5), tf.uint8)
+        return {"images": images, "images_float": x}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run_metrics")
+    module = TinyGenerator()
+    generator = str(root / "generator")
+    tf.saved_model.save(module, generator, signatures={"serving_default": module.generate})
+    return {"generator": generator,
+            "inception": write_standin_inception_graph(str(root / "inception.pb")),
+            "root": root}
+
+
+def run(args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_metrics.py")] + args,
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_run_metrics_prints_a_table_and_writes_json(files, capsys):
+    out = str(files["root"] / "result.json")
+    cache = str(files["root"] / "cache")
+    args = [f"--generator={files['generator']}", "--data=shapes",
+            f"--inception={files['inception']}", "--num_images=20", "--swd_images=16",
+            "--ms_ssim_images=8", "--batch_size=8", f"--cache_dir={cache}", f"--output={out}"]
+    proc = run(args, files["root"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(out))
+    names = {"fid", "kid", "kid_std", "is", "is_std", "is_reals", "SWDx1e3_16", "SWDx1e3_avg",
+             "ms_ssim", "ms_ssim_reals"}
+    assert set(result["metrics"]) == names
+    assert all(np.isfinite(v) for v in result["metrics"].values())
+    table = proc.stdout[proc.stdout.index("metric"):]
+    for name, value in result["metrics"].items():
+        assert f"{name} " in table and f"{value:.6g}" in table
+    assert len(os.listdir(cache)) == 1
+
+    # A second run, in-process: reads the cached real features, never overwrites a result, and
+    # agrees with the first (up to float differences of the generator between processes, which
+    # can move a uint8 pixel by one).
+    with pytest.raises(app.UsageError, match="already exists"):
+        main_with_flags(args)
+    main_with_flags(args[:-1] + [f"--output={out}.2"])
+    assert "read from cache" in capsys.readouterr().out
+    again = json.load(open(out + ".2"))["metrics"]
+    for name in names - {"kid_std"}:
+        assert again[name] == pytest.approx(result["metrics"][name], rel=1e-2, abs=1e-3), name
+
+
+def test_compute_metrics_equals_the_library_functions(files):
+    generator = evaluate.Generator(files["generator"])
+    reals = evaluate.RealImages("shapes", RESOLUTION)
+    inception = metrics.InceptionV3(files["inception"])
+    results, _ = evaluate.compute_metrics(generator, reals, list(evaluate.METRICS), inception,
+                                          num_images=20, swd_images=16, ms_ssim_images=8,
+                                          batch_size=8, log=lambda _: None)
+    fakes = np.concatenate(list(generator.batches(20, 0, 8, 1.0)))
+    real_images = np.concatenate(list(reals.batches(20, 8)))
+    assert real_images.shape == (20, 16, 16, 3) and real_images.dtype == np.uint8
+    real_out, fake_out = inception.run(real_images), inception.run(fakes)
+    assert results["fid"] == pytest.approx(
+        metrics.frechet_inception_distance(real_out["features"], fake_out["features"]), rel=1e-9)
+    kid = metrics.kernel_inception_distance(real_out["features"], fake_out["features"], seed=0)
+    assert (results["kid"], results["kid_std"]) == pytest.approx((kid["kid"], kid["kid_std"]),
+                                                                 rel=1e-9)
+    assert results["is"] == pytest.approx(
+        metrics.inception_score(fake_out["logits"])["inception_score"], rel=1e-9)
+    swd = metrics.sliced_wasserstein_distance(
+        real_images[:16], np.concatenate(list(generator.batches(16, 1, 8, 1.0))), seed=0,
+        minibatch_size=8)
+    assert results["SWDx1e3_avg"] == pytest.approx(swd["SWDx1e3_avg"], rel=1e-12)
+    ms = metrics.ms_ssim(np.concatenate(list(generator.batches(8, 2, 8, 1.0))))
+    assert results["ms_ssim"] == pytest.approx(ms, rel=1e-12)
+    assert results["ms_ssim_reals"] == pytest.approx(metrics.ms_ssim(real_images[:8]), rel=1e-12)
+    # Truncation reaches the generator.
+    assert not np.array_equal(next(generator.batches(2, 0, 2, 0.5)),
+                              next(generator.batches(2, 0, 2, 1.0)))
+
+
+def main_with_flags(args):
+    with flagsaver.flagsaver():
+        FLAGS.unparse_flags()
+        FLAGS(["run_metrics.py"] + args)
+        run_metrics.main(["run_metrics.py"])
+
+
+def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
+    base = [f"--generator={files['generator']}", "--data=shapes",
+            f"--output={tmp_path / 'm.json'}"]
+    proc = run(base, tmp_path)  # default metrics include fid/kid/is
+    assert proc.returncode == 1
+    assert "--inception=/path/to/classify_image_graph_def.pb" in proc.stderr
+    # Flags are checked before TensorFlow starts: the error is the only output.
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    cases = [
+        (["--inception=/nonexistent/classify_image_graph_def.pb"], "/nonexistent/classify_image_graph_def.pb not found"),
+        (["--metrics=swd,fidd"], r"unknown \['fidd'\]"),
+        (["--metrics=ms_ssim", "--ms_ssim_images=7"], "must be even"),
+        (["--metrics=swd", f"--generator={tmp_path}"], "--generator: .* SavedModel"),
+        (["--metrics=swd", "--data=/nonexistent/folder"], "/nonexistent/folder"),
+        (["--metrics=swd", "--data=/nonexistent/folder", "--batch_size=0"], "--batch_size"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(app.UsageError, match=message):
+            main_with_flags(base + extra)
+    assert not os.path.exists(tmp_path / "m.json")
