@@ -365,6 +365,19 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     y = tf.tile(y, [group, h, w, 1])
     return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
 
+def replica_seed(seed_generator):
+    """Next seed (2,) int32 of a `keras.random.SeedGenerator`, distinct per tf.distribute replica.
+
+    Every replica advances its copy of the generator identically; folding in the replica id
+    gives each replica's part of the global batch its own random draws.
+    """
+    seed = tf.cast(seed_generator.next(), tf.int32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        seed = seed + tf.stack([replica * 1000003, 0])
+    return seed
+
 #----------------------------------------------------------------------------
 # Layers with weights.
 
@@ -622,7 +635,7 @@ class NoiseInput(keras.layers.Layer):
                 raise ValueError("NoiseInput: noise_mode='random' needs the network's "
                                  "keras.random.SeedGenerator (seed_generator=...).")
             shape = tf.concat([tf.shape(x)[:3], [1]], axis=0)
-            noise = keras.random.normal(shape, seed=seed_generator, dtype="float32")
+            noise = tf.random.stateless_normal(shape, replica_seed(seed_generator))
         else:
             noise = tf.convert_to_tensor(self.noise_const)[tf.newaxis, :, :, tf.newaxis]
         return x + tf.cast(noise * tf.convert_to_tensor(self.strength), x.dtype)
