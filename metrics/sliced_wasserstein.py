@@ -16,8 +16,9 @@ draws, per level and per repeat, a (147, 128) direction matrix. The reference bu
 index grid with `np.ogrid[N, C, x, y]`, so descriptor components are ordered (channel, x, y); ours
 use the same order, so equal random numbers give equal results.
 
-Everything per pixel runs in TensorFlow (pyramid, patch gather, projection, sort); the only Python
-loops are over minibatches, levels and the 4 repeats.
+Per-pixel work is vectorised: the pyramid and the patch gather run in TensorFlow (one traced call
+per minibatch), the projections and sorts in numpy (see `sorted_projection_distance`); the only
+Python loops are over minibatches, levels and the 4 repeats.
 
 Memory: a descriptor set holds N x 128 x 147 float32 per level (75 KB per image per level), as in
 the reference: 16384 images at 128x128 (4 levels) take about 4.9 GB per set.
@@ -122,19 +123,20 @@ def _minibatch_descriptors(images, xs, ys, nhood_size, nhoods_per_image):
             for level, x, y in zip(levels, xs, ys)]
 
 
-@tf.function(reduce_retracing=True)
-def _sorted_projection_distance(a, b, directions, block):
-    """mean |sort(a @ dirs) - sort(b @ dirs)| over rows and directions, as float64.
+def sorted_projection_distance(a, b, directions):
+    """mean |sort(a @ dirs) - sort(b @ dirs)| over descriptors and directions (float64).
 
-    a, b: float32 (P, D) with P divisible by `block`; directions: float32 (D, R).
+    a, b: float32 (P, D); directions: float32 (D, R). The projections are sorted as (R, P)
+    contiguous rows: numpy's SIMD sort on rows is ~5x faster than sorting (P, R) along axis 0,
+    and several times faster than tf.sort (a full top_k on CPU). Float32 products and sorts as
+    the reference; the mean accumulates in float64.
     """
-    proj_a = tf.sort(tf.matmul(a, directions), axis=0)  # [P, R]
-    proj_b = tf.sort(tf.matmul(b, directions), axis=0)
-    dists = tf.abs(proj_a - proj_b)
-    # Exact-enough float32 sums over short blocks, then float64 across blocks: a plain float32
-    # sum over millions of rows would lose digits.
-    partial = tf.reduce_sum(tf.reshape(dists, [-1, block, tf.shape(dists)[1]]), axis=1)
-    return tf.reduce_mean(tf.cast(partial, tf.float64)) / tf.cast(block, tf.float64)
+    def sorted_rows(x):
+        projected = np.ascontiguousarray(np.matmul(x, directions).T)  # [R, P]
+        projected.sort(axis=1)
+        return projected
+
+    return float(np.mean(np.abs(sorted_rows(a) - sorted_rows(b)), dtype=np.float64))
 
 
 def normalize_descriptors(descriptors, channels=3):
@@ -268,14 +270,12 @@ class SlicedWassersteinDistance:
                 raise ValueError(
                     f"SWD: real and fake descriptor sets differ in shape ({real.shape} vs "
                     f"{fake.shape}); measure the same number of real and fake images.")
-            real_t, fake_t = tf.constant(real), tf.constant(fake)
             repeats = []
             for _ in range(self.dir_repeats):
                 directions = self.rng.randn(real.shape[1], self.dirs_per_repeat)
                 directions /= np.sqrt(np.sum(np.square(directions), axis=0, keepdims=True))
-                repeats.append(float(_sorted_projection_distance(
-                    real_t, fake_t, tf.constant(directions.astype(np.float32)),
-                    self.nhoods_per_image)))
+                repeats.append(sorted_projection_distance(real, fake,
+                                                          directions.astype(np.float32)))
             results[f"SWDx1e3_{res}"] = float(np.mean(repeats)) * 1e3
         results["SWDx1e3_avg"] = float(np.mean(list(results.values())))
         return results

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from metrics.sliced_wasserstein import (SlicedWassersteinDistance, laplacian_pyramid,
                                         sliced_wasserstein_distance)
@@ -125,11 +126,12 @@ def test_swd_equals_reference_transcription(size, minibatch_size):
     np.testing.assert_allclose(list(ours.values()), expected, rtol=1e-4)
 
 
-def test_swd_accepts_float_images_like_their_uint8_quantisation():
+def test_swd_accepts_float_images_and_tensors_like_their_uint8_quantisation():
+    # During training: generated float tensors in [-1, 1] against real batches, no files.
     reals = blob_images(4, 16, 3)
-    floats = reals.astype(np.float32) / 127.5 - 1.0
+    floats = tf.constant(reals.astype(np.float32) / 127.5 - 1.0)
     assert sliced_wasserstein_distance(reals, blob_images(4, 16, 4), seed=5) == (
-        sliced_wasserstein_distance(floats, blob_images(4, 16, 4), seed=5))
+        sliced_wasserstein_distance(floats, tf.constant(blob_images(4, 16, 4)), seed=5))
 
 
 def test_swd_zero_for_identical_descriptor_sets_and_seedable():
