@@ -17,9 +17,10 @@ inside the step it is exact, and `lod` can change every step without rebuilding 
 floor(lod) changes (a new stage) does the trainer request a pipeline at the new resolution
 (`resolution_for_lod`).
 
-Pipeline order: records -> [shard per input pipeline] -> [cache] -> shuffle -> repeat -> batch ->
-parse the whole batch at once (one `parse_example` + `decode_raw`, parallel calls) ->
-uint8 -> float, mirror -> prefetch. Everything is deterministic for a given `seed`.
+Pipeline order: records -> [shard per input pipeline] -> parse 256 records at a time (one
+`parse_example` + `decode_raw`, parallel calls) -> [cache decoded uint8 images] -> shuffle ->
+repeat -> batch -> mirror, uint8 -> float -> prefetch. Everything is deterministic for a given
+`seed`.
 """
 
 import dataclasses
@@ -37,7 +38,7 @@ from datasets.tfrecords import (MIN_RESOLUTION, TFRecordDirectory, check_resolut
 SYNTHETIC_DEFAULT_RESOLUTION = 32
 SYNTHETIC_DEFAULT_IMAGES = 4096
 SYNTHETIC_MEMORY_BUDGET = 256 << 20     # bytes for all levels of an in-memory synthetic dataset
-SHUFFLE_BUDGET = 256 << 20              # bytes of records held by the shuffle buffer
+SHUFFLE_BUDGET = 256 << 20              # bytes of images held by the shuffle buffer
 CACHE_BUDGET = 512 << 20                # TFRecord levels up to this size are cached in memory
 _PIPELINE_SEED_STRIDE = 1_000_003       # decorrelates the input pipelines of several workers
 
@@ -217,8 +218,8 @@ class ImageDataset:
             drop_remainder: only full batches (static batch dimension).
             input_context: tf.distribute.InputContext: shard records across input pipelines
                 (workers) and decorrelate their seeds.
-            cache: keep the records in memory after the first epoch (default: if the level is
-                at most 512 MiB).
+            cache: keep the decoded images in memory after the first epoch (default: if the
+                level is at most 512 MiB).
         Returns:
             tf.data.Dataset yielding images (batch, R, R, C) of `dtype` and labels float32
             (batch, label_size).
@@ -242,8 +243,15 @@ class ImageDataset:
         label_size = labels.shape[1]
         one_hot = label_size > 0 and bool(np.all(labels.sum(1) == 1) and np.all(
             (labels == 0) | (labels == 1)))
-        # One-hot labels travel as class indices (4 bytes per image, not 4 * label_size).
-        label_column = labels.argmax(1).astype(np.int32) if one_hot else labels
+        # One-hot labels travel as class indices (4 bytes per image, not 4 * label_size). With
+        # no labels a scalar placeholder travels instead: tf.data's unbatch of (N, 0) tensors
+        # crashes the process (segmentation fault, TF 2.21).
+        if one_hot:
+            label_column = labels.argmax(1).astype(np.int32)
+        elif label_size == 0:
+            label_column = np.zeros(info.num_images, np.int32)
+        else:
+            label_column = labels
 
         if self._files is not None:
             records = tf.data.TFRecordDataset(self._files[resolution],
@@ -254,6 +262,12 @@ class ImageDataset:
         if input_context is not None and input_context.num_input_pipelines > 1:
             dataset = dataset.shard(input_context.num_input_pipelines,
                                     input_context.input_pipeline_id)
+        if self._files is not None:
+            # Parse records 256 at a time (one parse_example + decode_raw), then cache and
+            # shuffle decoded uint8 images: later epochs never parse again.
+            dataset = dataset.batch(256).map(
+                lambda data, label: (parse_batch(data, channels, resolution), label),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
         if cache is None:
             cache = self._files is not None and info.num_images * bytes_per_image <= CACHE_BUDGET
         if cache:
@@ -266,17 +280,17 @@ class ImageDataset:
             dataset = dataset.repeat()
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter())
-        from_records = self._files is not None
 
         def process(batch, step):
-            data, label = batch
-            images = parse_batch(data, channels, resolution) if from_records else data
+            images, label = batch
             if mirror:
                 images = _mirror(images, tf.constant(seed, tf.int64), step)
             if dtype == tf.float32:
                 images = to_float(images)
             if one_hot:
                 label = tf.one_hot(label, label_size, dtype=tf.float32)
+            elif label_size == 0:
+                label = tf.zeros([tf.shape(label)[0], 0])
             return images, tf.cast(label, tf.float32)
 
         dataset = dataset.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

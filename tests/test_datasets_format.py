@@ -203,3 +203,14 @@ def test_smaller_view_of_a_larger_dataset(tmp_path, random_images):
         open_dataset(tmp_path / "ds", resolution=32)
     with pytest.raises(DatasetError, match="no 16x16 level"):
         view.pipeline(2, 16)
+
+
+def test_non_one_hot_labels_pass_through_unchanged(tmp_path):
+    labels = np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    with MultiLodWriter(str(tmp_path), 4, 3, tmp_path.name) as writer:
+        writer.add_images(np.arange(3 * 48, dtype=np.uint8).reshape(3, 3, 4, 4))
+        writer.add_labels(labels)
+    dataset = open_dataset(tmp_path)
+    assert dataset.info.label_size == 3
+    _, got = next(iter(dataset.pipeline(3, shuffle=False)))
+    np.testing.assert_array_equal(got.numpy(), labels)
