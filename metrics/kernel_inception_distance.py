@@ -6,7 +6,8 @@ stylegan2-ada-pytorch's `kernel_inception_distance.py` compute it:
 
     m = min(N_real, N_fake, max_subset_size)
     per subset (m fakes x, m reals y drawn without replacement):
-      MMD^2_u = [sum_{i != j} k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1)) - 2 sum_{i,j} k(x_i, y_j) / m^2
+      MMD^2_u = [sum_{i != j} k(x_i, x_j) + k(y_i, y_j)] / (m (m - 1))
+                - 2 sum_{i,j} k(x_i, y_j) / m^2
     KID = mean over subsets; KID_std = their standard deviation.
 """
 

@@ -107,9 +107,10 @@ def _gather_descriptors(level, xs, ys, nhood_size, nhoods_per_image):
     count = tf.shape(xs)[0]
     image = tf.range(count, dtype=tf.int32) // nhoods_per_image
     # Axis 1 of the patch walks x and axis 2 walks y, as the reference's ogrid[nhood, chan, x, y].
-    image_idx = tf.broadcast_to(image[:, None, None], [count, nhood_size, nhood_size])
-    x_idx = tf.broadcast_to(xs[:, None, None] + offsets[None, :, None], [count, nhood_size, nhood_size])
-    y_idx = tf.broadcast_to(ys[:, None, None] + offsets[None, None, :], [count, nhood_size, nhood_size])
+    shape = [count, nhood_size, nhood_size]
+    image_idx = tf.broadcast_to(image[:, None, None], shape)
+    x_idx = tf.broadcast_to(xs[:, None, None] + offsets[None, :, None], shape)
+    y_idx = tf.broadcast_to(ys[:, None, None] + offsets[None, None, :], shape)
     patches = tf.gather_nd(level, tf.stack([image_idx, y_idx, x_idx], axis=-1))  # [P, x, y, C]
     patches = tf.transpose(patches, [0, 3, 1, 2])  # [P, C, x, y]
     return tf.reshape(patches, [count, -1])
@@ -199,7 +200,8 @@ class SlicedWassersteinDistance:
                 raise ValueError(f"SlicedWassersteinDistance: {name} must be a positive integer, "
                                  f"got {value!r}.")
         if nhood_size % 2 != 1:
-            raise ValueError(f"SlicedWassersteinDistance: nhood_size must be odd, got {nhood_size}.")
+            raise ValueError(
+                f"SlicedWassersteinDistance: nhood_size must be odd, got {nhood_size}.")
         self.resolution = int(resolution)
         self.resolutions = swd_resolutions(self.resolution)
         self.nhood_size = int(nhood_size)

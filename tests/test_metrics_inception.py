@@ -171,7 +171,7 @@ def test_frechet_distance_closed_forms():
 
 def test_fid_from_samples_of_known_gaussians_and_singular_covariances():
     rng = np.random.RandomState(1)
-    d, n = 4, 200000
+    d, n = 4, 50000
     q, _ = np.linalg.qr(rng.randn(d, d))
     cov1 = q @ np.diag([1.0, 2.0, 0.5, 3.0]) @ q.T
     cov2 = np.diag([1.5, 1.0, 1.0, 0.2])
@@ -179,7 +179,7 @@ def test_fid_from_samples_of_known_gaussians_and_singular_covariances():
     f1 = rng.multivariate_normal(mu1, cov1, n)
     f2 = rng.multivariate_normal(mu2, cov2, n)
     closed = frechet_distance(mu1, cov1, mu2, cov2)
-    assert frechet_inception_distance(f1, f2) == pytest.approx(closed, rel=0.02)
+    assert frechet_inception_distance(f1, f2) == pytest.approx(closed, rel=0.03)
     # np.cov with N - 1, as the reference.
     mu, sigma = feature_statistics(f1[:10])
     np.testing.assert_allclose(sigma, np.cov(f1[:10], rowvar=False))

@@ -131,7 +131,8 @@ def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
     # Flags are checked before TensorFlow starts: the error is the only output.
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     cases = [
-        (["--inception=/nonexistent/classify_image_graph_def.pb"], "/nonexistent/classify_image_graph_def.pb not found"),
+        (["--inception=/nonexistent/classify_image_graph_def.pb"],
+         "/nonexistent/classify_image_graph_def.pb not found"),
         (["--metrics=swd,fidd"], r"unknown \['fidd'\]"),
         (["--metrics=ms_ssim", "--ms_ssim_images=7"], "must be even"),
         (["--metrics=swd", f"--generator={tmp_path}"], "--generator: .* SavedModel"),
