@@ -234,40 +234,12 @@ class ImageDataset:
         dtype = tf.as_dtype(dtype)
         if dtype not in (tf.float32, tf.uint8):
             raise DatasetError(f"dtype must be float32 or uint8, got {dtype.name}")
-        channels = info.channels
-        bytes_per_image = resolution * resolution * channels
+        bytes_per_image = resolution * resolution * info.channels
         if input_context is not None:
             seed = seed + _PIPELINE_SEED_STRIDE * input_context.input_pipeline_id
 
-        labels = self.labels
-        label_size = labels.shape[1]
-        one_hot = label_size > 0 and bool(np.all(labels.sum(1) == 1) and np.all(
-            (labels == 0) | (labels == 1)))
-        # One-hot labels travel as class indices (4 bytes per image, not 4 * label_size). With
-        # no labels a scalar placeholder travels instead: tf.data's unbatch of (N, 0) tensors
-        # crashes the process (segmentation fault, TF 2.21).
-        if one_hot:
-            label_column = labels.argmax(1).astype(np.int32)
-        elif label_size == 0:
-            label_column = np.zeros(info.num_images, np.int32)
-        else:
-            label_column = labels
-
-        if self._files is not None:
-            records = tf.data.TFRecordDataset(self._files[resolution],
-                                              buffer_size=8 << 20).take(info.num_images)
-        else:
-            records = tf.data.Dataset.from_tensor_slices(self._arrays[resolution])
-        dataset = tf.data.Dataset.zip(records, tf.data.Dataset.from_tensor_slices(label_column))
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(input_context.num_input_pipelines,
-                                    input_context.input_pipeline_id)
-        if self._files is not None:
-            # Parse records 256 at a time (one parse_example + decode_raw), then cache and
-            # shuffle decoded uint8 images: later epochs never parse again.
-            dataset = dataset.batch(256).map(
-                lambda data, label: (parse_batch(data, channels, resolution), label),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        label_column, decode_labels = self._label_encoding()
+        dataset = self._elements(resolution, label_column, input_context)
         if cache is None:
             cache = self._files is not None and info.num_images * bytes_per_image <= CACHE_BUDGET
         if cache:
@@ -287,14 +259,45 @@ class ImageDataset:
                 images = _mirror(images, tf.constant(seed, tf.int64), step)
             if dtype == tf.float32:
                 images = to_float(images)
-            if one_hot:
-                label = tf.one_hot(label, label_size, dtype=tf.float32)
-            elif label_size == 0:
-                label = tf.zeros([tf.shape(label)[0], 0])
-            return images, tf.cast(label, tf.float32)
+            return images, decode_labels(label)
 
         dataset = dataset.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _label_encoding(self):
+        """(per-image label column, batch decoder back to float32 (B, label_size))."""
+        labels = self.labels
+        label_size = labels.shape[1]
+        if label_size == 0:
+            # A scalar placeholder: tf.data's unbatch of (N, 0) tensors crashes the process
+            # (segmentation fault, TF 2.21).
+            return (np.zeros(len(labels), np.int32),
+                    lambda column: tf.zeros([tf.shape(column)[0], 0]))
+        if np.all(labels.sum(1) == 1) and np.all((labels == 0) | (labels == 1)):
+            # One-hot labels travel as class indices (4 bytes per image, not 4 * label_size).
+            return (labels.argmax(1).astype(np.int32),
+                    lambda column: tf.one_hot(column, label_size, dtype=tf.float32))
+        return labels, lambda column: column
+
+    def _elements(self, resolution, label_column, input_context):
+        """tf.data.Dataset of (uint8 (R, R, C) image, label column entry), in record order."""
+        if self._files is not None:
+            records = tf.data.TFRecordDataset(self._files[resolution],
+                                              buffer_size=8 << 20).take(self.info.num_images)
+        else:
+            records = tf.data.Dataset.from_tensor_slices(self._arrays[resolution])
+        dataset = tf.data.Dataset.zip(records, tf.data.Dataset.from_tensor_slices(label_column))
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(input_context.num_input_pipelines,
+                                    input_context.input_pipeline_id)
+        if self._files is not None:
+            # Parse records 256 at a time (one parse_example + decode_raw); the cache and the
+            # shuffle buffer then hold decoded images, so later epochs never parse again.
+            channels = self.info.channels
+            dataset = dataset.batch(256).map(
+                lambda data, label: (parse_batch(data, channels, resolution), label),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        return dataset
 
     def distribute(self, strategy, global_batch_size, resolution=None, **pipeline_kwargs):
         """The pipeline for a tf.distribute strategy: each replica gets its share of the batch.
