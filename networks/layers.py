@@ -90,6 +90,35 @@ def check_resolution(resolution, name="resolution"):
     return int(resolution).bit_length() - 1
 
 
+def check_stage(resolution, full_resolution, progressive, who):
+    """Validated static stage resolution of a progressive network (full resolution when None).
+
+    The stage is a Python int fixed when a step is traced: only layers up to it are built into
+    the graph, so an R x R stage costs what an R x R network costs.
+    """
+    if resolution is None:
+        return full_resolution
+    check_resolution(resolution, f"{who}: resolution")
+    if resolution > full_resolution:
+        raise ValueError(f"{who}: resolution {resolution} exceeds the network's "
+                         f"{full_resolution}.")
+    if resolution != full_resolution and not progressive:
+        raise ValueError(f"{who}: resolution {resolution} given to a fixed-resolution network "
+                         f"({full_resolution}); build it with progressive=True.")
+    return int(resolution)
+
+
+def fade_coefficient(lod, full_resolution, stage):
+    """t = clip(lod - (log2 R - log2 stage), 0, 1), float32 scalar: the fade-in of `stage`.
+
+    Within a stage lod runs from log2 R - log2 stage + 1 (t = 1: the previous stage's output)
+    down to log2 R - log2 stage (t = 0: the stage's own output), as the official `lerp_clip`
+    with lod_in - lod.
+    """
+    offset = float(check_resolution(full_resolution) - check_resolution(stage))
+    return tf.clip_by_value(tf.cast(lod, tf.float32) - offset, 0.0, 1.0)
+
+
 def _spatial(x):
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     if h is None or w is None or c is None:

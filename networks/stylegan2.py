@@ -56,26 +56,6 @@ def _check_choice(value, choices, name):
     return value
 
 
-def _stage(resolution, full_resolution, progressive, who):
-    """Validated static stage resolution (full resolution when None)."""
-    if resolution is None:
-        return full_resolution
-    L.check_resolution(resolution, f"{who}: resolution")
-    if resolution > full_resolution:
-        raise ValueError(f"{who}: resolution {resolution} exceeds the network's "
-                         f"{full_resolution}.")
-    if resolution != full_resolution and not progressive:
-        raise ValueError(f"{who}: resolution {resolution} given to a fixed-resolution network "
-                         f"({full_resolution}); build it with progressive=True.")
-    return resolution
-
-
-def _fade(lod, full_resolution, stage):
-    """Fade coefficient t = clip(lod - (log2 R - log2 stage), 0, 1), float32 scalar."""
-    log2_full = int(full_resolution).bit_length() - 1
-    log2_stage = int(stage).bit_length() - 1
-    return tf.clip_by_value(tf.cast(lod, tf.float32) - float(log2_full - log2_stage), 0.0, 1.0)
-
 #----------------------------------------------------------------------------
 # Mapping network.
 
@@ -396,7 +376,7 @@ class SynthesisNetwork(keras.layers.Layer):
             block.build()
 
     def call(self, dlatents, noise_mode="random", lod=None, resolution=None):
-        stage = _stage(resolution, self.resolution, self.progressive, "SynthesisNetwork")
+        stage = L.check_stage(resolution, self.resolution, self.progressive, "SynthesisNetwork")
         if lod is not None and not self.progressive:
             raise ValueError("SynthesisNetwork: lod given to a fixed-resolution network; build it "
                              "with progressive=True.")
@@ -413,7 +393,7 @@ class SynthesisNetwork(keras.layers.Layer):
         if self.progressive and lod is not None and stage > 4:
             # img = up(prev) + ToRGB(x); fade the new ToRGB out as t goes to 1.
             upsampled = L.upsample_2d(prev_img, self.resample_kernel)
-            t = _fade(lod, self.resolution, stage)
+            t = L.fade_coefficient(lod, self.resolution, stage)
             img = upsampled + (img - upsampled) * (1.0 - t)
         return img
 
@@ -733,7 +713,7 @@ class Discriminator(keras.Model):
         if images.shape.rank != 4 or images.shape[-1] != self.img_channels:
             raise ValueError(f"Discriminator: images must be (N, H, W, {self.img_channels}), got "
                              f"shape {tuple(images.shape)}.")
-        stage = _stage(images.shape[1], self.resolution, self.progressive, "Discriminator")
+        stage = L.check_stage(images.shape[1], self.resolution, self.progressive, "Discriminator")
         if lod is not None and not self.progressive:
             raise ValueError("Discriminator: lod given to a fixed-resolution network; build it "
                              "with progressive=True.")
@@ -756,7 +736,7 @@ class Discriminator(keras.Model):
                 x, lookup = fq(x, return_lookup=True)
                 lookups.append(lookup)
             if self.progressive and lod is not None and block.resolution == stage:
-                x = x * tf.cast(1.0 - _fade(lod, self.resolution, stage), x.dtype)
+                x = x * tf.cast(1.0 - L.fade_coefficient(lod, self.resolution, stage), x.dtype)
         logits = self.b4(x, img, cmap)
         return (logits, lookups) if return_fq else logits
 
