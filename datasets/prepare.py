@@ -321,9 +321,10 @@ def read_cifar(cifar_dir, which="cifar10", split="train"):
             raise DatasetError(f"{path}: b'data' is {pixels.dtype} {pixels.shape}, expected "
                                f"uint8 (N, 3072); {hint}")
         if classes.shape != (pixels.shape[0],):
-            raise DatasetError(f"{path}: {classes.size} labels for {pixels.shape[0]} images")
+            raise DatasetError(f"{path}: {classes.size} labels for {pixels.shape[0]} images; "
+                               f"{hint}")
         if classes.size and (classes.min() < 0 or classes.max() >= spec["num_classes"]):
-            raise DatasetError(f"{path}: labels outside [0, {spec['num_classes'] - 1}]")
+            raise DatasetError(f"{path}: labels outside [0, {spec['num_classes'] - 1}]; {hint}")
         images.append(pixels.reshape(-1, 3, 32, 32))
         labels.append(classes)
     names = None
