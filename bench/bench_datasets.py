@@ -6,7 +6,8 @@ Preparation: `create_from_images` on a folder of 256x256 JPEG and PNG files (the
 rendered at 256, written once), timing decode + conversion + all levels of detail + TFRecord
 writing, end to end. Loader: the full training pipeline (shuffle, batch, parse, uint8 -> float,
 mirror, prefetch) at 32x32, from a TFRecord folder and from the in-memory built-in dataset,
-after a warm-up of one epoch (steady state: decoded images cached); the U-GAT-IT loader (PNG decode, flip, resize 286, crop 256) for reference.
+after a warm-up of one epoch (steady state: decoded images cached); and the U-GAT-IT loader
+(PNG decode, flip, resize 286, crop 256) for reference.
 
 The issue asks for the loader's rate against what a StyleGAN2 32x32 training step consumes, to
 show the loader is >= 10x faster. The trainer does not exist yet, so that ratio is printed as
@@ -21,7 +22,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 

@@ -3,16 +3,16 @@
 Every image that enters a dataset goes through `load_image`, so every path (the TFRecord
 preparation CLI and the U-GAT-IT folder loader) applies the same rules:
 
-| input                          | result                                                       |
-|--------------------------------|--------------------------------------------------------------|
-| EXIF orientation tag (photos)  | pixels rotated/flipped upright first (`ImageOps.exif_transpose`) |
-| grayscale (L, 1-bit)           | RGB by repeating the gray channel                            |
-| palette (P, PA)                | RGB(A) through the palette                                   |
-| alpha (RGBA, LA, PA)           | composited over a white background: rgb*a + 255*(1-a), rint  |
-| 16-bit (PNG I;16, 16-bit RGB)  | 8-bit by keeping the high byte (v >> 8, Pillow's rule for 16-bit RGB) |
-| CMYK / YCbCr / LAB JPEG, TIFF  | RGB by Pillow's converter (Adobe-inverted CMYK handled)       |
-| 32-bit float images            | rejected (convert them to 8 or 16 bit first)                  |
-| `channels=1`                   | RGB to luma by Pillow (ITU-R 601-2), as NVlabs' grayscale datasets |
+| input                         | result                                                     |
+|-------------------------------|------------------------------------------------------------|
+| EXIF orientation tag (photos) | rotated/flipped upright first (`ImageOps.exif_transpose`)  |
+| grayscale (L, 1-bit)          | RGB by repeating the gray channel                          |
+| palette (P, PA)               | RGB(A) through the palette                                 |
+| alpha (RGBA, LA, PA)          | composited over white: rgb*a + 255*(1-a), rint             |
+| 16-bit (PNG I;16, 16-bit RGB) | 8-bit high byte, v >> 8 (Pillow's own rule for 16-bit RGB) |
+| CMYK / YCbCr / LAB JPEG, TIFF | RGB by Pillow's converter (Adobe-inverted CMYK handled)    |
+| 32-bit float images           | rejected (convert them to 8 or 16 bit first)               |
+| `channels=1`                  | RGB to luma by Pillow (ITU-R 601-2), as NVlabs' gray data  |
 
 Errors (`BadImageError`, one line naming the file): zero-byte file, not an image (unknown
 format, e.g. a text file named .png), truncated or corrupt data. A JPEG whose entropy-coded data

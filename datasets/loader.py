@@ -79,7 +79,8 @@ class DatasetInfo:
 
 
 def resolution_for_lod(resolution, lod):
-    """Training resolution at `lod`: 2^(log2(resolution) - floor(lod)) (the higher one in a fade)."""
+    """Training resolution at `lod`: 2^(log2(resolution) - floor(lod)) (the higher one of a
+    fade)."""
     return 2 ** (log2_int(resolution) - int(math.floor(lod)))
 
 

@@ -153,6 +153,45 @@ def _label_for(mapping, image_dir, path, labels_file):
                        "or remove the image")
 
 
+def _check_sizes(paths, resolution, crop, allow_upscale, workers, log):
+    """Reads every image header (threads) and finds the size problems.
+
+    Returns:
+        (resolution, bad): the output resolution (the first image's size when `resolution` is
+        None) and the BadImageErrors in file order.
+    """
+    sizes, progress = {}, Progress(len(paths), "headers checked", log)
+    for path, result in zip(paths, _ordered_map(lambda p: _try(probe_image, p), paths, workers)):
+        sizes[path] = result
+        progress.update(len(sizes))
+    bad = [error for _, error in sizes.values() if error is not None]
+    good = [p for p in paths if sizes[p][1] is None]
+    if resolution is None and good:
+        width, height = sizes[good[0]][0]
+        if width != height or width < 4 or width & (width - 1):
+            raise DatasetError(f"{good[0]}: image is {width}x{height}, not a square power of two; "
+                               "pass --resolution (and --crop for non-square images)")
+        resolution = width
+        for p in good[1:]:
+            if sizes[p][0] != (resolution, resolution):
+                w, h = sizes[p][0]
+                bad.append(BadImageError(p, f"image is {w}x{h} but {good[0]} is {resolution}x"
+                                         f"{resolution}", "pass --resolution to resize all "
+                                         "images, or --skip-bad"))
+    elif resolution is not None:
+        for p in good:
+            w, h = sizes[p][0]
+            if crop is None and w != h:
+                bad.append(BadImageError(p, f"image is {w}x{h}, not square",
+                                         "pass --crop=center or --crop=stretch, or --skip-bad"))
+            elif min(w, h) < resolution and not allow_upscale:
+                bad.append(BadImageError(p, f"image is {w}x{h}, smaller than --resolution "
+                                         f"{resolution}", "pass a smaller --resolution, "
+                                         "--allow-upscale or --skip-bad"))
+    position = {p: i for i, p in enumerate(paths)}
+    return resolution, sorted(bad, key=lambda e: position[e.path])
+
+
 #----------------------------------------------------------------------------
 # Commands (library functions).
 
@@ -196,40 +235,11 @@ def create_from_images(out_dir, image_dir, *, resolution=None, crop=None, labels
         label_map, names, num_classes = read_labels_file(labels)
         classes = {p: _label_for(label_map, image_dir, p, labels) for p in paths}
 
-    # Pass 1, headers only: sizes, square / power-of-two / too-small checks, before any work.
-    sizes, progress = {}, Progress(len(paths), "headers checked", log)
-    for path, result in zip(paths, _ordered_map(lambda p: _try(probe_image, p), paths, workers)):
-        sizes[path] = result
-        progress.update(len(sizes))
-    bad = [error for _, error in sizes.values() if error is not None]
-    good = [p for p in paths if sizes[p][1] is None]
-    if resolution is None and good:
-        width, height = sizes[good[0]][0]
-        if width != height or width < 4 or width & (width - 1):
-            raise DatasetError(f"{good[0]}: image is {width}x{height}, not a square power of two; "
-                               "pass --resolution (and --crop for non-square images)")
-        resolution = width
-        for p in good[1:]:
-            if sizes[p][0] != (resolution, resolution):
-                w, h = sizes[p][0]
-                bad.append(BadImageError(p, f"image is {w}x{h} but {good[0]} is {resolution}x"
-                                         f"{resolution}", "pass --resolution to resize all "
-                                         "images, or --skip-bad"))
-    else:
-        for p in good:
-            w, h = sizes[p][0]
-            if crop is None and w != h:
-                bad.append(BadImageError(p, f"image is {w}x{h}, not square",
-                                         "pass --crop=center or --crop=stretch, or --skip-bad"))
-            elif min(w, h) < resolution and not allow_upscale:
-                bad.append(BadImageError(p, f"image is {w}x{h}, smaller than --resolution "
-                                         f"{resolution}", "pass a smaller --resolution, "
-                                         "--allow-upscale or --skip-bad"))
-    position = {p: i for i, p in enumerate(paths)}
-    bad.sort(key=lambda e: position[e.path])
+    # Pass 1, headers only: every size problem is found before any decoding.
+    resolution, bad = _check_sizes(paths, resolution, crop, allow_upscale, workers, log)
     _reject(bad, skip_bad, log)
     rejected = {e.path for e in bad}
-    good = [p for p in good if p not in rejected]
+    good = [p for p in paths if p not in rejected]
     if not good:
         raise DatasetError(f"{image_dir}: no usable images ({len(bad)} bad)")
 

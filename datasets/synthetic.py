@@ -101,7 +101,8 @@ def _signed_distance(labels, x, y, r):
             d[i] = np.abs(np.hypot(xi, yi) - 0.7 * ri) - 0.3 * ri
         else:  # cross: two bars of half-length r and half-width 0.3 r
             ax, ay = np.abs(xi), np.abs(yi)
-            d[i] = np.minimum(np.maximum(ax - ri, ay - 0.3 * ri), np.maximum(ax - 0.3 * ri, ay - ri))
+            d[i] = np.minimum(np.maximum(ax - ri, ay - 0.3 * ri),
+                              np.maximum(ax - 0.3 * ri, ay - ri))
     return d
 
 

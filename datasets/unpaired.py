@@ -29,7 +29,6 @@ import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import tensorflow as tf
 
 from datasets import synthetic

@@ -98,8 +98,8 @@ def test_open_builtin_shapes_without_files():
     images, classes = synthetic.shapes(40, 16, seed=4)
     np.testing.assert_array_equal(dataset.images(), images)
     np.testing.assert_array_equal(dataset.labels, np.eye(5)[classes])
-    np.testing.assert_array_equal(dataset.images(4),
-                                  lod_pyramid(images.transpose(0, 3, 1, 2))[2].transpose(0, 2, 3, 1))
+    level_4x4 = lod_pyramid(images.transpose(0, 3, 1, 2))[2].transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(dataset.images(4), level_4x4)
     assert open_dataset("synthetic:shapes", resolution=8).info.num_images == 4096
     with pytest.raises(DatasetError, match="open it with datasets.open_unpaired"):
         open_dataset("shapes2cartoon")
