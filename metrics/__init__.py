@@ -9,6 +9,7 @@ All image inputs are NHWC RGB, either uint8 in [0, 255] or float in [-1, 1] (see
   `frechet_inception_distance`, `frechet_distance`, `kernel_inception_distance`,
   `inception_score`, `cached_real_features`.
 - FQ dictionaries: `codebook_usage`, `CodebookStatistics`, `save_codebook_figure`.
+- A generator against a dataset (the engine of `run_metrics.py`): `metrics.evaluate`.
 """
 
 from metrics.codebook import (CodebookStatistics, codebook_figure, codebook_usage,

@@ -17,7 +17,8 @@ from metrics.frechet_inception_distance import frechet_inception_distance
 from metrics.inception import cached_real_features
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_inception_distance
-from metrics.ms_ssim import ms_ssim
+from metrics.images import to_uint8_images
+from metrics.ms_ssim import ms_ssim_pairs
 from metrics.sliced_wasserstein import SlicedWassersteinDistance
 
 METRICS = ("fid", "kid", "is", "swd", "ms_ssim")
@@ -97,6 +98,26 @@ class RealImages:
             yield images
 
 
+def streamed_ms_ssim(batches):
+    """ProGAN's MS-SSIM (pairs [0::2] vs [1::2] of the whole sequence) over minibatches.
+
+    Equals `metrics.ms_ssim` of all images concatenated, without holding them: an odd image at
+    the end of a minibatch is paired with the first of the next one.
+    """
+    scores, pending = [], None
+    for batch in batches:
+        batch = to_uint8_images(batch)
+        if pending is not None:
+            batch = np.concatenate([pending, batch])
+        even = batch.shape[0] // 2 * 2
+        pending = batch[even:] if even < batch.shape[0] else None
+        if even:
+            scores.append(ms_ssim_pairs(batch[0:even:2], batch[1:even:2]))
+    if not scores or pending is not None:
+        raise ValueError("MS-SSIM needs an even number (>= 2) of images.")
+    return float(np.mean(np.concatenate(scores)))
+
+
 def compute_metrics(generator, reals, names, inception=None, num_images=50000, swd_images=16384,
                     ms_ssim_images=10000, truncation_psi=1.0, seed=0, batch_size=32,
                     cache_dir=None, log=print):
@@ -144,12 +165,10 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
         seconds["swd"] = time.time() - start
     if "ms_ssim" in names:
         start = time.time()
-        fakes = np.concatenate(list(generator.batches(ms_ssim_images, seed + 2, batch_size,
-                                                      truncation_psi)))
-        results["ms_ssim"] = ms_ssim(fakes)
+        results["ms_ssim"] = streamed_ms_ssim(
+            generator.batches(ms_ssim_images, seed + 2, batch_size, truncation_psi))
         real_count = min(ms_ssim_images, reals.num_images) // 2 * 2
-        results["ms_ssim_reals"] = ms_ssim(
-            np.concatenate(list(reals.batches(real_count, batch_size))))
+        results["ms_ssim_reals"] = streamed_ms_ssim(reals.batches(real_count, batch_size))
         seconds["ms_ssim"] = time.time() - start
     return results, seconds
 

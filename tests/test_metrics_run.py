@@ -110,6 +110,12 @@ def test_compute_metrics_equals_the_library_functions(files):
     ms = metrics.ms_ssim(np.concatenate(list(generator.batches(8, 2, 8, 1.0))))
     assert results["ms_ssim"] == pytest.approx(ms, rel=1e-12)
     assert results["ms_ssim_reals"] == pytest.approx(metrics.ms_ssim(real_images[:8]), rel=1e-12)
+    # Streaming over odd-sized minibatches pairs across their boundaries, as one array would.
+    batches = [real_images[:3], real_images[3:10], real_images[10:16]]
+    assert evaluate.streamed_ms_ssim(batches) == pytest.approx(metrics.ms_ssim(real_images[:16]),
+                                                               rel=1e-12)
+    with pytest.raises(ValueError, match="even number"):
+        evaluate.streamed_ms_ssim([real_images[:3]])
     # Truncation reaches the generator.
     assert not np.array_equal(next(generator.batches(2, 0, 2, 0.5)),
                               next(generator.batches(2, 0, 2, 1.0)))
