@@ -13,6 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import datasets
 from metrics.frechet_inception_distance import frechet_inception_distance
 from metrics.inception import cached_real_features
 from metrics.inception_score import inception_score
@@ -68,7 +69,6 @@ class RealImages:
                 raise ValueError(f"{source.info.source}: no {resolution}x{resolution} level; "
                                  f"available: {list(source.info.resolutions)}")
         else:
-            import datasets  # the project's readers (NVlabs multi-LOD TFRecords, synthetic)
             self.dataset = datasets.open_dataset(source, resolution=resolution)
         self.level = int(resolution)
         info = self.dataset.info

@@ -149,3 +149,26 @@ def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
         with pytest.raises(app.UsageError, match=message):
             main_with_flags(base + extra)
     assert not os.path.exists(tmp_path / "m.json")
+
+
+def test_real_images_from_a_tfrecord_folder_at_the_generator_resolution(tmp_path):
+    # A grayscale 32x32 multi-LOD dataset read at its 16x16 level, as for a 16x16 generator.
+    from datasets.tfrecords import MultiLodWriter, lod_pyramid
+    images = np.random.RandomState(0).randint(0, 256, (10, 1, 32, 32)).astype(np.uint8)
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    with MultiLodWriter(str(folder), 32, 1, name="gray") as writer:
+        writer.add_images(images)
+    reals = evaluate.RealImages(str(folder), 16)
+    assert (reals.num_images, reals.resolution) == (10, 16)
+    batches = list(reals.batches(7, 4))
+    assert [b.shape for b in batches] == [(4, 16, 16, 3), (3, 16, 16, 3)]
+    level16 = lod_pyramid(images)[1].transpose(0, 2, 3, 1)  # the stored 16x16 records
+    np.testing.assert_array_equal(np.concatenate(batches), np.repeat(level16[:7], 3, axis=-1))
+    # The cache identity follows the files: rewriting the dataset changes it.
+    identity = reals.identity
+    with MultiLodWriter(str(folder), 32, 1, name="gray") as writer:
+        writer.add_images(images[:9])
+    assert evaluate.RealImages(str(folder), 16).identity != identity
+    with pytest.raises(ValueError, match="no 64x64 level"):
+        evaluate.RealImages(str(folder), 64)
