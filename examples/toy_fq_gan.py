@@ -142,14 +142,18 @@ def save_scatter(path, reals, fakes, size=256, extent=3.0):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 2000, "Training steps (one D and one G update each).")
-flags.DEFINE_integer("batch", 256, "Minibatch size.")
-flags.DEFINE_boolean("fq", True, "Quantise the discriminator's features (false = baseline GAN).")
-flags.DEFINE_integer("num_embeddings", 64, "Dictionary size K.")
-flags.DEFINE_float("decay", 0.8, "EMA decay of the dictionary.")
-flags.DEFINE_float("commitment_cost", 0.25, "Weight of the FQ commitment loss.")
-flags.DEFINE_integer("seed", 0, "Random seed (data, initialisation, latents).")
-flags.DEFINE_string("out", "runs/toy_fq_gan.png", "Scatter plot of reals and generated points.")
+
+
+def define_flags():
+    """Command-line flags; defined only when run as a script, so importing never clashes."""
+    flags.DEFINE_integer("steps", 2000, "Training steps (one D and one G update each).")
+    flags.DEFINE_integer("batch", 256, "Minibatch size.")
+    flags.DEFINE_boolean("fq", True, "Quantise the discriminator's features (false = baseline GAN).")
+    flags.DEFINE_integer("num_embeddings", 64, "Dictionary size K.")
+    flags.DEFINE_float("decay", 0.8, "EMA decay of the dictionary.")
+    flags.DEFINE_float("commitment_cost", 0.25, "Weight of the FQ commitment loss.")
+    flags.DEFINE_integer("seed", 0, "Random seed (data, initialisation, latents).")
+    flags.DEFINE_string("out", "runs/toy_fq_gan.png", "Scatter plot of reals and generated points.")
 
 
 def main(argv):
@@ -178,4 +182,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

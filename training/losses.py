@@ -1,0 +1,111 @@
+"""GAN losses and regularisers of ProGAN, StyleGAN and StyleGAN2 (NVlabs `training/loss.py`).
+
+Every function returns PER-SAMPLE values, shape (N,), float32: the trainer sums them over its
+replica's batch and divides by the global batch, so gradients summed across replicas equal one
+device with the global batch. Weights (gamma, lambda, intervals) are applied by the trainer.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _per_sample(logits):
+    return tf.reshape(tf.cast(logits, tf.float32), [-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-saturating logistic loss (StyleGAN, StyleGAN2).
+
+def g_logistic_nonsaturating(fake_logits):
+    """G loss softplus(-D(G(z)))."""
+    return tf.nn.softplus(-_per_sample(fake_logits))
+
+
+def d_logistic(real_logits, fake_logits):
+    """D loss softplus(D(G(z))) + softplus(-D(x))."""
+    return tf.nn.softplus(_per_sample(fake_logits)) + tf.nn.softplus(-_per_sample(real_logits))
+
+
+# ---------------------------------------------------------------------------------------------
+# WGAN-GP (ProGAN).
+
+def g_wgan(fake_logits):
+    """G loss -D(G(z))."""
+    return -_per_sample(fake_logits)
+
+
+def d_wgan(real_logits, fake_logits):
+    """D loss D(G(z)) - D(x)."""
+    return _per_sample(fake_logits) - _per_sample(real_logits)
+
+
+def wgan_epsilon_drift(real_logits):
+    """ProGAN's drift term D(x)^2 (weight epsilon_drift = 0.001 in the trainer)."""
+    return tf.square(_per_sample(real_logits))
+
+
+def wgan_gradient_penalty(discriminate, reals, fakes, seed_generator, wgan_target=1.0):
+    """(||grad_x D(x_hat)|| - target)^2 / target^2 with x_hat = lerp(x, G(z), u), u ~ U[0, 1).
+
+    Args:
+      discriminate: images -> logits (N, 1).
+      reals, fakes: (N, H, W, C), same shape.
+      seed_generator: keras.random.SeedGenerator for the per-sample mixing factors u.
+      wgan_target: the target gradient norm (1).
+    """
+    batch = tf.shape(reals)[0]
+    mix = keras.random.uniform([batch, 1, 1, 1], seed=seed_generator, dtype=reals.dtype)
+    mixed = reals + (fakes - reals) * mix
+    with tf.GradientTape() as tape:
+        tape.watch(mixed)
+        total = tf.reduce_sum(tf.cast(discriminate(mixed), tf.float32))
+    grads = tape.gradient(total, mixed)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3]))
+    return tf.square(norms - wgan_target) / (wgan_target ** 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regularisers (StyleGAN, StyleGAN2).
+
+def r1_penalty(discriminate, reals):
+    """R1: sum over pixels of (d sum D(x) / dx)^2, for each real image.
+
+    Args:
+      discriminate: images -> logits (N, 1), or a tuple whose first item is the logits (so the
+        same forward can also serve the main loss and FQ, as StyleGAN v1 does).
+      reals: (N, H, W, C).
+
+    Returns:
+      (penalty (N,), whatever `discriminate` returned). Called inside the tape of the D update,
+      the penalty is differentiable with respect to D's weights (double back-propagation).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(reals)
+        outputs = discriminate(reals)
+        logits = outputs[0] if isinstance(outputs, tuple) else outputs
+        total = tf.reduce_sum(tf.cast(logits, tf.float32))
+    grads = tf.cast(tape.gradient(total, reals), tf.float32)
+    return tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]), outputs
+
+
+def path_lengths(synthesize, dlatents, seed_generator):
+    """StyleGAN2 path lengths sqrt(mean_layers sum_w (d sum(img * y) / dw)^2), y ~ N(0,1)/sqrt(HW).
+
+    Args:
+      synthesize: dlatents (N, num_ws, w_dim) -> images (N, H, W, C).
+      dlatents: (N, num_ws, w_dim).
+      seed_generator: RNG of the projection noise y.
+
+    Returns:
+      (N,) path lengths; the trainer tracks pl_mean and penalises (L - pl_mean)^2. Called inside
+      the tape of the G update, they are differentiable with respect to G's weights.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(dlatents)
+        images = tf.cast(synthesize(dlatents), tf.float32)
+        shape = tf.shape(images)
+        noise = keras.random.normal(shape, seed=seed_generator) / tf.sqrt(
+            tf.cast(shape[1] * shape[2], tf.float32))
+        projected = tf.reduce_sum(images * noise)
+    grads = tf.cast(tape.gradient(projected, dlatents), tf.float32)
+    return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=2), axis=1))
