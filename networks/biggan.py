@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from fq_keras import FeatureQuantization
 from networks.normalization import (BatchNorm, ConditionalBatchNorm, SNConv2D, SNDense,
-                                    SNEmbedding, fresh_initializer)
+                                    SNEmbedding, fresh_initializer, track_layers)
 
 # Channel multipliers per block (times `ch`), as BigGAN-PyTorch's G_arch / D_arch.
 G_ARCH = {
@@ -418,16 +418,16 @@ class BigGANGenerator(keras.Model):
         self.linear = SNDense(self.in_channels[0] * self.bottom_width ** 2, name="linear",
                               kernel_initializer=kernel_initializer(init), **sn)
         block_classes = None if shared_dim else num_classes
-        self.blocks = []
-        self.attentions = {}
+        blocks, attentions = [], {}
         for index, (out_ch, res) in enumerate(zip(self.out_channels, arch["resolution"])):
-            self.blocks.append(GBlock(out_ch, num_classes=block_classes, init=init,
+            blocks.append(GBlock(out_ch, num_classes=block_classes, init=init,
                                       sn_epsilon=sn_epsilon, bn_epsilon=bn_epsilon,
                                       cross_replica=cross_replica, name=f"block{index}"))
             if res in self.attention:
-                self.attentions[index] = Attention(init=init, sn_epsilon=sn_epsilon,
-                                                   name=f"attention{index}")
-        self._attention_layers = list(self.attentions.values())
+                attentions[index] = Attention(init=init, sn_epsilon=sn_epsilon,
+                                              name=f"attention{index}")
+        track_layers(self, "blocks", blocks, "block")
+        track_layers(self, "attentions", attentions, "attention")
         self.output_bn = BatchNorm(epsilon=bn_epsilon, cross_replica=cross_replica,
                                    name="output_bn")
         self.output_conv = SNConv2D(3, 3, padding="same", name="output_conv",
@@ -553,11 +553,9 @@ class BigGANDiscriminator(keras.Model):
             sizes = {i: sizes for i in self.fq_layer_indices}
 
         sn = dict(sn_mode="biggan", sn_epsilon=self.sn_epsilon)
-        self.blocks = []
-        self.attentions = {}
-        self.fq_by_block = {}
+        blocks, attentions, fq_by_block = [], {}, {}
         for index, out_ch in enumerate(self.out_channels):
-            self.blocks.append(DBlock(out_ch, downsample=arch["downsample"][index],
+            blocks.append(DBlock(out_ch, downsample=arch["downsample"][index],
                                       preactivation=index > 0, init=init, sn_epsilon=sn_epsilon,
                                       name=f"block{index}"))
             if index in self.fq_layer_indices:
@@ -567,13 +565,16 @@ class BigGANDiscriminator(keras.Model):
                                         keras.initializers.RandomNormal(stddev=1.0))
                 layer_kwargs["embeddings_initializer"] = fresh_initializer(
                     layer_kwargs["embeddings_initializer"])
-                self.fq_by_block[index] = FeatureQuantization(sizes[index], name=f"fq{index}",
-                                                              **layer_kwargs)
+                fq_by_block[index] = FeatureQuantization(sizes[index], name=f"fq{index}",
+                                                         **layer_kwargs)
             if arch["resolution"][index] in self.attention:
-                self.attentions[index] = Attention(init=init, sn_epsilon=sn_epsilon,
-                                                   name=f"attention{index}")
-        self.fq_layers = [self.fq_by_block[i] for i in self.fq_layer_indices]
-        self._attention_layers = list(self.attentions.values())
+                attentions[index] = Attention(init=init, sn_epsilon=sn_epsilon,
+                                              name=f"attention{index}")
+        track_layers(self, "blocks", blocks, "block")
+        track_layers(self, "attentions", attentions, "attention")
+        track_layers(self, "fq_by_block", fq_by_block, "fq")
+        # The discriminator's FQ layers in order (fq_keras.update_dictionaries takes this list).
+        object.__setattr__(self, "fq_layers", [fq_by_block[i] for i in self.fq_layer_indices])
         self.linear = SNDense(1, name="linear", kernel_initializer=kernel_initializer(init), **sn)
         self.embed = SNEmbedding(num_classes, self.out_channels[-1], name="embed",
                                  embeddings_initializer=kernel_initializer(init), **sn)

@@ -69,6 +69,22 @@ def fresh_initializer(initializer):
     return type(initializer).from_config(initializer.get_config())
 
 
+def track_layers(owner, name, layers, prefix):
+    """Sets owner.<name> = layers (a list or dict of layers) so that tf.train.Checkpoint saves them.
+
+    Keras 3 (3.15, TF backend) wraps list / dict attributes of a layer in its own tracked
+    containers, which Keras' `weights` see but TensorFlow's checkpoint object graph does not:
+    tf.train.Checkpoint silently saves nothing of layers held in a list or dict. Each layer is
+    therefore also set as its own attribute `<prefix><index or key>` (the checkpoint key), and
+    the container is stored as a plain Python object, untracked, for iteration.
+    """
+    items = layers.items() if isinstance(layers, dict) else enumerate(layers)
+    for key, layer in items:
+        setattr(owner, f"{prefix}{key}", layer)
+    object.__setattr__(owner, name, layers)
+    return layers
+
+
 def _l2_normalize(x, epsilon):
     """x / max(||x||, epsilon), as torch.nn.functional.normalize."""
     return x / tf.maximum(tf.norm(x), epsilon)

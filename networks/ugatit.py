@@ -27,7 +27,8 @@ import tensorflow as tf
 from fq_keras import FeatureQuantization
 from networks.normalization import (AdaptiveLayerInstanceNorm, LayerInstanceNorm, SNConv2D,
                                     SNDense, fresh_initializer, instance_norm,
-                                    pytorch_bias_initializer, pytorch_kernel_initializer)
+                                    pytorch_bias_initializer, pytorch_kernel_initializer,
+                                    track_layers)
 
 # Official FQ-U-GAT-IT dictionary size per discriminator conv index: K = 2^[5,6,7,7,7,7][i].
 OFFICIAL_NUM_EMBEDDINGS = (32, 64, 128, 128, 128, 128)
@@ -201,20 +202,25 @@ class UGATITGenerator(keras.Model):
 
         self.conv_in = None  # created in build (needs the input channel count)
         self.norm_in = instance_norm("norm_in")
-        self.down_convs = [conv2d(ngf * 2 ** (i + 1), 3, ngf * 2 ** i, strides=2,
-                                  name=f"down_conv{i}") for i in range(2)]
-        self.down_norms = [instance_norm(f"down_norm{i}") for i in range(2)]
-        self.down_blocks = [ResnetBlock(name=f"resblock{i}") for i in range(n_blocks)]
+        track_layers(self, "down_convs", [conv2d(ngf * 2 ** (i + 1), 3, ngf * 2 ** i, strides=2,
+                                                 name=f"down_conv{i}") for i in range(2)],
+                     "down_conv")
+        track_layers(self, "down_norms", [instance_norm(f"down_norm{i}") for i in range(2)],
+                     "down_norm")
+        track_layers(self, "down_blocks", [ResnetBlock(name=f"resblock{i}")
+                                           for i in range(n_blocks)], "resblock")
         self.gap_fc = dense(1, "gap_fc")
         self.gmp_fc = dense(1, "gmp_fc")
         self.conv1x1 = conv2d(channels, 1, 2 * channels, use_bias=True, name="conv1x1")
-        self.fc = [dense(channels, "fc0"), dense(channels, "fc1")]
+        track_layers(self, "fc", [dense(channels, "fc0"), dense(channels, "fc1")], "fc")
         self.gamma = dense(channels, "gamma")
         self.beta = dense(channels, "beta")
-        self.up_blocks = [ResnetAdaILNBlock(name=f"adailn_block{i}") for i in range(n_blocks)]
-        self.up_convs = [conv2d(channels // 2 ** (i + 1), 3, channels // 2 ** i,
-                                name=f"up_conv{i}") for i in range(2)]
-        self.up_norms = [LayerInstanceNorm(name=f"up_norm{i}") for i in range(2)]
+        track_layers(self, "up_blocks", [ResnetAdaILNBlock(name=f"adailn_block{i}")
+                                         for i in range(n_blocks)], "adailn_block")
+        track_layers(self, "up_convs", [conv2d(channels // 2 ** (i + 1), 3, channels // 2 ** i,
+                                               name=f"up_conv{i}") for i in range(2)], "up_conv")
+        track_layers(self, "up_norms", [LayerInstanceNorm(name=f"up_norm{i}") for i in range(2)],
+                     "up_norm")
         self.conv_out = conv2d(output_channels, 7, ngf, name="conv_out")
 
     def _check_images_shape(self, shape):
@@ -387,18 +393,20 @@ class UGATITDiscriminator(keras.Model):
             sizes = {i: sizes for i in fq_layers}
 
         self.conv_channels = [ndf * 2 ** i for i in range(num_convs)]
-        self.convs = [SNConv2D(c, 4, strides=2 if i < num_convs - 1 else 1, use_bias=True,
-                               sn_mode="pytorch", name=f"conv{i}")
-                      for i, c in enumerate(self.conv_channels)]
-        self.fq_by_conv = {}
+        track_layers(self, "convs", [SNConv2D(c, 4, strides=2 if i < num_convs - 1 else 1,
+                                              use_bias=True, sn_mode="pytorch", name=f"conv{i}")
+                                     for i, c in enumerate(self.conv_channels)], "conv")
+        fq_by_conv = {}
         for i in self.fq_layer_indices:
             layer_kwargs = {k: v for k, v in self.fq_kwargs.items() if k != "num_embeddings"}
             layer_kwargs.setdefault("commitment_cost", 2.0)
             layer_kwargs.setdefault("decay", 0.85)
             layer_kwargs["embeddings_initializer"] = fresh_initializer(layer_kwargs.get(
                 "embeddings_initializer", keras.initializers.RandomNormal(stddev=1.0)))
-            self.fq_by_conv[i] = FeatureQuantization(sizes[i], name=f"fq{i}", **layer_kwargs)
-        self.fq_layers = [self.fq_by_conv[i] for i in self.fq_layer_indices]
+            fq_by_conv[i] = FeatureQuantization(sizes[i], name=f"fq{i}", **layer_kwargs)
+        track_layers(self, "fq_by_conv", fq_by_conv, "fq")
+        # The discriminator's FQ layers in order (fq_keras.update_dictionaries takes this list).
+        object.__setattr__(self, "fq_layers", [fq_by_conv[i] for i in self.fq_layer_indices])
         channels = self.conv_channels[-1]
         self.gap_fc = SNDense(1, use_bias=False, sn_mode="pytorch", name="gap_fc")
         self.gmp_fc = SNDense(1, use_bias=False, sn_mode="pytorch", name="gmp_fc")
