@@ -18,9 +18,9 @@ floor(lod) changes (a new stage) does the trainer request a pipeline at the new 
 (`resolution_for_lod`).
 
 Pipeline order: records -> [shard per input pipeline] -> parse 256 records at a time (one
-`parse_example` + `decode_raw`, parallel calls) -> [cache decoded uint8 images] -> shuffle ->
-repeat -> batch -> mirror, uint8 -> float -> prefetch. Everything is deterministic for a given
-`seed`.
+`parse_example` + `decode_raw`, parallel calls) -> [cache decoded uint8 images] -> epochs, each
+shuffled with its own seed (seed, epoch) -> batch -> mirror, uint8 -> float -> prefetch. The
+stream is a pure function of `seed`, so `start_image` can resume it exactly after a stop.
 """
 
 import dataclasses
@@ -107,6 +107,11 @@ def fade_reals(images, lod):
     y = tf.reduce_mean(y, axis=[2, 4], keepdims=True)
     y = tf.reshape(tf.tile(y, [1, 1, 2, 1, 2, 1]), s)
     return images + (y - images) * alpha
+
+
+def _epoch_seed(seed, epoch):
+    """Shuffle seed of one epoch (int64 tensor), distinct per (seed, epoch)."""
+    return tf.cast(seed, tf.int64) * 1_000_003 + epoch + 1
 
 
 def _mirror(images, seed, step):
@@ -203,7 +208,7 @@ class ImageDataset:
 
     def pipeline(self, batch_size, resolution=None, *, dtype=tf.float32, mirror=False,
                  shuffle=True, shuffle_buffer=None, repeat=True, seed=0, drop_remainder=True,
-                 input_context=None, cache=None):
+                 input_context=None, cache=None, start_image=0):
         """tf.data.Dataset of (images, labels) batches at one level of detail.
 
         Args:
@@ -219,6 +224,9 @@ class ImageDataset:
             drop_remainder: only full batches (static batch dimension).
             input_context: tf.distribute.InputContext: shard records across input pipelines
                 (workers) and decorrelate their seeds.
+            start_image: resume the (repeating) stream after this many images of this input
+                pipeline, a multiple of batch_size: the batches then equal those an
+                uninterrupted pipeline yields from there (exact resume of training).
             cache: keep the decoded images in memory after the first epoch (default: if the
                 level is at most 512 MiB).
         Returns:
@@ -245,14 +253,36 @@ class ImageDataset:
             cache = self._files is not None and info.num_images * bytes_per_image <= CACHE_BUDGET
         if cache:
             dataset = dataset.cache()
-        if shuffle:
-            buffer = shuffle_buffer or max(1, SHUFFLE_BUDGET // bytes_per_image)
-            dataset = dataset.shuffle(min(int(buffer), info.num_images), seed=seed,
-                                      reshuffle_each_iteration=True)
+        buffer = min(int(shuffle_buffer or max(1, SHUFFLE_BUDGET // bytes_per_image)),
+                     info.num_images)
+        start_image = int(start_image)
+        if start_image % int(batch_size):
+            raise DatasetError(f"start_image {start_image} is not a multiple of the batch size "
+                               f"{batch_size}")
         if repeat:
-            dataset = dataset.repeat()
+            # Epoch e is shuffled with its own seed (seed, e), so the stream is a pure function
+            # of the seed: resuming at image p rebuilds it from epoch p // n and skips p % n
+            # elements (cheap: before batching, parsing of skipped batches is never repeated
+            # beyond one epoch).
+            n = self._shard_size(input_context)
+            first_epoch, offset = divmod(start_image, n)
+            records = dataset
+
+            def epoch(index):
+                if not shuffle:
+                    return records
+                return records.shuffle(buffer, seed=_epoch_seed(seed, index),
+                                       reshuffle_each_iteration=False)
+
+            dataset = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(offset)
+        else:
+            if start_image:
+                raise DatasetError("start_image needs repeat=True")
+            if shuffle:
+                dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
-        dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter())
+        dataset = tf.data.Dataset.zip(
+            dataset, tf.data.Dataset.counter(start=start_image // int(batch_size)))
 
         def process(batch, step):
             images, label = batch
@@ -264,6 +294,14 @@ class ImageDataset:
 
         dataset = dataset.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _shard_size(self, input_context):
+        """Images one input pipeline reads per epoch (its shard of the records)."""
+        n = self.info.num_images
+        if input_context is None or input_context.num_input_pipelines <= 1:
+            return n
+        count, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        return len(range(index, n, count))
 
     def _label_encoding(self):
         """(per-image label column, batch decoder back to float32 (B, label_size))."""
@@ -300,22 +338,30 @@ class ImageDataset:
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
         return dataset
 
-    def distribute(self, strategy, global_batch_size, resolution=None, **pipeline_kwargs):
+    def distribute(self, strategy, global_batch_size, resolution=None, start_image=0,
+                   **pipeline_kwargs):
         """The pipeline for a tf.distribute strategy: each replica gets its share of the batch.
 
         Uses `strategy.distribute_datasets_from_function`; every input pipeline (one per worker)
         reads its own shard of the records with per-replica batches of
         global_batch_size / num_replicas_in_sync. Iterate it, or pass it to `strategy.run`
-        loops or `Model.fit`.
+        loops or `Model.fit`. `start_image`: images already consumed by the whole job (a
+        multiple of global_batch_size); each input pipeline resumes after its share.
         """
         replicas = strategy.num_replicas_in_sync
         if global_batch_size % replicas:
             raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
                                f"{replicas} replicas; use a multiple of {replicas}")
 
+        if start_image % global_batch_size:
+            raise DatasetError(f"start_image {start_image} is not a multiple of the global batch "
+                               f"size {global_batch_size}")
+
         def dataset_fn(input_context):
             return self.pipeline(input_context.get_per_replica_batch_size(global_batch_size),
-                                 resolution, input_context=input_context, **pipeline_kwargs)
+                                 resolution, input_context=input_context,
+                                 start_image=start_image // input_context.num_input_pipelines,
+                                 **pipeline_kwargs)
 
         return strategy.distribute_datasets_from_function(dataset_fn)
 

@@ -259,3 +259,18 @@ def test_unpaired_under_mirrored_strategy(two_replica_strategy):
         [(1, 8, 8, 3)] * 2
     assert [x.shape for x in two_replica_strategy.experimental_local_results(b)] == \
         [(1, 8, 8, 3)] * 2
+
+
+@pytest.mark.parametrize("shuffle, mirror", [(True, True), (False, False)])
+def test_start_image_resumes_the_stream_exactly(shapes_dir, shuffle, mirror):
+    """Batches from start_image = k * batch equal batch k onward of an uninterrupted stream,
+    across epoch boundaries (48 images, batch 16: epochs end every 3 batches)."""
+    dataset = open_dataset(shapes_dir)
+    kwargs = dict(dtype=tf.uint8, shuffle=shuffle, mirror=mirror, seed=7)
+    straight = [b[0].numpy() for b in dataset.pipeline(16, **kwargs).take(8)]
+    for k in (1, 3, 4):
+        resumed = [b[0].numpy() for b in dataset.pipeline(16, start_image=16 * k, **kwargs).take(8 - k)]
+        for a, b in zip(straight[k:], resumed):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(DatasetError, match="multiple of the batch size"):
+        dataset.pipeline(16, start_image=8)
