@@ -1,4 +1,4 @@
-"""Measure a generator against a real dataset: SWD, MS-SSIM, FID, KID, IS.
+r"""Measure a generator against a real dataset: SWD, MS-SSIM, FID, KID, IS.
 
     python run_metrics.py --generator=runs/00003/export --data=datasets/ffhq \
         --inception=/data/classify_image_graph_def.pb [--metrics=fid,kid,is,swd,ms_ssim]
@@ -28,28 +28,44 @@ from absl import app, flags
 METRICS = ("fid", "kid", "is", "swd", "ms_ssim")
 INCEPTION_METRICS = ("fid", "kid", "is")
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("generator", None, "Exported generator SavedModel directory "
-                    "(serving_default(z, truncation_psi) -> images uint8).")
-flags.DEFINE_string("data", None, "Real images: a dataset folder (multi-LOD TFRecords) or a "
-                    "built-in synthetic kind (e.g. 'shapes').")
-flags.DEFINE_list("metrics", list(METRICS), f"Metrics to compute, any of {', '.join(METRICS)}.")
-flags.DEFINE_string("inception", None, "Path of classify_image_graph_def.pb (from "
-                    "inception-2015-12-05.tgz); required for fid, kid and is.")
-flags.DEFINE_integer("num_images", 50000, "Generated images for FID, KID and IS (reals: as "
-                     "many, or the whole dataset if smaller).")
-flags.DEFINE_integer("swd_images", 16384, "Images per set for SWD (at most the dataset size).")
-flags.DEFINE_integer("ms_ssim_images", 10000, "Generated images for MS-SSIM (even).")
-flags.DEFINE_float("truncation_psi", 1.0, "Truncation psi of the generator (1 = none).")
-flags.DEFINE_integer("seed", 0, "Seed of the latents and of the SWD / KID random draws.")
-flags.DEFINE_integer("batch_size", 32, "Images per generator / Inception call.")
-flags.DEFINE_string("cache_dir", os.path.join("~", ".cache", "fq-gan-metrics"),
-                    "Folder of cached real-image Inception features ('' = no cache).")
-flags.DEFINE_string("output", None, "JSON file for the results (default: "
-                    "metrics-<time>.json in the current folder). Never overwritten.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the command-line flags in `flag_values`.
+
+    Called only when run as a script (and by tests with their own `flags.FlagValues`), so
+    importing this module never adds flags that could clash with another CLI's.
+    """
+    fv = flag_values
+    flags.DEFINE_string("generator", None, "Exported generator SavedModel directory "
+                        "(serving_default(z, truncation_psi) -> images uint8).", flag_values=fv)
+    flags.DEFINE_string("data", None, "Real images: a dataset folder (multi-LOD TFRecords) or a "
+                        "built-in synthetic kind (e.g. 'shapes').", flag_values=fv)
+    flags.DEFINE_list("metrics", list(METRICS),
+                      f"Metrics to compute, any of {', '.join(METRICS)}.", flag_values=fv)
+    flags.DEFINE_string("inception", None, "Path of classify_image_graph_def.pb (from "
+                        "inception-2015-12-05.tgz); required for fid, kid and is.",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_images", 50000, "Generated images for FID, KID and IS (reals: "
+                         "as many, or the whole dataset if smaller).", flag_values=fv)
+    flags.DEFINE_integer("swd_images", 16384, "Images per set for SWD (at most the dataset "
+                         "size).", flag_values=fv)
+    flags.DEFINE_integer("ms_ssim_images", 10000, "Generated images for MS-SSIM (even).",
+                         flag_values=fv)
+    flags.DEFINE_float("truncation_psi", 1.0, "Truncation psi of the generator (1 = none).",
+                       flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the latents and of the SWD / KID random draws.",
+                         flag_values=fv)
+    flags.DEFINE_integer("batch_size", 32, "Images per generator / Inception call.",
+                         flag_values=fv)
+    flags.DEFINE_string("cache_dir", os.path.join("~", ".cache", "fq-gan-metrics"),
+                        "Folder of cached real-image Inception features ('' = no cache).",
+                        flag_values=fv)
+    flags.DEFINE_string("output", None, "JSON file for the results (default: "
+                        "metrics-<time>.json in the current folder). Never overwritten.",
+                        flag_values=fv)
 
 
-def _validated_flags():
+def _validated_flags(FLAGS):  # noqa: N803 (absl's name for the parsed flags)
     """All user errors found before anything runs, as one UsageError line each."""
     if not FLAGS.generator:
         raise app.UsageError("--generator is required (an exported generator SavedModel).")
@@ -82,10 +98,10 @@ def _validated_flags():
     return names, output
 
 
-def main(argv):
+def main(argv, FLAGS=flags.FLAGS):  # noqa: N803
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use --flags.")
-    names, output = _validated_flags()
+    names, output = _validated_flags(FLAGS)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from metrics import InceptionV3, evaluate
     try:
@@ -131,4 +147,5 @@ def _cli(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(_cli)

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-from absl.testing import flagsaver
 
 import metrics
 import run_metrics
 from metrics import evaluate
 from test_metrics_inception import write_standin_inception_graph
 
-FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 Z_DIM, RESOLUTION = 8, 16
 
@@ -122,10 +120,11 @@ def test_compute_metrics_equals_the_library_functions(files):
 
 
 def main_with_flags(args):
-    with flagsaver.flagsaver():
-        FLAGS.unparse_flags()
-        FLAGS(["run_metrics.py"] + args)
-        run_metrics.main(["run_metrics.py"])
+    """run_metrics.main with its own FlagValues: nothing is added to the global absl FLAGS."""
+    flag_values = flags.FlagValues()
+    run_metrics.define_flags(flag_values)
+    flag_values(["run_metrics.py"] + args)
+    run_metrics.main(["run_metrics.py"], flag_values)
 
 
 def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
