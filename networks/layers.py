@@ -163,9 +163,46 @@ def _depthwise(x, kernel2d, stride=1, padding="VALID"):
     return tf.nn.depthwise_conv2d(x, tf.constant(w, dtype=x.dtype), [1, stride, stride, 1], padding)
 
 
+def in_xla_context():
+    """True while tracing inside `tf.function(jit_compile=True)` (or another XLA context)."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # private, stable since TF 1.x
+    except ImportError:
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _correlate_1d(x, taps, axis, stride):
+    """sum_a taps[a] * x[i * stride + a] along `axis` (valid part): shifted slices, no conv op.
+
+    Used for separable FIR filters under XLA, whose CPU backend runs depthwise convolutions
+    ~20x slower than these element-wise ops; without XLA the depthwise convolution (oneDNN) is
+    ~10x faster than the slices (measured on 8x34x34x32, forward + backward).
+    """
+    k = len(taps)
+    size = x.shape[axis]
+    out = (size - k) // stride + 1
+    total = None
+    for a, tap in enumerate(taps):
+        if tap == 0:
+            continue
+        index = [slice(None)] * 4
+        index[axis] = slice(a, a + stride * (out - 1) + 1, stride)
+        term = x[tuple(index)] * tf.constant(tap, x.dtype)
+        total = term if total is None else total + term
+    return total
+
+
+def _separable_taps(kernel):
+    """1-D taps of a separable kernel (1-D input), or None for a 2-D kernel."""
+    k = np.asarray(kernel, dtype=np.float64)
+    return k / np.sum(k) if k.ndim == 1 else None
+
+
 def blur2d(x, kernel=(1, 2, 1)):
-    """StyleGAN v1 blur: normalised outer-product kernel, depthwise, SAME padding."""
-    return _depthwise(x, setup_filter(kernel)[::-1, ::-1], padding="SAME")
+    """StyleGAN v1 blur: normalised outer-product kernel, true convolution, SAME padding."""
+    p = (len(kernel) - 1) // 2
+    return upfirdn2d(x, kernel, padding=(p, len(kernel) - 1 - p))
 
 
 def upfirdn2d(x, kernel, up=1, down=1, padding=(0, 0), gain=1.0, flip_filter=False):
@@ -181,6 +218,9 @@ def upfirdn2d(x, kernel, up=1, down=1, padding=(0, 0), gain=1.0, flip_filter=Fal
 
     Output shape:
       (N, (H*up + before + after - k) // down + 1, ..., C).
+
+    Implementation: a depthwise convolution, or under XLA, for a 1-D (separable) kernel, two
+    1-D passes of shifted slices (same result; see `_correlate_1d` for why).
     """
     h, w, c = _spatial(x)
     if up > 1:
@@ -194,6 +234,13 @@ def upfirdn2d(x, kernel, up=1, down=1, padding=(0, 0), gain=1.0, flip_filter=Fal
     if p0 < 0 or p1 < 0:
         size = x.shape[1]
         x = x[:, max(-p0, 0):size - max(-p1, 0), max(-p0, 0):size - max(-p1, 0), :]
+    taps = _separable_taps(kernel)
+    if taps is not None and in_xla_context():
+        taps = taps * math.sqrt(gain)
+        if not flip_filter:
+            taps = taps[::-1]
+        x = _correlate_1d(x, taps, 1, down)
+        return _correlate_1d(x, taps, 2, down)
     f = setup_filter(kernel, gain)
     if not flip_filter:
         f = f[::-1, ::-1]

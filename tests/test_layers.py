@@ -355,3 +355,14 @@ def test_make_fq_layers_validates_block_names():
                                     {8: 1.0, 16: 0.25})
     assert [fq.num_embeddings for fq in per_block] == [64, 32]
     assert [fq.commitment_cost for fq in per_block] == [0.25, 1.0]
+
+
+def test_fir_under_xla_uses_the_same_math():
+    x = randn(2, 8, 8, 3)
+    for fn in (L.upsample_2d, L.downsample_2d, L.blur2d):
+        xla = tf.function(fn, jit_compile=True)
+        np.testing.assert_allclose(xla(x).numpy(), fn(x).numpy(), atol=1e-5)
+    assert not L.in_xla_context()
+    flags = []
+    tf.function(lambda x: flags.append(L.in_xla_context()) or x, jit_compile=True)(x)
+    assert flags == [True]
