@@ -42,10 +42,3 @@ def to_uint8_images(images, name="images"):
                 "Pass [0, 255] data as uint8 instead.")
     return np.clip(np.rint((array.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
-
-def iterate_minibatches(images, minibatch_size):
-    """Yields consecutive slices of `images` (any array-like with len and slicing)."""
-    if minibatch_size < 1:
-        raise ValueError(f"minibatch_size must be >= 1, got {minibatch_size}.")
-    for begin in range(0, len(images), minibatch_size):
-        yield images[begin:begin + minibatch_size]
