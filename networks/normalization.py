@@ -1,7 +1,8 @@
 """Normalisation layers of the U-GAT-IT and BigGAN ports: spectral norm, batch norms, (Ada)ILN.
 
-Reads top-down: initialisers, the spectral-norm power iteration and the one spectral-norm base
-layer with its conv / dense / embedding forms, BigGAN's batch norms (running statistics kept the
+Reads top-down: initialisers and the layer-container helper shared by ugatit.py and biggan.py,
+the spectral-norm power iteration and the one spectral-norm base layer with its conv / dense /
+embedding forms, BigGAN's batch norms (running statistics kept the
 PyTorch way), and U-GAT-IT's instance and layer-instance norms. Layout is NHWC throughout.
 
 Why our own layers:
