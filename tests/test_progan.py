@@ -217,3 +217,38 @@ def test_compiled_training_step_matches_eager():
                 assert g is None
             else:
                 np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_progressive_step_under_mirrored_strategy(two_replica_strategy):
+    strategy = two_replica_strategy
+    with strategy.scope():
+        G, D = _nets()
+    active = D.active_fq_layers(16)
+
+    @tf.function
+    def step(z, lod):
+        def replica_fn(z):
+            with tf.GradientTape() as tape:
+                logits, lookups = D(G(z, lod=lod, resolution=16), lod=lod, return_fq=True)
+                loss = tf.reduce_sum(logits) / 8 + fq_keras.fq_loss(lookups, 8)
+            grads = tape.gradient(loss, D.trainable_variables)
+            fq_keras.update_dictionaries(active, lookups)
+            return logits, [g for g in grads if g is not None]
+        return strategy.run(replica_fn, args=(z,))
+
+    z = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.random.stateless_normal([4, 8], [ctx.replica_id_in_sync_group, 1]))
+    logits, grads = step(z, tf.constant(1.5))
+    assert [t.shape for t in strategy.experimental_local_results(logits)] == [(4, 1)] * 2
+    dictionaries = [v.numpy() for v in strategy.experimental_local_results(active[0].embeddings.value)]
+    np.testing.assert_allclose(dictionaries[0], dictionaries[1])
+    assert int(active[0].num_updates.numpy()) == 1
+
+
+def test_mixed_precision(mixed_precision):
+    G, D = _nets()
+    images = G(tf.random.normal((4, 8)), lod=1.5, resolution=16)
+    assert images.dtype == tf.float32 and G.b16.conv1.compute_dtype == "float16"
+    logits, lookups = D(images, lod=1.5, return_fq=True)
+    assert logits.dtype == tf.float32 and np.all(np.isfinite(logits.numpy()))
+    assert lookups[0]["loss"].dtype == tf.float32

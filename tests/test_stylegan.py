@@ -115,8 +115,9 @@ def test_generator_fade_and_stage_cost():
     assert np.abs(near - L.upscale2d(g8).numpy()).max() < 1e-2 * np.abs(g8).max()
     cf = tf.function(lambda z, lod: G(z, lod=lod, resolution=8, noise_mode="random"))
     cf = cf.get_concrete_function(tf.TensorSpec([4, 8]), tf.TensorSpec([]))
+    # The blur pads 8x8 maps to 10x10 inside its op; nothing reaches 16x16.
     assert max(t.shape[1] for op in cf.graph.get_operations() for t in op.outputs
-               if t.shape.rank == 4 and t.shape[1] is not None) == 8
+               if t.shape.rank == 4 and t.shape[1] is not None) < 16
     used = {v.name for v in cf.variables}
     assert not [v.path for v in G.weights if ("b16" in v.path or "b32" in v.path)
                 and v.path + ":0" in used]
