@@ -265,6 +265,7 @@ def test_unpaired_under_mirrored_strategy(two_replica_strategy):
 def test_start_image_resumes_the_stream_exactly(shapes_dir, shuffle, mirror):
     """Batches from start_image = k * batch equal batch k onward of an uninterrupted stream,
     across epoch boundaries (48 images, batch 16: epochs end every 3 batches)."""
+    tf.random.set_seed(0)  # a global seed of 0 once broke tensor-valued shuffle seeds
     dataset = open_dataset(shapes_dir)
     kwargs = dict(dtype=tf.uint8, shuffle=shuffle, mirror=mirror, seed=7)
     straight = [b[0].numpy() for b in dataset.pipeline(16, **kwargs).take(8)]
