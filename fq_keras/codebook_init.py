@@ -117,7 +117,8 @@ def sinkhorn(cost, epsilon=0.05, max_iterations=1000, tolerance=1e-5,
 
     Returns:
       dict: plan (N, K) float32; transport_cost <P, C> (float32 scalar); source_potential f,
-      target_potential g; iterations (int32); marginal_error, the largest relative deviation
+      target_potential g; iterations (int32, the number of f-and-g updates that produced the
+      returned potentials); marginal_error, the largest relative deviation
       of any row or column sum of the returned plan from its uniform marginal.
     """
     if not float(epsilon) > 0.0:
@@ -147,7 +148,7 @@ def sinkhorn(cost, epsilon=0.05, max_iterations=1000, tolerance=1e-5,
         g_new = _column_update(f_new, cost, eps, log_target)
         return i + 1, f_new, g_new, error, f, g
 
-    _, _, _, _, f, g = tf.while_loop(
+    iterations, _, _, _, f, g = tf.while_loop(
         keep_going, step,
         (tf.constant(0), f, g, tf.constant(np.inf, tf.float32), f, g))
     plan = tf.exp((f[:, tf.newaxis] + g[tf.newaxis, :] - cost) / eps)
@@ -158,6 +159,7 @@ def sinkhorn(cost, epsilon=0.05, max_iterations=1000, tolerance=1e-5,
         "transport_cost": tf.reduce_sum(plan * cost),
         "source_potential": f,
         "target_potential": g,
+        "iterations": iterations,
         "marginal_error": tf.maximum(row_error, col_error),
     }
 

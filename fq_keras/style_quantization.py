@@ -244,6 +244,8 @@ class StyleQuantization(keras.layers.Layer):
 
     def uniformity_loss(self):
         """L_uf of the current codebook (float32 scalar, gradient to the codebook)."""
+        if not self.built:
+            self.build()
         return uniformity_loss(self.codebook, self.uniformity_temperature)
 
     # ------------------------------------------------------------------------------------------
