@@ -86,7 +86,7 @@ def assign(variable, value, key):
 
 
 def _solve_fmap(channels, who):
-    """fmap_base, fmap_max reproducing {resolution: channels} with nf = min(int(2 fmap_base / R), max)."""
+    """fmap_base, fmap_max giving {R: channels} with nf = min(int(2 fmap_base / R), fmap_max)."""
     fmap_max = max(channels.values())
     unclipped = [(r, c) for r, c in channels.items() if c < fmap_max]
     if unclipped:
@@ -199,7 +199,8 @@ def _convert_generator(reader, prefix, overrides):
     if not resolutions or resolutions[0] != 4:
         raise ValueError(f"{who}: no synthesis blocks ('{prefix}synthesis.b4.conv1.weight').")
     resolution = resolutions[-1]
-    channels = {r: int(reader.shape(f"{prefix}synthesis.b{r}.conv1.weight")[0]) for r in resolutions}
+    channels = {r: int(reader.shape(f"{prefix}synthesis.b{r}.conv1.weight")[0])
+                for r in resolutions}
     img_channels = int(reader.shape(f"{prefix}synthesis.b{resolution}.torgb.weight")[0])
     if resolution > 4 and reader.has(f"{prefix}synthesis.b4.torgb.weight"):
         architecture = "skip"
@@ -257,7 +258,7 @@ def _convert_discriminator(reader, prefix, overrides):
     resolution = resolutions[-1] if resolutions else 4
     channels = {r: int(reader.shape(f"{prefix}b{r}.conv0.weight")[0]) for r in resolutions}
     channels[4] = int(reader.shape(f"{prefix}b4.conv.weight")[0])
-    top = f"{prefix}b{resolution}.fromrgb.weight" if resolution > 4 else f"{prefix}b4.fromrgb.weight"
+    top = f"{prefix}b{resolution}.fromrgb.weight"
     img_channels = int(reader.shape(top)[1])
     if resolution > 4 and reader.has(f"{prefix}b{resolution // 2}.fromrgb.weight"):
         architecture = "skip"
@@ -385,7 +386,7 @@ IMPORTERS = {"stylegan2-ada-pytorch": from_stylegan2_ada_pytorch}
 
 
 def read_state(path):
-    """Flat name -> numpy array from a `.npz`, or a `.pt`/`.pth` state dict if torch is installed."""
+    """Flat name -> numpy array from a `.npz`, or a `.pt`/`.pth` state dict (needs torch)."""
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -410,7 +411,7 @@ def read_state(path):
 
 
 def save_networks(directory, **networks):
-    """Writes `networks.json` and a tf.train.Checkpoint of the given networks (e.g. G=..., D=...)."""
+    """Writes `networks.json` and a tf.train.Checkpoint of the networks (e.g. G=..., D=...)."""
     if not networks:
         raise ValueError("save_networks: give at least one network, e.g. G=G.")
     if os.path.exists(os.path.join(directory, "networks.json")):

@@ -161,7 +161,7 @@ def downscale2d(x, factor=2):
 
 
 def setup_filter(kernel, gain=1.0):
-    """FIR kernel as float32 2-D array: outer product of a 1-D kernel, normalised to sum 1, times gain."""
+    """FIR kernel, float32 2-D: outer product of a 1-D kernel, normalised to sum 1, times gain."""
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim == 1:
         k = np.outer(k, k)
@@ -472,6 +472,12 @@ def replica_seed(seed_generator):
 # Layers with weights.
 
 
+def _check_kernel_size(kernel_size, who):
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)) or \
+            kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{who}: kernel_size must be a positive odd integer, got {kernel_size!r}.")
+
+
 def _check_activation(activation, who):
     if activation not in ACTIVATIONS:
         raise ValueError(f"{who}: activation must be one of {ACTIVATIONS}, got {activation!r}.")
@@ -511,8 +517,8 @@ class _EqualizedBase(keras.layers.Layer):
     def _make_weights(self, shape, fan_in, bias_units):
         init_std, self.runtime_coef = _equalized_lr(fan_in, self.gain, self.lrmul, self.use_wscale)
         self.kernel = self.add_weight(
-            name="kernel", shape=shape, initializer=keras.initializers.RandomNormal(stddev=init_std),
-            dtype="float32")
+            name="kernel", shape=shape, dtype="float32",
+            initializer=keras.initializers.RandomNormal(stddev=init_std))
         self.bias = self.add_weight(
             name="bias", shape=(bias_units,), initializer="zeros", dtype="float32") \
             if self.use_bias else None
@@ -609,10 +615,9 @@ class EqualizedConv2D(_EqualizedBase):
         super().__init__(gain, lrmul, use_wscale, use_bias, activation, activation_gain, clamp,
                          **kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"EqualizedConv2D: filters must be a positive integer, got {filters!r}.")
-        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
-                f"EqualizedConv2D: kernel_size must be a positive odd integer, got {kernel_size!r}.")
+                f"EqualizedConv2D: filters must be a positive integer, got {filters!r}.")
+        _check_kernel_size(kernel_size, "EqualizedConv2D")
         if up and down:
             raise ValueError("EqualizedConv2D: up and down cannot both be set.")
         self.filters = int(filters)
@@ -711,8 +716,8 @@ class NoiseInput(keras.layers.Layer):
             name="strength", shape=(c,) if self.per_channel else (), initializer="zeros",
             dtype="float32")
         self.noise_const = self.add_weight(
-            name="noise_const", shape=(h, w), initializer=keras.initializers.RandomNormal(stddev=1.0),
-            dtype="float32", trainable=False)
+            name="noise_const", shape=(h, w), dtype="float32", trainable=False,
+            initializer=keras.initializers.RandomNormal(stddev=1.0))
 
     def call(self, x, noise_mode="random", seed_generator=None):
         if noise_mode not in NOISE_MODES:
@@ -799,10 +804,9 @@ class ModulatedConv2D(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"ModulatedConv2D: filters must be a positive integer, got {filters!r}.")
-        if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(
-                f"ModulatedConv2D: kernel_size must be a positive odd integer, got {kernel_size!r}.")
+                f"ModulatedConv2D: filters must be a positive integer, got {filters!r}.")
+        _check_kernel_size(kernel_size, "ModulatedConv2D")
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.demodulate = bool(demodulate)

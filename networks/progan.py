@@ -200,7 +200,8 @@ class Generator(keras.Model):
         out = tf.cast(self.torgbs[self.block_resolutions.index(stage)](x), tf.float32)
         if lod is not None and stage > 4:
             low = tf.cast(self.torgbs[self.block_resolutions.index(stage // 2)](prev), tf.float32)
-            out = L.lerp_clip(out, L.upscale2d(low), L.fade_coefficient(lod, self.resolution, stage))
+            t = L.fade_coefficient(lod, self.resolution, stage)
+            out = L.lerp_clip(out, L.upscale2d(low), t)
         return out
 
     def get_config(self):

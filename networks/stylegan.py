@@ -327,7 +327,8 @@ class SynthesisNetwork(keras.layers.Layer):
         out = tf.cast(self.torgbs[index](x), tf.float32)
         if lod is not None and stage > 4:
             low = tf.cast(self.torgbs[index - 1](prev), tf.float32)
-            out = L.lerp_clip(out, L.upscale2d(low), L.fade_coefficient(lod, self.resolution, stage))
+            t = L.fade_coefficient(lod, self.resolution, stage)
+            out = L.lerp_clip(out, L.upscale2d(low), t)
         return out
 
     def get_config(self):

@@ -526,7 +526,8 @@ class DiscriminatorBlock(keras.layers.Layer):
         if self.fromrgb is not None:
             y = self.fromrgb(img)
             x = y if x is None else x + tf.cast(y, x.dtype)
-            img = L.downsample_2d(img, self.resample_kernel) if self.architecture == "skip" else None
+            skip = self.architecture == "skip"
+            img = L.downsample_2d(img, self.resample_kernel) if skip else None
         if self.skip is not None:
             y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x)
@@ -658,6 +659,9 @@ class Discriminator(keras.Model):
         self.c_dim = _check_int(c_dim, "Discriminator: c_dim", 0)
         self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
         self.progressive = bool(progressive)
+        if self.resolution < 8 and architecture != "skip":
+            raise ValueError("Discriminator: resolution 4 needs architecture='skip' (the 4x4 "
+                             "block has a FromRGB only then).")
         if self.progressive and architecture != "skip":
             raise ValueError("Discriminator: progressive growing needs architecture='skip' "
                              f"(every block has a FromRGB), got {architecture!r}.")

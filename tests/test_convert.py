@@ -82,7 +82,7 @@ def np_upfirdn2d(x, f, up=1, down=1, pad=(0, 0), gain=1.0):
 
 
 def np_conv2d_resample(x, w, up=1, down=1, padding=0):
-    """stylegan2-ada-pytorch conv2d_resample for the cases the networks use (flip_weight=(up==1))."""
+    """stylegan2-ada-pytorch conv2d_resample, the cases the networks use (flip_weight = up == 1)."""
     k = w.shape[-1]
     fw = 4
     px0 = px1 = padding

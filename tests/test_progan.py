@@ -240,7 +240,8 @@ def test_progressive_step_under_mirrored_strategy(two_replica_strategy):
         lambda ctx: tf.random.stateless_normal([4, 8], [ctx.replica_id_in_sync_group, 1]))
     logits, grads = step(z, tf.constant(1.5))
     assert [t.shape for t in strategy.experimental_local_results(logits)] == [(4, 1)] * 2
-    dictionaries = [v.numpy() for v in strategy.experimental_local_results(active[0].embeddings.value)]
+    dictionaries = [v.numpy() for v in
+                    strategy.experimental_local_results(active[0].embeddings.value)]
     np.testing.assert_allclose(dictionaries[0], dictionaries[1])
     assert int(active[0].num_updates.numpy()) == 1
 

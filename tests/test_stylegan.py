@@ -58,7 +58,8 @@ def test_mapping_embeds_labels_and_normalises_the_concatenation():
     x = np.concatenate([z, c @ m.label_embedding.numpy()], axis=1)
     x = x / np.sqrt(np.mean(x ** 2, axis=1, keepdims=True) + 1e-8)
     for fc in m.fcs:
-        y = x @ (fc.kernel.numpy() * np.sqrt(2) / np.sqrt(x.shape[1]) * 0.01) + fc.bias.numpy() * 0.01
+        coef = np.sqrt(2) / np.sqrt(x.shape[1]) * 0.01  # he_std * lrmul
+        y = x @ (fc.kernel.numpy() * coef) + fc.bias.numpy() * 0.01
         x = np.where(y >= 0, y, 0.2 * y)
     ws = m(z.astype(np.float32), c.astype(np.float32)).numpy()
     assert ws.shape == (2, G.num_ws, 8)

@@ -25,7 +25,10 @@ def expected_g_params(resolution, ch, z=8, w=8, c=0, img=3, arch="skip", mapping
     layer = lambda i, o: w * i + i + 9 * i * o + o + 1  # noqa: E731
     torgb = lambda k: w * k + k + k * img + img  # noqa: E731
     for r in ch:
-        n += ch[4] * 16 + layer(ch[4], ch[4]) if r == 4 else layer(ch[r // 2], ch[r]) + layer(ch[r], ch[r])
+        if r == 4:
+            n += ch[4] * 16 + layer(ch[4], ch[4])
+        else:
+            n += layer(ch[r // 2], ch[r]) + layer(ch[r], ch[r])
         n += torgb(ch[r]) if (arch == "skip" or r == resolution) else 0
         n += ch[r // 2] * ch[r] if (arch == "resnet" and r > 4) else 0
     return n
@@ -134,7 +137,8 @@ def test_noise_modes_and_seeded_random_noise():
     G2.set_weights(G.get_weights())
     G2.synthesis.seed_generator.state.assign([7, 0])
     G.synthesis.seed_generator.state.assign([7, 0])
-    np.testing.assert_allclose(G2(z, noise_mode="random").numpy(), G(z, noise_mode="random").numpy())
+    np.testing.assert_allclose(G2(z, noise_mode="random").numpy(),
+                               G(z, noise_mode="random").numpy())
     with pytest.raises(ValueError, match="noise_mode"):
         G(z, noise_mode="fixed")
 
