@@ -4,3 +4,13 @@ from fq_keras.feature_quantization import FeatureQuantization
 from fq_keras.gan import fq_loss, update_dictionaries
 
 __all__ = ["FeatureQuantization", "fq_loss", "update_dictionaries"]
+
+# SQ-GAN: style quantization of the generator's w and its codebook initialisation (CBI).
+from fq_keras.style_quantization import (  # noqa: E402
+    StyleQuantization, perturb_latents, sq_consistency_loss, sq_generator_loss, uniformity_loss)
+from fq_keras.codebook_init import (  # noqa: E402
+    initialize_codebook, load_image_features, make_code_mapper, sinkhorn)
+
+__all__ += ["StyleQuantization", "perturb_latents", "sq_consistency_loss", "sq_generator_loss",
+            "uniformity_loss", "initialize_codebook", "load_image_features", "make_code_mapper",
+            "sinkhorn"]
