@@ -1,0 +1,188 @@
+"""Training options, presets and network construction for ProGAN / StyleGAN / StyleGAN2.
+
+`TrainingOptions` is everything a run needs, flat and JSON-serialisable: `run_training.py` fills
+it from flags, the loop writes it to `<run>/training_options.json`, and anything that later
+rebuilds the run's networks (resume, export, generation, metrics) reads it back.
+"""
+
+import dataclasses
+import json
+import os
+
+from networks import progan, stylegan, stylegan2
+from training.schedule import ProgressiveSchedule
+from training.trainer import LOSS_PRESETS, FQSettings
+
+MODELS = ("progan", "stylegan", "stylegan2")
+CONFIGS = ("demo", "e", "f")
+FQ_PRESETS = ("official", "paper")
+
+# Network widths and loss settings per --config. "demo" is sized for a CPU: small widths and a
+# 2-layer mapping, so the default run finishes in minutes; "e" and "f" are the paper's.
+CONFIG_PRESETS = {
+    "demo": dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
+                 learning_rate=0.002, r1_gamma=0.5),
+    "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
+              learning_rate=0.002, r1_gamma=100.0),
+    "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
+              learning_rate=0.002, r1_gamma=10.0),
+}
+# Official FQ settings per model (fq-official.md); ProGAN has no official FQ: StyleGAN v1's.
+FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
+               "stylegan2": stylegan2.FQ_DEFAULTS}
+
+
+@dataclasses.dataclass
+class TrainingOptions:
+    """One training run. Defaults: FQ-StyleGAN2, demo widths, the built-in synthetic data."""
+    model: str = "stylegan2"
+    config: str = "demo"
+    dataset: str = "shapes"            # Dataset folder or built-in synthetic name.
+    resolution: int = 0                # 0 = the dataset's resolution (32 for built-in data).
+    conditional: bool = False          # Use the dataset's labels.
+    kimg: float = 300.0
+    batch: int = 0                     # 0 = preset.
+    learning_rate: float = 0.0         # 0 = preset.
+    r1_gamma: float = -1.0             # < 0 = preset (config-e 100, config-f 10).
+    mirror: bool = False
+    # Progressive growing (always on for ProGAN / StyleGAN; an option for StyleGAN2).
+    progressive: bool = False
+    initial_resolution: int = 8
+    stabilize_kimg: float = 600.0
+    transition_kimg: float = 600.0
+    # Feature quantization.
+    fq_blocks: tuple = (16, 32)
+    fq_preset: str = "official"
+    fq_num_embeddings: int = 0         # 0 = model default.
+    fq_decay: float = 0.0              # 0 = model default.
+    fq_commitment: float = -1.0        # < 0 = model default.
+    fq_alpha: float = 1.0
+    fq_warmup_kimg: float = 0.0        # Paper preset: alpha ramps from 0 over this many kimg.
+    # Running.
+    seed: int = 0
+    strategy: str = "default"
+    devices: tuple = ()
+    mixed_precision: bool = False
+    xla: bool = False
+    tick_kimg: float = 4.0
+    snapshot_ticks: int = 10
+    keep_checkpoints: int = 3
+    metrics: tuple = ()                # ("swd",) computes SWD at each snapshot.
+    swd_images: int = 256
+
+    # -- derived -----------------------------------------------------------------------------
+
+    def preset(self, name):
+        return CONFIG_PRESETS[self.config][name]
+
+    @property
+    def minibatch(self):
+        return self.batch or self.preset("batch")
+
+    @property
+    def lr(self):
+        return self.learning_rate or self.preset("learning_rate")
+
+    @property
+    def is_progressive(self):
+        return self.model != "stylegan2" or self.progressive
+
+    def schedule(self):
+        initial = self.initial_resolution if self.is_progressive else self.resolution
+        return ProgressiveSchedule(
+            resolution=self.resolution, initial_resolution=min(initial, self.resolution),
+            stabilize_kimg=self.stabilize_kimg, transition_kimg=self.transition_kimg,
+            minibatch_base=self.minibatch, learning_rate_base=self.lr)
+
+    def loss_settings(self):
+        loss = LOSS_PRESETS[self.model]
+        if loss.r1_gamma > 0:
+            gamma = self.r1_gamma if self.r1_gamma >= 0 else self.preset("r1_gamma")
+            loss = dataclasses.replace(loss, r1_gamma=gamma)
+        return loss
+
+    def fq_settings(self):
+        if self.fq_preset == "paper":
+            warmup = self.fq_warmup_kimg if self.fq_warmup_kimg > 0 else self.kimg / 4
+            return FQSettings(alpha=self.fq_alpha, warmup_kimg=warmup)
+        return FQSettings(alpha=self.fq_alpha, warmup_kimg=self.fq_warmup_kimg)
+
+    def fq_layer_kwargs(self):
+        defaults = FQ_DEFAULTS[self.model]
+        return dict(
+            fq_blocks=tuple(self.fq_blocks),
+            fq_num_embeddings=self.fq_num_embeddings or defaults["fq_num_embeddings"],
+            fq_decay=self.fq_decay or defaults["fq_decay"],
+            fq_commitment_cost=(self.fq_commitment if self.fq_commitment >= 0
+                                else defaults["fq_commitment_cost"]),
+            fq_forward="quantized" if self.fq_preset == "paper" else "continuous")
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"training_options.json has unknown options {unknown}; was it "
+                             "written by a newer version?")
+        for name, value in values.items():
+            if isinstance(value, list):
+                values[name] = tuple(value)
+        return cls(**values)
+
+    def save(self, run_dir):
+        path = os.path.join(run_dir, "training_options.json")
+        with open(path + ".tmp", "w") as f:
+            f.write(self.to_json())
+        os.replace(path + ".tmp", path)
+
+    @classmethod
+    def load(cls, run_dir):
+        path = os.path.join(run_dir, "training_options.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{run_dir}: no training_options.json; not a run directory "
+                                    "written by run_training.py.")
+        with open(path) as f:
+            return cls.from_json(f.read())
+
+
+def build_networks(options, channels, c_dim):
+    """(G, D) for the options; call inside `strategy.scope()`.
+
+    Args:
+      options: TrainingOptions with `resolution` resolved.
+      channels: image channels of the dataset.
+      c_dim: label size (0 = unconditional).
+    """
+    widths = dict(fmap_base=options.preset("fmap_base"), fmap_max=options.preset("fmap_max"))
+    latent = options.preset("latent_dim")
+    fq = options.fq_layer_kwargs()
+    res = options.resolution
+    seed = options.seed
+    if options.model == "stylegan2":
+        G = stylegan2.Generator(z_dim=latent, c_dim=c_dim, w_dim=latent, resolution=res,
+                                img_channels=channels, mapping_layers=options.preset("mapping_layers"),
+                                progressive=options.progressive,
+                                architecture="skip", seed=seed, **widths, name="G")
+        D = stylegan2.Discriminator(resolution=res, img_channels=channels, c_dim=c_dim,
+                                    architecture="skip" if options.progressive else "resnet",
+                                    progressive=options.progressive, **widths, **fq, name="D")
+    elif options.model == "stylegan":
+        G = stylegan.Generator(z_dim=latent, c_dim=c_dim, w_dim=latent, resolution=res,
+                               img_channels=channels, mapping_layers=options.preset("mapping_layers"),
+                               mapping_fmaps=latent, seed=seed, **widths, name="G")
+        D = stylegan.Discriminator(resolution=res, img_channels=channels, c_dim=c_dim, **widths,
+                                   **fq, name="D")
+    elif options.model == "progan":
+        G = progan.Generator(resolution=res, img_channels=channels, c_dim=c_dim,
+                             latent_size=latent, **widths, name="G")
+        D = progan.Discriminator(resolution=res, img_channels=channels, c_dim=c_dim, **widths,
+                                 **fq, name="D")
+    else:
+        raise ValueError(f"Unknown model {options.model!r}; choose one of {', '.join(MODELS)}.")
+    return G, D

@@ -1,0 +1,333 @@
+"""The training loop of run_training.py: segments, compiled steps, ticks, snapshots, resume.
+
+    training_loop(options, run_dir, resume=False)
+
+Time is divided into schedule segments (constant resolution, minibatch and learning rate; see
+training/schedule.py). For each segment the loop opens a distributed input pipeline and traces
+one step function per combination of lazy-regularisation phases; steps then run with no Python
+work beyond picking the function. Every `tick_kimg` it reads the accumulated losses, checks they
+are finite, logs them and prints a progress line; every `snapshot_ticks` ticks it writes a
+sample grid from Gs (fixed latents), optional SWD, and a checkpoint.
+
+Exact resume: the checkpoint holds the trainer (networks, Gs, optimizers, FQ dictionaries, RNG
+states, nimg, the segment's first image) and the data stream is a pure function of the seed and
+the images consumed (`ImageDataset.distribute(start_image=...)`), so stop + resume equals an
+uninterrupted run.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import datasets
+from training import distribute
+from training.config import build_networks
+from training.logs import RunLogger, save_image_grid
+from training.trainer import GANTrainer
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+#----------------------------------------------------------------------------
+
+
+class LogAccumulator(tf.Module):
+    """Sums of logged scalars over a tick, updated inside the compiled step (no host sync)."""
+
+    def __init__(self, keys):
+        super().__init__()
+        self.keys = sorted(keys)
+        self.totals = {k: tf.Variable(0.0, trainable=False) for k in self.keys}
+        self.counts = {k: tf.Variable(0.0, trainable=False) for k in self.keys}
+
+    def add(self, values):
+        for key, value in values.items():
+            self.totals[key].assign_add(tf.cast(value, tf.float32))
+            self.counts[key].assign_add(1.0)
+
+    def read_and_reset(self):
+        result = {}
+        for key in self.keys:
+            count = float(self.counts[key].numpy())
+            if count:
+                result[key] = float(self.totals[key].numpy()) / count
+            self.totals[key].assign(0.0)
+            self.counts[key].assign(0.0)
+        return result
+
+
+def log_keys(trainer):
+    keys = {"g_loss", "g_fq_loss", "d_loss", "d_fq_loss", "d_real_score", "d_fake_score",
+            "alpha_fq", "lod", "g_pl_penalty", "pl_mean", "d_r1_penalty", "d_gradient_penalty"}
+    for layer in trainer.D.fq_layers:
+        keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
+    return keys
+
+
+class Checkpoints:
+    """tf.train.CheckpointManager over the trainer; multi-worker aware.
+
+    Every worker must take part in a save (tf.distribute), but only the chief keeps its files:
+    the others write to a scratch folder that is deleted right after.
+    """
+
+    def __init__(self, trainer, run_dir, keep, is_chief, worker_index=0):
+        self.checkpoint = tf.train.Checkpoint(trainer=trainer)
+        self.is_chief = is_chief
+        self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
+        if not is_chief:
+            self.directory = os.path.join(run_dir, f".worker{worker_index}-scratch")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, keep,
+                                                  checkpoint_name="ckpt")
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def save(self, nimg):
+        path = self.manager.save(checkpoint_number=nimg)
+        if not self.is_chief:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        return path
+
+    def restore(self, path):
+        self.checkpoint.read(path).assert_existing_objects_matched()
+
+
+#----------------------------------------------------------------------------
+
+
+def _resolve_options(options, dataset):
+    info = dataset.info
+    if not options.resolution:
+        options.resolution = info.resolution
+    if options.conditional and not info.has_labels:
+        raise ValueError(f"--conditional: dataset {info.source} has no labels; prepare it with "
+                         "--labels or drop --conditional.")
+    return options
+
+
+def _sample_inputs(options, trainer, info, dataset, count):
+    """Fixed latents (and labels) for sample grids: the same every snapshot and on resume."""
+    rng = np.random.RandomState(options.seed + 123)
+    z = rng.randn(count, trainer.z_dim).astype(np.float32)
+    labels = None
+    if trainer.c_dim:
+        labels = np.eye(trainer.c_dim, dtype=np.float32)[np.arange(count) % trainer.c_dim]
+    return z, labels
+
+
+def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=None):
+    """Trains per `options`, writing everything into `run_dir`. Returns the run summary dict.
+
+    Args:
+      options: TrainingOptions.
+      run_dir: output folder (created by the caller; `training_options.json` written here).
+      resume: continue from the latest checkpoint in run_dir/checkpoints.
+      stop_after_kimg: stop (with a checkpoint) once this many kimg are done, as if killed
+        there; the run can then be resumed (used to test exact resume).
+    """
+    strategy = distribute.make_strategy(options.strategy, list(options.devices) or None)
+    is_chief = distribute.is_chief(strategy)
+    if options.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
+    options = _resolve_options(options, dataset)
+    info = dataset.info
+    c_dim = info.label_size if options.conditional else 0
+    schedule = options.schedule()
+    replicas = strategy.num_replicas_in_sync
+
+    with strategy.scope():
+        keras.utils.set_random_seed(options.seed)
+        G, D = build_networks(options, info.channels, c_dim)
+        trainer = GANTrainer(G, D, options.loss_settings(), schedule, options.fq_settings(),
+                             learning_rate=options.lr, mixed_precision=options.mixed_precision,
+                             seed=options.seed)
+        accumulator = LogAccumulator(log_keys(trainer))
+    checkpoints = Checkpoints(trainer, run_dir, options.keep_checkpoints, is_chief,
+                              distribute.task_index())
+    if resume:
+        if checkpoints.latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
+        checkpoints.restore(checkpoints.latest)
+        log(f"Resumed from {checkpoints.latest} at kimg {trainer.nimg.numpy() / 1000:.3f}")
+    elif is_chief:
+        options.save(run_dir)
+
+    logger = RunLogger(run_dir, options.kimg, is_chief)
+    grid_z, grid_labels = _sample_inputs(options, trainer, info, dataset, 32)
+    swd_state = {}
+    settings = trainer.loss_settings
+    total_nimg = int(round(options.kimg * 1000))
+    stop_nimg = total_nimg if stop_after_kimg is None else min(total_nimg, int(round(stop_after_kimg * 1000)))
+    nimg = int(trainer.nimg.numpy())
+    iteration = nimg  # only its phase modulo the intervals matters; see below
+    tick_start_nimg, tick = nimg, 0
+    last_snapshot = None
+    segment = None
+    steps = {}
+    start_time = time.time()
+    logger.throughput(nimg / 1000)
+
+    def snapshot(final=False):
+        kimg = nimg / 1000
+        stage = segment.resolution
+        if is_chief:
+            images = sample(stage)
+            path = os.path.join(run_dir, f"fakes{nimg // 1000:06d}.png")
+            save_image_grid(path, images, columns=8)
+            logger.images(kimg, "fakes", images)
+        path = checkpoints.save(nimg)
+        if "swd" in options.metrics and is_chief:
+            logger.scalars(kimg, compute_swd(stage))
+        return path
+
+    def sample(stage):
+        lod = tf.constant(schedule.lod(nimg / 1000), tf.float32) if trainer.progressive else None
+        images = []
+        for i in range(0, len(grid_z), 16):
+            z = tf.constant(grid_z[i:i + 16])
+            labels = None if grid_labels is None else tf.constant(grid_labels[i:i + 16])
+            images.append(generate_gs(z, labels, lod, stage).numpy())
+        images = np.concatenate(images)
+        factor = options.resolution // stage
+        return images.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else images
+
+    def generate_gs(z, labels, lod, stage):
+        kwargs = dict(lod=lod, resolution=stage) if trainer.progressive else {}
+        if trainer.is_style:
+            kwargs["noise_mode"] = "const"
+        return trainer.Gs(z, labels, **kwargs)
+
+    def compute_swd(stage):
+        import metrics
+        if stage not in swd_state:
+            reals = dataset.pipeline(options.swd_images, stage, dtype=tf.uint8, shuffle=True,
+                                     repeat=False, seed=options.seed)
+            swd = metrics.SlicedWassersteinDistance(stage, seed=options.seed)
+            swd_state[stage] = (swd, swd.descriptors(next(iter(reals))[0].numpy()))
+        swd, real_desc = swd_state[stage]
+        rng = np.random.RandomState(options.seed + 7)
+        fakes = []
+        lod = tf.constant(schedule.lod(nimg / 1000), tf.float32) if trainer.progressive else None
+        for i in range(0, options.swd_images, 64):
+            n = min(64, options.swd_images - i)
+            labels = None
+            if trainer.c_dim:
+                labels = tf.constant(np.eye(trainer.c_dim, dtype=np.float32)[rng.randint(trainer.c_dim, size=n)])
+            z = tf.constant(rng.randn(n, trainer.z_dim).astype(np.float32))
+            # Clip as the uint8 export does: an untrained G overshoots [-1, 1] by far.
+            fakes.append(np.clip(generate_gs(z, labels, lod, stage).numpy(), -1.0, 1.0))
+        result = swd.distance(real_desc, swd.descriptors(np.concatenate(fakes)))
+        return {f"metrics/{k}": v for k, v in result.items()}
+
+    while nimg < stop_nimg:
+        current = schedule.segment_at(nimg / 1000)
+        if current != segment:
+            segment = current
+            global_batch = segment.minibatch
+            _check_batch(global_batch, replicas)
+            if int(trainer.segment_start_nimg.numpy()) < segment.start_kimg * 1000 or nimg == 0:
+                # First step of this segment (not a resume inside it): NVlabs resets Adam.
+                trainer.segment_start_nimg.assign(nimg)
+                if trainer.progressive and nimg > 0:
+                    trainer.reset_optimizers()
+            trainer.set_learning_rate(segment.learning_rate)
+            consumed = nimg - int(trainer.segment_start_nimg.numpy())
+            data = dataset.distribute(strategy, global_batch, segment.resolution,
+                                      start_image=consumed, mirror=options.mirror,
+                                      seed=options.seed + int(segment.start_kimg))
+            iterator = iter(data)
+            steps = {}
+            log(f"Segment from kimg {segment.start_kimg:g}: resolution {segment.resolution}, "
+                f"minibatch {global_batch}, lr {segment.learning_rate:g}"
+                + (" (fade-in)" if segment.fading else ""))
+        run_g_reg = settings.lazy_pl and (nimg // global_batch) % settings.pl_interval == 0
+        run_d_reg = settings.lazy_r1 and (nimg // global_batch) % settings.r1_interval == 0
+        key = (run_g_reg, run_d_reg)
+        if key not in steps:
+            steps[key] = _compile_step(strategy, trainer, accumulator, segment.resolution,
+                                       global_batch, run_g_reg, run_d_reg, options.xla)
+        steps[key](iterator)
+        nimg += global_batch
+
+        done = nimg >= stop_nimg
+        if nimg - tick_start_nimg >= options.tick_kimg * 1000 or done:
+            tick += 1
+            kimg = nimg / 1000
+            values = accumulator.read_and_reset()
+            bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+            if bad:
+                raise TrainingDiverged(
+                    f"Non-finite loss at kimg {kimg:.3f}: "
+                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+                    + f". Training stopped; the last good checkpoint is {checkpoints.latest} "
+                    "(lower --lr, or try without --mixed-precision, then --resume).")
+            rate = logger.throughput(kimg)
+            values.update({"progress/kimg": kimg, "progress/resolution": segment.resolution,
+                           "progress/learning_rate": segment.learning_rate})
+            if rate:
+                values["progress/img_per_sec"] = rate
+            logger.scalars(kimg, values)
+            extra = "  ".join(f"{k} {values[k]:.4f}" for k in ("g_loss", "d_loss", "d_fq_loss", "lod")
+                              if k in values)
+            perplexities = [v for k, v in values.items() if k.endswith("/perplexity")]
+            if perplexities:
+                extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
+            logger.progress(kimg, rate, extra)
+            tick_start_nimg = nimg
+            if tick % options.snapshot_ticks == 0 or done:
+                last_snapshot = snapshot()
+
+    if last_snapshot is None and segment is not None:
+        last_snapshot = snapshot()
+    logger.close()
+    summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
+               "seconds": round(time.time() - start_time, 1)}
+    if is_chief:
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def _check_batch(global_batch, replicas):
+    if global_batch % replicas:
+        raise ValueError(f"minibatch {global_batch} is not divisible by the {replicas} replicas; "
+                         f"use a multiple of {replicas}.")
+    per_replica = global_batch // replicas
+    group = min(4, per_replica)
+    if per_replica % group:
+        raise ValueError(f"per-replica batch {per_replica} is not divisible by the minibatch-stddev "
+                         f"group size {group}; use a per-replica batch that is a multiple of 4.")
+
+
+def _compile_step(strategy, trainer, accumulator, resolution, global_batch, run_g_reg,
+                  run_d_reg, xla):
+    """tf.function running one iteration: next batch, strategy.run(train_step), Gs, nimg, logs."""
+
+    def replica_step(data):
+        return trainer.train_step(data, resolution, global_batch, run_g_reg, run_d_reg)
+
+    if xla:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    @tf.function
+    def step(iterator):
+        sums, means = strategy.run(replica_step, args=(next(iterator),))
+        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                     for k, v in means.items()})
+        trainer.finish_step(global_batch)
+        accumulator.add(logs)
+
+    return step

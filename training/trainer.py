@@ -1,0 +1,365 @@
+"""The ProGAN / StyleGAN / StyleGAN2 trainer, with feature quantization in the discriminator.
+
+One training iteration runs the phases of NVlabs' training loop, in their order:
+
+    Gmain   G loss on fakes (+ FQ loss of the fake features, weight alpha)
+    Greg    path-length regularisation (StyleGAN2; every `pl_interval` iterations, x interval)
+    Dmain   D loss on reals and fakes (+ FQ losses of both; + R1 or WGAN-GP when not lazy),
+            then ONE EMA update of every active FQ dictionary from those real + fake features
+    Dreg    lazy R1 (StyleGAN2; every `r1_interval` iterations, x interval)
+
+Which phases run is a Python argument of `train_step`, so each combination is its own traced
+function (tf.distribute does not allow optimizer updates inside `tf.cond`). Everything else that
+varies per step (lod, the FQ weight alpha) is computed in-graph from the image counter `nimg`.
+
+Losses are per-sample sums divided by the global batch (Keras sums gradients over replicas).
+Non-trainable state stays identical on every replica: FQ dictionaries, the dlatent average and
+pl_mean are updated from all-reduced statistics; Gs and nimg are updated in cross-replica
+context (`finish_step`).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+import fq_keras
+from datasets import fade_reals
+from training import losses
+
+#----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """Loss and regularisation of one model family (NVlabs defaults per preset)."""
+    kind: str                       # "wgan_gp" (ProGAN) or "logistic" (StyleGAN, StyleGAN2).
+    wgan_lambda: float = 10.0       # Gradient-penalty weight.
+    wgan_epsilon: float = 0.001     # Drift weight epsilon * D(x)^2.
+    wgan_target: float = 1.0        # Target gradient norm.
+    cond_weight: float = 1.0        # ProGAN auxiliary-classifier loss weight (conditional only).
+    r1_gamma: float = 0.0           # R1 weight gamma (penalty gamma/2 * |grad|^2); 0 = off.
+    r1_interval: int = 1            # 1 = R1 in every D step; k > 1 = lazy, every k steps (x k).
+    pl_weight: float = 0.0          # Path-length weight; 0 = off.
+    pl_interval: int = 4            # Lazy path-length interval.
+    pl_batch_shrink: int = 2        # pl_batch = batch / shrink.
+    pl_decay: float = 0.01          # pl_mean moving-average rate.
+    style_mixing_prob: float = 0.0  # Style-mixing probability (StyleGAN: 0.9).
+    dlatent_avg_beta: float = 0.995  # dlatent average decay (truncation trick).
+    g_ema_kimg: float = 10.0        # Gs half-life in kimg: beta = 0.5^(batch / (kimg * 1000)).
+
+    def __post_init__(self):
+        if self.kind not in ("wgan_gp", "logistic"):
+            raise ValueError(f"LossSettings: kind must be 'wgan_gp' or 'logistic', got {self.kind!r}.")
+        if self.r1_interval < 1 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
+            raise ValueError("LossSettings: intervals and pl_batch_shrink must be >= 1.")
+
+    @property
+    def lazy_r1(self):
+        return self.r1_gamma > 0 and self.r1_interval > 1
+
+    @property
+    def lazy_pl(self):
+        return self.pl_weight > 0
+
+
+LOSS_PRESETS = {
+    "progan": LossSettings("wgan_gp"),
+    "stylegan": LossSettings("logistic", r1_gamma=10.0, style_mixing_prob=0.9),
+    "stylegan2": LossSettings("logistic", r1_gamma=10.0, r1_interval=16, pl_weight=2.0,
+                              style_mixing_prob=0.9),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FQSettings:
+    """How the FQ loss enters the objective: L = L_GAN + alpha * L_FQ (the layers hold c)."""
+    alpha: float = 1.0              # Final FQ loss weight (official code: 1).
+    warmup_kimg: float = 0.0        # Paper option: alpha ramps linearly from 0 over this; 0 = off.
+
+    def alpha_at(self, kimg):
+        if self.warmup_kimg <= 0:
+            return tf.constant(self.alpha, tf.float32)
+        return self.alpha * tf.minimum(tf.cast(kimg, tf.float32) / self.warmup_kimg, 1.0)
+
+
+def lazy_adam(learning_rate, betas, epsilon, interval):
+    """Adam with NVlabs' lazy-regularisation adjustment c = interval / (interval + 1).
+
+    lr * c and betas ** c (official `mb_ratio`); interval 1 = plain Adam.
+    """
+    c = interval / (interval + 1.0) if interval > 1 else 1.0
+    return keras.optimizers.Adam(learning_rate * c, beta_1=betas[0] ** c, beta_2=betas[1] ** c,
+                                 epsilon=epsilon), c
+
+#----------------------------------------------------------------------------
+
+
+class GANTrainer(keras.Model):
+    """Trains G and D (and keeps Gs, the EMA of G) of a ProGAN / StyleGAN / StyleGAN2 family.
+
+    Build it inside `strategy.scope()`. Checkpoint it with `tf.train.Checkpoint(trainer=...)`:
+    that holds G, D, Gs, both optimizers, nimg, pl_mean, the FQ dictionaries and every RNG
+    state, so a restored trainer continues exactly.
+
+    Args:
+      generator, discriminator: networks from `networks.progan`, `.stylegan` or `.stylegan2`.
+      loss: LossSettings (see LOSS_PRESETS).
+      schedule: training.schedule.ProgressiveSchedule; lod comes from it (progressive iff its
+        initial resolution is below the final one).
+      fq: FQSettings (alpha and its warm-up).
+      learning_rate, betas, epsilon: Adam (official: 0.001 or 0.002, (0, 0.99), 1e-8).
+      mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
+        policy before building the networks).
+      seed: seeds latents, noise of the regularisers and mixing factors.
+    """
+
+    def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
+                 learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, mixed_precision=False,
+                 seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.G, self.D = generator, discriminator
+        self.Gs = type(generator).from_config(generator.get_config())
+        self.loss_settings, self.schedule, self.fq_settings = loss, schedule, fq
+        self.progressive = schedule.initial_resolution < schedule.resolution
+        self.is_style = hasattr(generator, "mapping")
+        self.auxiliary_labels = getattr(discriminator, "label_mode", None) == "auxiliary"
+        self.c_dim = getattr(generator, "c_dim", 0)
+        self.z_dim = generator.z_dim
+        self.mixed_precision = mixed_precision
+        self.g_optimizer, self.g_lr_ratio = lazy_adam(
+            learning_rate, betas, epsilon, loss.pl_interval if loss.lazy_pl else 1)
+        self.d_optimizer, self.d_lr_ratio = lazy_adam(
+            learning_rate, betas, epsilon, loss.r1_interval if loss.lazy_r1 else 1)
+        if mixed_precision:
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+        self.g_optimizer.build(self.G.trainable_variables)
+        self.d_optimizer.build(self.D.trainable_variables)
+        self.nimg = self.add_weight(name="nimg", shape=(), dtype="int64", initializer="zeros",
+                                    trainable=False, aggregation="only_first_replica")
+        self.segment_start_nimg = self.add_weight(
+            name="segment_start_nimg", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="only_first_replica")
+        self.pl_mean = self.add_weight(name="pl_mean", shape=(), initializer="zeros",
+                                       trainable=False, aggregation="only_first_replica")
+        self.seed_generator = keras.random.SeedGenerator(seed, name="trainer_seed_generator")
+        self.copy_to_gs(beta=0.0)
+        self.built = True
+
+    # -- state outside the step ------------------------------------------------------------
+
+    def set_learning_rate(self, learning_rate):
+        """Sets both learning rates (times the lazy-regularisation ratio c)."""
+        for optimizer, ratio in ((self.g_optimizer, self.g_lr_ratio),
+                                 (self.d_optimizer, self.d_lr_ratio)):
+            optimizer.learning_rate.assign(learning_rate * ratio)
+
+    def reset_optimizers(self):
+        """Zeroes Adam's moments and step counters (NVlabs resets them at every stage change)."""
+        for optimizer in (self.g_optimizer, self.d_optimizer):
+            inner = getattr(optimizer, "inner_optimizer", optimizer)
+            for variable in inner.variables:
+                if variable.path.endswith(("_momentum", "_velocity", "/iteration")):
+                    variable.assign(tf.zeros_like(variable))
+
+    def copy_to_gs(self, beta):
+        """Gs <- G + (Gs - G) * beta for trainable weights; buffers copied (beta=0: copy all)."""
+        for gs, g in zip(self.Gs.weights, self.G.weights):
+            if g.trainable and beta:
+                gs.assign(g + (gs - g) * beta)
+            else:
+                gs.assign(g)
+
+    def finish_step(self, global_batch):
+        """Cross-replica part of an iteration: Gs EMA and the image counter."""
+        beta = 0.5 ** (global_batch / (self.loss_settings.g_ema_kimg * 1000.0))
+        self.copy_to_gs(beta)
+        self.nimg.assign_add(global_batch)
+
+    @property
+    def kimg(self):
+        return tf.cast(self.nimg, tf.float64) / 1000.0
+
+    # -- networks as the phases use them -----------------------------------------------------
+
+    def _stage_args(self, lod, resolution):
+        return dict(lod=lod, resolution=resolution) if self.progressive else {}
+
+    def generate(self, z, labels, lod, resolution, update_dlatent_avg=False, mixing=True):
+        """G forward as in training: mapping, dlatent average, style mixing, random noise.
+
+        Returns (images float32 NHWC, dlatents or None).
+        """
+        if not self.is_style:
+            return self.G(z, labels, **self._stage_args(lod, resolution)), None
+        ws = self.G.mapping(z, labels)
+        if update_dlatent_avg:
+            self.G.update_dlatent_avg(ws, self.loss_settings.dlatent_avg_beta)
+        if mixing and self.loss_settings.style_mixing_prob > 0:
+            z2 = keras.random.normal(tf.shape(z), seed=self.seed_generator)
+            ws = self.G.mix_styles(ws, self.G.mapping(z2, labels),
+                                   self.G.num_layers_at(resolution if self.progressive else None),
+                                   self.loss_settings.style_mixing_prob)
+        return self.synthesize(ws, lod, resolution), ws
+
+    def synthesize(self, ws, lod, resolution):
+        return self.G.synthesis(ws, noise_mode="random", **self._stage_args(lod, resolution))
+
+    def discriminate(self, images, labels, lod):
+        """-> (logits (N, 1), auxiliary label logits or None, FQ lookups of active layers)."""
+        lod_arg = {"lod": lod} if self.progressive else {}
+        if self.auxiliary_labels:
+            outputs = self.D(images, lod=lod_arg.get("lod"), return_fq=True,
+                             return_label_logits=self.c_dim > 0)
+            if self.c_dim > 0:
+                return outputs
+            return outputs[0], None, outputs[1]
+        logits, lookups = self.D(images, labels if self.c_dim else None, return_fq=True, **lod_arg)
+        return logits, None, lookups
+
+    def _scale(self, optimizer, loss):
+        return optimizer.scale_loss(loss) if self.mixed_precision else loss
+
+    def _apply(self, optimizer, tape, loss, variables):
+        grads = tape.gradient(loss, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    # -- one iteration ------------------------------------------------------------------------
+
+    def train_step(self, data, resolution, global_batch, run_g_reg=False, run_d_reg=False):
+        """One iteration on one replica's share of the batch (call inside `strategy.run`).
+
+        Args:
+          data: (reals float32 NHWC in [-1, 1], labels float32 (n, c_dim)) per replica.
+          resolution: static stage resolution (the reals' size).
+          global_batch: Python int, images per iteration over all replicas.
+          run_g_reg, run_d_reg: run the lazy path-length / R1 phases this iteration.
+
+        Returns:
+          (sums, means): dicts of float32 scalars; `sums` are per-replica shares of global
+          means (reduce with SUM), `means` are identical on every replica (reduce with MEAN).
+        """
+        settings = self.loss_settings
+        reals, labels = data
+        reals = tf.cast(reals, tf.float32)
+        labels = tf.cast(labels, tf.float32) if self.c_dim else None
+        batch = tf.shape(reals)[0]
+        inv_global = 1.0 / float(global_batch)
+        kimg = self.kimg
+        lod = None
+        if self.progressive:
+            lod = tf.cast(self.schedule.lod_tensor(kimg), tf.float32)
+            reals = fade_reals(reals, lod)
+        alpha = self.fq_settings.alpha_at(kimg)
+        fq_layers = self.D.active_fq_layers(resolution)
+        sums, means = {}, {}
+
+        # Gmain.
+        z = keras.random.normal((batch, self.z_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            fakes, _ = self.generate(z, labels, lod, resolution)
+            fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+            if settings.kind == "wgan_gp":
+                g_per_sample = losses.g_wgan(fake_logits)
+            else:
+                g_per_sample = losses.g_logistic_nonsaturating(fake_logits)
+            if fake_label_logits is not None:
+                g_per_sample += settings.cond_weight * self._label_loss(fake_label_logits, labels)
+            g_gan = tf.reduce_sum(g_per_sample) * inv_global
+            g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
+            g_loss = g_gan + g_fq
+            scaled = self._scale(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+        sums.update(g_loss=g_gan, g_fq_loss=g_fq)
+
+        # Greg: path length on pl_batch = batch / shrink.
+        if run_g_reg:
+            pl_n = batch // settings.pl_batch_shrink
+            z = keras.random.normal((pl_n, self.z_dim), seed=self.seed_generator)
+            pl_labels = None if labels is None else labels[:pl_n]
+            with tf.GradientTape() as tape:
+                _, ws = self.generate(z, pl_labels, lod, resolution)
+                lengths = losses.path_lengths(lambda w: self.synthesize(w, lod, resolution), ws,
+                                              self.seed_generator)
+                pl_mean = self._update_pl_mean(lengths)
+                penalty = tf.square(lengths - pl_mean)
+                pl_global = float(global_batch // settings.pl_batch_shrink)
+                g_reg = tf.reduce_sum(penalty) * (settings.pl_weight * settings.pl_interval / pl_global)
+                scaled = self._scale(self.g_optimizer, g_reg)
+            self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+            sums["g_pl_penalty"] = tf.reduce_sum(penalty) / pl_global
+            means["pl_mean"] = pl_mean
+
+        # Dmain.
+        z = keras.random.normal((batch, self.z_dim), seed=self.seed_generator)
+        fakes, _ = self.generate(z, labels, lod, resolution, update_dlatent_avg=self.is_style)
+        fakes = tf.stop_gradient(fakes)
+        r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
+        with tf.GradientTape() as tape:
+            if r1_in_main:
+                r1, (real_logits, real_label_logits, real_fq) = losses.r1_penalty(
+                    lambda x: self.discriminate(x, labels, lod), reals)
+            else:
+                real_logits, real_label_logits, real_fq = self.discriminate(reals, labels, lod)
+            fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+            if settings.kind == "wgan_gp":
+                d_per_sample = losses.d_wgan(real_logits, fake_logits)
+                gp = losses.wgan_gradient_penalty(
+                    lambda x: self.discriminate(x, labels, lod)[0], reals, fakes,
+                    self.seed_generator, settings.wgan_target)
+                d_per_sample += settings.wgan_lambda * gp
+                d_per_sample += settings.wgan_epsilon * losses.wgan_epsilon_drift(real_logits)
+                sums["d_gradient_penalty"] = tf.reduce_sum(gp) * inv_global
+            else:
+                d_per_sample = losses.d_logistic(real_logits, fake_logits)
+            if real_label_logits is not None:
+                d_per_sample += settings.cond_weight * (
+                    self._label_loss(real_label_logits, labels)
+                    + self._label_loss(fake_label_logits, labels))
+            if r1_in_main:
+                d_per_sample += r1 * (settings.r1_gamma * 0.5)
+                sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
+            d_gan = tf.reduce_sum(d_per_sample) * inv_global
+            d_fq = (fq_keras.fq_loss(real_fq, global_batch, alpha)
+                    + fq_keras.fq_loss(fake_fq, global_batch, alpha))
+            d_loss = d_gan + d_fq
+            scaled = self._scale(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
+        usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
+        sums.update(d_loss=d_gan, d_fq_loss=d_fq,
+                    d_real_score=tf.reduce_sum(tf.cast(real_logits, tf.float32)) * inv_global,
+                    d_fake_score=tf.reduce_sum(tf.cast(fake_logits, tf.float32)) * inv_global)
+        for layer, stats in zip(fq_layers, usage):
+            means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
+            means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
+
+        # Dreg: lazy R1.
+        if run_d_reg and settings.lazy_r1:
+            with tf.GradientTape() as tape:
+                r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0], reals)
+                d_reg = tf.reduce_sum(r1) * (settings.r1_gamma * 0.5 * settings.r1_interval * inv_global)
+                scaled = self._scale(self.d_optimizer, d_reg)
+            self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
+            sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
+
+        means["alpha_fq"] = alpha
+        if lod is not None:
+            means["lod"] = lod
+        return sums, means
+
+    def _label_loss(self, label_logits, labels):
+        """ProGAN's auxiliary classifier: softmax cross-entropy against the (one-hot) labels."""
+        return tf.nn.softmax_cross_entropy_with_logits(labels=labels,
+                                                       logits=tf.cast(label_logits, tf.float32))
+
+    def _update_pl_mean(self, lengths):
+        """pl_mean <- pl_mean + decay * (mean(L) - pl_mean), mean over the global pl batch."""
+        batch_mean = tf.reduce_mean(lengths)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            batch_mean = context.all_reduce(tf.distribute.ReduceOp.MEAN, batch_mean)
+        pl_mean = self.pl_mean + self.loss_settings.pl_decay * (batch_mean - self.pl_mean)
+        self.pl_mean.assign(pl_mean)
+        return tf.stop_gradient(pl_mean)
