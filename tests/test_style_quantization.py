@@ -237,7 +237,8 @@ def test_uniformity_gradient_spreads_codes():
             plus, minus = codebook.copy(), codebook.copy()
             plus[k, j] += step
             minus[k, j] -= step
-            numeric[k, j] = (numpy_uniformity(plus, 2.0) - numpy_uniformity(minus, 2.0)) / (2 * step)
+            numeric[k, j] = (numpy_uniformity(plus, 2.0)
+                             - numpy_uniformity(minus, 2.0)) / (2 * step)
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-6)
     assert numpy_uniformity(codebook - 0.1 * grad, 2.0) < loss.numpy()
 
@@ -470,7 +471,7 @@ def test_two_replicas_equal_one_device(two_replica_strategy, hyperspherical):
 
     for z in batches:
         halves = strategy.experimental_distribute_values_from_function(
-            lambda ctx, z=z: z[ctx.replica_id_in_sync_group * 4:(ctx.replica_id_in_sync_group + 1) * 4])
+            lambda ctx, z=z: z[4 * ctx.replica_id_in_sync_group:][:4])
         distributed_step(halves)
 
     assert not np.allclose(sq.codebook.numpy(), codebook)
@@ -518,6 +519,20 @@ def test_keras_serialization_round_trip(tmp_path):
     np.testing.assert_array_equal(sq2.codebook.numpy(), sq.codebook.numpy())
     w = np.random.RandomState(16).randn(2, 3, 8).astype(np.float32)
     np.testing.assert_array_equal(loaded(w).numpy(), model(w).numpy())
+
+
+def test_saved_model_quantises_like_the_layer(tmp_path):
+    """An exported function carries the codebook; plain tf.saved_model.load reproduces w^q."""
+    rng = np.random.RandomState(17)
+    sq = layer_with(rng.randn(32, 4), True)
+    module = tf.Module()
+    module.sq = sq
+    module.quantize = tf.function(
+        lambda w: sq(w), input_signature=[tf.TensorSpec((None, 5, 16), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "sq"))
+    loaded = tf.saved_model.load(str(tmp_path / "sq"))
+    w = rng.randn(3, 5, 16).astype(np.float32)
+    np.testing.assert_array_equal(loaded.quantize(w).numpy(), sq(w).numpy())
 
 
 # ---------------------------------------------------------------------------------------------
