@@ -455,18 +455,28 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     y = tf.tile(y, [group, h, w, 1])
     return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
 
-def replica_seed(seed_generator):
-    """Next seed (2,) int32 of a `keras.random.SeedGenerator`, distinct per tf.distribute replica.
+def replica_random(kind, shape, seed_generator, dtype=tf.float32):
+    """This replica's rows of a random draw for the whole global batch.
 
-    Every replica advances its copy of the generator identically; folding in the replica id
-    gives each replica's part of the global batch its own random draws.
+    Every replica holds the same `keras.random.SeedGenerator` state, so drawing the global
+    batch (shape[0] * replicas rows) on each replica and keeping rows [r * n, (r + 1) * n)
+    gives every replica its own numbers and, for N replicas, exactly the numbers one device
+    draws for the global batch (so distributed runs equal single-device runs).
+
+    Args:
+      kind: "normal" (N(0, 1)) or "uniform" ([0, 1)).
+      shape: this replica's shape, list of ints / scalar tensors, batch first.
+      seed_generator: keras.random.SeedGenerator.
     """
-    seed = tf.cast(seed_generator.next(), tf.int32)
+    draw = keras.random.normal if kind == "normal" else keras.random.uniform
     context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
-        seed = seed + tf.stack([replica * 1000003, 0])
-    return seed
+    if context is None or context.num_replicas_in_sync == 1:
+        return draw(shape, seed=seed_generator, dtype=dtype)
+    replicas = context.num_replicas_in_sync
+    n = shape[0]
+    full = draw([n * replicas] + list(shape[1:]), seed=seed_generator, dtype=dtype)
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
+    return full[start:start + n]
 
 #----------------------------------------------------------------------------
 # Layers with weights.
@@ -729,8 +739,8 @@ class NoiseInput(keras.layers.Layer):
             if seed_generator is None:
                 raise ValueError("NoiseInput: noise_mode='random' needs the network's "
                                  "keras.random.SeedGenerator (seed_generator=...).")
-            shape = tf.concat([tf.shape(x)[:3], [1]], axis=0)
-            noise = tf.random.stateless_normal(shape, replica_seed(seed_generator))
+            dims = tf.unstack(tf.shape(x)[:3])
+            noise = replica_random("normal", dims + [1], seed_generator)
         else:
             noise = tf.convert_to_tensor(self.noise_const)[tf.newaxis, :, :, tf.newaxis]
         return x + tf.cast(noise * tf.convert_to_tensor(self.strength), x.dtype)

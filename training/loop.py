@@ -17,7 +17,6 @@ uninterrupted run.
 
 import json
 import os
-import shutil
 import time
 
 import keras
@@ -26,12 +25,10 @@ import tensorflow as tf
 
 import datasets
 from training import distribute
+from training.checkpoints import Checkpoints
 from training.config import build_networks
 from training.logs import RunLogger, save_image_grid
 from training.trainer import GANTrainer
-
-CHECKPOINT_DIR = "checkpoints"
-
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
@@ -71,36 +68,6 @@ def log_keys(trainer):
     for layer in trainer.D.fq_layers:
         keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
     return keys
-
-
-class Checkpoints:
-    """tf.train.CheckpointManager over the trainer; multi-worker aware.
-
-    Every worker must take part in a save (tf.distribute), but only the chief keeps its files:
-    the others write to a scratch folder that is deleted right after.
-    """
-
-    def __init__(self, trainer, run_dir, keep, is_chief, worker_index=0):
-        self.checkpoint = tf.train.Checkpoint(trainer=trainer)
-        self.is_chief = is_chief
-        self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
-        if not is_chief:
-            self.directory = os.path.join(run_dir, f".worker{worker_index}-scratch")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, keep,
-                                                  checkpoint_name="ckpt")
-
-    @property
-    def latest(self):
-        return self.manager.latest_checkpoint
-
-    def save(self, nimg):
-        path = self.manager.save(checkpoint_number=nimg)
-        if not self.is_chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        return path
-
-    def restore(self, path):
-        self.checkpoint.read(path).assert_existing_objects_matched()
 
 
 #----------------------------------------------------------------------------
@@ -154,8 +121,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
                              learning_rate=options.lr, mixed_precision=options.mixed_precision,
                              seed=options.seed)
         accumulator = LogAccumulator(log_keys(trainer))
-    checkpoints = Checkpoints(trainer, run_dir, options.keep_checkpoints, is_chief,
-                              distribute.task_index())
+    checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
+                              is_chief, distribute.task_index())
     if resume:
         if checkpoints.latest is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")

@@ -5,8 +5,9 @@ replica's batch and divides by the global batch, so gradients summed across repl
 device with the global batch. Weights (gamma, lambda, intervals) are applied by the trainer.
 """
 
-import keras
 import tensorflow as tf
+
+from networks.layers import replica_random
 
 
 def _per_sample(logits):
@@ -54,7 +55,7 @@ def wgan_gradient_penalty(discriminate, reals, fakes, seed_generator, wgan_targe
       wgan_target: the target gradient norm (1).
     """
     batch = tf.shape(reals)[0]
-    mix = keras.random.uniform([batch, 1, 1, 1], seed=seed_generator, dtype=reals.dtype)
+    mix = tf.cast(replica_random("uniform", [batch, 1, 1, 1], seed_generator), reals.dtype)
     mixed = reals + (fakes - reals) * mix
     with tf.GradientTape() as tape:
         tape.watch(mixed)
@@ -104,7 +105,7 @@ def path_lengths(synthesize, dlatents, seed_generator):
         tape.watch(dlatents)
         images = tf.cast(synthesize(dlatents), tf.float32)
         shape = tf.shape(images)
-        noise = keras.random.normal(shape, seed=seed_generator) / tf.sqrt(
+        noise = replica_random("normal", tf.unstack(shape), seed_generator) / tf.sqrt(
             tf.cast(shape[1] * shape[2], tf.float32))
         projected = tf.reduce_sum(images * noise)
     grads = tf.cast(tape.gradient(projected, dlatents), tf.float32)

@@ -25,7 +25,9 @@ import tensorflow as tf
 
 import fq_keras
 from datasets import fade_reals
+from networks.layers import replica_random
 from training import losses
+from training.checkpoints import checkpoint_state
 
 #----------------------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class GANTrainer(keras.Model):
                  seed=0, **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
-        self.Gs = type(generator).from_config(generator.get_config())
+        self.Gs = type(generator).from_config({**generator.get_config(), "name": "Gs"})
         self.loss_settings, self.schedule, self.fq_settings = loss, schedule, fq
         self.progressive = schedule.initial_resolution < schedule.resolution
         self.is_style = hasattr(generator, "mapping")
@@ -148,6 +150,14 @@ class GANTrainer(keras.Model):
         self.built = True
 
     # -- state outside the step ------------------------------------------------------------
+
+    def checkpoint_state(self):
+        """Every variable a resumed run needs (see training/checkpoints.py)."""
+        return checkpoint_state(
+            G=self.G, Gs=self.Gs, D=self.D, g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer, nimg=self.nimg,
+            segment_start_nimg=self.segment_start_nimg, pl_mean=self.pl_mean,
+            seed_generator=self.seed_generator)
 
     def set_learning_rate(self, learning_rate):
         """Sets both learning rates (times the lazy-regularisation ratio c)."""
@@ -197,7 +207,7 @@ class GANTrainer(keras.Model):
         if update_dlatent_avg:
             self.G.update_dlatent_avg(ws, self.loss_settings.dlatent_avg_beta)
         if mixing and self.loss_settings.style_mixing_prob > 0:
-            z2 = keras.random.normal(tf.shape(z), seed=self.seed_generator)
+            z2 = self._latents(tf.shape(z)[0])
             ws = self.G.mix_styles(ws, self.G.mapping(z2, labels),
                                    self.G.num_layers_at(resolution if self.progressive else None),
                                    self.loss_settings.style_mixing_prob)
@@ -257,7 +267,7 @@ class GANTrainer(keras.Model):
         sums, means = {}, {}
 
         # Gmain.
-        z = keras.random.normal((batch, self.z_dim), seed=self.seed_generator)
+        z = self._latents(batch)
         with tf.GradientTape() as tape:
             fakes, _ = self.generate(z, labels, lod, resolution)
             fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
@@ -277,7 +287,7 @@ class GANTrainer(keras.Model):
         # Greg: path length on pl_batch = batch / shrink.
         if run_g_reg:
             pl_n = batch // settings.pl_batch_shrink
-            z = keras.random.normal((pl_n, self.z_dim), seed=self.seed_generator)
+            z = self._latents(pl_n)
             pl_labels = None if labels is None else labels[:pl_n]
             with tf.GradientTape() as tape:
                 _, ws = self.generate(z, pl_labels, lod, resolution)
@@ -293,7 +303,7 @@ class GANTrainer(keras.Model):
             means["pl_mean"] = pl_mean
 
         # Dmain.
-        z = keras.random.normal((batch, self.z_dim), seed=self.seed_generator)
+        z = self._latents(batch)
         fakes, _ = self.generate(z, labels, lod, resolution, update_dlatent_avg=self.is_style)
         fakes = tf.stop_gradient(fakes)
         r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
@@ -348,6 +358,10 @@ class GANTrainer(keras.Model):
         if lod is not None:
             means["lod"] = lod
         return sums, means
+
+    def _latents(self, batch):
+        """z for this replica's rows of the global batch (same numbers as one device)."""
+        return replica_random("normal", [batch, self.z_dim], self.seed_generator)
 
     def _label_loss(self, label_logits, labels):
         """ProGAN's auxiliary classifier: softmax cross-entropy against the (one-hot) labels."""

@@ -1,0 +1,242 @@
+"""GANTrainer: FQ wiring, once-per-D-step dictionary updates, replicas, checkpoints, losses."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fq_keras
+from networks import progan, stylegan2
+from training import losses
+from training.checkpoints import Checkpoints
+from training.schedule import ProgressiveSchedule
+from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, LossSettings, lazy_adam
+
+RES = 16
+WIDTHS = dict(fmap_base=64, fmap_max=16)
+
+
+def tiny_stylegan2(c_dim=0, mbstd=1, seed=0):
+    keras.utils.set_random_seed(seed)
+    G = stylegan2.Generator(z_dim=8, w_dim=8, c_dim=c_dim, resolution=RES, mapping_layers=2,
+                            seed=seed, name="G", **WIDTHS)
+    D = stylegan2.Discriminator(resolution=RES, c_dim=c_dim, fq_blocks=(8, 16),
+                                fq_num_embeddings=8, mbstd_num_features=mbstd, name="D", **WIDTHS)
+    return G, D
+
+
+# Lazy intervals of 2 so that three iterations exercise every phase.
+FAST_LAZY = LossSettings("logistic", r1_gamma=1.0, r1_interval=2, pl_weight=2.0, pl_interval=2,
+                         style_mixing_prob=0.9)
+PHASES = [(True, True), (False, False), (True, True)]
+
+
+def make_trainer(G, D, loss=FAST_LAZY, seed=0):
+    return GANTrainer(G, D, loss, ProgressiveSchedule(RES, RES), learning_rate=0.01, seed=seed)
+
+
+def reals_and_labels(batch=8, c_dim=0, seed=0):
+    rng = np.random.RandomState(seed)
+    reals = np.tanh(rng.randn(batch, RES, RES, 3)).astype(np.float32)
+    labels = np.eye(max(c_dim, 1), dtype=np.float32)[rng.randint(max(c_dim, 1), size=batch)][:, :c_dim]
+    return reals, labels
+
+
+def run_iterations(strategy, trainer, batches, global_batch):
+    for (reals, labels), (g_reg, d_reg) in zip(batches, PHASES):
+        replicas = strategy.num_replicas_in_sync
+        n = global_batch // replicas
+
+        def share(ctx, reals=reals, labels=labels):
+            i = ctx.replica_id_in_sync_group
+            return reals[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
+
+        data = strategy.experimental_distribute_values_from_function(share) if replicas > 1 \
+            else (reals, labels)
+
+        @tf.function
+        def step(data, g_reg=g_reg, d_reg=d_reg):
+            strategy.run(trainer.train_step, args=(data,),
+                         kwargs=dict(resolution=RES, global_batch=global_batch,
+                                     run_g_reg=g_reg, run_d_reg=d_reg))
+            trainer.finish_step(global_batch)
+
+        step(data)
+
+
+def local_values(variable, strategy):
+    values = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
+    for other in values[1:]:
+        np.testing.assert_array_equal(other, values[0])  # every replica holds the same value
+    return values[0]
+
+
+def test_two_replicas_equal_one_device(two_replica_strategy):
+    """Same global batch of 8: after 3 iterations (all four phases) G, D, Gs, the FQ
+    dictionaries (their EMA sums, ~100, relative 1e-5), pl_mean and the dlatent average agree to
+    1e-5 and replicas are identical.
+    Minibatch stddev is off: it is per replica by design (as the official multi-GPU code)."""
+    batches = [reals_and_labels(seed=s) for s in range(3)]
+    default = tf.distribute.get_strategy()
+    G, D = tiny_stylegan2(mbstd=0)
+    single = make_trainer(G, D)
+    initial = [w.numpy() for w in single.G.weights + single.D.weights]
+    run_iterations(default, single, batches, 8)
+
+    strategy = two_replica_strategy
+    with strategy.scope():
+        G2, D2 = tiny_stylegan2(mbstd=0)
+        for w, value in zip(G2.weights + D2.weights, initial):
+            w.assign(value)
+        mirrored = make_trainer(G2, D2)
+    run_iterations(strategy, mirrored, batches, 8)
+
+    pairs = [("G", single.G, mirrored.G), ("Gs", single.Gs, mirrored.Gs), ("D", single.D, mirrored.D)]
+    for name, a, b in pairs:
+        for wa, wb in zip(a.weights, b.weights):
+            np.testing.assert_allclose(local_values(wb, strategy), wa.numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name} {wa.path}")
+    for fa, fb in zip(single.D.fq_layers, mirrored.D.fq_layers):
+        assert int(fb.num_updates.numpy()) == 3
+        np.testing.assert_allclose(local_values(fb.embeddings, strategy), fa.embeddings.numpy(), atol=1e-5)
+    np.testing.assert_allclose(local_values(mirrored.pl_mean, strategy), single.pl_mean.numpy(), atol=1e-5)
+    assert single.pl_mean.numpy() > 0
+
+
+def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    counts = []
+    original = D.fq_layers[0].update_dictionary
+
+    def counting(*args, **kwargs):
+        counts.append(1)  # counted at trace time: once per traced D step
+        return original(*args, **kwargs)
+
+    D.fq_layers[0].update_dictionary = counting
+    run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels(seed=s) for s in range(3)], 8)
+    assert len(counts) == 3  # three traced iterations, each with G main, G reg, D main, D reg
+    for layer in D.fq_layers:
+        assert int(layer.num_updates.numpy()) == 3  # executed updates = D steps
+
+
+def test_fq_losses_reach_d_and_g_as_official():
+    """G loss += alpha * fq(fake); D loss += alpha * (fq(real) + fq(fake)); FQ off: no terms.
+
+    With lr = 0 nothing moves, so the same seed gives the same fakes for every alpha."""
+    reals, labels = reals_and_labels()
+
+    def step(alpha, fq=True):
+        G, D = tiny_stylegan2()
+        if not fq:
+            D = stylegan2.Discriminator(resolution=RES, name="D", **WIDTHS)
+        trainer = GANTrainer(G, D, LossSettings("logistic"), ProgressiveSchedule(RES, RES),
+                             FQSettings(alpha=alpha), learning_rate=0.0)
+        sums, _ = trainer.train_step((reals, labels), RES, 8)
+        real_fq = fq_keras.fq_loss(D(tf.constant(reals), return_fq=True)[1]) if fq else 0.0
+        return {k: float(v) for k, v in sums.items()}, float(real_fq)
+
+    one, real_part = step(1.0)
+    half, _ = step(0.5)
+    assert one["g_fq_loss"] > 0 and real_part > 0
+    np.testing.assert_allclose(half["g_fq_loss"], 0.5 * one["g_fq_loss"], rtol=1e-5)
+    np.testing.assert_allclose(half["d_fq_loss"], 0.5 * one["d_fq_loss"], rtol=1e-5)
+    assert one["d_fq_loss"] - real_part > 0.1 * real_part  # the fake part is there too
+    np.testing.assert_allclose(half["d_loss"], one["d_loss"], rtol=1e-5)  # GAN terms unchanged
+    off, _ = step(1.0, fq=False)
+    assert off["g_fq_loss"] == 0 and off["d_fq_loss"] == 0
+
+
+def test_checkpoint_round_trip_restores_every_variable(tmp_path):
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels(seed=s) for s in range(3)], 8)
+    state = trainer.checkpoint_state()
+    path = Checkpoints(state, str(tmp_path)).save(24)
+    G2, D2 = tiny_stylegan2(seed=5)
+    fresh = make_trainer(G2, D2, seed=5)
+    fresh_state = fresh.checkpoint_state()
+    assert sorted(fresh_state) == sorted(state)
+    # Every network weight, buffer, FQ variable, optimizer slot and RNG state is in the state.
+    expected = len(G.variables) + len(trainer.Gs.variables) + len(D.variables) + \
+        len(trainer.g_optimizer.variables) + len(trainer.d_optimizer.variables) + 4
+    assert len(state) == expected
+    Checkpoints(fresh_state, str(tmp_path)).restore(path)
+    for key in state:
+        np.testing.assert_array_equal(fresh_state[key].numpy(), state[key].numpy(), err_msg=key)
+
+
+def test_lazy_adam_adjustment():
+    optimizer, c = lazy_adam(0.002, (0.0, 0.99), 1e-8, 16)
+    assert c == pytest.approx(16 / 17)
+    assert float(optimizer.learning_rate) == pytest.approx(0.002 * 16 / 17)
+    assert optimizer.beta_2 == pytest.approx(0.99 ** (16 / 17))
+    assert optimizer.beta_1 == 0.0
+
+
+def test_reset_optimizers_zeroes_moments_not_weights():
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels()], 8)
+    weights = [w.numpy().copy() for w in G.weights]
+    trainer.reset_optimizers()
+    for optimizer in (trainer.g_optimizer, trainer.d_optimizer):
+        assert int(optimizer.iterations.numpy()) == 0
+        slots = [v for v in optimizer.variables if v.path.endswith(("_momentum", "_velocity"))]
+        assert slots and all(not np.any(v.numpy()) for v in slots)
+    for w, before in zip(G.weights, weights):
+        np.testing.assert_array_equal(w.numpy(), before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss terms against straight numpy / hand derivations.
+
+def test_logistic_and_wgan_losses():
+    real = tf.constant([[0.5], [-1.0]])
+    fake = tf.constant([[2.0], [0.0]])
+    softplus = lambda x: np.log1p(np.exp(x))
+    np.testing.assert_allclose(losses.d_logistic(real, fake).numpy(),
+                               softplus(np.array([2.0, 0.0])) + softplus(-np.array([0.5, -1.0])), rtol=1e-6)
+    np.testing.assert_allclose(losses.g_logistic_nonsaturating(fake).numpy(), softplus(-np.array([2.0, 0.0])), rtol=1e-6)
+    np.testing.assert_allclose(losses.d_wgan(real, fake).numpy(), [1.5, 1.0])
+    np.testing.assert_allclose(losses.wgan_epsilon_drift(real).numpy(), [0.25, 1.0])
+
+
+def test_r1_and_gradient_penalty_on_a_linear_critic():
+    """D(x) = sum(w * x): grad = w everywhere, so R1 = sum(w^2) and GP = (|w| - 1)^2."""
+    w = tf.constant(np.random.RandomState(0).randn(1, 4, 4, 3).astype(np.float32))
+    critic = lambda x: tf.reduce_sum(x * w, axis=[1, 2, 3])[:, None]
+    reals = tf.constant(np.random.RandomState(1).randn(2, 4, 4, 3).astype(np.float32))
+    r1, logits = losses.r1_penalty(critic, reals)
+    np.testing.assert_allclose(r1.numpy(), [np.sum(w.numpy() ** 2)] * 2, rtol=1e-5)
+    gp = losses.wgan_gradient_penalty(critic, reals, reals * 0.0, keras.random.SeedGenerator(0))
+    np.testing.assert_allclose(gp.numpy(), [(np.sqrt(np.sum(w.numpy() ** 2)) - 1) ** 2] * 2, rtol=1e-5)
+
+
+def test_path_length_of_a_linear_synthesis():
+    """img = A w: the path length is sqrt(mean_layers |A^T y|^2), computed here in numpy."""
+    rng = np.random.RandomState(2)
+    A = rng.randn(3, 5).astype(np.float32)  # w_dim 3 -> 5 pixels
+    synth = lambda w: tf.reshape(tf.einsum("nlw,wp->np", w, A), [-1, 1, 5, 1])
+    ws = tf.constant(rng.randn(2, 4, 3).astype(np.float32))
+    seed = keras.random.SeedGenerator(7)
+    lengths = losses.path_lengths(synth, ws, seed).numpy()
+    noise = keras.random.normal((2, 1, 5, 1), seed=keras.random.SeedGenerator(7)).numpy() / np.sqrt(5)
+    grad = np.einsum("wp,np->nw", A, noise.reshape(2, 5))  # same for every layer
+    expected = np.sqrt(np.sum(grad ** 2, axis=1) * 4 / 4)
+    np.testing.assert_allclose(lengths, expected, rtol=1e-5)
+
+
+def test_progan_conditional_trainer_step_runs_with_auxiliary_classifier():
+    keras.utils.set_random_seed(0)
+    G = progan.Generator(resolution=8, c_dim=3, latent_size=8, fmap_base=32, fmap_max=8, name="G")
+    D = progan.Discriminator(resolution=8, c_dim=3, fmap_base=32, fmap_max=8, fq_blocks=(8,),
+                             fq_num_embeddings=4, name="D")
+    trainer = GANTrainer(G, D, LOSS_PRESETS["progan"], ProgressiveSchedule(8, 4, 1, 1), learning_rate=0.001)
+    rng = np.random.RandomState(0)
+    reals = np.tanh(rng.randn(4, 8, 8, 3)).astype(np.float32)
+    labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    sums, means = trainer.train_step((reals, labels), 8, 4)
+    assert np.isfinite(float(sums["d_gradient_penalty"]))
+    assert all(np.isfinite(float(v)) for v in sums.values())
+    assert "lod" in means
