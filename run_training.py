@@ -1,15 +1,18 @@
-"""Train FQ-GANs: ProGAN, StyleGAN and StyleGAN2 with feature quantization in D.
+"""Train FQ-GANs: ProGAN, StyleGAN, StyleGAN2, U-GAT-IT and BigGAN with feature quantization in D.
 
     python run_training.py                                   # FQ-StyleGAN2, built-in data, 32x32
     python run_training.py --model stylegan2 --fq-blocks 16,32 --dataset ~/data/ffhq --config e
     python run_training.py --fq-blocks ""                    # the baseline, without FQ
     python run_training.py --out runs/demo --resume          # continue a stopped run
+    python run_training.py --model ugatit --dataset ~/data/selfie2anime --config official
+    python run_training.py --model biggan --dataset ~/data/cifar10 --config cifar10
 
 Every run writes into its own folder (--out, default runs/<NNNNN>-<model>-<dataset>): checkpoints,
 sample grids (fakesKKKKKK.png), TensorBoard events (tensorboard/), a JSON-lines log (log.jsonl)
 and the options used (training_options.json).
 """
 
+import importlib
 import os
 import re
 import sys
@@ -20,15 +23,22 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
+# Model family -> the module with its options_from_flags(fv), validate(options), Options class
+# (save/load) and training_loop(options, run_dir, resume); imported when used.
+FAMILIES = {"progan": "training.config", "stylegan": "training.config",
+            "stylegan2": "training.config", "ugatit": "training.ugatit_loop",
+            "biggan": "training.biggan_loop"}
+
 
 def define_flags(fv=FLAGS):
     """All flags of run_training.py (defined only when run as a script, or on `fv`)."""
     d = dict(flag_values=fv)
-    flags.DEFINE_enum("model", "stylegan2", ["progan", "stylegan", "stylegan2"],
-                      "Model family.", **d)
-    flags.DEFINE_enum("config", "demo", ["demo", "e", "f"],
-                      "Network widths and loss preset: demo (CPU-sized, the default), e or f "
-                      "(StyleGAN2 paper configs: fmap_base 8192 / 16384, gamma 100 / 10).", **d)
+    flags.DEFINE_enum("model", "stylegan2", list(FAMILIES), "Model family.", **d)
+    flags.DEFINE_string("config", "demo",
+                        "Preset. demo: CPU-sized (the default for every model). ProGAN / StyleGAN "
+                        "/ StyleGAN2: e or f (StyleGAN2 paper configs: fmap_base 8192 / 16384, "
+                        "gamma 100 / 10). U-GAT-IT: official. BigGAN: cifar10, cifar100, "
+                        "imagenet64.", **d)
     flags.DEFINE_string("dataset", "shapes",
                         "Dataset folder (NVlabs TFRecords, see `python -m datasets.prepare`) or a "
                         "built-in synthetic dataset name (shapes).", **d)
@@ -46,9 +56,11 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_integer("initial-resolution", 8, "First resolution of progressive growing.", **d)
     flags.DEFINE_float("stabilize-kimg", 600.0, "kimg per stabilisation phase.", **d)
     flags.DEFINE_float("transition-kimg", 600.0, "kimg per fade-in phase.", **d)
-    flags.DEFINE_string("fq-blocks", "16,32",
+    flags.DEFINE_string("fq-blocks", None,
                         "Discriminator blocks to quantise, by input resolution (block R takes "
-                        "RxR and FQ quantises its R/2 output); \"\" = baseline.", **d)
+                        "RxR and FQ quantises its R/2 output); \"\" = baseline. Default: the "
+                        "official blocks (StyleGAN2 16,32; StyleGAN/ProGAN 8) that exist at the "
+                        "training resolution.", **d)
     flags.DEFINE_enum("fq-preset", "official", ["official", "paper"],
                       "official: continuous D forward, FQ only adds a loss (the released code); "
                       "paper: quantised forward, alpha ramped from 0 over --fq-warmup-kimg.", **d)
@@ -74,44 +86,16 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_float("tick-kimg", 4.0, "kimg between progress lines and log entries.", **d)
     flags.DEFINE_integer("snapshot-ticks", 10, "Ticks between checkpoints and sample grids.", **d)
     flags.DEFINE_list("metrics", ["swd"], "Metrics at each snapshot: swd or none.", **d)
-
-
-def options_from_flags(fv):
-    """TrainingOptions from parsed flags; raises app.UsageError on impossible settings."""
-    from training.config import TrainingOptions
-    blocks = fv["fq-blocks"].value.strip()
-    try:
-        fq_blocks = tuple(int(b) for b in blocks.split(",") if b.strip()) if blocks else ()
-    except ValueError:
-        raise app.UsageError(f"--fq-blocks must be comma-separated resolutions like 16,32, got "
-                             f"{blocks!r}.") from None
-    metrics = tuple(m for m in fv.metrics if m != "none")
-    if set(metrics) - {"swd"}:
-        raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "
-                             "training only swd is available (run_metrics.py does the rest).")
-    kimg = fv.kimg if fv.kimg is not None else (300.0 if fv.config == "demo" else 25000.0)
-    if kimg <= 0 or fv["tick-kimg"].value <= 0 or fv["snapshot-ticks"].value < 1:
-        raise app.UsageError("--kimg and --tick-kimg must be > 0 and --snapshot-ticks >= 1.")
-    if fv.batch < 0:
-        raise app.UsageError("--batch must be positive.")
-    if fv.xla and fv.strategy != "default":
-        raise app.UsageError("--xla works with --strategy default only (tf.distribute does not "
-                             "compile its collectives with XLA here).")
-    if fv["cpu-replicas"].value and fv.strategy != "mirrored":
-        raise app.UsageError("--cpu-replicas needs --strategy mirrored.")
-    return TrainingOptions(
-        model=fv.model, config=fv.config, dataset=fv.dataset, resolution=fv.resolution,
-        conditional=fv.conditional, kimg=kimg, batch=fv.batch, learning_rate=fv.lr,
-        r1_gamma=fv.gamma, mirror=fv.mirror, progressive=fv.progressive,
-        initial_resolution=fv["initial-resolution"].value,
-        stabilize_kimg=fv["stabilize-kimg"].value, transition_kimg=fv["transition-kimg"].value,
-        fq_blocks=fq_blocks, fq_preset=fv["fq-preset"].value,
-        fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
-        fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
-        fq_warmup_kimg=fv["fq-warmup-kimg"].value, seed=fv.seed, strategy=fv.strategy,
-        devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
-        tick_kimg=fv["tick-kimg"].value, snapshot_ticks=fv["snapshot-ticks"].value,
-        metrics=metrics)
+    # U-GAT-IT and BigGAN.
+    flags.DEFINE_string("fq-layers", None, "U-GAT-IT / BigGAN: discriminator layers to quantise "
+                        "(U-GAT-IT default 1,2,3: after the global D's down-sampling convs; BigGAN "
+                        "default 0,1,2,3: after D blocks); \"\" = baseline.", **d)
+    flags.DEFINE_integer("iterations", 0, "U-GAT-IT / BigGAN: training length in iterations "
+                         "(G updates); 0 = preset.", **d)
+    flags.DEFINE_boolean("light", False, "U-GAT-IT light mode (global-pooled gamma/beta MLP).", **d)
+    flags.DEFINE_integer("img-size", 0, "U-GAT-IT image size (divisible by 4; 0 = preset: 256 "
+                         "official, 64 demo).", **d)
+    flags.DEFINE_integer("d-steps", 0, "BigGAN: D steps per G step (0 = preset: 4).", **d)
 
 
 def new_run_dir(root, options):
@@ -124,39 +108,15 @@ def new_run_dir(root, options):
     return path
 
 
-def validate(options):
-    """Checks what can be checked before TensorFlow builds anything (one clear message each)."""
-    import datasets
-    from training.distribute import STRATEGIES  # noqa: F401  (import check)
-    try:
-        dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
-    except datasets.DatasetError as e:
-        raise app.UsageError(f"--dataset: {e}") from None
-    info = dataset.info
-    resolution = options.resolution or info.resolution
-    if options.conditional and not info.has_labels:
-        raise app.UsageError(f"--conditional: {info.source} has no labels.")
-    if options.is_progressive and options.initial_resolution > resolution:
-        raise app.UsageError(f"--initial-resolution {options.initial_resolution} is above the "
-                             f"training resolution {resolution}.")
-    valid_blocks = [2 ** r for r in range(resolution.bit_length() - 1, 2, -1)]
-    wrong = [b for b in options.fq_blocks if b not in valid_blocks]
-    if wrong:
-        raise app.UsageError(f"--fq-blocks {','.join(map(str, wrong))}: not a discriminator block "
-                             f"at resolution {resolution}; valid blocks: "
-                             f"{','.join(map(str, valid_blocks))} (or \"\" for no FQ).")
-    batch = options.minibatch
-    if batch % 4:
-        raise app.UsageError(f"--batch {batch}: must be a multiple of the minibatch-stddev group "
-                             "size 4 (per replica).")
-
-
 def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = options_from_flags(fv)
-    validate(options)
+    family = importlib.import_module(FAMILIES[fv.model])
+    options = family.options_from_flags(fv)
+    family.validate(options)
     if fv["cpu-replicas"].value:
+        if fv.strategy != "mirrored":
+            raise app.UsageError("--cpu-replicas needs --strategy mirrored.")
         from training.distribute import split_virtual_cpus
         devices = split_virtual_cpus(fv["cpu-replicas"].value)
         options.devices = options.devices or tuple(devices)
@@ -164,8 +124,11 @@ def main(argv, fv=FLAGS):
     if fv.resume:
         if not run_dir or not os.path.isdir(run_dir):
             raise app.UsageError("--resume needs --out pointing at an existing run folder.")
-        from training.config import TrainingOptions
-        saved = TrainingOptions.load(run_dir)
+        try:
+            saved = type(options).load(run_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise app.UsageError(f"--resume: {e}") from None
+        # A resumed run keeps its options; only its length and where it runs may change.
         saved.kimg, saved.strategy, saved.devices = options.kimg, options.strategy, options.devices
         options = saved
     elif run_dir:
@@ -176,21 +139,32 @@ def main(argv, fv=FLAGS):
     else:
         run_dir = new_run_dir("runs", options)
 
-    from training.loop import TrainingDiverged, training_loop
+    from training import TrainingDiverged
     print(f"Run folder: {run_dir}")
     try:
-        summary = training_loop(options, run_dir, resume=fv.resume)
+        summary = family.training_loop(options, run_dir, resume=fv.resume)
     except TrainingDiverged as e:
         print(f"run_training.py: error: {e}", file=sys.stderr)
         return 1
     print(f"Done: {summary['kimg']:g} kimg in {summary['seconds']:.0f} s.")
-    print(f"  checkpoint:     {summary['checkpoint']}")
-    print(f"  sample grids:   {run_dir}/fakes*.png")
-    print(f"  TensorBoard:    tensorboard --logdir {run_dir}/tensorboard")
-    print(f"  log:            {run_dir}/log.jsonl")
+    for label, key in (("checkpoint", "checkpoint"), ("exported model", "export")):
+        if summary.get(key):
+            print(f"  {label + ':':16}{summary[key]}")
+    print(f"  {'sample grids:':16}{run_dir}/fakes*.png")
+    print(f"  {'TensorBoard:':16}tensorboard --logdir {run_dir}/tensorboard")
+    print(f"  {'log:':16}{run_dir}/log.jsonl")
     return 0
+
+
+def run(argv, fv=FLAGS):
+    """main() with usage errors as one line on stderr (absl would print the whole help)."""
+    try:
+        return main(argv, fv)
+    except app.UsageError as e:
+        print(f"run_training.py: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(run)

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import os
 
+from absl import app
+
 from networks import progan, stylegan, stylegan2
 from training.schedule import ProgressiveSchedule
 from training.trainer import LOSS_PRESETS, FQSettings
@@ -51,7 +53,7 @@ class TrainingOptions:
     stabilize_kimg: float = 600.0
     transition_kimg: float = 600.0
     # Feature quantization.
-    fq_blocks: tuple = (16, 32)
+    fq_blocks: tuple = (16, 32)        # Block resolutions; validate() fills None with the default.
     fq_preset: str = "official"
     fq_num_embeddings: int = 0         # 0 = model default.
     fq_decay: float = 0.0              # 0 = model default.
@@ -186,3 +188,115 @@ def build_networks(options, channels, c_dim):
     else:
         raise ValueError(f"Unknown model {options.model!r}; choose one of {', '.join(MODELS)}.")
     return G, D
+
+
+#----------------------------------------------------------------------------
+# run_training.py's interface to this family (see run_training.FAMILIES).
+
+Options = TrainingOptions
+
+
+def training_loop(options, run_dir, resume=False):
+    from training.loop import training_loop as loop
+    return loop(options, run_dir, resume=resume)
+
+
+def options_from_flags(fv):
+    """TrainingOptions from parsed flags; raises app.UsageError on impossible settings."""
+    if fv.config not in CONFIGS:
+        raise app.UsageError(f"--config {fv.config!r}: {fv.model} presets are "
+                             f"{', '.join(CONFIGS)}.")
+    blocks = fv["fq-blocks"].value
+    if blocks is None:
+        fq_blocks = None  # the model's official blocks, resolved against the resolution later
+    else:
+        try:
+            fq_blocks = tuple(int(b) for b in blocks.split(",") if b.strip())
+        except ValueError:
+            raise app.UsageError(f"--fq-blocks must be comma-separated resolutions like 16,32, "
+                                 f"got {blocks!r}.") from None
+    metrics = tuple(m for m in fv.metrics if m != "none")
+    if set(metrics) - {"swd"}:
+        raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "
+                             "training only swd is available (run_metrics.py does the rest).")
+    kimg = fv.kimg if fv.kimg is not None else (300.0 if fv.config == "demo" else 25000.0)
+    if kimg <= 0 or fv["tick-kimg"].value <= 0 or fv["snapshot-ticks"].value < 1:
+        raise app.UsageError("--kimg and --tick-kimg must be > 0 and --snapshot-ticks >= 1.")
+    if fv.batch < 0:
+        raise app.UsageError("--batch must be positive.")
+    if fv.xla and fv.strategy != "default":
+        raise app.UsageError("--xla works with --strategy default only (tf.distribute does not "
+                             "compile its collectives with XLA here).")
+    return TrainingOptions(
+        model=fv.model, config=fv.config, dataset=fv.dataset, resolution=fv.resolution,
+        conditional=fv.conditional, kimg=kimg, batch=fv.batch, learning_rate=fv.lr,
+        r1_gamma=fv.gamma, mirror=fv.mirror, progressive=fv.progressive,
+        initial_resolution=fv["initial-resolution"].value,
+        stabilize_kimg=fv["stabilize-kimg"].value, transition_kimg=fv["transition-kimg"].value,
+        fq_blocks=fq_blocks, fq_preset=fv["fq-preset"].value,
+        fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
+        fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
+        fq_warmup_kimg=fv["fq-warmup-kimg"].value, seed=fv.seed, strategy=fv.strategy,
+        devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
+        tick_kimg=fv["tick-kimg"].value, snapshot_ticks=fv["snapshot-ticks"].value,
+        metrics=metrics)
+
+
+
+def validate(options):
+    """Checks what can be checked before TensorFlow builds anything (one clear message each)."""
+    import datasets
+    try:
+        dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
+    except datasets.DatasetError as e:
+        raise app.UsageError(f"--dataset: {e}") from None
+    info = dataset.info
+    resolution = options.resolution or info.resolution
+    if options.conditional and not info.has_labels:
+        raise app.UsageError(f"--conditional: {info.source} has no labels.")
+    if options.is_progressive and options.initial_resolution > resolution:
+        raise app.UsageError(f"--initial-resolution {options.initial_resolution} is above the "
+                             f"training resolution {resolution}.")
+    valid_blocks = [2 ** r for r in range(resolution.bit_length() - 1, 2, -1)]
+    if options.fq_blocks is None:
+        options.fq_blocks = tuple(b for b in FQ_DEFAULTS[options.model]["fq_blocks"]
+                                  if b in valid_blocks)
+    wrong = [b for b in options.fq_blocks if b not in valid_blocks]
+    if wrong:
+        raise app.UsageError(f"--fq-blocks {','.join(map(str, wrong))}: not a discriminator block "
+                             f"at resolution {resolution}; valid blocks: "
+                             f"{','.join(map(str, valid_blocks))} (or \"\" for no FQ).")
+    batch = options.minibatch
+    if batch % 4:
+        raise app.UsageError(f"--batch {batch}: must be a multiple of the minibatch-stddev group "
+                             "size 4 (per replica).")
+
+
+
+
+def load_networks(run_dir, checkpoint=None, which=("Gs",)):
+    """Rebuilds a run's networks and loads them from its checkpoint (latest by default).
+
+    Args:
+      run_dir: a folder written by run_training.py (training_options.json + checkpoints/).
+      checkpoint: a checkpoint path (run_dir/checkpoints/ckpt-N); None = the latest.
+      which: names among "G", "Gs", "D".
+
+    Returns:
+      (options, {name: network}); Gs is the generator to sample from (EMA of G).
+    """
+    import datasets
+    from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+    options = TrainingOptions.load(run_dir)
+    checkpoint = checkpoint or latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, 'checkpoints')}.")
+    info = datasets.open_dataset(options.dataset, resolution=options.resolution).info
+    G, D = build_networks(options, info.channels, info.label_size if options.conditional else 0)
+    networks = {"G": G, "D": D}
+    if "Gs" in which:
+        networks["Gs"] = type(G).from_config({**G.get_config(), "name": "Gs"})
+    networks = {name: networks[name] for name in which}
+    state = checkpoint_state(**networks)
+    Checkpoints(state, run_dir).checkpoint.read(checkpoint).expect_partial().assert_existing_objects_matched()
+    return options, networks

@@ -24,15 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 import datasets
-from training import distribute
+from training import TrainingDiverged, distribute
 from training.checkpoints import Checkpoints
 from training.config import build_networks
 from training.logs import RunLogger, save_image_grid
 from training.trainer import GANTrainer
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
-
 
 #----------------------------------------------------------------------------
 

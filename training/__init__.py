@@ -1,0 +1,5 @@
+"""Trainers, schedules, losses, checkpoints, logging and distribution for the FQ-GAN models."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; training stopped and the last good checkpoint is kept."""
