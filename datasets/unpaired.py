@@ -173,7 +173,7 @@ class UnpairedDataset:
         return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def _domain(self, folder, resolution, augment_size, flip, shuffle, repeat, seed,
-                input_context):
+                input_context, start_image=0):
         dataset = self._images(folder)
         if input_context is not None and input_context.num_input_pipelines > 1:
             dataset = dataset.shard(input_context.num_input_pipelines,
@@ -182,8 +182,13 @@ class UnpairedDataset:
             dataset = dataset.shuffle(self.info.counts[folder], seed=seed,
                                       reshuffle_each_iteration=True)
         if repeat:
-            dataset = dataset.repeat()
-        dataset = tf.data.Dataset.zip(self._decode(dataset), tf.data.Dataset.counter())
+            # Every epoch's order is a pure function of the seed, so resuming at image p skips
+            # p elements of the same stream (paths or arrays: before decoding, cheap); the
+            # augmentation is seeded by the element's index in the stream, which the counter
+            # continues from p.
+            dataset = dataset.repeat().skip(start_image)
+        dataset = tf.data.Dataset.zip(self._decode(dataset),
+                                      tf.data.Dataset.counter(start=start_image))
 
         def augment(image, index):
             flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(
@@ -199,7 +204,7 @@ class UnpairedDataset:
         return dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def train_pipeline(self, resolution, batch_size=1, *, flip=True, augment_size=None,
-                       shuffle=True, repeat=True, seed=0, input_context=None):
+                       shuffle=True, repeat=True, seed=0, input_context=None, start_image=0):
         """tf.data.Dataset of (A, B) training batches, float32 (batch, R, R, 3) in [-1, 1].
 
         Args:
@@ -210,15 +215,25 @@ class UnpairedDataset:
             shuffle, repeat: independent shuffling of A and B each epoch; repeat forever.
             seed: seeds shuffle, flip and crop (A and B use different streams).
             input_context: tf.distribute.InputContext for sharding across workers.
+            start_image: resume the (repeating) stream after this many (A, B) pairs of this
+                input pipeline, a multiple of batch_size: the batches then equal those an
+                uninterrupted pipeline yields from there, augmentation included (exact resume
+                of training).
         """
         augment_size = augment_size or augment_size_for(resolution)
+        start_image = int(start_image)
+        if start_image % int(batch_size):
+            raise DatasetError(f"start_image {start_image} is not a multiple of the batch size "
+                               f"{batch_size}")
+        if start_image and not repeat:
+            raise DatasetError("start_image needs repeat=True")
         if augment_size < resolution:
             raise DatasetError(f"augment_size {augment_size} is smaller than the crop "
                                f"{resolution}; use at least {resolution}")
         if input_context is not None:
             seed = seed + 1_000_003 * input_context.input_pipeline_id
         a, b = (self._domain(folder, int(resolution), int(augment_size), flip, shuffle, repeat,
-                             2 * seed + k, input_context)
+                             2 * seed + k, input_context, start_image)
                 for k, folder in enumerate(("trainA", "trainB")))
         dataset = tf.data.Dataset.zip(a, b).batch(int(batch_size), drop_remainder=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
@@ -237,18 +252,26 @@ class UnpairedDataset:
         dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
-    def distribute(self, strategy, global_batch_size, resolution, **pipeline_kwargs):
+    def distribute(self, strategy, global_batch_size, resolution, start_image=0,
+                   **pipeline_kwargs):
         """train_pipeline for a tf.distribute strategy (per-replica batches of
-        global_batch_size / num_replicas_in_sync, one shard per input pipeline)."""
+        global_batch_size / num_replicas_in_sync, one shard per input pipeline).
+
+        `start_image`: pairs already consumed by the whole job (a multiple of
+        global_batch_size); each input pipeline resumes after its share."""
         replicas = strategy.num_replicas_in_sync
         if global_batch_size % replicas:
             raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
                                f"{replicas} replicas; use a multiple of {replicas}")
+        if start_image % global_batch_size:
+            raise DatasetError(f"start_image {start_image} is not a multiple of the global batch "
+                               f"size {global_batch_size}")
 
         def dataset_fn(input_context):
             return self.train_pipeline(
                 resolution, input_context.get_per_replica_batch_size(global_batch_size),
-                input_context=input_context, **pipeline_kwargs)
+                input_context=input_context,
+                start_image=start_image // input_context.num_input_pipelines, **pipeline_kwargs)
 
         return strategy.distribute_datasets_from_function(dataset_fn)
 

@@ -1,0 +1,504 @@
+"""U-GAT-IT for run_training.py: options, presets, networks, the training loop, loading a run.
+
+    python run_training.py --model ugatit                       # demo: built-in pair, 64x64
+    python run_training.py --model ugatit --dataset ~/data/selfie2anime --config official
+    python run_training.py --model ugatit --light --img-size 128 --fq-layers ""   # baseline
+
+The run_training.py family contract (see run_training.FAMILIES): `Options` (dataclass with
+save / load), `options_from_flags(fv)`, `validate(options)`, `training_loop(options, run_dir,
+resume)`; plus `load_networks(run_dir, checkpoint)` for translation and export.
+
+The loop runs one compiled iteration per call (training/ugatit_trainer.py) over the distributed
+unpaired pipeline (flip, resize to 286/256 of the size, random crop: the official
+augmentation). Every `tick` it reads the accumulated losses, stops with TrainingDiverged on a
+non-finite one, logs them (TensorBoard + log.jsonl) and prints a progress line; every
+`snapshot_ticks` ticks it writes the official 7-panel sample strips for A->B and B->A
+(fakes-A2B-NNNNNNN.png, fakes-B2A-NNNNNNN.png and TensorBoard) and a checkpoint.
+
+Exact resume: the checkpoint holds the six networks (spectral-norm vectors, FQ dictionaries),
+both optimisers and the iteration counter, and the data stream is a pure function of the seed
+and the pairs consumed (`UnpairedDataset.distribute(start_image=...)`), so stop + resume equals
+an uninterrupted run.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+
+import datasets
+from networks import ugatit
+from training import TrainingDiverged, distribute
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.logs import RunLogger, save_image_grid
+from training.loop import LogAccumulator, state_fingerprint
+from training.ugatit_trainer import (NETWORK_NAMES, LossWeights, UGATITTrainer, strip,
+                                     translation_panels)
+
+CONFIGS = ("demo", "official")
+# Network sizes and run length per --config. "official" is the paper's U-GAT-IT (ngf = ndf = 64,
+# 4 residual blocks, 256^2, batch 1, 1M iterations, full mode unless --light); "demo" is sized
+# for a CPU: narrow networks at 64^2 that show progress lines within a minute or two.
+CONFIG_PRESETS = {
+    "demo": dict(ngf=16, ndf=16, n_blocks=2, img_size=64, batch=1, iterations=20000,
+                 learning_rate=1e-4, tick_kimg=0.1),
+    "official": dict(ngf=64, ndf=64, n_blocks=4, img_size=256, batch=1, iterations=1_000_000,
+                     learning_rate=1e-4, tick_kimg=1.0),
+}
+FQ_PRESETS = tuple(ugatit.FQ_PRESETS)
+SYNTHETIC = "shapes2cartoon"
+# run_training.py flags of other model families, refused when given with --model ugatit.
+FOREIGN_FLAGS = ("resolution", "conditional", "kimg", "gamma", "progressive",
+                 "initial-resolution", "stabilize-kimg", "transition-kimg", "fq-blocks",
+                 "fq-warmup-kimg", "d-steps", "metrics")
+
+
+@dataclasses.dataclass
+class Options:
+    """One U-GAT-IT run. 0 (or None) means "the --config preset" for every sized field."""
+    model: str = "ugatit"
+    config: str = "demo"
+    dataset: str = SYNTHETIC           # Folder with trainA/ trainB/ (testA/ testB/) or built-in.
+    light: bool = False                # Light mode (global-pooled gamma/beta MLP).
+    img_size: int = 0
+    ngf: int = 0
+    ndf: int = 0
+    n_blocks: int = 0
+    iterations: int = 0                # Length in iterations (one D and one G update each).
+    batch: int = 0
+    learning_rate: float = 0.0
+    weight_decay: float = 1e-4         # Coupled (PyTorch Adam) weight decay.
+    decay_lr: bool = True              # Linear decay to 0 over the second half.
+    adv_weight: float = 1.0
+    cycle_weight: float = 10.0
+    identity_weight: float = 10.0
+    cam_weight: float = 1000.0
+    # Feature quantization in the global discriminators.
+    fq_preset: str = "official"
+    fq_layers: tuple = None            # None = the preset's layers; () = baseline U-GAT-IT.
+    fq_num_embeddings: int = 0         # 0 = preset (official: 2^[5,6,7,7,7,7][i]; paper 1024).
+    fq_decay: float = 0.0              # 0 = preset (official 0.85, paper 0.8).
+    fq_commitment: float = -1.0        # < 0 = preset (official 2.0, paper 0.25).
+    fq_alpha: float = 1.0
+    # Running.
+    seed: int = 0
+    strategy: str = "default"
+    devices: tuple = ()
+    mixed_precision: bool = False
+    xla: bool = False
+    tick_kimg: float = 0.0             # 0 = preset.
+    snapshot_ticks: int = 10
+    keep_checkpoints: int = 3
+    sample_images: int = 5             # Strip columns per domain from train and from test.
+    synthetic_images: int = 0          # Built-in data: images per domain (0 = its default).
+
+    # -- derived -----------------------------------------------------------------------------
+
+    def preset(self, name):
+        return CONFIG_PRESETS[self.config][name]
+
+    def _value(self, name):
+        return getattr(self, name) or self.preset(name)
+
+    @property
+    def size(self):
+        return self._value("img_size")
+
+    @property
+    def minibatch(self):
+        return self._value("batch")
+
+    @property
+    def lr(self):
+        return self._value("learning_rate")
+
+    @property
+    def total_iterations(self):
+        return self._value("iterations")
+
+    @property
+    def tick(self):
+        """kimg between progress lines."""
+        return self._value("tick_kimg")
+
+    @property
+    def kimg(self):
+        """Training length in thousands of image pairs (run_training.py's unit)."""
+        return self.total_iterations * self.minibatch / 1000.0
+
+    @kimg.setter
+    def kimg(self, value):
+        self.iterations = max(1, int(round(value * 1000.0 / self.minibatch)))
+
+    @property
+    def discriminator_layers(self):
+        """(global, local) n_layers: official 7 and 5, fewer where the image is too small."""
+        fits = ugatit.max_discriminator_layers(self.size)
+        return min(7, fits), min(5, fits)
+
+    def fq_config(self):
+        """(fq_layers, fq_kwargs) of the global discriminators."""
+        layers, kwargs = ugatit.fq_preset(self.fq_preset)
+        if self.fq_layers is not None:
+            layers = tuple(self.fq_layers)
+        if self.fq_preset == "official":
+            # Per-layer official sizes K = 2^[5,6,7,7,7,7][i] (the discriminator's default).
+            kwargs.pop("num_embeddings", None)
+        if self.fq_num_embeddings:
+            kwargs["num_embeddings"] = self.fq_num_embeddings
+        if self.fq_decay:
+            kwargs["decay"] = self.fq_decay
+        if self.fq_commitment >= 0:
+            kwargs["commitment_cost"] = self.fq_commitment
+        return tuple(layers), kwargs
+
+    def loss_weights(self):
+        return LossWeights(adv=self.adv_weight, cycle=self.cycle_weight,
+                           identity=self.identity_weight, cam=self.cam_weight)
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"training_options.json has unknown options {unknown}; was it "
+                             "written by a newer version?")
+        if values.get("model", "ugatit") != "ugatit":
+            raise ValueError(f"training_options.json is a {values['model']} run, not ugatit.")
+        for name, value in values.items():
+            if isinstance(value, list):
+                values[name] = tuple(value)
+        return cls(**values)
+
+    def save(self, run_dir):
+        path = os.path.join(run_dir, "training_options.json")
+        with open(path + ".tmp", "w") as f:
+            f.write(self.to_json())
+        os.replace(path + ".tmp", path)
+
+    @classmethod
+    def load(cls, run_dir):
+        path = os.path.join(run_dir, "training_options.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{run_dir}: no training_options.json; not a run directory "
+                                    "written by run_training.py.")
+        with open(path) as f:
+            return cls.from_json(f.read())
+
+#----------------------------------------------------------------------------
+# run_training.py's interface.
+
+
+def options_from_flags(fv):
+    """Options from parsed run_training.py flags; app.UsageError (one line) when impossible."""
+    if fv.config not in CONFIGS:
+        raise app.UsageError(f"--config {fv.config!r}: U-GAT-IT presets are "
+                             f"{', '.join(CONFIGS)}.")
+    foreign = [f"--{name}" for name in FOREIGN_FLAGS if fv[name].present]
+    if foreign:
+        raise app.UsageError(f"{', '.join(foreign)}: not used by --model ugatit (its length is "
+                             "--iterations, its FQ placement --fq-layers).")
+    if fv.resume and fv.out:
+        # A resumed run keeps its options (run_training.py loads them again); only its length
+        # (--iterations, when given) and where it runs may change.
+        try:
+            saved = Options.load(fv.out)
+        except (FileNotFoundError, ValueError):
+            saved = None
+        if saved is not None:
+            if fv["iterations"].present:
+                saved.iterations = fv.iterations
+            saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
+            return saved
+    fq_layers = None
+    if fv["fq-layers"].value is not None:
+        try:
+            fq_layers = tuple(int(i) for i in fv["fq-layers"].value.split(",") if i.strip())
+        except ValueError:
+            raise app.UsageError(f"--fq-layers must be comma-separated discriminator conv "
+                                 f"indices like 1,2,3 (or \"\" for none), got "
+                                 f"{fv['fq-layers'].value!r}.") from None
+    for name in ("iterations", "batch", "img-size"):
+        if fv[name].value < 0:
+            raise app.UsageError(f"--{name} must be positive (0 = preset).")
+    if fv.lr < 0:
+        raise app.UsageError("--lr must be positive (0 = preset: 1e-4).")
+    tick_kimg = fv["tick-kimg"].value if fv["tick-kimg"].present else 0.0
+    if fv["tick-kimg"].value <= 0 or fv["snapshot-ticks"].value < 1:
+        raise app.UsageError("--tick-kimg must be > 0 and --snapshot-ticks >= 1.")
+    if fv.xla and fv.strategy != "default":
+        raise app.UsageError("--xla works with --strategy default only (tf.distribute does not "
+                             "compile its collectives with XLA here).")
+    dataset = fv.dataset if fv["dataset"].present else SYNTHETIC
+    return Options(
+        config=fv.config, dataset=dataset, light=fv.light, img_size=fv["img-size"].value,
+        iterations=fv.iterations, batch=fv.batch, learning_rate=fv.lr,
+        fq_preset=fv["fq-preset"].value, fq_layers=fq_layers,
+        fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
+        fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value, seed=fv.seed,
+        strategy=fv.strategy, devices=tuple(fv.devices),
+        mixed_precision=fv["mixed-precision"].value, xla=fv.xla, tick_kimg=tick_kimg,
+        snapshot_ticks=fv["snapshot-ticks"].value)
+
+
+def validate(options):
+    """Checks what can be checked before TensorFlow builds anything (one clear line each)."""
+    if options.config not in CONFIGS:
+        raise app.UsageError(f"config {options.config!r}: U-GAT-IT presets are "
+                             f"{', '.join(CONFIGS)}.")
+    if options.fq_preset not in FQ_PRESETS:
+        raise app.UsageError(f"--fq-preset {options.fq_preset!r}: choose one of "
+                             f"{', '.join(FQ_PRESETS)}.")
+    try:
+        open_pair(options, verify=False)
+    except datasets.DatasetError as e:
+        raise app.UsageError(f"--dataset: {e}") from None
+    size = options.size
+    if size % 4 or size < 8:
+        raise app.UsageError(f"--img-size {size}: must be divisible by 4 and at least 8 (the "
+                             "generator down-samples twice).")
+    global_layers, _ = options.discriminator_layers
+    layers, kwargs = options.fq_config()
+    wrong = [i for i in layers if not 0 <= i < global_layers - 1]
+    if wrong:
+        raise app.UsageError(
+            f"--fq-layers {','.join(map(str, wrong))}: not a conv of the global discriminator at "
+            f"{size}x{size} ({global_layers} layers); valid: "
+            f"{','.join(map(str, range(global_layers - 1)))} (or \"\" for none).")
+    if len(set(layers)) != len(layers):
+        raise app.UsageError(f"--fq-layers {','.join(map(str, layers))}: repeated layer.")
+    if layers and kwargs.get("num_embeddings", 2) < 2:
+        raise app.UsageError("--fq-num-embeddings must be at least 2.")
+    if layers and "decay" in kwargs and not 0 < kwargs["decay"] < 1:
+        raise app.UsageError(f"--fq-decay {kwargs['decay']}: must be in (0, 1).")
+    if options.total_iterations < 1:
+        raise app.UsageError("--iterations must be at least 1.")
+
+
+def open_pair(options, verify=True):
+    """The run's UnpairedDataset (built-in data is rendered at the training size)."""
+    kwargs = {}
+    if options.synthetic_images:
+        kwargs["num_images"] = options.synthetic_images
+    return datasets.open_unpaired(options.dataset, resolution=options.size, seed=options.seed,
+                                  verify=verify, **kwargs)
+
+
+def build_networks(options):
+    """The six networks for the options (call inside `strategy.scope()`); not yet built."""
+    global_layers, local_layers = options.discriminator_layers
+    fq_layers, fq_kwargs = options.fq_config()
+    return ugatit.make_ugatit(
+        light=options.light, img_size=options.size, ngf=options._value("ngf"),
+        ndf=options._value("ndf"), n_blocks=options._value("n_blocks"), fq=None,
+        fq_layers=fq_layers, fq_kwargs=fq_kwargs, global_layers=global_layers,
+        local_layers=local_layers)
+
+
+def load_networks(run_dir, checkpoint=None, which=("genA2B", "genB2A")):
+    """Rebuilds a run's networks and loads them from its checkpoint (latest by default).
+
+    Args:
+      run_dir: a folder written by run_training.py --model ugatit.
+      checkpoint: a checkpoint path (run_dir/checkpoints/ckpt-N); None = the latest.
+      which: names among NETWORK_NAMES.
+    Returns:
+      (options, {name: network}), networks built for (options.size, options.size, 3) images.
+    Raises:
+      FileNotFoundError naming where it looked when there is no checkpoint.
+    """
+    options = Options.load(run_dir)
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {os.path.join(run_dir, 'checkpoints')} (the run has not "
+                "reached its first snapshot; pass --checkpoint or train longer).")
+    elif not tf.io.gfile.exists(checkpoint + ".index"):
+        raise FileNotFoundError(f"no checkpoint {checkpoint} (looked for {checkpoint}.index).")
+    unknown = sorted(set(which) - set(NETWORK_NAMES))
+    if unknown:
+        raise ValueError(f"load_networks: unknown networks {unknown}; choose from "
+                         f"{list(NETWORK_NAMES)}.")
+    nets = build_networks(options)
+    nets = {name: nets[name] for name in which}
+    for net in nets.values():
+        net.build((None, options.size, options.size, 3))
+    state = checkpoint_state(**nets)
+    Checkpoints(state, run_dir).checkpoint.read(checkpoint).expect_partial() \
+        .assert_existing_objects_matched()
+    return options, nets
+
+#----------------------------------------------------------------------------
+# The loop.
+
+
+def _fixed_samples(pair, size, count):
+    """{"A": images, "B": images}: the same strip columns at every snapshot and on resume:
+    `count` training images (resized, not augmented) then `count` test images per domain."""
+    counts = pair.info.counts
+    n = min(count, counts["trainA"], counts["trainB"])
+    a, b = next(iter(pair.train_pipeline(size, n, flip=False, augment_size=size, shuffle=False,
+                                         repeat=False)))
+    samples = {"A": [a.numpy()], "B": [b.numpy()]}
+    for domain in "AB":
+        if counts["test" + domain]:
+            samples[domain].append(next(iter(pair.test_pipeline(domain, size, count))).numpy())
+    return {k: np.concatenate(v) for k, v in samples.items()}
+
+
+def _compile_step(strategy, trainer, accumulator, global_batch, xla):
+    """tf.function running one iteration: next batch, strategy.run(train_step), counter, logs."""
+
+    def replica_step(data):
+        return trainer.train_step(data, global_batch)
+
+    if xla:
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    # No tensor-dependent Python control flow inside: autograph would only slow the tracing.
+    @tf.function(autograph=False)
+    def step(iterator):
+        sums, means = strategy.run(replica_step, args=(next(iterator),))
+        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in sums.items()}
+        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                     for k, v in means.items()})
+        trainer.finish_step()
+        accumulator.add(logs)
+
+    return step
+
+
+def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None,
+                  strategy=None):
+    """Trains per `options`, writing everything into `run_dir`. Returns the run summary dict.
+
+    Args:
+      options: Options.
+      run_dir: output folder (created by the caller; training_options.json written here).
+      resume: continue from the latest checkpoint in run_dir/checkpoints.
+      stop_after_iterations: stop (with a checkpoint) after this many iterations, as if killed
+        there; the run can then be resumed (used to test exact resume).
+      strategy: a tf.distribute strategy to use instead of options.strategy (tests).
+    Returns:
+      dict run_dir, kimg, iterations, checkpoint, seconds, state_fingerprint.
+    """
+    strategy = strategy or distribute.make_strategy(options.strategy,
+                                                    list(options.devices) or None)
+    is_chief = distribute.is_chief(strategy)
+    policy = keras.mixed_precision.global_policy()
+    if options.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief):
+    pair = open_pair(options)
+    size, global_batch = options.size, options.minibatch
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+        raise ValueError(f"--batch {global_batch} is not divisible by the {replicas} replicas; "
+                         f"use a multiple of {replicas}.")
+    with strategy.scope():
+        keras.utils.set_random_seed(options.seed)
+        trainer = UGATITTrainer(
+            build_networks(options), (size, size, 3), options.total_iterations,
+            weights=options.loss_weights(), fq_alpha=options.fq_alpha,
+            learning_rate=options.lr, weight_decay=options.weight_decay,
+            decay_lr=options.decay_lr, mixed_precision=options.mixed_precision)
+        accumulator = LogAccumulator(trainer.log_keys())
+    checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
+                              is_chief, distribute.task_index())
+    if resume:
+        if checkpoints.latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
+        checkpoints.restore(checkpoints.latest)
+        log(f"Resumed from {checkpoints.latest} at iteration {int(trainer.iteration.numpy())}")
+    elif is_chief:
+        options.save(run_dir)
+
+    total = options.total_iterations
+    stop = total if stop_after_iterations is None else min(total, int(stop_after_iterations))
+    iteration = int(trainer.iteration.numpy())
+    tick_iterations = max(1, int(round(options.tick * 1000 / global_batch)))
+    logger = RunLogger(run_dir, options.kimg, is_chief)
+    samples = _fixed_samples(pair, size, options.sample_images) if is_chief else None
+    data = pair.distribute(strategy, global_batch, size, start_image=iteration * global_batch,
+                           seed=options.seed)
+    iterator = iter(data)
+    step = _compile_step(strategy, trainer, accumulator, global_batch, options.xla)
+    start_time = time.time()
+    tick_start, tick, last_snapshot = iteration, 0, None
+    logger.throughput(iteration * global_batch / 1000)
+    log(f"U-GAT-IT{' light' if options.light else ''} {size}x{size}, batch {global_batch}, "
+        f"{replicas} replica(s), FQ layers {list(options.fq_config()[0]) or 'none'}; "
+        f"iterations {iteration} -> {stop} of {total}")
+
+    def snapshot():
+        kimg = iteration * global_batch / 1000
+        if is_chief:
+            for direction, (forward, backward) in (("A2B", (trainer.genA2B, trainer.genB2A)),
+                                                   ("B2A", (trainer.genB2A, trainer.genA2B))):
+                image = strip(translation_panels(forward, backward, samples[direction[0]]))
+                save_image_grid(os.path.join(run_dir, f"fakes-{direction}-{iteration:07d}.png"),
+                                image[np.newaxis], columns=1)
+                logger.images(kimg, direction, image[np.newaxis])
+        return checkpoints.save(iteration)
+
+    while iteration < stop:
+        step(iterator)
+        iteration += 1
+        done = iteration >= stop
+        if iteration - tick_start >= tick_iterations or done:
+            tick += 1
+            kimg = iteration * global_batch / 1000
+            values = accumulator.read_and_reset()
+            bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+            if bad:
+                raise TrainingDiverged(
+                    f"Non-finite loss at iteration {iteration}: "
+                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+                    + f". Training stopped; the last good checkpoint is {checkpoints.latest} "
+                    "(lower --lr, or try without --mixed-precision, then --resume).")
+            rate = logger.throughput(kimg)
+            values.update({"progress/kimg": kimg, "progress/iteration": iteration})
+            if rate:
+                values["progress/img_per_sec"] = rate
+            logger.scalars(kimg, values)
+            extra = f"it {iteration}/{total}  " + "  ".join(
+                f"{k[:-5] if k.endswith('_loss') else k} {values[k]:.4f}"
+                for k in ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss",
+                          "g_cam_loss", "d_fq_loss") if k in values)
+            perplexities = [v for k, v in values.items() if k.endswith("/perplexity")]
+            if perplexities:
+                extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
+            logger.progress(kimg, rate, extra)
+            tick_start = iteration
+            if tick % options.snapshot_ticks == 0 or done:
+                last_snapshot = snapshot()
+    if last_snapshot is None:
+        last_snapshot = checkpoints.latest or snapshot()
+    logger.close()
+    summary = {"run_dir": run_dir, "kimg": iteration * global_batch / 1000,
+               "iterations": iteration, "checkpoint": last_snapshot,
+               "seconds": round(time.time() - start_time, 1),
+               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
