@@ -465,3 +465,264 @@ def _from_json(config):
             v = tuple(v)
         out[k] = v
     return out
+
+#----------------------------------------------------------------------------
+# BigGAN-PyTorch / FQ-BigGAN (networks/biggan.py).
+#
+# State-dict layout (BigGAN.py, layers.py, vq_layer.py of FQ-BigGAN at bc43d45): SN layers hold
+# `weight` (+ `bias`) and the buffers `u0` (1, outputs) and `sv0` (1,); conv weights are OIHW,
+# linear weights (out, in), embeddings (classes, dim). G: `shared.weight` (shared embedding),
+# `linear`, `blocks.<i>.0` (GBlock: bn1, conv1, bn2, conv2, conv_sc; ccbn gain / bias are
+# nn.Embedding tables or bias-free SNLinear with a shared embedding, plus stored_mean /
+# stored_var), `blocks.<i>.1` (Attention: theta, phi, g, o, gamma), `output_layer.0` (bn: gain,
+# bias, stored_mean, stored_var), `output_layer.2` (conv). D: `blocks.<i>.0` (DBlock: conv1,
+# conv2, conv_sc), `blocks.<i>.1` (FQ-BigGAN Quantize: embed (C, K), cluster_size (K,),
+# embed_avg (C, K)) when block i is quantised, then Attention; `linear`, `embed`.
+
+
+def _biggan_block_count(reader, kind):
+    count = 0
+    while reader.has(f"blocks.{count}.0.conv1.weight"):
+        count += 1
+    if count == 0:
+        raise ValueError(f"biggan-pytorch {kind}: no 'blocks.0.0.conv1.weight' in the state dict; "
+                         "is this a BigGAN-PyTorch / FQ-BigGAN state dict?")
+    return count
+
+
+def _biggan_width(reader, arch_channels, kind):
+    out = int(reader.shape("blocks.0.0.conv1.weight")[0])
+    if out % arch_channels[0]:
+        raise ValueError(f"biggan-pytorch {kind}: blocks.0.0.conv1 has {out} output channels, "
+                         f"not a multiple of {arch_channels[0]} (ch x the first block's "
+                         "multiplier); unsupported architecture.")
+    return out // arch_channels[0]
+
+
+def _biggan_base_preset(resolution, num_classes):
+    """The official preset closest to the weights (for what a state dict does not hold)."""
+    from networks import biggan
+    if resolution == 64:
+        name = "imagenet64"
+    else:
+        name = "cifar100" if num_classes == 100 else "cifar10"
+    return biggan.PRESETS[name]
+
+
+def _load_biggan_sn(reader, key, layer):
+    """weight (+ bias), u0, sv0 of a BigGAN-PyTorch SN layer into SNConv2D / SNDense /
+    SNEmbedding (layer kind told by its kernel rank and class)."""
+    kernel = layer.kernel
+    if len(kernel.shape) == 4:                          # conv: OIHW -> HWIO
+        k, _, i, o = kernel.shape
+        value = _conv(reader.take(f"{key}.weight", (o, i, k, k)))
+    elif type(layer).__name__ == "SNEmbedding":         # (classes, dim) as it is
+        o, i = kernel.shape
+        value = reader.take(f"{key}.weight", (o, i))
+    else:                                               # linear: (out, in) -> (in, out)
+        i, o = kernel.shape
+        value = reader.take(f"{key}.weight", (o, i)).T
+    assign(kernel, value, f"{key}.weight")
+    if getattr(layer, "use_bias", False):
+        assign(layer.bias, reader.take(f"{key}.bias", (o,)), f"{key}.bias")
+    outputs = layer.sn_u.shape[0]
+    assign(layer.sn_u, reader.take(f"{key}.u0", (1, outputs))[0], f"{key}.u0")
+    assign(layer.sn_sv, reader.take(f"{key}.sv0", (1,))[0], f"{key}.sv0")
+
+
+def _load_biggan_bn(reader, key, layer):
+    """BigGAN-PyTorch `bn` (gain, bias vectors) or `ccbn` (tables or SN linears) + statistics."""
+    from networks.normalization import ConditionalBatchNorm
+    channels = layer.channels
+    for name in ("stored_mean", "stored_var"):
+        assign(getattr(layer, name), reader.take(f"{key}.{name}", (channels,)), f"{key}.{name}")
+    if not isinstance(layer, ConditionalBatchNorm):
+        for name in ("gain", "bias"):
+            assign(getattr(layer, name), reader.take(f"{key}.{name}", (channels,)),
+                   f"{key}.{name}")
+    elif layer.num_classes is not None:
+        for name in ("gain", "bias"):
+            assign(getattr(layer, name),
+                   reader.take(f"{key}.{name}.weight", (layer.num_classes, channels)),
+                   f"{key}.{name}.weight")
+    else:
+        _load_biggan_sn(reader, f"{key}.gain", layer.gain)
+        _load_biggan_sn(reader, f"{key}.bias", layer.bias)
+
+
+def _load_biggan_attention(reader, key, layer):
+    for name in ("theta", "phi", "g", "o"):
+        _load_biggan_sn(reader, f"{key}.{name}", getattr(layer, name))
+    assign(layer.gamma, reader.take(f"{key}.gamma", ()), f"{key}.gamma")
+
+
+def _convert_biggan_generator(reader, overrides):
+    from networks import biggan
+    num_blocks = _biggan_block_count(reader, "G")
+    resolution = {len(a["out_channels"]): r for r, a in biggan.G_ARCH.items()}.get(num_blocks)
+    if resolution is None:
+        raise ValueError(f"biggan-pytorch G: {num_blocks} blocks; supported are the 32x32 "
+                         "(3 blocks) and 64x64 (4 blocks) architectures.")
+    arch = biggan.G_ARCH[resolution]
+    ch = _biggan_width(reader, arch["out_channels"], "G")
+    linear_in = int(reader.shape("linear.weight")[1])
+    if reader.has("shared.weight"):
+        # Bias-free SNLinear(shared_dim + z chunk -> C) gains: weight (C, condition).
+        condition = int(reader.shape("blocks.0.0.bn1.gain.weight")[1])
+        num_classes, shared_dim = (int(s) for s in reader.shape("shared.weight"))
+        chunk = condition - shared_dim
+        hier = chunk > 0
+        if hier and chunk != linear_in:
+            raise ValueError(f"biggan-pytorch G: hierarchical z chunks of {chunk} (from "
+                             f"blocks.0.0.bn1.gain.weight) but linear.weight takes {linear_in} "
+                             "inputs; unsupported layout.")
+        dim_z = chunk * (num_blocks + 1) if hier else linear_in
+    else:
+        # Without a shared embedding the ccbn gains are nn.Embedding(classes, C) tables.
+        num_classes = int(reader.shape("blocks.0.0.bn1.gain.weight")[0])
+        shared_dim, hier, dim_z = 0, False, linear_in
+    attention = [arch["resolution"][i] for i in range(num_blocks)
+                 if reader.has(f"blocks.{i}.1.gamma")]
+    base = _biggan_base_preset(resolution, num_classes)
+    config = dict(resolution=resolution, num_classes=num_classes, ch=ch, dim_z=dim_z,
+                  shared_dim=shared_dim, hier=hier, attention=attention, init=base["init"],
+                  sn_epsilon=base["sn_epsilon"])
+    config.update(overrides)
+    G = biggan.BigGANGenerator(**config)
+    G.build()
+
+    if G.shared is not None:
+        assign(G.shared.embeddings, reader.take("shared.weight", (num_classes, shared_dim)),
+               "shared.weight")
+    _load_biggan_sn(reader, "linear", G.linear)
+    for index, block in enumerate(G.blocks):
+        key = f"blocks.{index}.0"
+        _load_biggan_bn(reader, f"{key}.bn1", block.bn1)
+        _load_biggan_bn(reader, f"{key}.bn2", block.bn2)
+        for name in ("conv1", "conv2", "conv_sc"):
+            _load_biggan_sn(reader, f"{key}.{name}", getattr(block, name))
+        if index in G.attentions:
+            _load_biggan_attention(reader, f"blocks.{index}.1", G.attentions[index])
+    _load_biggan_bn(reader, "output_layer.0", G.output_bn)
+    _load_biggan_sn(reader, "output_layer.2", G.output_conv)
+    return G
+
+
+def _convert_biggan_discriminator(reader, overrides):
+    from networks import biggan
+    num_blocks = _biggan_block_count(reader, "D")
+    resolution = {len(a["out_channels"]): r for r, a in biggan.D_ARCH.items()}.get(num_blocks)
+    if resolution is None:
+        raise ValueError(f"biggan-pytorch D: {num_blocks} blocks; supported are the 32x32 "
+                         "(4 blocks) and 64x64 (5 blocks) architectures.")
+    arch = biggan.D_ARCH[resolution]
+    ch = _biggan_width(reader, arch["out_channels"], "D")
+    num_classes = int(reader.shape("embed.weight")[0])
+    fq_layers = [i for i in range(num_blocks) if reader.has(f"blocks.{i}.1.embed")]
+    attention = sorted({arch["resolution"][i] for i in range(num_blocks)
+                        if reader.has(f"blocks.{i}.{2 if i in fq_layers else 1}.gamma")})
+    base = _biggan_base_preset(resolution, num_classes)
+    # Commitment and decay are hyper-parameters, not state: the matching official preset's
+    # unless overridden (discriminator_overrides={"fq_kwargs": {...}}).
+    sizes = [int(reader.shape(f"blocks.{i}.1.embed")[1]) for i in fq_layers]
+    fq_kwargs = {k: v for k, v in base["fq"].items() if k != "layers"}
+    fq_kwargs["num_embeddings"] = sizes[0] if len(set(sizes)) == 1 else sizes
+    overrides = dict(overrides)
+    fq_kwargs.update(overrides.pop("fq_kwargs", {}))
+    config = dict(resolution=resolution, num_classes=num_classes, ch=ch, attention=attention,
+                  init=base["init"], sn_epsilon=base["sn_epsilon"], fq_layers=fq_layers,
+                  fq_kwargs=fq_kwargs if fq_layers else None)
+    config.update(overrides)
+    D = biggan.BigGANDiscriminator(**config)
+    D.build()
+
+    for index, block in enumerate(D.blocks):
+        key = f"blocks.{index}"
+        for name in ("conv1", "conv2", "conv_sc"):
+            layer = getattr(block, name, None)
+            if layer is not None:
+                _load_biggan_sn(reader, f"{key}.0.{name}", layer)
+        after = 1
+        if index in D.fq_by_block:
+            fq = D.fq_by_block[index]
+            K, C = fq.embeddings.shape
+            embed = reader.take(f"{key}.1.embed", (C, K))
+            assign(fq.embeddings, embed.T, f"{key}.1.embed")
+            assign(fq.ema_cluster_size, reader.take(f"{key}.1.cluster_size", (K,)),
+                   f"{key}.1.cluster_size")
+            assign(fq.ema_embedding_sums, reader.take(f"{key}.1.embed_avg", (C, K)).T,
+                   f"{key}.1.embed_avg")
+            after = 2
+        if index in D.attentions:
+            _load_biggan_attention(reader, f"{key}.{after}", D.attentions[index])
+    _load_biggan_sn(reader, "linear", D.linear)
+    _load_biggan_sn(reader, "embed", D.embed)
+    return D
+
+
+def from_biggan_pytorch(g_state=None, d_state=None, generator_overrides=None,
+                        discriminator_overrides=None):
+    """Our BigGAN G and/or D with the weights and buffers of BigGAN-PyTorch / FQ-BigGAN.
+
+    Args:
+      g_state: the `state_dict()` of the official Generator (G.pth or G_ema.pth) as a mapping
+        name -> numpy array, or None.
+      d_state: the official (FQ-)Discriminator's `state_dict()` (D.pth), or None.
+      generator_overrides, discriminator_overrides: constructor arguments the state dict cannot
+        tell (defaults: the official preset of the inferred resolution and class count):
+        sn_epsilon (1e-8 CIFAR, 1e-6 ImageNet), bn_epsilon, cross_replica; for D also
+        fq_kwargs (commitment_cost, decay, forward; CIFAR-10 1.0 / 0.8, CIFAR-100 10.0 / 0.9,
+        ImageNet 0.5 / 0.7).
+
+    Returns:
+      Converted(G, D), either None when its state is None. G is called as
+      `G(z, labels, training)` with integer class labels; D as
+      `D(images_nhwc, labels, training, return_fq)`.
+
+    Raises:
+      ValueError naming the key on a missing key, a wrong shape, an unexpected key (e.g. a
+      second SN vector `u1`, or an unsupported variant) or an architecture that does not exist
+      here. Nothing is returned half-converted.
+
+    Architecture inference: resolution from the block count, ch from block 0's width, classes
+    from the class tables, shared embedding / hierarchical z from `shared.weight` and the
+    conditional-BN input width, attention from `gamma` keys, FQ layers and dictionary sizes
+    from `embed` buffers. Conversion: conv OIHW -> HWIO, linear weights transposed (G's first
+    linear keeps PyTorch's (C, 4, 4) output order, networks/biggan.py), SN u0 (1, O) -> sn_u,
+    sv0 -> sn_sv, BN stored_mean / stored_var as they are, FQ embed (C, K) and embed_avg
+    (C, K) transposed to our (K, C), cluster_size as it is.
+    """
+    if g_state is None and d_state is None:
+        raise ValueError("from_biggan_pytorch: give g_state, d_state or both.")
+    G = D = None
+    if g_state is not None:
+        reader = StateReader(g_state, "biggan-pytorch G")
+        G = _convert_biggan_generator(reader, dict(generator_overrides or {}))
+        reader.check_all_used()
+    if d_state is not None:
+        reader = StateReader(d_state, "biggan-pytorch D")
+        D = _convert_biggan_discriminator(reader, dict(discriminator_overrides or {}))
+        reader.check_all_used()
+    return Converted(G, D)
+
+
+def _from_biggan_pytorch_file(state, generator_overrides=None, discriminator_overrides=None):
+    """run_convert.py form: one mapping with 'G.' (or 'G_ema.', preferred) and 'D.' prefixes,
+    or an unprefixed single network (G recognised by its 'output_layer.' keys)."""
+    parts = {"G": {}, "G_ema": {}, "D": {}}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head not in parts or not rest:
+            parts = None
+            break
+        parts[head][rest] = value
+    if parts is None:
+        if any(k.startswith("output_layer.") for k in state):
+            parts = {"G": state, "G_ema": {}, "D": {}}
+        else:
+            parts = {"G": {}, "G_ema": {}, "D": state}
+    return from_biggan_pytorch(parts["G_ema"] or parts["G"] or None, parts["D"] or None,
+                               generator_overrides, discriminator_overrides)
+
+
+IMPORTERS["biggan-pytorch"] = _from_biggan_pytorch_file
