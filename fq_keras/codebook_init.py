@@ -188,7 +188,7 @@ def make_code_mapper(code_dim, feature_dim, hidden_units=256, num_hidden_layers=
 
 def initialize_codebook(layer, features, steps=500, learning_rate=1e-3, epsilon=0.05,
                         batch_size=None, mapper=None, hidden_units=256, seed=0,
-                        max_sinkhorn_iterations=1000, tolerance=1e-5):
+                        max_sinkhorn_iterations=100, tolerance=1e-4):
     """Runs CBI: `steps` Adam steps on the codebook (and the MLP) minimising the Sinkhorn cost.
 
     Args:
@@ -204,10 +204,16 @@ def initialize_codebook(layer, features, steps=500, learning_rate=1e-3, epsilon=
       mapper: the code -> feature model (default: `make_code_mapper(d, F, hidden_units)`).
         Pass your own to keep it after CBI.
       seed: seeds the default MLP's initialisation and the image batches.
-      max_sinkhorn_iterations, tolerance: see `sinkhorn` (warm-started from the previous step).
+      max_sinkhorn_iterations, tolerance: per step, see `sinkhorn`. Each step starts from the
+        previous step's potentials, so the plans converge over the steps even when a step stops
+        at the cap: as the codes cluster, the cost spreads to many times epsilon and an exact
+        plan can need thousands of iterations, while the capped plans, within ~1% of the
+        marginals, give the same cost curve (measured: N = 1000, K = 1024, F = 512).
 
     Returns:
-      float64 numpy (steps,): the transport cost <P, C> at each step, before its update.
+      dict of float64 numpy arrays (steps,), each step's values before its update:
+      transport_cost (<P, C>, the CBI loss history), marginal_error (largest relative deviation
+      of the plan's row/column sums from uniform) and sinkhorn_iterations.
 
     Raises:
       ValueError / FileNotFoundError for bad features, RuntimeError inside a strategy scope,
@@ -247,12 +253,12 @@ def initialize_codebook(layer, features, steps=500, learning_rate=1e-3, epsilon=
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(variables)
     target_potential = tf.Variable(tf.zeros([layer.num_codes]), trainable=False)
-    generator = tf.random.Generator.from_seed(seed)
+    rng = tf.random.Generator.from_seed(seed)
 
     @tf.function
     def cbi_step():
         if batch < num_images:
-            picked = tf.argsort(generator.uniform([num_images]))[:batch]
+            picked = tf.argsort(rng.uniform([num_images]))[:batch]
             image_features = tf.gather(unit_features, picked)
         else:
             image_features = unit_features
@@ -267,7 +273,8 @@ def initialize_codebook(layer, features, steps=500, learning_rate=1e-3, epsilon=
             loss = tf.reduce_sum(tf.stop_gradient(transport["plan"]) * cost)
         optimizer.apply(tape.gradient(loss, variables), variables)
         target_potential.assign(transport["target_potential"])
-        return loss
+        return tf.stack([loss, transport["marginal_error"],
+                         tf.cast(transport["iterations"], tf.float32)])
 
     history = tf.stack([cbi_step() for _ in range(steps)]).numpy().astype(np.float64)
     if not (np.isfinite(history).all() and np.isfinite(codebook.numpy()).all()):
@@ -275,4 +282,5 @@ def initialize_codebook(layer, features, steps=500, learning_rate=1e-3, epsilon=
             "initialize_codebook: the transport cost or the codebook became non-finite; the "
             "layer's codebook was left unchanged. Lower learning_rate or raise epsilon.")
     layer.codebook.assign(codebook)
-    return history
+    return {"transport_cost": history[:, 0], "marginal_error": history[:, 1],
+            "sinkhorn_iterations": history[:, 2]}
