@@ -14,18 +14,24 @@ Loading an export needs TensorFlow only:
     images = G.signatures["serving_default"](z=tf.random.normal([4, 64]),
                                              truncation_psi=tf.constant(0.7))["images"]
 
-Signatures of each family: `export.stylegan` (ProGAN, StyleGAN, StyleGAN2). The machinery and how
-to add a family (one `Exporter` subclass and one line in `FAMILIES`): `export.core`.
+Modules: `export.core` (the machinery; how to add a model family: one `Exporter` subclass and
+one line in `FAMILIES`), `export.stylegan` (ProGAN, StyleGAN, StyleGAN2 signatures),
+`export.paths` (what a model path is, without TensorFlow). The names below are imported from
+`export.core` on first use, so `import export.paths` stays free of TensorFlow.
 """
 
-from export.core import (FAMILIES, ExportError, Exporter, ExportModule, Generator, build_module,
-                         default_export_dir, export_generator, export_run, exporter_for,
-                         family_of, float32_copy, image_outputs, load_generator, load_network,
-                         path_kind, save_module)
+import importlib
 
-__all__ = [
-    "FAMILIES", "ExportError", "ExportModule", "Exporter", "Generator", "build_module",
-    "default_export_dir", "export_generator", "export_run", "exporter_for", "family_of",
-    "float32_copy", "image_outputs", "load_generator", "load_network", "path_kind",
-    "save_module",
-]
+from export.paths import ExportError, default_export_dir, path_kind
+
+_CORE = ("FAMILIES", "ExportModule", "Exporter", "Generator", "build_module", "export_generator",
+         "export_run", "exporter_for", "family_of", "float32_copy", "image_outputs",
+         "load_generator", "load_network", "save_module")
+
+__all__ = ["ExportError", "default_export_dir", "path_kind", *_CORE]
+
+
+def __getattr__(name):
+    if name in _CORE:
+        return getattr(importlib.import_module("export.core"), name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

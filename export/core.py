@@ -30,6 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from export.paths import (ExportError, default_export_dir, is_savedmodel, path_kind,
+                          run_dir_of, run_family)
+
 FORMAT = "fq-gan-generator"
 FORMAT_VERSION = 1
 
@@ -39,13 +42,6 @@ FAMILIES = {
     "stylegan": "export.stylegan",
     "stylegan2": "export.stylegan",
 }
-
-PATH_KINDS = ("savedmodel", "run", "checkpoint", "converted")
-
-
-class ExportError(ValueError):
-    """A problem the user can fix (a wrong path, an existing folder, an impossible setting);
-    the message is one line naming the fix."""
 
 #----------------------------------------------------------------------------
 # The exporter interface.
@@ -197,10 +193,6 @@ def build_module(network, family=None, **settings):
 # Writing SavedModels.
 
 
-def _is_savedmodel(path):
-    return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
 def save_module(module, export_dir, overwrite=False):
     """Writes `module` as a SavedModel at export_dir, atomically; returns export_dir.
 
@@ -214,7 +206,7 @@ def save_module(module, export_dir, overwrite=False):
             raise ExportError(f"{export_dir} already exists; choose another folder or allow "
                               "replacing it (--overwrite).")
         if not os.path.isdir(export_dir) or (os.listdir(export_dir)
-                                             and not _is_savedmodel(export_dir)):
+                                             and not is_savedmodel(export_dir)):
             raise ExportError(f"{export_dir} exists and is not a SavedModel; refusing to "
                               "replace it. Choose another folder.")
     parent = os.path.dirname(os.path.abspath(export_dir))
@@ -258,46 +250,6 @@ def export_generator(network, export_dir, *, family=None, overwrite=False, metad
 # Sources: run folders, checkpoints, converted networks, SavedModels.
 
 
-def path_kind(path):
-    """("savedmodel" | "run" | "checkpoint" | "converted", normalised path); ExportError if
-    the path is missing or none of these."""
-    if not path:
-        raise ExportError("no model path given.")
-    for suffix in (".index",):
-        if path.endswith(suffix) and os.path.isfile(path):
-            path = path[:-len(suffix)]
-    if ".data-" in os.path.basename(path) and os.path.isfile(path):
-        path = path.split(".data-")[0]
-    if os.path.isdir(path):
-        if _is_savedmodel(path):
-            return "savedmodel", path
-        if os.path.isfile(os.path.join(path, "training_options.json")):
-            return "run", path
-        if os.path.isfile(os.path.join(path, "networks.json")):
-            return "converted", path
-    elif os.path.isfile(path + ".index"):
-        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-        if not os.path.isfile(os.path.join(run_dir, "training_options.json")):
-            raise ExportError(f"{path}: a checkpoint outside a run folder (no "
-                              f"training_options.json in {run_dir}); give the run folder's "
-                              "checkpoints/ckpt-N.")
-        return "checkpoint", path
-    elif not os.path.exists(path):
-        raise ExportError(f"{path}: no such file or directory.")
-    raise ExportError(f"{path}: not a generator; expected a run folder (training_options.json), "
-                      "a checkpoint (<run>/checkpoints/ckpt-N), an exported SavedModel "
-                      "(saved_model.pb) or converted networks (networks.json).")
-
-
-def _run_family(run_dir):
-    try:
-        with open(os.path.join(run_dir, "training_options.json")) as f:
-            family = json.load(f).get("model", "")
-    except (OSError, ValueError) as error:
-        raise ExportError(f"{run_dir}: unreadable training_options.json ({error}).") from None
-    return family
-
-
 def load_network(path):
     """(network, family, settings, metadata) from a run folder, checkpoint or converted
     networks; the generator to sample from (Gs for runs, G for converted networks)."""
@@ -316,21 +268,10 @@ def load_network(path):
                               f"(has {', '.join(networks)}).")
         network = networks[name]
         return network, family_of(network), {}, {"source": os.path.abspath(path)}
-    run_dir, checkpoint = (path, None) if kind == "run" else (
-        os.path.dirname(os.path.dirname(os.path.abspath(path))), path)
-    family = _run_family(run_dir)
+    run_dir, checkpoint = (path, None) if kind == "run" else (run_dir_of(path), path)
+    family = run_family(run_dir)
     network, settings, metadata = exporter_for(family).load_run(run_dir, checkpoint)
     return network, family, settings, metadata
-
-
-def default_export_dir(path):
-    """<run>/export for a run folder, <run>/export-ckpt-N for a checkpoint, <dir>/export for
-    converted networks."""
-    kind, path = path_kind(path)
-    if kind == "checkpoint":
-        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-        return os.path.join(run_dir, f"export-{os.path.basename(path)}")
-    return os.path.join(path, "export")
 
 
 def export_run(path, export_dir=None, *, overwrite=False, **settings):

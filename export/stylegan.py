@@ -139,7 +139,10 @@ class StyleGANExporter(Exporter):
             if labels is not None:
                 _check_batch(z, labels)
             w = G.mapping(z, labels)
-            return {"w": G.truncate(w, truncation_psi, cutoff)}
+            # psi = 1 returns w itself, not avg + (w - avg) (equal only up to rounding), as
+            # the eager generator and stylegan2-ada-pytorch skip truncation at 1.
+            truncated = G.truncate(w, truncation_psi, cutoff)
+            return {"w": tf.where(tf.equal(truncation_psi, 1.0), w, truncated)}
 
         def synthesis(w):
             return image_outputs(G.synthesis(w, noise_mode=noise_mode, **stage_args))
