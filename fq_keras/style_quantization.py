@@ -312,7 +312,7 @@ def _num_replicas():
     return 1 if context is None else context.num_replicas_in_sync
 
 
-def sq_generator_loss(layer, lookups, global_batch_size=None, weight=0.01):
+def sq_generator_loss(layer, lookups, global_batch_size=None, weight=0.01, uniformity=True):
     """weight * (L_sq + L_uf): the generator's style-quantization term.
 
     Args:
@@ -323,6 +323,7 @@ def sq_generator_loss(layer, lookups, global_batch_size=None, weight=0.01):
         sample) is divided by the number of replicas, so the gradients Keras sums over replicas
         equal one device's with the global batch. None = batch mean (one device).
       weight: 0.01 in the paper's objective; Python float or scalar tensor.
+      uniformity: False leaves L_uf out (the paper's ablation without it).
 
     Returns:
       float32 scalar.
@@ -336,10 +337,12 @@ def sq_generator_loss(layer, lookups, global_batch_size=None, weight=0.01):
             total += tf.reduce_mean(per_sample)
         else:
             total += tf.reduce_sum(per_sample) / tf.cast(global_batch_size, tf.float32)
-    uniformity = layer.uniformity_loss()
-    if global_batch_size is not None:
-        uniformity = uniformity / float(_num_replicas())
-    return tf.cast(weight, tf.float32) * (total + uniformity)
+    if uniformity:
+        uniformity_term = layer.uniformity_loss()
+        if global_batch_size is not None:
+            uniformity_term = uniformity_term / float(_num_replicas())
+        total += uniformity_term
+    return tf.cast(weight, tf.float32) * total
 
 
 def perturb_latents(z, sigma=0.1, seed=None):

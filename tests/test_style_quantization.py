@@ -270,6 +270,9 @@ def test_sq_generator_loss_value():
                                         + numpy_sq(w2, codebook, True)["loss"]) + uniformity)
     np.testing.assert_allclose(sq_generator_loss(sq, lookups, global_batch_size=12).numpy(),
                                expected_global, rtol=1e-5)
+    np.testing.assert_allclose(
+        sq_generator_loss(sq, lookups, global_batch_size=12, uniformity=False).numpy(),
+        expected_global - 0.01 * uniformity, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
