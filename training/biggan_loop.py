@@ -318,12 +318,20 @@ def validate(options):
 
 
 def build_networks(options):
-    """(G, D) of a resolved BigGANOptions; call inside `strategy.scope()`."""
+    """(G, D) of a resolved BigGANOptions, built; call inside `strategy.scope()`.
+
+    The networks are named "G" and "D": checkpoint keys and optimizer slot names derive from
+    variable paths, which must not depend on how many networks a process built before.
+    """
+    config = {k: v for k, v in options.network_preset.items() if k != "fq"}
+    config.update(options.preset("network_overrides"), num_classes=options.num_classes)
+    common = ("resolution", "num_classes", "ch", "attention", "init", "sn_epsilon")
     layers = tuple(options.fq_layers)
-    G, D = biggan.make_biggan(options.preset("network"), fq=bool(layers),
-                              num_classes=options.num_classes, fq_layers=layers,
-                              fq_kwargs=options.fq_kwargs(),
-                              **options.preset("network_overrides"))
+    G = biggan.BigGANGenerator(name="G", **{k: config[k] for k in common + (
+        "dim_z", "shared_dim", "hier")})
+    D = biggan.BigGANDiscriminator(name="D", fq_layers=layers,
+                                   fq_kwargs=options.fq_kwargs() if layers else None,
+                                   **{k: config[k] for k in common})
     G.build()
     D.build()
     return G, D

@@ -114,7 +114,9 @@ class BigGANTrainer(keras.Model):
     iteration counter and the RNG state.
 
     Args:
-      generator, discriminator: `networks.biggan.make_biggan(...)` networks (built or not).
+      generator, discriminator: networks.biggan BigGANGenerator / BigGANDiscriminator (built or
+        not). Give them fixed names (name="G", name="D"): checkpoint keys and optimizer slot
+        names derive from variable paths, which start with the network's name.
       settings: BigGANSettings.
       class_probabilities: (num_classes,) frequencies the fakes' labels are drawn from; None =
         uniform.
@@ -147,13 +149,19 @@ class BigGANTrainer(keras.Model):
                                  f"{g.path}.")
         self.mixed_precision = mixed_precision
         beta_1, beta_2 = settings.betas
+        # Explicit names: checkpoint keys and slot names must not depend on how many
+        # optimizers the process created before (Keras auto-numbers adam, adam_1, ...).
         self.g_optimizer = keras.optimizers.Adam(settings.g_learning_rate, beta_1=beta_1,
-                                                 beta_2=beta_2, epsilon=settings.epsilon)
+                                                 beta_2=beta_2, epsilon=settings.epsilon,
+                                                 name="g_adam")
         self.d_optimizer = keras.optimizers.Adam(settings.d_learning_rate, beta_1=beta_1,
-                                                 beta_2=beta_2, epsilon=settings.epsilon)
+                                                 beta_2=beta_2, epsilon=settings.epsilon,
+                                                 name="d_adam")
         if mixed_precision:
-            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
-            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
+                                                                   name="g_loss_scale")
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
+                                                                   name="d_loss_scale")
         self.g_optimizer.build(self.G.trainable_variables)
         self.d_optimizer.build(self.D.trainable_variables)
         # G updates done (BigGAN-PyTorch's state_dict['itr']).

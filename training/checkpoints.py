@@ -2,7 +2,8 @@
 
 Keras 3 models are not reliable `tf.train.Checkpoint` dependencies: layers held in lists or
 dicts are silently left out, and a variable reachable through an optimizer is filed under the
-optimizer. So a checkpoint here is a flat, explicit map `name -> variable` built from
+optimizer. Keys use variable paths, so models and optimizers need explicit names (an
+auto-numbered `adam_3` would differ between processes). So a checkpoint here is a flat, explicit map `name -> variable` built from
 `Layer.variables` (weights, buffers and seed-generator states) and `Optimizer.variables`:
 
     state = checkpoint_state(G=G, D=D, g_optimizer=opt, nimg=trainer.nimg)
@@ -41,11 +42,7 @@ def checkpoint_state(**objects):
         else:
             variables = [obj]
         for variable in variables:
-            if isinstance(obj, keras.optimizers.Optimizer):
-                # Slot names derive from the model variables' paths; the optimizer's own name
-                # is auto-numbered (adam_3) and would differ between processes.
-                key = f"{name}:{variable.name}"
-            elif hasattr(obj, "variables"):
+            if hasattr(obj, "variables"):
                 key = f"{name}:{variable.path}"
             else:
                 key = name
@@ -86,7 +83,7 @@ class Checkpoints:
 
     def restore(self, path):
         """Loads `path`; raises if any variable of the state is missing from it."""
-        self.checkpoint.read(path).assert_existing_objects_matched()
+        self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
 
 
 def latest_checkpoint(run_dir):

@@ -15,6 +15,7 @@ the images consumed (`ImageDataset.distribute(start_image=...)`), so stop + resu
 uninterrupted run.
 """
 
+import hashlib
 import json
 import os
 import time
@@ -221,7 +222,14 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         if key not in steps:
             steps[key] = _compile_step(strategy, trainer, accumulator, segment.resolution,
                                        global_batch, run_g_reg, run_d_reg, options.xla)
-        steps[key](iterator)
+        try:
+            steps[key](iterator)
+        except tf.errors.InvalidArgumentError as e:
+            # NaN weights reach the FQ layers' finiteness check before the tick's loss check.
+            if "non-finite" not in e.message:
+                raise
+            what = next(line.strip() for line in e.message.splitlines() if "non-finite" in line)
+            raise TrainingDiverged(_diverged_message(nimg / 1000, what, checkpoints.latest)) from None
         nimg += global_batch
 
         done = nimg >= stop_nimg
@@ -231,11 +239,9 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
             values = accumulator.read_and_reset()
             bad = {k: v for k, v in values.items() if not np.isfinite(v)}
             if bad:
-                raise TrainingDiverged(
-                    f"Non-finite loss at kimg {kimg:.3f}: "
-                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-                    + f". Training stopped; the last good checkpoint is {checkpoints.latest} "
-                    "(lower --lr, or try without --mixed-precision, then --resume).")
+                raise TrainingDiverged(_diverged_message(
+                    kimg, ", ".join(f"{k}={v}" for k, v in sorted(bad.items())),
+                    checkpoints.latest))
             rate = logger.throughput(kimg)
             values.update({"progress/kimg": kimg, "progress/resolution": segment.resolution,
                            "progress/learning_rate": segment.learning_rate})
@@ -256,11 +262,28 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         last_snapshot = snapshot()
     logger.close()
     summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1)}
-    if is_chief:
-        with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+               "seconds": round(time.time() - start_time, 1),
+               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
+    # Every worker writes its summary (into its own --out): the fingerprints show that all
+    # workers ended with the same state.
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     return summary
+
+
+def state_fingerprint(state):
+    """SHA-1 over every variable's bytes, in name order (identical state -> identical hash)."""
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(state[name].numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _diverged_message(kimg, what, checkpoint):
+    return (f"Non-finite loss at kimg {kimg:.3f} ({what}). Training stopped; the last good "
+            f"checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, then "
+            "--resume).")
 
 
 def _check_batch(global_batch, replicas):

@@ -85,14 +85,14 @@ class FQSettings:
         return self.alpha * tf.minimum(tf.cast(kimg, tf.float32) / self.warmup_kimg, 1.0)
 
 
-def lazy_adam(learning_rate, betas, epsilon, interval):
+def lazy_adam(learning_rate, betas, epsilon, interval, name="adam"):
     """Adam with NVlabs' lazy-regularisation adjustment c = interval / (interval + 1).
 
     lr * c and betas ** c (official `mb_ratio`); interval 1 = plain Adam.
     """
     c = interval / (interval + 1.0) if interval > 1 else 1.0
     return keras.optimizers.Adam(learning_rate * c, beta_1=betas[0] ** c, beta_2=betas[1] ** c,
-                                 epsilon=epsilon), c
+                                 epsilon=epsilon, name=name), c
 
 #----------------------------------------------------------------------------
 
@@ -130,12 +130,14 @@ class GANTrainer(keras.Model):
         self.z_dim = generator.z_dim
         self.mixed_precision = mixed_precision
         self.g_optimizer, self.g_lr_ratio = lazy_adam(
-            learning_rate, betas, epsilon, loss.pl_interval if loss.lazy_pl else 1)
+            learning_rate, betas, epsilon, loss.pl_interval if loss.lazy_pl else 1, "g_adam")
         self.d_optimizer, self.d_lr_ratio = lazy_adam(
-            learning_rate, betas, epsilon, loss.r1_interval if loss.lazy_r1 else 1)
+            learning_rate, betas, epsilon, loss.r1_interval if loss.lazy_r1 else 1, "d_adam")
         if mixed_precision:
-            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
-            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
+                                                                   name="g_loss_scale")
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
+                                                                   name="d_loss_scale")
         self.g_optimizer.build(self.G.trainable_variables)
         self.d_optimizer.build(self.D.trainable_variables)
         self.nimg = self.add_weight(name="nimg", shape=(), dtype="int64", initializer="zeros",

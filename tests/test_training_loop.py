@@ -1,0 +1,189 @@
+"""The training loop and run_training.py: resume, outputs, safety, precision, XLA, learning."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import run_training
+from training import TrainingDiverged, losses
+from training.checkpoints import latest_checkpoint
+from training.config import TrainingOptions, load_networks
+from training.loop import training_loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def options(**overrides):
+    """A CPU-sized run on the built-in shapes data at 16x16, no snapshot metrics."""
+    values = dict(model="stylegan2", dataset="shapes", resolution=16, kimg=0.128, batch=8,
+                  tick_kimg=0.064, snapshot_ticks=1, metrics=(), fq_blocks=(16,))
+    values.update(overrides)
+    return TrainingOptions(**values)
+
+
+def checkpoint_values(run_dir):
+    reader = tf.train.load_checkpoint(latest_checkpoint(run_dir))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("state/")}
+
+
+def quiet(*args):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path):
+    """Progressive StyleGAN 8 -> 16: stabilise 8 (0-32 images), fade (32-64), stabilise 16.
+    Stopping inside the fade and resuming gives bit-identical networks, optimizers, FQ
+    dictionaries and RNG states at the end."""
+    grow = dict(model="stylegan", initial_resolution=8, stabilize_kimg=0.032,
+                transition_kimg=0.032, kimg=0.088, tick_kimg=0.008, snapshot_ticks=100,
+                fq_blocks=(8,))
+    straight = str(tmp_path / "straight")
+    stopped = str(tmp_path / "stopped")
+    os.makedirs(straight), os.makedirs(stopped)
+    a = training_loop(options(**grow), straight, log=quiet)
+    training_loop(options(**grow), stopped, log=quiet, stop_after_kimg=0.048)
+    assert latest_checkpoint(stopped).endswith("ckpt-48")
+    b = training_loop(TrainingOptions.load(stopped), stopped, resume=True, log=quiet)
+    assert a["kimg"] == b["kimg"] == 0.088
+    values_a, values_b = checkpoint_values(straight), checkpoint_values(stopped)
+    assert sorted(values_a) == sorted(values_b)
+    for name in values_a:
+        np.testing.assert_array_equal(values_a[name], values_b[name], err_msg=name)
+    assert a["state_fingerprint"] == b["state_fingerprint"]
+    # The run really crossed the fade: lod went from 1 to 0 (logged per tick).
+    lods = [json.loads(line).get("lod") for line in open(os.path.join(straight, "log.jsonl"))]
+    assert lods[0] == pytest.approx(1.0) and lods[-1] == pytest.approx(0.0)
+    assert any(0.0 < lod < 1.0 for lod in lods)
+
+
+def test_run_folder_outputs_and_loading_gs(tmp_path):
+    run_dir = str(tmp_path)
+    summary = training_loop(options(), run_dir, log=quiet)
+    names = set(os.listdir(run_dir))
+    assert {"checkpoints", "tensorboard", "log.jsonl", "training_options.json",
+            "summary.json"} <= names
+    assert any(n.startswith("fakes") and n.endswith(".png") for n in names)
+    logged = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    for key in ("g_loss", "d_loss", "g_fq_loss", "d_fq_loss", "fq/fq16/perplexity",
+                "progress/img_per_sec", "progress/kimg"):
+        assert key in logged[-1], key
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    # load_networks gives the checkpoint's Gs exactly (checkpoint keys escape "." and "/").
+    _, nets = load_networks(run_dir)
+    stored = checkpoint_values(run_dir)
+    for w in nets["Gs"].variables:
+        escaped = f"Gs:{w.path}".replace(".", "..").replace("/", ".S")
+        np.testing.assert_array_equal(
+            w.numpy(), stored[f"state/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"], err_msg=w.path)
+    assert summary["checkpoint"] == latest_checkpoint(run_dir)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run_dir = str(tmp_path)
+    training_loop(options(kimg=0.064), run_dir, log=quiet)
+    good = latest_checkpoint(run_dir)
+    good_values = checkpoint_values(run_dir)
+    original = losses.d_logistic
+    monkeypatch.setattr(losses, "d_logistic", lambda r, f: original(r, f) * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"Non-finite loss at kimg .*\(.*(nan|non-finite).*\)"
+                                               r".*last good checkpoint is .*ckpt-64"):
+        training_loop(options(kimg=0.256), run_dir, resume=True, log=quiet)
+    assert latest_checkpoint(run_dir) == good
+    for name, value in checkpoint_values(run_dir).items():
+        np.testing.assert_array_equal(value, good_values[name])
+        assert np.all(np.isfinite(value)) or value.dtype.kind not in "f"
+
+
+@pytest.mark.parametrize("flag", ["mixed_precision", "xla"])
+def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag):
+    import keras
+    try:
+        summary = training_loop(options(**{flag: True}, resolution=8, fq_blocks=(8,), kimg=0.016,
+                                        tick_kimg=0.008), str(tmp_path), log=quiet)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
+    for entry in logged:
+        for key, value in entry.items():
+            assert np.isfinite(value), (key, value)
+    assert summary["kimg"] == 0.016
+
+
+# ---------------------------------------------------------------------------------------------
+# run_training.py: flags and one-line errors.
+
+def run_cli(argv):
+    fv = flags.FlagValues()
+    run_training.define_flags(fv)
+    fv(["run_training.py"] + argv)
+    return run_training.run(["run_training.py"], fv)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fq-blocks", "64"], "--fq-blocks 64: not a discriminator block at resolution 32; valid "
+                            "blocks: 32,16,8"),
+    (["--fq-blocks", "16,x"], "--fq-blocks must be comma-separated resolutions"),
+    (["--batch", "6"], "--batch 6: must be a multiple of the minibatch-stddev group size 4"),
+    (["--config", "cifar10"], "--config 'cifar10': stylegan2 presets are demo, e, f."),
+    (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
+    (["--cpu-replicas", "2"], "--cpu-replicas needs --strategy mirrored"),
+    (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a dataset folder"),
+    (["--resume"], "--resume needs --out pointing at an existing run folder"),
+])
+def test_cli_usage_errors_are_one_line(argv, message, capsys):
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("run_training.py: error: ")
+    assert message in err[0]
+
+
+def test_cli_refuses_a_non_empty_out_folder(tmp_path, capsys):
+    (tmp_path / "something").write_text("x")
+    assert run_cli(["--out", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-worker: two worker processes on localhost.
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_end_with_identical_state(tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                      "task": {"type": "worker", "index": index}}),
+                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        out = str(tmp_path / f"worker{index}")
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "run_training.py"), "--strategy", "multiworker",
+             "--out", out, "--resolution", "8", "--kimg", "0.032", "--batch", "8",
+             "--tick-kimg", "0.016", "--snapshot-ticks", "1", "--metrics", "none",
+             "--fq-blocks", "8"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    summaries = [json.load(open(tmp_path / f"worker{i}" / "summary.json")) for i in range(2)]
+    assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
+    assert summaries[0]["kimg"] == summaries[1]["kimg"] == 0.032
+    # Only the chief keeps checkpoints, logs and samples.
+    assert latest_checkpoint(str(tmp_path / "worker0")) is not None
+    assert not os.path.exists(tmp_path / "worker1" / "checkpoints")
+    assert not os.path.exists(tmp_path / "worker1" / "log.jsonl")
