@@ -289,12 +289,16 @@ class UGATITTrainer(keras.Model):
                                          initializer="zeros", trainable=False,
                                          aggregation="only_first_replica")
 
-        def optimizer():
+        def optimizer(prefix):
+            # Explicit names: checkpoint keys are variable paths, and an auto-numbered name
+            # (torch_adam_3) would differ between processes.
             opt = TorchAdam(self.current_learning_rate, betas[0], betas[1], epsilon,
-                            coupled_weight_decay=weight_decay)
-            return keras.optimizers.LossScaleOptimizer(opt) if mixed_precision else opt
+                            coupled_weight_decay=weight_decay, name=f"{prefix}_adam")
+            if mixed_precision:
+                opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{prefix}_loss_scale")
+            return opt
 
-        self.g_optimizer, self.d_optimizer = optimizer(), optimizer()
+        self.g_optimizer, self.d_optimizer = optimizer("g"), optimizer("d")
         self.g_variables = [v for G in self.generators for v in G.trainable_variables]
         self.d_variables = [v for D in self.discriminators for v in D.trainable_variables]
         self.g_optimizer.build(self.g_variables)
