@@ -2,7 +2,8 @@
 copies, atomic SavedModel writing, and `Generator`, the handle the generation tools call.
 
 A SavedModel written here holds one `tf.Module` (`ExportModule`) with
-  - the network's variables (the tf.Variables behind the Keras variables, nothing else),
+  - the variables the signature functions read (the tf.Variables behind the Keras variables;
+    nothing else: no optimizer, no RNG state),
   - one `tf.function` per signature, each with a full `input_signature` (dynamic batch),
     saved both as a signature (`loaded.signatures[name]`, keyword arguments, dict outputs) and
     as an attribute (`loaded.<name>(...)`),
@@ -51,9 +52,11 @@ class Exporter(abc.ABC):
     """How one model family becomes a SavedModel.
 
     `build` returns the signature functions (`tf.function`s with a full `input_signature` whose
-    TensorSpec names equal the Python argument names; outputs are dicts of tensors; one is
-    named "serving_default"), the metadata (JSON-serialisable dict) and extra named variables
-    to expose. It receives the float32 export copy of the network (see `float32_copy`).
+    TensorSpec names equal the Python argument names; outputs are dicts of tensors, images
+    through `image_outputs`; one is named "serving_default"), the metadata (JSON-serialisable
+    dict) and extra named variables to expose. It receives `copy(network)`: the float32 copy of
+    a Keras network (`float32_copy`); a family whose network is something else (e.g. U-GAT-IT's
+    two generators) overrides `copy`. The SavedModel stores the variables the functions read.
     """
 
     def copy_overrides(self, network):
@@ -110,8 +113,9 @@ def _tf_variable(variable):
 def float32_copy(network, overrides=None):
     """A fresh float32 copy of a Keras network (same class and config), weights copied.
 
-    Exports always run in float32 and never hold distributed (mirrored) variables, whatever
-    policy or tf.distribute strategy trained the network.
+    Exports always run in float32, whatever policy trained the network; called outside any
+    `strategy.scope()` (as at the end of training), the copy holds plain variables even when
+    the network's are mirrored.
     """
     config = {**network.get_config(), **(overrides or {}), "dtype": "float32"}
     with _float32_policy():
@@ -147,17 +151,22 @@ class ExportModule(tf.Module):
     """What an export SavedModel holds (see the module docstring); also used in memory.
 
     Args:
-      network: the (float32 copy of the) network whose variables the functions use.
-      functions: {signature name: tf.function}; must contain "serving_default".
+      functions: {signature name: tf.function with input_signature}; must contain
+        "serving_default". Tracing them here finds the variables they read, which the module
+        tracks (and a SavedModel stores): exactly those, whatever object holds them.
       metadata: JSON-serialisable dict, saved as the string variable `metadata`.
       attributes: {name: variable} exposed by name (e.g. dlatent_avg).
     """
 
-    def __init__(self, network, functions, metadata, attributes=None):
+    def __init__(self, functions, metadata, attributes=None):
         super().__init__(name="generator")
         if "serving_default" not in functions:
             raise ValueError("ExportModule: the functions must include serving_default.")
-        self.network_variables = [_tf_variable(v) for v in network.variables]
+        captured = {}
+        for function in functions.values():
+            for variable in function.get_concrete_function().variables:
+                captured.setdefault(id(variable), variable)
+        self.network_variables = list(captured.values())
         self._metadata_json = json.dumps(metadata, sort_keys=True)
         self.metadata = tf.Variable(self._metadata_json, trainable=False, name="metadata")
         for name, variable in (attributes or {}).items():
@@ -187,7 +196,7 @@ def build_module(network, family=None, **settings):
     functions, metadata, attributes = exporter.build(copy, **settings)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": family,
                 "class": f"{type(network).__module__}.{type(network).__name__}", **metadata}
-    return ExportModule(copy, functions, metadata, attributes)
+    return ExportModule(functions, metadata, attributes)
 
 #----------------------------------------------------------------------------
 # Writing SavedModels.
