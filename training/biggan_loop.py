@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 
 from absl import app
@@ -212,7 +213,25 @@ def _parse_fq_layers(text):
 
 
 def options_from_flags(fv):
-    """BigGANOptions from run_training.py's parsed flags; app.UsageError on bad values."""
+    """BigGANOptions from run_training.py's parsed flags; app.UsageError on bad values.
+
+    With --resume the run's saved options are returned: a resumed run keeps its preset,
+    dataset and batch, and its length unless --iterations or --kimg is given.
+    """
+    saved_path = os.path.join(fv.out or "", "training_options.json")
+    if fv.resume and fv.out and os.path.isfile(saved_path):
+        try:
+            saved = BigGANOptions.load(fv.out)
+        except ValueError as e:
+            raise app.UsageError(f"--resume: {e}") from None
+        if fv.iterations < 0 or (fv.kimg is not None and not fv.kimg > 0):
+            raise app.UsageError("--iterations and --kimg must be > 0.")
+        if fv.iterations:
+            saved.iterations = fv.iterations
+        elif fv.kimg is not None:
+            saved.kimg = fv.kimg
+        saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
+        return saved
     if fv.config not in CONFIGS:
         raise app.UsageError(f"--config {fv.config!r}: biggan presets are "
                              f"{', '.join(CONFIGS)}.")
@@ -455,7 +474,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
                               seed=options.seed)
     iterator = iter(data)
     step = _compile_step(strategy, trainer, accumulator, global_batch, options.xla)
-    logger = RunLogger(run_dir, options.kimg, is_chief)
+    # The current sys.stdout (RunLogger's default is the one of its import time).
+    logger = RunLogger(run_dir, options.kimg, is_chief, stream=sys.stdout)
     grid_z, grid_labels, grid_columns = grid_inputs(options, trainer.z_dim)
     sample_training = options.preset("sample_training")
     swd_state = {}

@@ -53,7 +53,7 @@ CONFIG_PRESETS = {
 FQ_PRESETS = tuple(ugatit.FQ_PRESETS)
 SYNTHETIC = "shapes2cartoon"
 # run_training.py flags of other model families, refused when given with --model ugatit.
-FOREIGN_FLAGS = ("resolution", "conditional", "kimg", "gamma", "progressive",
+FOREIGN_FLAGS = ("resolution", "conditional", "gamma", "progressive",
                  "initial-resolution", "stabilize-kimg", "transition-kimg", "fq-blocks",
                  "fq-warmup-kimg", "d-steps", "metrics")
 
@@ -208,7 +208,7 @@ def options_from_flags(fv):
     foreign = [f"--{name}" for name in FOREIGN_FLAGS if fv[name].present]
     if foreign:
         raise app.UsageError(f"{', '.join(foreign)}: not used by --model ugatit (its length is "
-                             "--iterations, its FQ placement --fq-layers).")
+                             "--iterations or --kimg, its FQ placement --fq-layers).")
     if fv.resume and fv.out:
         # A resumed run keeps its options (run_training.py loads them again); only its length
         # (--iterations, when given) and where it runs may change.
@@ -219,6 +219,8 @@ def options_from_flags(fv):
         if saved is not None:
             if fv["iterations"].present:
                 saved.iterations = fv.iterations
+            elif fv.kimg is not None:
+                saved.kimg = fv.kimg
             saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
             return saved
     fq_layers = None
@@ -240,8 +242,12 @@ def options_from_flags(fv):
     if fv.xla and fv.strategy != "default":
         raise app.UsageError("--xla works with --strategy default only (tf.distribute does not "
                              "compile its collectives with XLA here).")
+    if fv.kimg is not None and fv.iterations:
+        raise app.UsageError("--kimg and --iterations both set the training length; give one.")
+    if fv.kimg is not None and not fv.kimg > 0:
+        raise app.UsageError("--kimg must be > 0.")
     dataset = fv.dataset if fv["dataset"].present else SYNTHETIC
-    return Options(
+    options = Options(
         config=fv.config, dataset=dataset, light=fv.light, img_size=fv["img-size"].value,
         iterations=fv.iterations, batch=fv.batch, learning_rate=fv.lr,
         fq_preset=fv["fq-preset"].value, fq_layers=fq_layers,
@@ -250,6 +256,9 @@ def options_from_flags(fv):
         strategy=fv.strategy, devices=tuple(fv.devices),
         mixed_precision=fv["mixed-precision"].value, xla=fv.xla, tick_kimg=tick_kimg,
         snapshot_ticks=fv["snapshot-ticks"].value)
+    if fv.kimg is not None:
+        options.kimg = fv.kimg     # thousands of image pairs -> iterations
+    return options
 
 
 def validate(options):
@@ -260,14 +269,14 @@ def validate(options):
     if options.fq_preset not in FQ_PRESETS:
         raise app.UsageError(f"--fq-preset {options.fq_preset!r}: choose one of "
                              f"{', '.join(FQ_PRESETS)}.")
-    try:
-        open_pair(options, verify=False)
-    except datasets.DatasetError as e:
-        raise app.UsageError(f"--dataset: {e}") from None
     size = options.size
     if size % 4 or size < 8:
         raise app.UsageError(f"--img-size {size}: must be divisible by 4 and at least 8 (the "
                              "generator down-samples twice).")
+    try:
+        open_pair(options, verify=False)
+    except datasets.DatasetError as e:
+        raise app.UsageError(f"--dataset: {e}") from None
     global_layers, _ = options.discriminator_layers
     layers, kwargs = options.fq_config()
     wrong = [i for i in layers if not 0 <= i < global_layers - 1]
@@ -461,7 +470,14 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
         return checkpoints.save(iteration)
 
     while iteration < stop:
-        step(iterator)
+        try:
+            step(iterator)
+        except tf.errors.InvalidArgumentError as e:
+            # NaN weights reach the FQ layers' finiteness check before the tick's loss check.
+            if "non-finite" not in e.message:
+                raise
+            what = next(line.strip() for line in e.message.splitlines() if "non-finite" in line)
+            raise TrainingDiverged(_diverged(iteration + 1, what, checkpoints.latest)) from None
         iteration += 1
         done = iteration >= stop
         if iteration - tick_start >= tick_iterations or done:
@@ -470,11 +486,9 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
             values = accumulator.read_and_reset()
             bad = {k: v for k, v in values.items() if not np.isfinite(v)}
             if bad:
-                raise TrainingDiverged(
-                    f"Non-finite loss at iteration {iteration}: "
-                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-                    + f". Training stopped; the last good checkpoint is {checkpoints.latest} "
-                    "(lower --lr, or try without --mixed-precision, then --resume).")
+                raise TrainingDiverged(_diverged(
+                    iteration, ", ".join(f"{k}={v}" for k, v in sorted(bad.items())),
+                    checkpoints.latest))
             rate = logger.throughput(kimg)
             values.update({"progress/kimg": kimg, "progress/iteration": iteration})
             if rate:
@@ -502,3 +516,8 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
         json.dump(summary, f, indent=2)
     return summary
 
+
+def _diverged(iteration, what, checkpoint):
+    return (f"Non-finite loss at iteration {iteration} ({what}). Training stopped; the last "
+            f"good checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, "
+            "then --resume).")

@@ -1,0 +1,233 @@
+"""training/biggan_loop.py through run_training.py: presets, usage errors, a class-conditional
+run on the built-in labelled shapes, exact resume, divergence."""
+
+import dataclasses
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+import run_training
+from datasets import synthetic
+from training import TrainingDiverged
+from training import biggan_loop
+from training.biggan_trainer import BigGANTrainer
+
+
+def parse(*args):
+    fv = flags.FlagValues()
+    run_training.define_flags(fv)
+    fv(["run_training.py", "--model", "biggan", *args])
+    return fv
+
+
+def cli(capsys, *args):
+    """run_training.py with these flags -> (exit code, stderr)."""
+    code = run_training.run(["run_training.py"], parse(*args))
+    return code, capsys.readouterr().err
+
+
+def fake_dataset(resolution, label_size, num_images):
+    info = types.SimpleNamespace(resolution=resolution, label_size=label_size,
+                                 num_images=num_images)
+    return types.SimpleNamespace(info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and options.
+
+def test_cifar_presets_reproduce_the_official_launch_scripts():
+    for config, K, commitment, decay in (("cifar10", 1024, 1.0, 0.8), ("cifar100", 64, 10.0, 0.9)):
+        options = biggan_loop.options_from_flags(parse("--config", config))
+        biggan_loop.resolve(options, fake_dataset(32, 10, 50000))
+        s = options.settings()
+        assert (options.batch, s.d_steps, s.accumulations) == (64, 4, 1)
+        assert (s.g_learning_rate, s.d_learning_rate, s.betas, s.epsilon) == (
+            2e-4, 2e-4, (0.0, 0.999), 1e-8)
+        assert (s.ema_decay, s.ema_start, s.fq_alpha, s.fq_warmup_iterations) == (0.9999, 1000, 1.0, 0)
+        # 500 epochs of 50k images, 256 images (4 D steps x 64) per iteration, last batch dropped.
+        assert options.images_per_iteration == 256 and options.iterations == 500 * 195 == 97_500
+        assert options.kimg == pytest.approx(97_500 * 0.256)
+        assert options.fq_layers == (0, 1, 2, 3)
+        assert options.fq_kwargs() == dict(num_embeddings=K, commitment_cost=commitment,
+                                           decay=decay, forward="continuous")
+        assert options.preset("sample_training") is True
+
+
+def test_imagenet64_preset_reproduces_launch_i64_bs128x4():
+    options = biggan_loop.options_from_flags(parse("--config", "imagenet64"))
+    biggan_loop.resolve(options, fake_dataset(64, 1000, 1_281_167))
+    s = options.settings()
+    assert (options.batch, s.d_steps, s.accumulations) == (128, 1, 4)
+    assert (s.g_learning_rate, s.d_learning_rate, s.epsilon, s.ema_start) == (1e-4, 4e-4, 1e-6, 20000)
+    assert options.images_per_iteration == 512
+    assert options.iterations == 100 * (1_281_167 // 512)
+    assert options.fq_layers == (2,)
+    assert options.fq_kwargs() == dict(num_embeddings=1024, commitment_cost=0.5, decay=0.7,
+                                       forward="continuous")
+    assert options.preset("sample_training") is False  # --G_eval_mode
+
+
+def test_flags_override_presets_and_options_round_trip(tmp_path):
+    options = biggan_loop.options_from_flags(parse(
+        "--config", "cifar10", "--lr", "1e-3", "--batch", "32", "--d-steps", "2",
+        "--fq-layers", "1,3", "--fq-preset", "paper", "--fq-num-embeddings", "256",
+        "--kimg", "64"))
+    biggan_loop.resolve(options, fake_dataset(32, 10, 50000))
+    s = options.settings()
+    assert (s.g_learning_rate, s.d_learning_rate, s.d_steps) == (1e-3, 1e-3, 2)
+    assert options.iterations == 1000 and options.kimg == 64  # 64 kimg / (32 x 2) images
+    assert options.fq_layers == (1, 3)
+    assert options.fq_kwargs()["forward"] == "quantized"  # paper: quantised D forward
+    assert options.fq_kwargs()["num_embeddings"] == 256
+    assert s.fq_warmup_iterations == 250                   # paper: alpha ramps over a quarter
+    baseline = biggan_loop.options_from_flags(parse("--config", "cifar10", "--fq-layers", ""))
+    assert baseline.fq_layers == ()
+    options.save(str(tmp_path))
+    loaded = biggan_loop.BigGANOptions.load(str(tmp_path))
+    assert loaded == options
+    loaded.kimg = 128  # how run_training.py extends a resumed run
+    assert loaded.iterations == 2000
+    text = json.loads(open(tmp_path / "training_options.json").read())
+    text["model"] = "stylegan2"
+    with pytest.raises(ValueError, match="pass --model stylegan2"):
+        biggan_loop.BigGANOptions.from_json(json.dumps(text))
+
+
+def test_demo_networks_are_cpu_sized_and_named():
+    options = biggan_loop.BigGANOptions()
+    biggan_loop.resolve(options, fake_dataset(32, 5, 4096))
+    G, D = biggan_loop.build_networks(options)
+    assert (G.name, D.name, G.num_classes, G.ch) == ("G", "D", 5, 4)
+    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    assert count(G) < 100_000 and count(D) < 50_000  # vs 4.3M / 4.2M at CIFAR size
+    assert [f.num_embeddings for f in D.fq_layers] == [128] * 4
+    assert options.settings().d_steps == 4  # the official schedule, only smaller networks
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage errors: one line, exit code 2, nothing written.
+
+def unlabelled_dataset(tmp_path):
+    from datasets import prepare
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, image in enumerate(synthetic.shapes(4, 32)[0]):
+        Image.fromarray(image).save(images / f"{i}.png")
+    out = tmp_path / "unlabelled"
+    prepare.create_from_images(str(out), str(images), log=lambda *a, **k: None)
+    return str(out)
+
+
+def test_usage_errors_are_one_clear_line(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    cases = [
+        (("--config", "e"), "biggan presets are demo, cifar10, cifar100, imagenet64"),
+        (("--dataset", unlabelled_dataset(tmp_path)), "has no labels, and BigGAN is "
+                                                      "class-conditional"),
+        (("--fq-layers", "0,7"), "--fq-layers 7: not a D block"),
+        (("--fq-layers", "a,b"), "comma-separated D block indices"),
+        (("--kimg", "1", "--iterations", "5"), "give one"),
+        (("--resolution", "64"), "drop --resolution"),
+        (("--dataset", str(tmp_path / "missing")), "--dataset:"),
+        (("--metrics", "fid"), "only swd"),
+    ]
+    for args, message in cases:
+        code, err = cli(capsys, *args, "--out", out)
+        assert code == 2, args
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs.
+
+def test_short_class_conditional_demo_run_generates_the_requested_classes(tmp_path, capsys):
+    """The statistic: `classify_shapes` (the class from the hue of the shape, 100% on real
+    images) of 200 G_ema samples, 40 per requested class, sampled as the demo preset samples
+    (train mode). Chance is 1/5; 0.4 is more than 7 binomial standard deviations above it
+    (sqrt(0.2 * 0.8 / 200) = 0.028). The demo reaches about 0.7 after 150 iterations."""
+    out = str(tmp_path / "run")
+    code, err = cli(capsys, "--iterations", "150", "--metrics", "none", "--tick-kimg", "3",
+                    "--out", out)
+    assert code == 0, err
+    for name in ("training_options.json", "log.jsonl", "summary.json", "checkpoints"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert any(n.startswith("fakes") and n.endswith(".png") for n in os.listdir(out))
+    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert all(np.isfinite(entry["d_loss"]) for entry in log if "d_loss" in entry)
+    assert any("fq/fq0/perplexity" in entry for entry in log)
+
+    options, nets = biggan_loop.load_networks(out, which=("Gs",))
+    assert options.iterations == 150 and options.num_classes == 5
+    rng = np.random.RandomState(1)
+    labels = np.arange(200) % 5
+    z = rng.randn(200, nets["Gs"].dim_z).astype(np.float32)
+    images = np.concatenate([
+        nets["Gs"](z[i:i + 50], labels[i:i + 50], training=options.preset("sample_training"))
+        .numpy() for i in range(0, 200, 50)])
+    accuracy = float(np.mean(synthetic.classify_shapes(images) == labels))
+    print(f"class match {accuracy:.3f} (chance 0.2)")
+    assert accuracy >= 0.4
+
+
+def small_options(**kwargs):
+    values = dict(iterations=4, batch=8, d_steps=1, tick_kimg=0.008, snapshot_ticks=100,
+                  metrics=())
+    values.update(kwargs)
+    return biggan_loop.BigGANOptions(**values)
+
+
+def checkpoint_values(path):
+    reader = tf.train.load_checkpoint(path)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "OBJECT_GRAPH" not in k and "save_counter" not in k}
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    whole = str(tmp_path / "whole")
+    os.makedirs(whole)
+    summary = biggan_loop.training_loop(small_options(), whole, log=lambda *a: None)
+    assert summary["iterations"] == 4 and summary["kimg"] == pytest.approx(0.032)
+
+    part = str(tmp_path / "part")
+    os.makedirs(part)
+    first = biggan_loop.training_loop(small_options(), part, log=lambda *a: None,
+                                      stop_after_iterations=2)
+    assert first["iterations"] == 2
+    # Continue through the command line, as a user would (the saved options are kept).
+    code, err = cli(capsys, "--out", part, "--resume")
+    assert code == 0, err
+    final = json.load(open(os.path.join(part, "summary.json")))
+    assert final["iterations"] == 4
+
+    want = checkpoint_values(summary["checkpoint"])
+    got = checkpoint_values(final["checkpoint"])
+    assert sorted(got) == sorted(want) and len(want) > 300
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_non_finite_losses_stop_with_the_last_checkpoint_intact(tmp_path, monkeypatch):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    original = BigGANTrainer.train_step
+
+    def diverging(self, batches, global_batch):
+        sums, means = original(self, batches, global_batch)
+        broken = tf.where(self.iteration >= 1, np.nan, 0.0)
+        return {**sums, "d_loss": sums["d_loss"] + broken}, means
+
+    monkeypatch.setattr(BigGANTrainer, "train_step", diverging)
+    options = small_options(iterations=3, snapshot_ticks=1)
+    with pytest.raises(TrainingDiverged, match="Non-finite loss at iteration 2.*ckpt-1"):
+        biggan_loop.training_loop(options, run, log=lambda *a: None)
+    latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+    assert latest.endswith("ckpt-1")
+    assert all(np.all(np.isfinite(v)) for v in checkpoint_values(latest).values()
+               if np.issubdtype(np.asarray(v).dtype, np.floating))

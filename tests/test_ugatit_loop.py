@@ -1,0 +1,318 @@
+"""U-GAT-IT runs: exact resume, learning on the built-in pair, outputs, CLIs, data stream.
+
+One module fixture trains the tiny configuration three times (a compiled U-GAT-IT step takes
+long to trace): straight through 80 iterations, and stopped at 30 then resumed through
+run_training.py. The tests read those runs.
+"""
+
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+import run_training
+import run_translation
+from datasets import open_unpaired, synthetic
+from datasets.errors import DatasetError
+from training.checkpoints import latest_checkpoint
+from training.ugatit_loop import Options, build_networks, load_networks, open_pair, training_loop
+
+# 16x16 built-in pair: global D 4 layers (FQ after convs 1, 2), local D 4 layers; ticks every
+# 10 iterations, snapshots every 20.
+TINY = dict(img_size=16, ngf=8, ndf=8, n_blocks=1, light=True, batch=4, iterations=80,
+            learning_rate=2e-3, fq_layers=(1, 2), tick_kimg=0.04, snapshot_ticks=2,
+            synthetic_images=256, sample_images=2)
+
+
+def quiet(*args):
+    pass
+
+
+def run_cli(module, argv):
+    fv = flags.FlagValues()
+    module.define_flags(fv)
+    fv([module.__name__ + ".py"] + argv)
+    return module.run([module.__name__ + ".py"], fv)
+
+
+def checkpoint_values(run_dir):
+    reader = tf.train.load_checkpoint(latest_checkpoint(run_dir))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("state/")}
+
+
+def mean_intensity(images):
+    """The documented statistic (datasets.synthetic.MEAN_INTENSITY): mean pixel value in [0, 1]."""
+    return float(np.mean((np.asarray(images) + 1.0) / 2.0))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ugatit_runs")
+    straight, stopped = str(root / "straight"), str(root / "stopped")
+    os.makedirs(straight), os.makedirs(stopped)
+    summary = training_loop(Options(**TINY), straight, log=quiet)
+    training_loop(Options(**TINY), stopped, log=quiet, stop_after_iterations=30)
+    stopped_at = latest_checkpoint(stopped)
+    assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume"]) == 0
+    return dict(root=root, straight=straight, stopped=stopped, summary=summary,
+                stopped_at=stopped_at)
+
+
+def test_resume_equals_an_uninterrupted_run(runs):
+    """Stopped at 30 of 80 iterations and resumed through run_training.py --resume: networks
+    (spectral-norm vectors, FQ dictionaries), optimisers and counter are bit-identical."""
+    assert runs["stopped_at"].endswith("ckpt-30")
+    assert latest_checkpoint(runs["straight"]).endswith("ckpt-80")
+    assert latest_checkpoint(runs["stopped"]).endswith("ckpt-80")
+    a, b = checkpoint_values(runs["straight"]), checkpoint_values(runs["stopped"])
+    assert sorted(a) == sorted(b) and len(a) > 300
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    with open(os.path.join(runs["stopped"], "summary.json")) as f:
+        resumed = json.load(f)
+    assert resumed["state_fingerprint"] == runs["summary"]["state_fingerprint"]
+    assert resumed["iterations"] == 80 and resumed["kimg"] == pytest.approx(0.32)
+
+
+def test_short_run_lowers_cycle_and_identity_and_translates_toward_b(runs):
+    """80 iterations on the built-in shapes2cartoon pair: cycle and identity L1 fall, and
+    genA2B moves test A images toward domain B by mean intensity (A ~0.43, B ~0.68): it closes
+    most of the gap, where the untrained generator does not."""
+    logged = [json.loads(line) for line in open(os.path.join(runs["straight"], "log.jsonl"))]
+    losses = [entry for entry in logged if "g_cycle_loss" in entry]
+    assert len(losses) == 8
+    for key in ("g_cycle_loss", "g_identity_loss"):
+        first = np.mean([e[key] for e in losses[:2]])
+        last = np.mean([e[key] for e in losses[-2:]])
+        assert last < 0.92 * first, (key, first, last)
+
+    options, nets = load_networks(runs["straight"])
+    pair = open_pair(options)
+    test_a = np.concatenate([x.numpy() for x in pair.test_pipeline("A", 16, 32)])
+    test_b = np.concatenate([x.numpy() for x in pair.test_pipeline("B", 16, 32)])
+    m_a, m_b = mean_intensity(test_a), mean_intensity(test_b)
+    assert m_a == pytest.approx(synthetic.MEAN_INTENSITY["A"], abs=0.05)
+    assert m_b == pytest.approx(synthetic.MEAN_INTENSITY["B"], abs=0.05)
+
+    def gap_closed(generator):
+        return (mean_intensity(generator(test_a)[0].numpy()) - m_a) / (m_b - m_a)
+
+    keras.utils.set_random_seed(options.seed)
+    untrained = build_networks(options)["genA2B"]
+    assert gap_closed(untrained) < 0.5
+    assert gap_closed(nets["genA2B"]) > 0.7
+
+
+def test_run_folder_outputs(runs):
+    run_dir = runs["straight"]
+    names = set(os.listdir(run_dir))
+    assert {"checkpoints", "tensorboard", "log.jsonl", "training_options.json",
+            "summary.json"} <= names
+    # Official 7-panel strips: 2 train + 2 test images per domain as columns.
+    for direction in ("A2B", "B2A"):
+        strips = sorted(glob.glob(os.path.join(run_dir, f"fakes-{direction}-*.png")))
+        assert [os.path.basename(s) for s in strips] == [
+            f"fakes-{direction}-{i:07d}.png" for i in (20, 40, 60, 80)]
+        image = np.asarray(Image.open(strips[-1]))
+        assert image.shape == (7 * 16, 4 * 16, 3)
+        # Row 0 is the real images: the training images resized, in file order.
+        pair = open_pair(Options.load(run_dir))
+        reals = next(iter(pair.train_pipeline(16, 2, flip=False, augment_size=16,
+                                              shuffle=False, repeat=False)))
+        first = reals[0 if direction == "A2B" else 1].numpy()[0]
+        np.testing.assert_allclose(image[:16, :16].astype(int),
+                                   np.rint((first + 1) * 127.5).astype(int), atol=1)
+    tags = set()
+    for path in glob.glob(os.path.join(run_dir, "tensorboard", "*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags |= {value.tag for value in event.summary.value}
+    assert {"A2B", "B2A", "d_loss", "g_cam_loss", "fq/disGA/fq1/perplexity"} <= tags
+    last = json.loads(open(os.path.join(run_dir, "log.jsonl")).read().splitlines()[-1])
+    for key in ("d_loss", "d_fq_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss",
+                "g_cam_loss", "g_fq_loss", "learning_rate", "fq/disGB/fq2/perplexity",
+                "progress/iteration", "progress/img_per_sec"):
+        assert key in last, key
+    assert last["progress/iteration"] == 80
+    # The learning rate decays linearly over the second half (2e-3 at iteration 40, 0 at 80).
+    assert last["learning_rate"] < 0.3 * 2e-3
+    saved = Options.load(run_dir)
+    assert saved == Options(**TINY) and saved.kimg == pytest.approx(0.32)
+
+
+def write_images(folder, images, names):
+    for image, name in zip(images, names):
+        path = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(image).save(path)
+
+
+def test_translation_cli_writes_translations_and_strips(runs, tmp_path, capsys):
+    a, _ = synthetic.shapes2cartoon(3, 32, seed=5, split="test")
+    src = str(tmp_path / "photos")
+    write_images(src, a, ["x.png", "sub/y.jpg", "z.png"])
+    out = str(tmp_path / "anime")
+    assert run_cli(run_translation, ["--network", runs["straight"], "--input", src, "--output",
+                                     out, "--strips", "--batch", "2"]) == 0
+    assert "Translated 3 images A2B at 16x16" in capsys.readouterr().out
+    written = sorted(os.path.relpath(p, out) for p in glob.glob(os.path.join(out, "**", "*.png"),
+                                                                recursive=True))
+    assert written == sorted(["x.png", os.path.join("sub", "y.png"), "z.png",
+                              os.path.join("strips", "x.png"), os.path.join("strips", "sub",
+                                                                            "y.png"),
+                              os.path.join("strips", "z.png")])
+    _, nets = load_networks(runs["straight"])
+    resized = tf.image.resize(a[0], [16, 16], "bilinear", antialias=True).numpy() / 127.5 - 1
+    expected = nets["genA2B"](resized[np.newaxis])[0].numpy()[0]
+    got = np.asarray(Image.open(os.path.join(out, "x.png")))
+    np.testing.assert_allclose(got.astype(int), np.rint((expected + 1) * 127.5).astype(int),
+                               atol=1)
+    strip = np.asarray(Image.open(os.path.join(out, "strips", "x.png")))
+    assert strip.shape == (7 * 16, 16, 3)
+    np.testing.assert_array_equal(strip[4 * 16:5 * 16], got)   # panel 5 is the translation
+    # B2A uses the other generator.
+    out_b = str(tmp_path / "back")
+    assert run_cli(run_translation, ["--network", runs["straight"], "--input", src, "--output",
+                                     out_b, "--direction", "B2A"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(os.path.join(out_b, "x.png"))), got)
+
+
+def test_translation_cli_errors_are_one_line(runs, tmp_path, capsys):
+    src = str(tmp_path / "photos")
+    write_images(src, synthetic.shapes2cartoon(1, 16, seed=1)[0], ["a.png"])
+    no_ckpt = str(tmp_path / "fresh_run")
+    os.makedirs(no_ckpt)
+    Options(**TINY).save(no_ckpt)
+    full = str(tmp_path / "full")
+    os.makedirs(full)
+    (tmp_path / "full" / "f.txt").write_text("x")
+    bad = str(tmp_path / "bad")
+    write_images(bad, synthetic.shapes2cartoon(1, 16, seed=1)[0], ["a.png"])
+    (tmp_path / "bad" / "b.png").write_bytes(b"not a png")
+    cases = [
+        (["--network", no_ckpt, "--input", src, "--output", str(tmp_path / "o1")],
+         f"no checkpoint in {os.path.join(no_ckpt, 'checkpoints')}"),
+        (["--network", runs["straight"], "--checkpoint", os.path.join(runs["straight"], "x"),
+          "--input", src, "--output", str(tmp_path / "o2")], "looked for"),
+        (["--network", str(tmp_path), "--input", src, "--output", str(tmp_path / "o3")],
+         "neither a U-GAT-IT run folder"),
+        (["--network", runs["straight"], "--input", src, "--output", full],
+         "exists and is not empty"),
+        (["--network", runs["straight"], "--input", bad, "--output", str(tmp_path / "o4")],
+         "b.png"),
+        (["--network", runs["straight"], "--input", src, "--output", str(tmp_path / "o5"),
+          "--size", "30"], "--size 30: must be divisible by 4"),
+    ]
+    for argv, message in cases:
+        assert run_cli(run_translation, argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("run_translation.py: error: "), err
+        assert message in err[0], (message, err[0])
+    # Nothing was written for the failed runs.
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("o")]
+
+# ---------------------------------------------------------------------------------------------
+# run_training.py --model ugatit: flags, presets, one-line errors.
+
+
+def options_from(argv):
+    fv = flags.FlagValues()
+    run_training.define_flags(fv)
+    fv(["run_training.py", "--model", "ugatit"] + argv)
+    from training import ugatit_loop
+    options = ugatit_loop.options_from_flags(fv)
+    ugatit_loop.validate(options)
+    return options
+
+
+def test_presets_and_flags():
+    demo = options_from([])
+    assert (demo.dataset, demo.size, demo.minibatch, demo.lr) == ("shapes2cartoon", 64, 1, 1e-4)
+    assert demo._value("ngf") == 16 and demo.discriminator_layers == (6, 5)
+    assert demo.fq_config() == ((1, 2, 3), {"commitment_cost": 2.0, "decay": 0.85})
+    official = options_from(["--config", "official"])
+    assert (official.size, official.total_iterations, official._value("ngf"),
+            official._value("ndf"), official._value("n_blocks"), official.light) == (
+        256, 1_000_000, 64, 64, 4, False)
+    assert official.discriminator_layers == (7, 5)
+    paper = options_from(["--fq-preset", "paper", "--light", "--img-size", "128"])
+    assert paper.fq_config() == ((2,), {"num_embeddings": 1024, "commitment_cost": 0.25,
+                                        "decay": 0.8, "forward": "quantized"})
+    custom = options_from(["--fq-layers", "2", "--fq-num-embeddings", "256", "--fq-decay",
+                           "0.9", "--iterations", "500", "--batch", "2", "--lr", "2e-4"])
+    assert custom.fq_config() == ((2,), {"num_embeddings": 256, "commitment_cost": 2.0,
+                                         "decay": 0.9})
+    assert (custom.total_iterations, custom.minibatch, custom.lr) == (500, 2, 2e-4)
+    assert custom.kimg == 1.0
+    assert options_from(["--kimg", "2", "--batch", "4"]).total_iterations == 500
+    assert options_from(["--fq-layers", ""]).fq_config()[0] == ()
+    nets = build_networks(options_from(["--fq-layers", "2,4", "--img-size", "96"]))
+    assert nets["disGA"].n_layers == 7 and nets["disGA"].fq_layer_indices == (2, 4)
+    assert [fq.num_embeddings for fq in nets["disGB"].fq_layers] == [128, 128]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "e"], "--config 'e': U-GAT-IT presets are demo, official."),
+    (["--fq-layers", "1,5"], "--fq-layers 5: not a conv of the global discriminator at 64x64 "
+                             "(6 layers); valid: 0,1,2,3,4"),
+    (["--fq-layers", "a"], "--fq-layers must be comma-separated"),
+    (["--fq-blocks", "16"], "--fq-blocks: not used by --model ugatit"),
+    (["--img-size", "30"], "--img-size 30: must be divisible by 4"),
+    (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a folder"),
+    (["--dataset", "shapes"], "--dataset: shapes: neither a folder"),
+    (["--kimg", "1", "--iterations", "5"], "--kimg and --iterations both set"),
+    (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
+])
+def test_cli_usage_errors_are_one_line(argv, message, capsys):
+    assert run_cli(run_training, ["--model", "ugatit"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("run_training.py: error: "), err
+    assert message in err[0]
+
+
+def test_dataset_folder_without_trainb_is_a_usage_error(tmp_path, capsys):
+    write_images(str(tmp_path / "trainA"), synthetic.shapes2cartoon(1, 16)[0], ["a.png"])
+    assert run_cli(run_training, ["--model", "ugatit", "--dataset", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trainB is missing" in err and len(err.splitlines()) == 1
+
+# ---------------------------------------------------------------------------------------------
+# The unpaired data stream: resumable, and N replicas see what one device sees.
+
+
+def test_unpaired_stream_resumes_at_start_image():
+    pair = open_unpaired("shapes2cartoon", resolution=16, num_images=12, seed=3)
+    kwargs = dict(seed=7)
+    straight = [tuple(x.numpy() for x in batch)
+                for batch in pair.train_pipeline(16, 4, **kwargs).take(8)]   # 2.7 epochs
+    for k in (1, 3, 5):
+        resumed = pair.train_pipeline(16, 4, start_image=4 * k, **kwargs).take(8 - k)
+        for (a, b), (ra, rb) in zip(straight[k:], resumed):
+            np.testing.assert_array_equal(a, ra.numpy())
+            np.testing.assert_array_equal(b, rb.numpy())
+    with pytest.raises(DatasetError, match="not a multiple of the batch size"):
+        pair.train_pipeline(16, 4, start_image=2)
+    with pytest.raises(DatasetError, match="needs repeat=True"):
+        pair.train_pipeline(16, 4, start_image=4, repeat=False)
+
+
+def test_two_replicas_read_the_one_device_batches(two_replica_strategy):
+    """The distributed stream split over 2 replicas holds the one-device batches of the same
+    global size (so the loop's replicas-equal-one-device property extends to the data)."""
+    pair = open_unpaired("shapes2cartoon", resolution=16, num_images=12, seed=3)
+    single = [tuple(x.numpy() for x in batch)
+              for batch in pair.train_pipeline(16, 4, seed=1, start_image=8).take(3)]
+    distributed = iter(pair.distribute(two_replica_strategy, 4, 16, start_image=8, seed=1))
+    for a, b in single:
+        da, db = next(distributed)
+        local = two_replica_strategy.experimental_local_results
+        np.testing.assert_array_equal(np.concatenate([x.numpy() for x in local(da)]), a)
+        np.testing.assert_array_equal(np.concatenate([x.numpy() for x in local(db)]), b)
+    with pytest.raises(DatasetError, match="multiple of the global batch"):
+        pair.distribute(two_replica_strategy, 4, 16, start_image=2)
