@@ -86,7 +86,8 @@ def translate_folder(nets, size, input_dir, output_dir, direction="A2B", strips=
 
     forward, backward = ((nets["genA2B"], nets["genB2A"]) if direction == "A2B"
                          else (nets["genB2A"], nets["genA2B"]))
-    files, _ = list_image_files(input_dir)
+    paths, _ = list_image_files(input_dir)       # absolute, sorted by relative path
+    files = [os.path.relpath(p, os.path.abspath(input_dir)) for p in paths]
     targets = [os.path.splitext(f)[0] + ".png" for f in files]
     if strips and any(t.split(os.sep)[0] == "strips" for t in targets):
         raise ValueError(f"{input_dir} has a 'strips' subfolder, where --strips writes; rename "
@@ -95,7 +96,6 @@ def translate_folder(nets, size, input_dir, output_dir, direction="A2B", strips=
         twins = sorted({t for t in targets if targets.count(t) > 1})
         raise ValueError(f"{input_dir}: several images would be written as {twins[0]} (same "
                          "name, different extensions); rename one.")
-    paths = [os.path.join(os.path.abspath(input_dir), f) for f in files]
     bad = verify_images(paths)
     if bad:
         raise ValueError(f"{bad[0][1]}" + (f" ({len(bad)} bad files)" if len(bad) > 1 else ""))

@@ -266,6 +266,7 @@ def test_presets_and_flags():
     (["--img-size", "30"], "--img-size 30: must be divisible by 4"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a folder"),
     (["--dataset", "shapes"], "--dataset: shapes: neither a folder"),
+    (["--dataset", "shapes", "--img-size", "96"], "--dataset: shapes: neither a folder"),
     (["--kimg", "1", "--iterations", "5"], "--kimg and --iterations both set"),
     (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
 ])

@@ -273,10 +273,11 @@ def validate(options):
     if size % 4 or size < 8:
         raise app.UsageError(f"--img-size {size}: must be divisible by 4 and at least 8 (the "
                              "generator down-samples twice).")
-    try:
-        open_pair(options, verify=False)
-    except datasets.DatasetError as e:
-        raise app.UsageError(f"--dataset: {e}") from None
+    if not is_builtin(options.dataset):
+        try:
+            open_pair(options, verify=False)   # the folder layout (images decode in the loop)
+        except datasets.DatasetError as e:
+            raise app.UsageError(f"--dataset: {e}") from None
     global_layers, _ = options.discriminator_layers
     layers, kwargs = options.fq_config()
     wrong = [i for i in layers if not 0 <= i < global_layers - 1]
@@ -295,12 +296,19 @@ def validate(options):
         raise app.UsageError("--iterations must be at least 1.")
 
 
+def is_builtin(dataset):
+    """True for the built-in pair (an existing folder of that name wins, as in the loader)."""
+    return not os.path.isdir(dataset) and dataset.removeprefix("synthetic:") == SYNTHETIC
+
+
 def open_pair(options, verify=True):
-    """The run's UnpairedDataset (built-in data is rendered at the training size)."""
+    """The run's UnpairedDataset. Built-in data is rendered at the smallest power of two >= the
+    training size (the augmentation resizes it to 286/256 of the size, then crops)."""
     kwargs = {}
     if options.synthetic_images:
         kwargs["num_images"] = options.synthetic_images
-    return datasets.open_unpaired(options.dataset, resolution=options.size, seed=options.seed,
+    render = 1 << max(2, (options.size - 1).bit_length())
+    return datasets.open_unpaired(options.dataset, resolution=render, seed=options.seed,
                                   verify=verify, **kwargs)
 
 
