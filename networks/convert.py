@@ -726,3 +726,212 @@ def _from_biggan_pytorch_file(state, generator_overrides=None, discriminator_ove
 
 
 IMPORTERS["biggan-pytorch"] = _from_biggan_pytorch_file
+
+#----------------------------------------------------------------------------
+# UGATIT-pytorch (znxlwm/UGATIT-pytorch; networks/ugatit.py).
+#
+# The official checkpoint (`torch.save({'genA2B': G.state_dict(), ..., 'disLB': ...})`) holds one
+# state dict per network. ResnetGenerator: `DownBlock.1` (7x7 conv), `DownBlock.5`, `DownBlock.9`
+# (stride-2 convs), `DownBlock.<12+i>.conv_block.{1,5}` (ResnetBlocks), `gap_fc`, `gmp_fc`,
+# `conv1x1` (+ bias), `FC.0`, `FC.2`, `gamma`, `beta`, `UpBlock1_<i+1>.{conv1,norm1,conv2,norm2}`
+# (adaILN: rho (1, C, 1, 1)), `UpBlock2.{2,7}` (up convs) with ILN `UpBlock2.{3,8}` (rho, gamma,
+# beta, each (1, C, 1, 1)), `UpBlock2.11` (output conv); no conv biases besides conv1x1, no
+# InstanceNorm parameters. Discriminator: `model.<1+3i>` (spectral-norm convs: weight_orig, bias,
+# weight_u (O,), weight_v (I*k*k,)), `gap_fc`, `gmp_fc` (SN, no bias), `conv1x1` (plain, bias),
+# `conv` (SN output conv, no bias).
+
+UGATIT_NETWORKS = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
+
+
+def _ugatit_conv(reader, key, layer):
+    """Plain conv: OIHW -> HWIO (+ bias when the layer has one)."""
+    k, _, i, o = layer.kernel.shape
+    assign(layer.kernel, reader.take(f"{key}.weight", (o, i, k, k)).transpose(2, 3, 1, 0),
+           f"{key}.weight")
+    if getattr(layer, "bias", None) is not None:
+        assign(layer.bias, reader.take(f"{key}.bias", (o,)), f"{key}.bias")
+
+
+def _ugatit_dense(reader, key, layer):
+    i, o = layer.kernel.shape
+    assign(layer.kernel, reader.take(f"{key}.weight", (o, i)).T, f"{key}.weight")
+
+
+def _ugatit_channels(reader, key, layer, names):
+    """ILN / adaILN parameters (1, C, 1, 1) -> (C,)."""
+    for name in names:
+        variable = getattr(layer, name)
+        c = variable.shape[0]
+        assign(variable, reader.take(f"{key}.{name}", (1, c, 1, 1)).reshape(c), f"{key}.{name}")
+
+
+def _ugatit_spectral(reader, key, layer):
+    """torch spectral_norm state: weight_orig (O, I[, k, k]), weight_u (O,), weight_v (I k k,)."""
+    if len(layer.kernel.shape) == 4:
+        k, _, i, o = layer.kernel.shape
+        w = reader.take(f"{key}.weight_orig", (o, i, k, k))
+        assign(layer.kernel, w.transpose(2, 3, 1, 0), f"{key}.weight_orig")
+        fan_in = i * k * k
+    else:
+        i, o = layer.kernel.shape
+        assign(layer.kernel, reader.take(f"{key}.weight_orig", (o, i)).T, f"{key}.weight_orig")
+        fan_in = i
+    assign(layer.sn_u, reader.take(f"{key}.weight_u", (o,)), f"{key}.weight_u")
+    assign(layer.sn_v, reader.take(f"{key}.weight_v", (fan_in,)), f"{key}.weight_v")
+    if getattr(layer, "bias", None) is not None:
+        assign(layer.bias, reader.take(f"{key}.bias", (o,)), f"{key}.bias")
+
+
+def _convert_ugatit_generator(reader, name, img_size):
+    from networks import ugatit
+    who = reader.source
+    ngf, in_channels = (int(s) for s in reader.shape("DownBlock.1.weight")[:2])
+    n_blocks = 0
+    while reader.has(f"UpBlock1_{n_blocks + 1}.conv1.weight"):
+        n_blocks += 1
+    channels = 4 * ngf
+    mlp_in = int(reader.shape("FC.0.weight")[1])
+    light = mlp_in == channels
+    if not light:
+        side = int(round((mlp_in / channels) ** 0.5))
+        if side * side * channels != mlp_in:
+            raise ValueError(f"{who}: 'FC.0.weight' has {mlp_in} inputs, neither light mode "
+                             f"({channels}) nor full mode ((img_size / 4)^2 * {channels}).")
+        img_size = 4 * side
+    output_channels = int(reader.shape("UpBlock2.11.weight")[0])
+    G = ugatit.UGATITGenerator(ngf=ngf, n_blocks=n_blocks, light=light, img_size=img_size,
+                               output_channels=output_channels, name=name)
+    G.build((None, None, None, in_channels) if light else (None, img_size, img_size, in_channels))
+
+    _ugatit_conv(reader, "DownBlock.1", G.conv_in)
+    for i, conv in enumerate(G.down_convs):
+        _ugatit_conv(reader, f"DownBlock.{5 + 4 * i}", conv)
+    for i, block in enumerate(G.down_blocks):
+        _ugatit_conv(reader, f"DownBlock.{12 + i}.conv_block.1", block.conv1)
+        _ugatit_conv(reader, f"DownBlock.{12 + i}.conv_block.5", block.conv2)
+    _ugatit_dense(reader, "gap_fc", G.gap_fc)
+    _ugatit_dense(reader, "gmp_fc", G.gmp_fc)
+    _ugatit_conv(reader, "conv1x1", G.conv1x1)
+    # Full mode: our generator flattens in NCHW order, so FC.0 imports as a plain transpose.
+    _ugatit_dense(reader, "FC.0", G.fc[0])
+    _ugatit_dense(reader, "FC.2", G.fc[1])
+    _ugatit_dense(reader, "gamma", G.gamma)
+    _ugatit_dense(reader, "beta", G.beta)
+    for i, block in enumerate(G.up_blocks):
+        key = f"UpBlock1_{i + 1}"
+        _ugatit_conv(reader, f"{key}.conv1", block.conv1)
+        _ugatit_channels(reader, f"{key}.norm1", block.norm1, ("rho",))
+        _ugatit_conv(reader, f"{key}.conv2", block.conv2)
+        _ugatit_channels(reader, f"{key}.norm2", block.norm2, ("rho",))
+    for i, (conv, norm) in enumerate(zip(G.up_convs, G.up_norms)):
+        _ugatit_conv(reader, f"UpBlock2.{2 + 5 * i}", conv)
+        _ugatit_channels(reader, f"UpBlock2.{3 + 5 * i}", norm, ("rho", "gamma", "beta"))
+    _ugatit_conv(reader, "UpBlock2.11", G.conv_out)
+    return G
+
+
+def _convert_ugatit_discriminator(reader, name, fq_layers, fq_kwargs):
+    from networks import ugatit
+    num_convs = 0
+    while reader.has(f"model.{1 + 3 * num_convs}.weight_orig"):
+        num_convs += 1
+    if num_convs < 2:
+        raise ValueError(f"{reader.source}: no discriminator convs ('model.1.weight_orig', "
+                         "'model.4.weight_orig', ...).")
+    ndf, in_channels = (int(s) for s in reader.shape("model.1.weight_orig")[:2])
+    D = ugatit.UGATITDiscriminator(ndf=ndf, n_layers=num_convs + 1, fq_layers=fq_layers,
+                                   fq_kwargs=fq_kwargs, name=name)
+    D.build((None, None, None, in_channels))
+    for i, conv in enumerate(D.convs):
+        _ugatit_spectral(reader, f"model.{1 + 3 * i}", conv)
+    _ugatit_spectral(reader, "gap_fc", D.gap_fc)
+    _ugatit_spectral(reader, "gmp_fc", D.gmp_fc)
+    _ugatit_conv(reader, "conv1x1", D.conv1x1)
+    _ugatit_spectral(reader, "conv", D.conv_out)
+    return D
+
+
+def _split_ugatit(state):
+    """{network: state dict} from the checkpoint's nested dicts or 'genA2B.'-prefixed keys."""
+    parts = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            network, rest = key, None
+        else:
+            network, _, rest = str(key).partition(".")
+        if network not in UGATIT_NETWORKS or rest == "":
+            raise ValueError(f"UGATIT-pytorch: key '{key}' belongs to none of the networks "
+                             f"{', '.join(UGATIT_NETWORKS)} (expected the official checkpoint "
+                             "{'genA2B': state_dict, ...} or keys like 'genA2B.DownBlock.1.weight').")
+        if rest is None:
+            parts.setdefault(network, {}).update(value)
+        else:
+            parts.setdefault(network, {})[rest] = value
+    if not parts:
+        raise ValueError("UGATIT-pytorch: empty state dict.")
+    return parts
+
+
+def from_ugatit_pytorch(state, img_size=256, fq=None, fq_layers=None, fq_kwargs=None):
+    """Our U-GAT-IT networks with the weights of an official UGATIT-pytorch checkpoint.
+
+    Args:
+      state: the checkpoint's state dicts: {"genA2B": {name: array}, "genB2A": ..., "disGA":
+        ..., "disGB": ..., "disLA": ..., "disLB": ...}, or one flat mapping with keys
+        "genA2B.DownBlock.1.weight", ... (what `read_state` makes of the .pt file). Any
+        non-empty subset of the six networks.
+      img_size: light-mode generators: the size they were trained at (the weights do not tell;
+        official 256). Full mode reads it from 'FC.0.weight'.
+      fq, fq_layers, fq_kwargs: FQ for the global discriminators (disGA, disGB), as
+        `networks.ugatit.make_ugatit` (preset "official" / "paper", placement, arguments); fresh
+        dictionaries, since the official checkpoint has none. Default: no FQ.
+
+    Returns:
+      dict network name -> network: generators (UGATITGenerator) are called on NHWC images in
+      [-1, 1] and return (image, cam_logit, heatmap); discriminators (UGATITDiscriminator)
+      return (output, cam_logit, heatmap). Architecture (ngf, n_blocks, light / full, n_layers,
+      ndf) is inferred from the shapes.
+
+    Raises:
+      ValueError naming the key on a missing key, a wrong shape, an unexpected key or a key of
+      no known network. Nothing is returned half-converted.
+
+    Conversion: conv weight OIHW -> HWIO, linear weight transposed, rho / ILN gamma / beta
+    (1, C, 1, 1) -> (C,); spectral norm keeps weight_orig as the kernel and weight_u, weight_v
+    as the stored vectors in PyTorch's ordering (W_mat = kernel.transpose(3, 2, 0, 1) reshaped
+    to (O, -1)).
+    """
+    from networks import ugatit
+    layers, kwargs = ugatit.fq_preset(fq) if fq is not None else ((), {})
+    layers = layers if fq_layers is None else tuple(fq_layers)
+    kwargs = kwargs if fq_kwargs is None else dict(fq_kwargs)
+    nets = {}
+    for name, part in _split_ugatit(state).items():
+        reader = StateReader(part, f"UGATIT-pytorch {name}")
+        if name.startswith("gen"):
+            nets[name] = _convert_ugatit_generator(reader, name, img_size)
+        elif name in ("disGA", "disGB"):
+            nets[name] = _convert_ugatit_discriminator(reader, name, layers, kwargs)
+        else:
+            nets[name] = _convert_ugatit_discriminator(reader, name, (), {})
+        reader.check_all_used()
+    return {name: nets[name] for name in UGATIT_NETWORKS if name in nets}
+
+
+UGATITConverted = collections.namedtuple("UGATITConverted", UGATIT_NETWORKS,
+                                         defaults=(None,) * len(UGATIT_NETWORKS))
+
+
+def _from_ugatit_pytorch_file(state, generator_overrides=None, discriminator_overrides=None):
+    """run_convert.py form: generator_overrides may hold img_size, discriminator_overrides fq,
+    fq_layers, fq_kwargs (for disGA / disGB)."""
+    g = dict(generator_overrides or {})
+    d = dict(discriminator_overrides or {})
+    unknown = sorted(set(g) - {"img_size"}) + sorted(set(d) - {"fq", "fq_layers", "fq_kwargs"})
+    if unknown:
+        raise ValueError(f"UGATIT-pytorch: {', '.join(unknown)} does not apply to U-GAT-IT "
+                         "weights.")
+    return UGATITConverted(**from_ugatit_pytorch(state, **g, **d))
+
+
+IMPORTERS["ugatit-pytorch"] = _from_ugatit_pytorch_file
