@@ -862,7 +862,8 @@ def _split_ugatit(state):
         if network not in UGATIT_NETWORKS or rest == "":
             raise ValueError(f"UGATIT-pytorch: key '{key}' belongs to none of the networks "
                              f"{', '.join(UGATIT_NETWORKS)} (expected the official checkpoint "
-                             "{'genA2B': state_dict, ...} or keys like 'genA2B.DownBlock.1.weight').")
+                             "{'genA2B': state_dict, ...} or keys like "
+                             "'genA2B.DownBlock.1.weight').")
         if rest is None:
             parts.setdefault(network, {}).update(value)
         else:

@@ -79,17 +79,20 @@ def discriminator_state(rng, ndf=2, n_layers=4, in_ch=3):
         channels = out
     sn("gap_fc", (1, channels), False)
     sn("gmp_fc", (1, channels), False)
-    w["conv1x1.weight"] = rng.uniform(-1, 1, (channels, 2 * channels, 1, 1)) / np.sqrt(2 * channels)
+    w["conv1x1.weight"] = rng.uniform(-1, 1, (channels, 2 * channels, 1, 1)) / np.sqrt(
+        2 * channels)
     w["conv1x1.bias"] = rng.uniform(-0.1, 0.1, channels)
     sn("conv", (1, channels, 4, 4), False)
     return w
 
 
 def official_state(rng, light=True, img_size=16, n_blocks=2):
-    return {"genA2B": generator_state(rng, light=light, img_size=img_size, n_blocks=n_blocks),
-            "genB2A": generator_state(rng, light=light, img_size=img_size, n_blocks=n_blocks),
-            "disGA": discriminator_state(rng, n_layers=5), "disGB": discriminator_state(rng, n_layers=5),
-            "disLA": discriminator_state(rng, n_layers=4), "disLB": discriminator_state(rng, n_layers=4)}
+    g = dict(light=light, img_size=img_size, n_blocks=n_blocks)
+    return {"genA2B": generator_state(rng, **g), "genB2A": generator_state(rng, **g),
+            "disGA": discriminator_state(rng, n_layers=5),
+            "disGB": discriminator_state(rng, n_layers=5),
+            "disLA": discriminator_state(rng, n_layers=4),
+            "disLB": discriminator_state(rng, n_layers=4)}
 
 # ---------------------------------------------------------------------------------------------
 # The official forward passes in numpy (NCHW, float64).
@@ -157,7 +160,8 @@ def np_generator(w, x, light):
         key = f"UpBlock1_{i}"
         h = relu(iln_core(np_conv(pad(x, 1), w[f"{key}.conv1.weight"]), w[f"{key}.norm1.rho"])
                  * g + b)
-        x = x + iln_core(np_conv(pad(h, 1), w[f"{key}.conv2.weight"]), w[f"{key}.norm2.rho"]) * g + b
+        h = np_conv(pad(h, 1), w[f"{key}.conv2.weight"])
+        x = x + iln_core(h, w[f"{key}.norm2.rho"]) * g + b
         i += 1
     for index in (2, 7):
         x = x.repeat(2, axis=2).repeat(2, axis=3)                      # nn.Upsample nearest

@@ -45,7 +45,7 @@ CONFIGS = ("demo", "official")
 # 4 residual blocks, 256^2, batch 1, 1M iterations, full mode unless --light); "demo" is sized
 # for a CPU: narrow networks at 64^2 that show progress lines within a minute or two.
 CONFIG_PRESETS = {
-    "demo": dict(ngf=16, ndf=16, n_blocks=2, img_size=64, batch=1, iterations=20000,
+    "demo": dict(ngf=16, ndf=16, n_blocks=2, img_size=64, batch=1, iterations=10000,
                  learning_rate=1e-4, tick_kimg=0.1),
     "official": dict(ngf=64, ndf=64, n_blocks=4, img_size=256, batch=1, iterations=1_000_000,
                      learning_rate=1e-4, tick_kimg=1.0),

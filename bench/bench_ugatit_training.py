@@ -1,0 +1,108 @@
+"""U-GAT-IT training iterations per second, light mode, FQ on vs off, side by side.
+
+    python bench/bench_ugatit_training.py [--sizes 64,128] [--width 64] [--n_blocks 4]
+
+One timed iteration is the full `UGATITTrainer.train_step` of the training loop (both
+directions: D step on all four discriminators with the FQ dictionary updates, G step with both
+generators' six passes, two PyTorch-Adam updates, rho clipping), compiled as the loop compiles
+it (one tf.function call per iteration), on fixed input tensors (no tf.data pipeline). FQ on =
+the official preset in the global discriminators (convs 1, 2, 3; K 64 / 128 / 128); off = the
+same networks without FQ.
+Below 96x96 the official global discriminator (7 layers) does not fit, so at 64x64 it has 6
+layers (`Options.discriminator_layers`). The variants are timed interleaved, `--iterations` steps
+per repeat, and printed as iterations/s from the median and the fastest repeat (the latter is
+less sensitive to other processes on a shared machine).
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from networks import ugatit  # noqa: E402
+from training.ugatit_trainer import UGATITTrainer  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("sizes", ["64", "128"], "Image sizes (light mode).")
+flags.DEFINE_integer("width", 64, "ngf = ndf (official: 64).")
+flags.DEFINE_integer("n_blocks", 4, "Residual blocks per side (official: 4).")
+flags.DEFINE_integer("batch", 1, "Batch size (official: 1).")
+flags.DEFINE_integer("iterations", 3, "Training iterations per timed repeat.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (median and best reported).")
+flags.DEFINE_boolean("xla", False, "Compile the step with XLA (jit_compile=True).")
+
+
+def training_step(size, fq):
+    layers = ugatit.max_discriminator_layers(size)
+    nets = ugatit.make_ugatit(light=True, img_size=size, ngf=FLAGS.width, ndf=FLAGS.width,
+                              n_blocks=FLAGS.n_blocks, fq="official" if fq else None,
+                              global_layers=min(7, layers), local_layers=min(5, layers))
+    trainer = UGATITTrainer(nets, (size, size, 3), iterations=1_000_000)
+    batch = FLAGS.batch
+
+    def one(a, b):
+        sums, _ = trainer.train_step((a, b), batch)
+        trainer.finish_step()
+        return sums["g_loss"]
+
+    step = tf.function(one, autograph=False, jit_compile=FLAGS.xla)
+
+    rng = np.random.RandomState(0)
+    args = tuple(tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
+                 for _ in "AB")
+    return step, args
+
+
+def timed(variants, repeats):
+    """Interleaved timing so both variants see the same machine load."""
+    for fn, args in variants.values():
+        start = time.perf_counter()
+        fn(*args).numpy()  # trace + first run
+        print(f"  compiled in {time.perf_counter() - start:.0f} s", flush=True)
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (fn, args) in variants.items():
+            start = time.perf_counter()
+            for _ in range(FLAGS.iterations):
+                loss = fn(*args)
+            loss.numpy()
+            times[name].append((time.perf_counter() - start) / FLAGS.iterations)
+    return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    sizes = [int(s) for s in FLAGS.sizes]
+    if any(s % 4 or s < ugatit.min_discriminator_size(5) for s in sizes):
+        raise app.UsageError(f"--sizes must be divisible by 4 and >= "
+                             f"{ugatit.min_discriminator_size(5)} (the local discriminator).")
+    print(f"U-GAT-IT light training iterations/s (batch {FLAGS.batch}, width {FLAGS.width}, "
+          f"{FLAGS.n_blocks} blocks, {FLAGS.iterations} iterations x {FLAGS.repeats} repeats, "
+          f"XLA = {FLAGS.xla}, {len(tf.config.list_logical_devices('CPU'))} CPU device(s), "
+          f"{len(tf.config.list_physical_devices('GPU'))} GPU(s))", flush=True)
+    rows = []
+    for size in sizes:
+        print(f"{size}x{size}:", flush=True)
+        seconds = timed({"off": training_step(size, False), "on": training_step(size, True)},
+                        FLAGS.repeats)
+        rows.append((size, seconds))
+    print(f"{'':<22} {'median':-^28}   {'best':-^28}")
+    print(f"{'size':<22} {'FQ off':>8} {'FQ on':>8} {'FQ cost':>9}   "
+          f"{'FQ off':>8} {'FQ on':>8} {'FQ cost':>9}")
+    for size, s in rows:
+        (off, off_best), (on, on_best) = s["off"], s["on"]
+        print(f"{f'{size}x{size} gD{min(7, ugatit.max_discriminator_layers(size))}':<22} "
+              f"{1 / off:8.3f} {1 / on:8.3f} {100 * (on / off - 1):+8.1f}%   "
+              f"{1 / off_best:8.3f} {1 / on_best:8.3f} {100 * (on_best / off_best - 1):+8.1f}%",
+              flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
