@@ -519,6 +519,10 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         f"step(s) x {options.preset('accumulations')} minibatch(es) of {global_batch} "
         f"({options.kimg:g} kimg), {options.num_classes} classes, FQ after D blocks "
         f"{list(options.fq_layers) or 'none'}")
+    if iteration == 0 and is_chief:
+        # The starting point, for comparison (NVlabs' fakes_init.png).
+        save_image_grid(os.path.join(run_dir, "fakes_init.png"), generate(grid_z, grid_labels),
+                        columns=grid_columns)
     start_time = time.time()
     logger.throughput(iteration * per_iteration / 1000)
     tick_start, tick, last_snapshot = iteration, 0, None

@@ -23,11 +23,11 @@ FQ_PRESETS = ("official", "paper")
 # 2-layer mapping, so the default run finishes in minutes; "e" and "f" are the paper's.
 CONFIG_PRESETS = {
     "demo": dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
-                 learning_rate=0.002, r1_gamma=0.5),
+                 learning_rate=0.002, r1_gamma=0.5, g_ema_rampup=0.05),
     "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=100.0),
+              learning_rate=0.002, r1_gamma=100.0, g_ema_rampup=0.0),
     "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=10.0),
+              learning_rate=0.002, r1_gamma=10.0, g_ema_rampup=0.0),
 }
 # Official FQ settings per model (fq-official.md); ProGAN has no official FQ: StyleGAN v1's.
 FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
@@ -41,6 +41,8 @@ class TrainingOptions:
     config: str = "demo"
     dataset: str = "shapes"            # Dataset folder or built-in synthetic name.
     resolution: int = 0                # 0 = the dataset's resolution (32 for built-in data).
+    channels: int = 0                  # Image channels; filled in from the dataset.
+    label_size: int = 0                # Label length used (0 = unconditional); filled in.
     conditional: bool = False          # Use the dataset's labels.
     kimg: float = 300.0
     batch: int = 0                     # 0 = preset.
@@ -97,7 +99,8 @@ class TrainingOptions:
             minibatch_base=self.minibatch, learning_rate_base=self.lr)
 
     def loss_settings(self):
-        loss = LOSS_PRESETS[self.model]
+        loss = dataclasses.replace(LOSS_PRESETS[self.model],
+                                   g_ema_rampup=self.preset("g_ema_rampup"))
         if loss.r1_gamma > 0:
             gamma = self.r1_gamma if self.r1_gamma >= 0 else self.preset("r1_gamma")
             loss = dataclasses.replace(loss, r1_gamma=gamma)
@@ -285,14 +288,12 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
     Returns:
       (options, {name: network}); Gs is the generator to sample from (EMA of G).
     """
-    import datasets
     from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
     options = TrainingOptions.load(run_dir)
     checkpoint = checkpoint or latest_checkpoint(run_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, 'checkpoints')}.")
-    info = datasets.open_dataset(options.dataset, resolution=options.resolution).info
-    G, D = build_networks(options, info.channels, info.label_size if options.conditional else 0)
+    G, D = build_networks(options, options.channels, options.label_size)
     networks = {"G": G, "D": D}
     if "Gs" in which:
         networks["Gs"] = type(G).from_config({**G.get_config(), "name": "Gs"})

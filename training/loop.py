@@ -15,6 +15,7 @@ the images consumed (`ImageDataset.distribute(start_image=...)`), so stop + resu
 uninterrupted run.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -71,13 +72,14 @@ def log_keys(trainer):
 
 
 def _resolve_options(options, dataset):
+    """Fills in what the dataset decides, so the run can be rebuilt without it later."""
     info = dataset.info
-    if not options.resolution:
-        options.resolution = info.resolution
     if options.conditional and not info.has_labels:
         raise ValueError(f"--conditional: dataset {info.source} has no labels; prepare it with "
                          "--labels or drop --conditional.")
-    return options
+    return dataclasses.replace(options, resolution=options.resolution or info.resolution,
+                               channels=info.channels,
+                               label_size=info.label_size if options.conditional else 0)
 
 
 def _sample_inputs(options, trainer, info, dataset, count):
@@ -107,7 +109,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
     options = _resolve_options(options, dataset)
     info = dataset.info
-    c_dim = info.label_size if options.conditional else 0
+    c_dim = options.label_size
     schedule = options.schedule()
     replicas = strategy.num_replicas_in_sync
 
@@ -143,7 +145,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     start_time = time.time()
     logger.throughput(nimg / 1000)
 
-    def snapshot(final=False):
+    def snapshot():
         kimg = nimg / 1000
         stage = segment.resolution
         if is_chief:
@@ -194,6 +196,13 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
             fakes.append(np.clip(generate_gs(z, labels, lod, stage).numpy(), -1.0, 1.0))
         result = swd.distance(real_desc, swd.descriptors(np.concatenate(fakes)))
         return {f"metrics/{k}": v for k, v in result.items()}
+
+    if nimg == 0 and is_chief:
+        # The starting point, for comparison: NVlabs' fakes_init.png (and SWD at kimg 0).
+        stage = schedule.segment_at(0).resolution
+        save_image_grid(os.path.join(run_dir, "fakes_init.png"), sample(stage), columns=8)
+        if "swd" in options.metrics:
+            logger.scalars(0.0, compute_swd(stage))
 
     while nimg < stop_nimg:
         current = schedule.segment_at(nimg / 1000)
@@ -264,6 +273,13 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
                "seconds": round(time.time() - start_time, 1),
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
+    if is_chief:
+        from export import export_generator
+        from export.stylegan import run_settings
+        summary["export"] = export_generator(
+            trainer.Gs, os.path.join(run_dir, "export"), overwrite=True,
+            metadata={"source": run_dir, "kimg": nimg / 1000},
+            **run_settings(options, nimg, int(trainer.segment_start_nimg.numpy())))
     # Every worker writes its summary (into its own --out): the fingerprints show that all
     # workers ended with the same state.
     with open(os.path.join(run_dir, "summary.json"), "w") as f:

@@ -49,6 +49,8 @@ class LossSettings:
     style_mixing_prob: float = 0.0  # Style-mixing probability (StyleGAN: 0.9).
     dlatent_avg_beta: float = 0.995  # dlatent average decay (truncation trick).
     g_ema_kimg: float = 10.0        # Gs half-life in kimg: beta = 0.5^(batch / (kimg * 1000)).
+    g_ema_rampup: float = 0.0       # > 0: half-life <= rampup * images seen (stylegan2-ada's
+                                    # short-run fix, 0.05 there); 0 = off (the paper configs).
 
     def __post_init__(self):
         if self.kind not in ("wgan_gp", "logistic"):
@@ -148,7 +150,7 @@ class GANTrainer(keras.Model):
         self.pl_mean = self.add_weight(name="pl_mean", shape=(), initializer="zeros",
                                        trainable=False, aggregation="only_first_replica")
         self.seed_generator = keras.random.SeedGenerator(seed, name="trainer_seed_generator")
-        self.copy_to_gs(beta=0.0)
+        self.copy_to_gs()
         self.built = True
 
     # -- state outside the step ------------------------------------------------------------
@@ -175,17 +177,21 @@ class GANTrainer(keras.Model):
                 if variable.path.endswith(("_momentum", "_velocity", "/iteration")):
                     variable.assign(tf.zeros_like(variable))
 
-    def copy_to_gs(self, beta):
-        """Gs <- G + (Gs - G) * beta for trainable weights; buffers copied (beta=0: copy all)."""
+    def copy_to_gs(self, beta=None):
+        """Gs <- G + (Gs - G) * beta for trainable weights; buffers copied (None: copy all)."""
         for gs, g in zip(self.Gs.weights, self.G.weights):
-            if g.trainable and beta:
+            if g.trainable and beta is not None:
                 gs.assign(g + (gs - g) * beta)
             else:
                 gs.assign(g)
 
     def finish_step(self, global_batch):
         """Cross-replica part of an iteration: Gs EMA and the image counter."""
-        beta = 0.5 ** (global_batch / (self.loss_settings.g_ema_kimg * 1000.0))
+        half_life = tf.constant(self.loss_settings.g_ema_kimg * 1000.0, tf.float64)
+        if self.loss_settings.g_ema_rampup > 0:
+            seen = tf.cast(self.nimg + global_batch, tf.float64)
+            half_life = tf.minimum(half_life, seen * self.loss_settings.g_ema_rampup)
+        beta = tf.cast(0.5 ** (global_batch / tf.maximum(half_life, 1e-8)), tf.float32)
         self.copy_to_gs(beta)
         self.nimg.assign_add(global_batch)
 

@@ -102,29 +102,30 @@ class Options:
     def preset(self, name):
         return CONFIG_PRESETS[self.config][name]
 
-    def _value(self, name):
+    def resolved(self, name):
+        """The option `name`, or its --config preset when 0."""
         return getattr(self, name) or self.preset(name)
 
     @property
     def size(self):
-        return self._value("img_size")
+        return self.resolved("img_size")
 
     @property
     def minibatch(self):
-        return self._value("batch")
+        return self.resolved("batch")
 
     @property
     def lr(self):
-        return self._value("learning_rate")
+        return self.resolved("learning_rate")
 
     @property
     def total_iterations(self):
-        return self._value("iterations")
+        return self.resolved("iterations")
 
     @property
     def tick(self):
         """kimg between progress lines."""
-        return self._value("tick_kimg")
+        return self.resolved("tick_kimg")
 
     @property
     def kimg(self):
@@ -169,13 +170,14 @@ class Options:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
+        if values.get("model", "ugatit") != "ugatit":
+            raise ValueError(f"training_options.json is a {values['model']} run, not a U-GAT-IT "
+                             "one.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"training_options.json has unknown options {unknown}; was it "
                              "written by a newer version?")
-        if values.get("model", "ugatit") != "ugatit":
-            raise ValueError(f"training_options.json is a {values['model']} run, not ugatit.")
         for name, value in values.items():
             if isinstance(value, list):
                 values[name] = tuple(value)
@@ -317,8 +319,8 @@ def build_networks(options):
     global_layers, local_layers = options.discriminator_layers
     fq_layers, fq_kwargs = options.fq_config()
     return ugatit.make_ugatit(
-        light=options.light, img_size=options.size, ngf=options._value("ngf"),
-        ndf=options._value("ndf"), n_blocks=options._value("n_blocks"), fq=None,
+        light=options.light, img_size=options.size, ngf=options.resolved("ngf"),
+        ndf=options.resolved("ndf"), n_blocks=options.resolved("n_blocks"), fq=None,
         fq_layers=fq_layers, fq_kwargs=fq_kwargs, global_layers=global_layers,
         local_layers=local_layers)
 
