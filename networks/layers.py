@@ -119,20 +119,6 @@ def fade_coefficient(lod, full_resolution, stage):
     return tf.clip_by_value(tf.cast(lod, tf.float32) - offset, 0.0, 1.0)
 
 
-def fade_images(images, lod, full_resolution):
-    """Reals during a progressive fade: lerp(x, upscale2d(downscale2d(x)), t) (official).
-
-    images are at the stage resolution S (their static size); t = `fade_coefficient` (the
-    official lod - floor(lod) inside the stage). At t = 1 this is the S/2 image shown at S, as
-    the generator's faded output.
-    """
-    stage = images.shape[1]
-    if stage is None or stage <= 4:
-        return images
-    t = fade_coefficient(lod, full_resolution, stage)
-    return lerp(images, upscale2d(downscale2d(images)), t)
-
-
 def _spatial(x):
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     if h is None or w is None or c is None:
