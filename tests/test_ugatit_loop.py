@@ -192,6 +192,9 @@ def test_translation_cli_errors_are_one_line(runs, tmp_path, capsys):
     full = str(tmp_path / "full")
     os.makedirs(full)
     (tmp_path / "full" / "f.txt").write_text("x")
+    other = tmp_path / "stylegan_run"
+    other.mkdir()
+    (other / "training_options.json").write_text(json.dumps({"model": "stylegan2", "kimg": 1}))
     bad = str(tmp_path / "bad")
     write_images(bad, synthetic.shapes2cartoon(1, 16, seed=1)[0], ["a.png"])
     (tmp_path / "bad" / "b.png").write_bytes(b"not a png")
@@ -202,6 +205,8 @@ def test_translation_cli_errors_are_one_line(runs, tmp_path, capsys):
           "--input", src, "--output", str(tmp_path / "o2")], "looked for"),
         (["--network", str(tmp_path), "--input", src, "--output", str(tmp_path / "o3")],
          "neither a U-GAT-IT run folder"),
+        (["--network", str(other), "--input", src, "--output", str(tmp_path / "o6")],
+         "is a stylegan2 run, not a U-GAT-IT one"),
         (["--network", runs["straight"], "--input", src, "--output", full],
          "exists and is not empty"),
         (["--network", runs["straight"], "--input", bad, "--output", str(tmp_path / "o4")],
@@ -234,11 +239,11 @@ def options_from(argv):
 def test_presets_and_flags():
     demo = options_from([])
     assert (demo.dataset, demo.size, demo.minibatch, demo.lr) == ("shapes2cartoon", 64, 1, 1e-4)
-    assert demo._value("ngf") == 16 and demo.discriminator_layers == (6, 5)
+    assert demo.resolved("ngf") == 16 and demo.discriminator_layers == (6, 5)
     assert demo.fq_config() == ((1, 2, 3), {"commitment_cost": 2.0, "decay": 0.85})
     official = options_from(["--config", "official"])
-    assert (official.size, official.total_iterations, official._value("ngf"),
-            official._value("ndf"), official._value("n_blocks"), official.light) == (
+    assert (official.size, official.total_iterations, official.resolved("ngf"),
+            official.resolved("ndf"), official.resolved("n_blocks"), official.light) == (
         256, 1_000_000, 64, 64, 4, False)
     assert official.discriminator_layers == (7, 5)
     paper = options_from(["--fq-preset", "paper", "--light", "--img-size", "128"])
