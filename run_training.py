@@ -46,7 +46,7 @@ def define_flags(fv=FLAGS):
                          "0 = the dataset's full resolution.", **d)
     flags.DEFINE_boolean("conditional", False, "Condition G and D on the dataset's labels.", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
-                       "(default 300 for --config demo, 25000 otherwise).", **d)
+                       "(default 30 for --config demo, 25000 otherwise).", **d)
     flags.DEFINE_integer("batch", 0, "Global minibatch (0 = preset: 16 demo, 32 e/f).", **d)
     flags.DEFINE_float("lr", 0.0, "Learning rate of G and D (0 = preset: 0.002).", **d)
     flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10).", **d)

@@ -44,7 +44,7 @@ class TrainingOptions:
     channels: int = 0                  # Image channels; filled in from the dataset.
     label_size: int = 0                # Label length used (0 = unconditional); filled in.
     conditional: bool = False          # Use the dataset's labels.
-    kimg: float = 300.0
+    kimg: float = 30.0
     batch: int = 0                     # 0 = preset.
     learning_rate: float = 0.0         # 0 = preset.
     r1_gamma: float = -1.0             # < 0 = preset (config-e 100, config-f 10).
@@ -222,7 +222,7 @@ def options_from_flags(fv):
     if set(metrics) - {"swd"}:
         raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "
                              "training only swd is available (run_metrics.py does the rest).")
-    kimg = fv.kimg if fv.kimg is not None else (300.0 if fv.config == "demo" else 25000.0)
+    kimg = fv.kimg if fv.kimg is not None else (30.0 if fv.config == "demo" else 25000.0)
     if kimg <= 0 or fv["tick-kimg"].value <= 0 or fv["snapshot-ticks"].value < 1:
         raise app.UsageError("--kimg and --tick-kimg must be > 0 and --snapshot-ticks >= 1.")
     if fv.batch < 0:
