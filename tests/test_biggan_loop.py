@@ -1,7 +1,6 @@
 """training/biggan_loop.py through run_training.py: presets, usage errors, a class-conditional
 run on the built-in labelled shapes, exact resume, divergence."""
 
-import dataclasses
 import json
 import os
 import types
@@ -49,7 +48,8 @@ def test_cifar_presets_reproduce_the_official_launch_scripts():
         assert (options.batch, s.d_steps, s.accumulations) == (64, 4, 1)
         assert (s.g_learning_rate, s.d_learning_rate, s.betas, s.epsilon) == (
             2e-4, 2e-4, (0.0, 0.999), 1e-8)
-        assert (s.ema_decay, s.ema_start, s.fq_alpha, s.fq_warmup_iterations) == (0.9999, 1000, 1.0, 0)
+        assert (s.ema_decay, s.ema_start, s.fq_alpha, s.fq_warmup_iterations) == (
+            0.9999, 1000, 1.0, 0)
         # 500 epochs of 50k images, 256 images (4 D steps x 64) per iteration, last batch dropped.
         assert options.images_per_iteration == 256 and options.iterations == 500 * 195 == 97_500
         assert options.kimg == pytest.approx(97_500 * 0.256)
@@ -64,7 +64,8 @@ def test_imagenet64_preset_reproduces_launch_i64_bs128x4():
     biggan_loop.resolve(options, fake_dataset(64, 1000, 1_281_167))
     s = options.settings()
     assert (options.batch, s.d_steps, s.accumulations) == (128, 1, 4)
-    assert (s.g_learning_rate, s.d_learning_rate, s.epsilon, s.ema_start) == (1e-4, 4e-4, 1e-6, 20000)
+    assert (s.g_learning_rate, s.d_learning_rate, s.epsilon, s.ema_start) == (
+        1e-4, 4e-4, 1e-6, 20000)
     assert options.images_per_iteration == 512
     assert options.iterations == 100 * (1_281_167 // 512)
     assert options.fq_layers == (2,)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import fq_keras
 from networks import biggan
 from training.biggan_trainer import BigGANSettings, BigGANTrainer, d_hinge, g_hinge
 from training.checkpoints import Checkpoints
@@ -119,7 +118,8 @@ def test_four_d_steps_with_fresh_draws_on_concat_fake_real_then_one_g_step():
         np.testing.assert_array_equal(call["images"][4:], reals)  # a fresh real batch per step
         np.testing.assert_array_equal(call["labels"][4:], onehot.argmax(1))
         np.testing.assert_array_equal(call["labels"][:4], rec.labels[k])
-        assert np.abs(call["images"][:4]).max() <= 1.0 and not np.allclose(call["images"][:4], reals)
+        fakes = call["images"][:4]
+        assert np.abs(fakes).max() <= 1.0 and not np.allclose(fakes, reals)
     g_call = rec.d_calls[4]
     assert g_call["images"].shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(g_call["labels"], rec.labels[4])

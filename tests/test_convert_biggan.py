@@ -8,7 +8,7 @@ checked against a numpy NCHW transcription of the official eval-mode forward pas
 import numpy as np
 import pytest
 
-from networks import biggan, convert
+from networks import convert
 
 G_CHANNELS = {32: ((4, 4, 4), (4, 4, 4), (8, 16, 32)),
               64: ((16, 16, 8, 4), (16, 8, 4, 2), (8, 16, 32, 64))}
@@ -209,16 +209,20 @@ def test_cifar_state_dicts_load_and_match_the_official_forward():
     d_state = official_d_state(rng)
     nets = convert.from_biggan_pytorch(g_state, d_state)
     G, D = nets.G, nets.D
-    assert (G.resolution, G.num_classes, G.ch, G.dim_z, G.shared_dim, G.hier) == (32, 5, 2, 8, 0, False)
+    assert (G.resolution, G.num_classes, G.ch, G.dim_z, G.shared_dim, G.hier) == (
+        32, 5, 2, 8, 0, False)
     assert D.fq_layer_indices == (0, 1, 2, 3)
     for fq in D.fq_layers:  # CIFAR-10 preset hyper-parameters, PyTorch EMA variant
-        assert (fq.num_embeddings, fq.commitment_cost, fq.decay, fq.zero_debias) == (16, 1.0, 0.8, False)
+        assert (fq.num_embeddings, fq.commitment_cost, fq.decay, fq.zero_debias) == (
+            16, 1.0, 0.8, False)
 
     # Buffers arrive where our layers keep them.
     np.testing.assert_array_equal(G.linear.sn_u.numpy(), g_state["linear.u0"][0])
     assert G.linear.sn_sv.numpy() == g_state["linear.sv0"][0]
-    np.testing.assert_array_equal(G.blocks[1].bn2.stored_var.numpy(), g_state["blocks.1.0.bn2.stored_var"])
-    np.testing.assert_array_equal(G.output_bn.stored_mean.numpy(), g_state["output_layer.0.stored_mean"])
+    np.testing.assert_array_equal(G.blocks[1].bn2.stored_var.numpy(),
+                                  g_state["blocks.1.0.bn2.stored_var"])
+    np.testing.assert_array_equal(G.output_bn.stored_mean.numpy(),
+                                  g_state["output_layer.0.stored_mean"])
     fq = D.fq_by_block[2]
     np.testing.assert_array_equal(fq.embeddings.numpy(), d_state["blocks.2.1.embed"].T)
     np.testing.assert_array_equal(fq.ema_embedding_sums.numpy(), d_state["blocks.2.1.embed_avg"].T)
@@ -297,7 +301,8 @@ def test_wrong_generator_state_fails_loudly(edit, message):
      "'blocks.2.1.embed_avg' has shape"),
     (lambda s: s.update({"blocks.0.1.cluster_size": np.zeros(17, np.float32)}),
      "'blocks.0.1.cluster_size' has shape"),
-    (lambda s: s.update({"embed.weight": np.zeros((5, 9), np.float32)}), "'embed.weight' has shape"),
+    (lambda s: s.update({"embed.weight": np.zeros((5, 9), np.float32)}),
+     "'embed.weight' has shape"),
     (lambda s: s.pop("blocks.3.0.conv2.sv0"), "missing key 'blocks.3.0.conv2.sv0'"),
 ])
 def test_wrong_discriminator_state_fails_loudly(edit, message):

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import app
 
 from networks import biggan
@@ -164,14 +165,14 @@ class BigGANOptions:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
+        if values.get("model", "biggan") != "biggan":
+            raise ValueError(f"training_options.json is a {values['model']} run, not biggan; "
+                             f"pass --model {values['model']}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"training_options.json has unknown options {unknown}; was it "
                              "written by a newer version?")
-        if values.get("model", "biggan") != "biggan":
-            raise ValueError(f"training_options.json is a {values['model']} run, not biggan; "
-                             f"pass --model {values['model']}.")
         for name, value in values.items():
             if isinstance(value, list):
                 values[name] = tuple(value)
@@ -231,6 +232,9 @@ def options_from_flags(fv):
         elif fv.kimg is not None:
             saved.kimg = fv.kimg
         saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
+        if saved.xla and saved.strategy != "default":
+            raise app.UsageError("this run trains with --xla, which works with --strategy "
+                                 "default only.")
         return saved
     if fv.config not in CONFIGS:
         raise app.UsageError(f"--config {fv.config!r}: biggan presets are "
@@ -284,14 +288,28 @@ def open_training_data(options):
             "it with labels (python -m datasets.prepare create_cifar10 / create_cifar100, or "
             "create_from_images --labels=FILE), or omit --dataset for the built-in labelled "
             "shapes.")
-    labels = dataset.labels
-    if not ((labels == 0) | (labels == 1)).all() or not (labels.sum(1) == 1).all():
-        raise ValueError(f"--dataset {info.source}: labels are not one-hot class labels; "
-                         "BigGAN needs one class per image.")
     if info.channels != 3:
         raise ValueError(f"--dataset {info.source} has {info.channels} channel(s); BigGAN "
                          "generates RGB images.")
-    return dataset
+    counts = class_counts(dataset.labels)
+    if counts is None:
+        raise ValueError(f"--dataset {info.source}: labels are not one-hot class labels; "
+                         "BigGAN needs one class per image.")
+    return dataset, counts
+
+
+def class_counts(labels, chunk=65536):
+    """Images per class (float64 (C,)) of one-hot label rows, or None if they are not one-hot.
+
+    Chunked: ImageNet's labels are 1.28M x 1000 floats, and full-size temporaries would double
+    that."""
+    counts = np.zeros(labels.shape[1])
+    for start in range(0, len(labels), chunk):
+        rows = labels[start:start + chunk]
+        if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(1) == 1)):
+            return None
+        counts += rows.sum(0)
+    return counts
 
 
 def resolve(options, dataset):
@@ -318,7 +336,7 @@ def validate(options):
     """Checks everything that can be checked before TensorFlow builds anything; resolves the
     presets against the dataset. Raises app.UsageError with one clear line."""
     try:
-        dataset = open_training_data(options)
+        dataset, _ = open_training_data(options)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     num_blocks = len(biggan.D_ARCH[options.network_preset["resolution"]]["out_channels"])
@@ -402,7 +420,6 @@ def log_keys(trainer):
 
 def grid_inputs(options, z_dim, count=None):
     """Fixed latents and labels of the sample grids: one class per column (at most 10)."""
-    import numpy as np
     columns = min(options.num_classes, 10)
     rows = max(1, (count or 8 * columns) // columns)
     rng = np.random.RandomState(options.seed + 123)
@@ -423,7 +440,6 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         if killed there; the run can then be resumed (used to test exact resume).
     """
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from training import TrainingDiverged, distribute
@@ -432,7 +448,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     from training.logs import RunLogger, save_image_grid
     from training.loop import LogAccumulator
 
-    dataset = open_training_data(options)
+    dataset, counts = open_training_data(options)
     resolve(options, dataset)
     info = dataset.info
     strategy = distribute.make_strategy(options.strategy, list(options.devices) or None)
@@ -450,7 +466,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
             keras.utils.set_random_seed(options.seed)
             G, D = build_networks(options)
             trainer = BigGANTrainer(G, D, options.settings(),
-                                    class_probabilities=dataset.labels.mean(0),
+                                    class_probabilities=counts,
                                     mixed_precision=options.mixed_precision, seed=options.seed)
             accumulator = LogAccumulator(log_keys(trainer))
     finally:

@@ -88,7 +88,8 @@ class BigGANSettings:
         if not (self.g_learning_rate >= 0 and self.d_learning_rate >= 0):
             raise ValueError("BigGANSettings: learning rates must be >= 0.")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"BigGANSettings: ema_decay must be in [0, 1), got {self.ema_decay!r}.")
+            raise ValueError(f"BigGANSettings: ema_decay must be in [0, 1), got "
+                             f"{self.ema_decay!r}.")
         if self.ema_start < 0 or self.fq_alpha < 0 or self.fq_warmup_iterations < 0:
             raise ValueError("BigGANSettings: ema_start, fq_alpha and fq_warmup_iterations must "
                              "be >= 0.")
