@@ -51,10 +51,11 @@ class RunLogger:
       run_dir: the run's output folder.
       total_kimg: training length, for the ETA.
       is_chief: only the chief writes anything.
-      stream: where the progress line goes.
+      stream: where the progress line goes (default: sys.stdout at the time of each print, so
+        a redirected or captured stdout is honoured).
     """
 
-    def __init__(self, run_dir, total_kimg, is_chief=True, stream=sys.stdout):
+    def __init__(self, run_dir, total_kimg, is_chief=True, stream=None):
         self.run_dir = run_dir
         self.total_kimg = total_kimg
         self.is_chief = is_chief
@@ -106,7 +107,7 @@ class RunLogger:
             eta = time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f}d"
         rate = f"{img_per_sec:8.1f}" if img_per_sec else "       -"
         print(f"kimg {kimg:9.3f}/{self.total_kimg:g}  img/s {rate}  ETA {eta:>8}  {extra}",
-              file=self.stream, flush=True)
+              file=self.stream or sys.stdout, flush=True)
 
     def close(self):
         if self._writer is not None:
