@@ -7,7 +7,8 @@ r"""Export a trained generator as a TensorFlow SavedModel that loads without thi
 
 --network: a run folder (its latest checkpoint), one checkpoint of a run, or converted official
 weights (networks.json). The generator is Gs (the EMA generator), in float32, at the stage a
-progressive run reached. Training runs export themselves at the end into <run>/export.
+progressive run reached; for U-GAT-IT, both generators (genA2B, genB2A) at the training size.
+Training runs export themselves at the end into <run>/export.
 
 The SavedModel (StyleGAN family; see export/stylegan.py):
     serving_default(z float32 [N, z_dim], truncation_psi float32 [] [, labels float32 [N, c_dim]])
@@ -16,6 +17,8 @@ The SavedModel (StyleGAN family; see export/stylegan.py):
 Load it with plain TensorFlow:
     G = tf.saved_model.load(path)
     images = G.signatures["serving_default"](z=z, truncation_psi=tf.constant(0.7))["images"]
+U-GAT-IT (export/ugatit.py): a2b(images uint8 [N, H, W, 3]) and b2a(...) -> images uint8,
+images_float, heatmap uint8 (CAM, JET colours), cam_logit; serving_default = a2b.
 """
 
 import os
@@ -94,6 +97,14 @@ def main(argv, fv=flags.FLAGS):
         raise app.UsageError(str(error)) from None
     generator = export.Generator.from_savedmodel(path)
     meta = generator.metadata
+    inputs = generator.inputs["serving_default"]
+    if "z" not in inputs:   # image-to-image families (U-GAT-IT): images in, images out
+        print(f"Exported {meta.get('family')} model ({meta.get('resolution')}x"
+              f"{meta.get('resolution')} images) to {path}")
+        print(f"  signatures: {', '.join(generator.names)}")
+        print("  load with: tf.saved_model.load(path).signatures['serving_default']("
+              + ", ".join(f"{name}=..." for name in inputs) + ")")
+        return 0
     print(f"Exported {meta.get('family')} generator ({meta.get('resolution')}x"
           f"{meta.get('resolution')}, z_dim {generator.z_dim}"
           + (f", {generator.c_dim} label dims" if generator.c_dim else "") + f") to {path}")

@@ -4,16 +4,20 @@
         --output anime
     python run_translation.py --network runs/00000-ugatit-selfie2anime --direction B2A \\
         --input anime --output selfies --strips
+    python run_translation.py --network runs/00000-ugatit-selfie2anime/export --input selfies \\
+        --output anime
     python run_translation.py --network converted/selfie2anime --input selfies --output anime
 
 --network is a run folder of `run_training.py --model ugatit` (the latest checkpoint, or
---checkpoint runs/.../checkpoints/ckpt-N) or a folder written by `run_convert.py --source
-ugatit` (official PyTorch weights). Every image under --input (walked recursively) is resized to
-the network's size (bilinear, as the official test transform) and translated; the result is
-written as --output/<relative path>.png. --strips also writes the official 7-panel column per
-image (real, identity heatmap, identity, translation heatmap, translation, cycle heatmap, cycle)
-to --output/strips/<relative path>.png. --output must be new or empty; it appears only once
-every image is done.
+--checkpoint runs/.../checkpoints/ckpt-N), an exported SavedModel (<run>/export, written at the
+end of training, or run_export.py's output) or a folder written by `run_convert.py --source
+ugatit-pytorch` (official PyTorch weights). All of them translate through the same functions
+(export/ugatit.py), so a run folder and its export write identical PNGs. Every image under
+--input (walked recursively) is resized to the network's size (bilinear, as the official test
+transform) and translated; the result is written as --output/<relative path>.png. --strips also
+writes the official 7-panel column per image (real, identity heatmap, identity, translation
+heatmap, translation, cycle heatmap, cycle) to --output/strips/<relative path>.png. --output
+must be new or empty; it appears only once every image is done.
 """
 
 import os
@@ -32,8 +36,9 @@ DIRECTIONS = ("A2B", "B2A")
 def define_flags(fv=FLAGS):
     """All flags of run_translation.py (defined only when run as a script, or on `fv`)."""
     d = dict(flag_values=fv)
-    flags.DEFINE_string("network", None, "Run folder of run_training.py --model ugatit, or a "
-                        "folder of converted official weights (run_convert.py --source ugatit).",
+    flags.DEFINE_string("network", None, "Run folder of run_training.py --model ugatit, its "
+                        "exported SavedModel (<run>/export, run_export.py), or a folder of "
+                        "converted official weights (run_convert.py --source ugatit-pytorch).",
                         **d)
     flags.DEFINE_string("checkpoint", None, "Checkpoint of the run to use (default: the latest "
                         "in <network>/checkpoints).", **d)
@@ -44,48 +49,95 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_boolean("strips", False, "Also write the 7-panel strips with CAM heatmaps.",
                          **d)
     flags.DEFINE_integer("size", 0, "Light-mode networks: translate at this size (divisible by "
-                         "4); 0 = the size the network was trained at.", **d)
+                         "4); 0 = the size the network was trained at (a SavedModel: the size "
+                         "it was exported at).", **d)
     flags.DEFINE_integer("batch", 8, "Images per forward pass.", **d)
 
 
-def load_generators(network, checkpoint=None):
-    """({"genA2B": G, "genB2A": G}, size) from a run folder or converted weights.
+SIGNATURES = ("a2b", "b2a", "a2b_float", "b2a_float")
 
+
+def load_translator(network, checkpoint=None, size=0):
+    """The U-GAT-IT translation functions (export/ugatit.py's signatures) of a model.
+
+    Args:
+      network: an exported SavedModel (run_export.py, or <run>/export written at the end of
+        training), a run folder of run_training.py --model ugatit, or converted official
+        weights (run_convert.py --source ugatit-pytorch).
+      checkpoint: run folders only: the checkpoint to use (default: the latest).
+      size: light-mode networks: translate at this size (0 = the size they were trained at).
+        A SavedModel translates at the size it was exported at.
+    Returns:
+      export.Generator with the SIGNATURES. Run folders and converted weights are traced in
+      memory through export.build_module, the functions their SavedModel holds, so a folder
+      translates to the same PNGs from a run and from its export.
     Raises:
-      FileNotFoundError / ValueError with one line naming what is missing and where it looked.
+      FileNotFoundError / ValueError with one line naming what is wrong and where it looked.
     """
+    import export
+    from export.paths import is_savedmodel
+    from export.ugatit import EXPORTER
+    if is_savedmodel(network):
+        if checkpoint:
+            raise ValueError(f"--checkpoint applies to run folders; {network} is an exported "
+                             "SavedModel.")
+        translator = export.Generator.from_savedmodel(network)
+        missing = [name for name in SIGNATURES if not translator.has(name)]
+        if missing:
+            family = translator.metadata.get("family", "foreign")
+            raise ValueError(f"{network} is a {family} SavedModel without the U-GAT-IT "
+                             f"signatures ({', '.join(missing)}); export a U-GAT-IT run with "
+                             "run_export.py.")
+        exported = translator_size(translator)
+        if size and size != exported:
+            raise ValueError(f"--size {size}: the SavedModel {network} translates "
+                             f"{exported}x{exported} images (set at export); drop --size or "
+                             "translate from the run folder.")
+        return translator
     if os.path.isfile(os.path.join(network, "training_options.json")):
-        from training import ugatit_loop
-        options, nets = ugatit_loop.load_networks(network, checkpoint)
-        return nets, options.size
-    if os.path.isfile(os.path.join(network, "networks.json")):
+        pair, settings, metadata = EXPORTER.load_run(network, checkpoint)
+    elif os.path.isfile(os.path.join(network, "networks.json")):
         if checkpoint:
             raise ValueError(f"--checkpoint applies to run folders; {network} holds converted "
                              "networks (networks.json).")
         from networks import convert
-        nets = convert.load_networks(network)
-        missing = [n for n in ("genA2B", "genB2A") if n not in nets]
-        if missing:
-            raise ValueError(f"{network} has no {' or '.join(missing)}; convert both generators "
-                             "(run_convert.py --source ugatit).")
-        return {n: nets[n] for n in ("genA2B", "genB2A")}, nets["genA2B"].img_size
-    raise FileNotFoundError(f"{network}: neither a U-GAT-IT run folder (looked for "
-                            "training_options.json) nor converted networks (networks.json).")
+        pair = EXPORTER.converted_network(convert.load_networks(network), network)
+        settings, metadata = {}, {"source": os.path.abspath(network)}
+    else:
+        raise FileNotFoundError(f"{network}: neither a U-GAT-IT run folder (looked for "
+                                "training_options.json), an exported SavedModel "
+                                "(saved_model.pb) nor converted networks (networks.json).")
+    if size:
+        settings["size"] = size
+    module = export.build_module(pair, "ugatit", **settings)
+    module.update_metadata(metadata)
+    return export.Generator.from_module(module, network)
 
 
-def translate_folder(nets, size, input_dir, output_dir, direction="A2B", strips=False,
+def translator_size(translator):
+    """The image side S the translator's *_float signatures take."""
+    return int(translator.input_spec("a2b_float", "images_float").shape[1])
+
+
+def translate_folder(translator, input_dir, output_dir, direction="A2B", strips=False,
                      batch=8, log=print):
-    """Translates every image under input_dir; see the module docstring. Returns the count."""
+    """Translates every image under input_dir; see the module docstring. Returns the count.
+
+    translator: `load_translator(...)`. Each image is resized as the test pipeline does
+    (datasets/unpaired.py) and goes through a2b_float / b2a_float; the strips' cycle panel
+    translates the float translation back (not its uint8 rounding), as the training strips.
+    """
     import numpy as np
     import tensorflow as tf
 
     from datasets.images import list_image_files, load_image
     from datasets.unpaired import verify_images
     from training.logs import save_image_grid
-    from training.ugatit_trainer import strip, to_uint8, translation_panels
+    from training.ugatit_trainer import strip, to_uint8
 
-    forward, backward = ((nets["genA2B"], nets["genB2A"]) if direction == "A2B"
-                         else (nets["genB2A"], nets["genA2B"]))
+    forward, backward = (("a2b_float", "b2a_float") if direction == "A2B"
+                         else ("b2a_float", "a2b_float"))
+    size = translator_size(translator)
     paths, _ = list_image_files(input_dir)       # absolute, sorted by relative path
     files = [os.path.relpath(p, os.path.abspath(input_dir)) for p in paths]
     targets = [os.path.splitext(f)[0] + ".png" for f in files]
@@ -103,20 +155,26 @@ def translate_folder(nets, size, input_dir, output_dir, direction="A2B", strips=
         raise ValueError(f"--output {output_dir} exists and is not empty; choose a new folder.")
 
     def prepare(path):
+        # The test pipeline's resize and scaling (export/ugatit.py's uint8 signatures too).
         image = tf.image.resize(load_image(path), [size, size], "bilinear", antialias=True)
         return image.numpy() * (2.0 / 255.0) - 1.0
 
-    translate = tf.function(lambda x: forward(x, training=False)[0])
     staging = f"{os.path.normpath(output_dir)}.partial-{os.getpid()}"
     try:
         for start in range(0, len(files), batch):
             images = np.stack([prepare(p) for p in paths[start:start + batch]]).astype(np.float32)
-            fakes = to_uint8(translate(tf.constant(images)).numpy())
-            panels = translation_panels(forward, backward, images) if strips else None
+            fake = translator(forward, images_float=images)
+            if strips:
+                identity = translator(backward, images_float=images)
+                cycle = translator(backward, images_float=fake["images_float"])
+                # The official 7 panels (training.ugatit_trainer.translation_panels).
+                panels = np.stack([to_uint8(images), identity["heatmap"], identity["images"],
+                                   fake["heatmap"], fake["images"], cycle["heatmap"],
+                                   cycle["images"]], axis=1)
             for i, target in enumerate(targets[start:start + batch]):
                 out = os.path.join(staging, target)
                 os.makedirs(os.path.dirname(out), exist_ok=True)
-                save_image_grid(out, fakes[i:i + 1], columns=1)
+                save_image_grid(out, fake["images"][i:i + 1], columns=1)
                 if strips:
                     out = os.path.join(staging, "strips", target)
                     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -145,17 +203,13 @@ def main(argv, fv=FLAGS):
     if os.path.exists(fv.output) and (not os.path.isdir(fv.output) or os.listdir(fv.output)):
         raise app.UsageError(f"--output {fv.output} exists and is not empty; choose a new folder.")
     try:
-        nets, size = load_generators(fv.network, fv.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
+        translator = load_translator(fv.network, fv.checkpoint, fv.size)
+    except (FileNotFoundError, ValueError) as e:   # ExportError is a ValueError
         raise app.UsageError(str(e)) from None
-    if fv.size and fv.size != size:
-        if not nets["genA2B"].light:
-            raise app.UsageError(f"--size {fv.size}: this full-mode network only translates "
-                                 f"{size}x{size} images (its MLP sees the flattened features).")
-        size = fv.size
+    size = translator_size(translator)
     from datasets import DatasetError
     try:
-        count = translate_folder(nets, size, fv.input, fv.output, fv.direction, fv.strips,
+        count = translate_folder(translator, fv.input, fv.output, fv.direction, fv.strips,
                                  fv.batch)
     except (ValueError, DatasetError) as e:
         raise app.UsageError(str(e)) from None

@@ -39,9 +39,11 @@ FORMAT_VERSION = 1
 
 # Family -> module defining EXPORTER (imported on first use).
 FAMILIES = {
+    "biggan": "export.biggan",
     "progan": "export.stylegan",
     "stylegan": "export.stylegan",
     "stylegan2": "export.stylegan",
+    "ugatit": "export.ugatit",
 }
 
 #----------------------------------------------------------------------------
@@ -71,6 +73,11 @@ class Exporter(abc.ABC):
     @abc.abstractmethod
     def build(self, network, **settings):
         """-> (functions {name: tf.function}, metadata dict, attributes {name: variable})."""
+
+    def converted_network(self, networks, path):
+        """The network to export from converted networks {name: network} (run_convert.py
+        output at `path`): by default the generator, Gs or G."""
+        return converted_generator(networks, path)
 
     def load_run(self, run_dir, checkpoint=None):
         """-> (network, settings, metadata) from a run folder of this family.
@@ -259,6 +266,15 @@ def export_generator(network, export_dir, *, family=None, overwrite=False, metad
 # Sources: run folders, checkpoints, converted networks, SavedModels.
 
 
+def converted_generator(networks, path):
+    """Gs (or G) of converted networks; ExportError if they hold neither."""
+    name = "Gs" if "Gs" in networks else "G"
+    if name not in networks:
+        raise ExportError(f"{path}: converted networks without a generator "
+                          f"(has {', '.join(networks)}).")
+    return networks[name]
+
+
 def load_network(path):
     """(network, family, settings, metadata) from a run folder, checkpoint or converted
     networks; the generator to sample from (Gs for runs, G for converted networks)."""
@@ -271,11 +287,10 @@ def load_network(path):
             networks = convert.load_networks(path)
         except (OSError, ValueError, KeyError) as error:
             raise ExportError(f"{path}: cannot load converted networks ({error}).") from None
-        name = "Gs" if "Gs" in networks else "G"
-        if name not in networks:
-            raise ExportError(f"{path}: converted networks without a generator "
-                              f"(has {', '.join(networks)}).")
-        network = networks[name]
+        families = {family_of(n) for n in networks.values()}
+        family = families.pop() if len(families) == 1 else None
+        network = (exporter_for(family).converted_network(networks, path)
+                   if family in FAMILIES else converted_generator(networks, path))
         return network, family_of(network), {}, {"source": os.path.abspath(path)}
     run_dir, checkpoint = (path, None) if kind == "run" else (run_dir_of(path), path)
     family = run_family(run_dir)
@@ -357,8 +372,11 @@ class Generator:
     def z_dim(self):
         spec = self.input_spec("serving_default", "z")
         if spec is None or spec.shape.rank != 2 or spec.shape[-1] is None:
+            tool = self.metadata.get("tool")   # families without z name their tool
             raise ExportError(f"{self.description}: serving_default has no z input of shape "
-                              "[N, z_dim]; not a generator of this project's format.")
+                              "[N, z_dim]; " + (
+                                  f"a {self.metadata.get('family')} model: use {tool}." if tool
+                                  else "not a generator of this project's format."))
         return int(spec.shape[-1])
 
     @property

@@ -19,6 +19,10 @@ Exact resume: the checkpoint holds the six networks (spectral-norm vectors, FQ d
 both optimisers and the iteration counter, and the data stream is a pure function of the seed
 and the pairs consumed (`UnpairedDataset.distribute(start_image=...)`), so stop + resume equals
 an uninterrupted run.
+
+At the end the chief exports both generators as one SavedModel into <run>/export
+(export/ugatit.py: a2b / b2a on uint8 images, with CAM heatmaps), which loads with plain
+TensorFlow and which run_translation.py --network also takes.
 """
 
 import dataclasses
@@ -412,7 +416,9 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         there; the run can then be resumed (used to test exact resume).
       strategy: a tf.distribute strategy to use instead of options.strategy (tests).
     Returns:
-      dict run_dir, kimg, iterations, checkpoint, seconds, state_fingerprint.
+      dict run_dir, kimg, iterations, checkpoint, seconds, state_fingerprint, and on the chief
+      export: the SavedModel of both generators written into run_dir/export (replaced at every
+      end of training, e.g. after a resume).
     """
     strategy = strategy or distribute.make_strategy(options.strategy,
                                                     list(options.devices) or None)
@@ -522,6 +528,15 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
                "iterations": iteration, "checkpoint": last_snapshot,
                "seconds": round(time.time() - start_time, 1),
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
+    if is_chief:
+        # Both generators as one SavedModel (export/ugatit.py), as run_export.py writes it.
+        from export import export_generator
+        from export.ugatit import GeneratorPair
+        summary["export"] = export_generator(
+            GeneratorPair(trainer.genA2B, trainer.genB2A), os.path.join(run_dir, "export"),
+            overwrite=True, size=size,
+            metadata={"source": run_dir, "iterations": iteration,
+                      "kimg": iteration * global_batch / 1000})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -1,0 +1,232 @@
+"""Export of U-GAT-IT: both generators (genA2B, genB2A) in one image-to-image SavedModel.
+
+Signatures (N is dynamic; S = the size the networks were trained at, metadata "resolution"):
+
+    a2b(images uint8 [N, H, W, 3])            genA2B; serving_default is a2b
+    b2a(images uint8 [N, H, W, 3])            genB2A
+        -> images       uint8   [N, S, S, 3]  the translation, rint((x + 1) * 127.5)
+           images_float float32 [N, S, S, 3]  the translation in [-1, 1]
+           heatmap      uint8   [N, S, S, 3]  the generator's CAM attention map, coloured
+           cam_logit    float32 [N, 2]        CAM classifier logits (GAP, GMP): "the input
+                                              is from this generator's source domain"
+    a2b_float(images_float float32 [N, S, S, 3] in [-1, 1]),  b2a_float(images_float)
+        -> the same outputs, without the uint8 input stage, so translations chain exactly:
+           b2a_float(images_float=a2b_float(images_float=x)["images_float"]) is the cycle.
+
+Input images: any H x W, RGB uint8. Like the official test phase, every image is resized to
+the training size S first: `tf.image.resize(images, [S, S], "bilinear", antialias=True)` then
+[0, 255] -> [-1, 1] by x * 2/255 - 1, the test pipeline of datasets/unpaired.py (a resize to the
+same size is the identity, so S x S inputs are translated as they are). Resizing ignores the
+aspect ratio, as the official transform does; crop first to keep it.
+
+Heatmap: the official `cam()` of the training strips and test phase
+(training.ugatit_trainer.cam_heatmap): the generator's heatmap (N, S/4, S/4, 1) is min-max
+normalised per image, truncated to uint8, resized bilinearly to S x S, rounded, and coloured
+with jet_colormap (OpenCV's COLORMAP_JET), here through a 256-entry table built from
+jet_colormap itself.
+
+Light-mode networks can be exported at another size (`size=`); full-mode networks only at the
+size their MLP was built for.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from export.core import Exporter, ExportError, _float32_policy, image_outputs
+
+DIRECTIONS = {"a2b": "genA2B", "b2a": "genB2A"}
+
+
+class GeneratorPair:
+    """genA2B and genB2A of one U-GAT-IT: what `export_generator` takes for this family.
+
+        export.export_generator(GeneratorPair(nets["genA2B"], nets["genB2A"]), path)
+
+    (a dict with "genA2B" and "genB2A" works too, with family="ugatit").
+    """
+
+    def __init__(self, genA2B, genB2A):
+        self.genA2B = genA2B
+        self.genB2A = genB2A
+
+    def __iter__(self):
+        return iter((self.genA2B, self.genB2A))
+
+
+def as_pair(networks):
+    """GeneratorPair from a GeneratorPair or a mapping holding genA2B and genB2A."""
+    if isinstance(networks, GeneratorPair):
+        return networks
+    if hasattr(networks, "keys"):
+        missing = [name for name in DIRECTIONS.values() if name not in networks]
+        if missing:
+            raise ExportError(f"a U-GAT-IT export needs both generators; {' and '.join(missing)} "
+                              f"missing (has {', '.join(networks) or 'nothing'}).")
+        return GeneratorPair(networks["genA2B"], networks["genB2A"])
+    raise ExportError(f"a U-GAT-IT export takes GeneratorPair(genA2B, genB2A) or a dict of "
+                      f"them, got {type(networks).__name__}.")
+
+#----------------------------------------------------------------------------
+# The official heatmap colouring, in the graph.
+
+
+def jet_table():
+    """uint8 (256, 3): jet_colormap of every uint8 level, as cam_heatmap rounds it."""
+    from training.ugatit_trainer import jet_colormap
+    return np.uint8(np.rint(255 * jet_colormap(np.arange(256))))
+
+
+def cam_heatmap(heatmap, size, table=None):
+    """training.ugatit_trainer.cam_heatmap in TensorFlow ops (tf.function-safe).
+
+    Args:
+      heatmap: float (N, h, w, 1), the generator's channel-summed attention features.
+      size: output side S.
+      table: jet_table() (passed in so that a traced function holds it once).
+    Returns:
+      uint8 (N, S, S, 3): per image x <- (x - min) / (max - min) (0 where the map is
+      constant), uint8(255 x) (truncation, as np.uint8), bilinear resize to S x S, round,
+      JET colours.
+    """
+    table = jet_table() if table is None else table
+    x = tf.cast(heatmap, tf.float32)
+    x = x - tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    peak = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    x = tf.where(peak > 0, x / tf.where(peak > 0, peak, 1.0), 0.0)
+    levels = tf.cast(tf.cast(255.0 * x, tf.uint8), tf.float32)
+    resized = tf.image.resize(levels, [size, size], "bilinear")
+    index = tf.cast(tf.clip_by_value(tf.math.rint(resized), 0.0, 255.0), tf.int32)
+    return tf.gather(tf.constant(table), index[..., 0])
+
+#----------------------------------------------------------------------------
+# Float32 export copies (the generators build their variables on first use).
+
+
+def float32_generator(G):
+    """A built float32 copy of a UGATITGenerator (same config), weights copied.
+
+    Unlike core.float32_copy, the copy is built here: U-GAT-IT networks create their variables
+    in build(), which needs the input shape."""
+    if not G.built:
+        # Converted networks restore their weights when build() creates the variables.
+        G.build((None, G.img_size, G.img_size, 3))
+    in_channels = int(G.conv_in.kernel.shape[2])
+    if in_channels != 3 or G.output_channels != 3:
+        raise ExportError(f"{G.name}: U-GAT-IT exports translate RGB images; this generator maps "
+                          f"{in_channels} to {G.output_channels} channels.")
+    config = {**G.get_config(), "dtype": "float32"}
+    with _float32_policy():
+        copy = type(G).from_config(config)
+        copy.build((None, G.img_size, G.img_size, 3))
+    source, target = G.variables, copy.variables
+    if len(source) != len(target):
+        raise RuntimeError(f"float32_generator: {G.name} rebuilt from its config has "
+                           f"{len(target)} variables, the original {len(source)}.")
+    for dst, src in zip(target, source):
+        if dst.path.split("/", 1)[-1] != src.path.split("/", 1)[-1] or dst.shape != src.shape:
+            raise RuntimeError(f"float32_generator: variable {src.path} {src.shape} does not "
+                               f"match {dst.path} {dst.shape} of the rebuilt generator.")
+        dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
+    return copy
+
+#----------------------------------------------------------------------------
+
+
+class UGATITExporter(Exporter):
+    """U-GAT-IT generators (`networks.ugatit.UGATITGenerator`), both directions."""
+
+    def copy(self, network):
+        return GeneratorPair(*(float32_generator(G) for G in as_pair(network)))
+
+    def build(self, network, size=None, **others):
+        """Signature functions of a generator pair (float32 export copies).
+
+        Args:
+          network: GeneratorPair.
+          size: image side S the signatures translate at (default: the size the networks
+            were built for, their img_size); light mode only may differ from it.
+        """
+        if others:
+            raise ExportError(f"{', '.join(sorted(others))}: not a U-GAT-IT export setting (it "
+                              "has no noise or truncation; its only setting is size).")
+        pair = as_pair(network)
+        A2B, B2A = pair
+        if (A2B.light, A2B.img_size) != (B2A.light, B2A.img_size):
+            raise ExportError(f"genA2B (light={A2B.light}, {A2B.img_size}px) and genB2A "
+                              f"(light={B2A.light}, {B2A.img_size}px) differ; export the two "
+                              "generators of one U-GAT-IT.")
+        size = A2B.img_size if size is None else size
+        if isinstance(size, bool) or not isinstance(size, int) or size % 4 or size < 8:
+            raise ExportError(f"size {size!r}: U-GAT-IT translates images whose side is "
+                              "divisible by 4 and at least 8.")
+        if not A2B.light and size != A2B.img_size:
+            raise ExportError(f"size {size}: a full-mode U-GAT-IT translates only "
+                              f"{A2B.img_size}x{A2B.img_size} images (its MLP sees the flattened "
+                              "features); only light-mode networks change size.")
+        table = jet_table()
+        uint8_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+        float_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images_float")
+
+        def to_float(images):
+            # The test pipeline (datasets/unpaired.py): resize, then [0, 255] -> [-1, 1].
+            x = tf.image.resize(images, [size, size], "bilinear", antialias=True)
+            return x * (2.0 / 255.0) - 1.0
+
+        def translate(G, x):
+            image, cam_logit, heatmap = G(x, training=False)
+            return {**image_outputs(image), "heatmap": cam_heatmap(heatmap, size, table),
+                    "cam_logit": tf.cast(cam_logit, tf.float32)}
+
+        def direction(G):
+            # One pair of functions per generator (no default arguments: a SavedModel stores
+            # a function's whole Python signature).
+            @tf.function(input_signature=[uint8_spec])
+            def from_uint8(images):
+                return translate(G, to_float(images))
+
+            @tf.function(input_signature=[float_spec])
+            def from_float(images_float):
+                return translate(G, images_float)
+
+            return from_uint8, from_float
+
+        functions = {}
+        for name, G in (("a2b", A2B), ("b2a", B2A)):
+            functions[name], functions[f"{name}_float"] = direction(G)
+        functions["serving_default"] = functions["a2b"]
+        metadata = {"class": f"{type(A2B).__module__}.{type(A2B).__name__}",
+                    "resolution": size, "network_img_size": int(A2B.img_size),
+                    "light": bool(A2B.light), "ngf": int(A2B.ngf),
+                    "n_blocks": int(A2B.n_blocks), "img_channels": 3,
+                    "directions": ["A2B", "B2A"],
+                    "input_resize": "bilinear, antialiased (the test pipeline)",
+                    "tool": "run_translation.py"}
+        return functions, metadata, {}
+
+    def converted_network(self, networks, path):
+        """genA2B and genB2A of `run_convert.py --source ugatit-pytorch` output."""
+        try:
+            return as_pair(networks)
+        except ExportError as error:
+            raise ExportError(f"{path}: {error} Convert both generators (run_convert.py "
+                              "--source ugatit-pytorch).") from None
+
+    def load_run(self, run_dir, checkpoint=None):
+        """Both generators of a run (latest checkpoint by default) at the run's size."""
+        from training import ugatit_loop
+        from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+        try:
+            options, nets = ugatit_loop.load_networks(run_dir, checkpoint)
+        except (OSError, ValueError) as error:   # no checkpoint, not a U-GAT-IT run
+            raise ExportError(str(error).splitlines()[0]) from None
+        checkpoint = checkpoint or latest_checkpoint(run_dir)
+        iteration = tf.Variable(0, dtype=tf.int64)
+        Checkpoints(checkpoint_state(iteration=iteration), run_dir).checkpoint.read(
+            checkpoint).expect_partial()
+        iterations = int(iteration.numpy())
+        metadata = {"source": f"{run_dir} ({checkpoint})", "iterations": iterations,
+                    "kimg": iterations * options.minibatch / 1000.0}
+        return GeneratorPair(nets["genA2B"], nets["genB2A"]), {"size": options.size}, metadata
+
+
+EXPORTER = UGATITExporter()
