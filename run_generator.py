@@ -6,6 +6,8 @@ r"""Generate images with a trained generator: images for seeds, style mixing, tr
         --row-seeds 85,100,75,458,1500 --col-seeds 55,821,1789,293 --col-styles 0-6 --outdir out/mix
     python run_generator.py truncation-sweep --network runs/00000-stylegan2-shapes \
         --seeds 0-5 --psis 1,0.7,0.5,0,-0.5,-1 --outdir out/truncation
+    python run_generator.py generate-images --network runs/00001-biggan-shapes \
+        --seeds 0-9 --classes 0-4 --grid --outdir out/classes
 
 --network is a run folder (the latest checkpoint's Gs, at the stage the run reached), a checkpoint
 (<run>/checkpoints/ckpt-N), converted official weights (networks.json, from run_convert.py) or an
@@ -15,14 +17,17 @@ SavedModel give identical PNGs.
 
 As NVlabs' tools: z = np.random.RandomState(seed).randn(z_dim); noise is the generator's stored
 (const) noise; truncation psi (--trunc, default 1 = none) uses the generator's dlatent_avg with the
-model's own cutoff (StyleGAN 8 layers, StyleGAN2 all). Every image is computed by its own call
-(batch 1), so it depends on its seed only: on oneDNN CPUs a batched call can differ in the last
-float bits with the batch size, which flips a pixel sitting on a rounding boundary.
+model's own cutoff (StyleGAN 8 layers, StyleGAN2 all); BigGAN has no W space and scales z instead
+(psi * z, BigGAN-PyTorch's truncation curves; see export/biggan.py). Every image is computed by its
+own call (batch 1), so it depends on its seed only: on oneDNN CPUs a batched call can differ in the
+last float bits with the batch size, which flips a pixel sitting on a rounding boundary.
 
 Outputs (--outdir is created; existing files are never replaced unless --overwrite, and that is
 checked before anything is computed or written):
   generate-images       seed0000.png per seed (seed%04d as NVlabs); with --grid also
-                        generate-images.png, all seeds in one grid.
+                        generate-images.png, all seeds in one grid. With --classes:
+                        seed0000-class3.png per seed and class (the seed's z in every class)
+                        and a grid whose rows are seeds and columns classes.
   style-mixing-example  NVlabs' figure: style-mixing-example.png, whose first row holds the column
                         seeds' images and first column the row seeds' images; the cell of row seed
                         r and column seed c is r's w with the layers --col-styles (default 0-6:
@@ -30,7 +35,11 @@ checked before anything is computed or written):
                         <s>-<s>.png for every seed's own image.
   truncation-sweep      seed0000-psi0.7.png per seed and psi, and truncation-sweep.png (rows
                         seeds, columns psis; default psis as the StyleGAN paper's figure 8).
-Conditional models need --class (the class index; the label is its one-hot vector).
+Class-conditional models (conditional StyleGAN family, BigGAN) need --class N (every image of
+class N) or, for generate-images, --classes (a list and/or ranges: 0,3,5 or 0-9). The same for
+every family: the class index becomes its one-hot label row, the `labels` input of the model's
+serving_default, so a run folder and its SavedModel give the same PNGs. Unconditional models take
+neither; an index outside the model's classes is a usage error.
 """
 
 import math
@@ -44,7 +53,7 @@ from absl import app, flags
 COMMANDS = ("generate-images", "style-mixing-example", "truncation-sweep")
 # Flags each command reads; any other command-specific flag given is a usage error.
 COMMAND_FLAGS = {
-    "generate-images": ("seeds", "trunc", "grid"),
+    "generate-images": ("seeds", "trunc", "grid", "classes"),
     "style-mixing-example": ("row-seeds", "col-seeds", "col-styles", "trunc"),
     "truncation-sweep": ("seeds", "psis"),
 }
@@ -71,7 +80,11 @@ def define_flags(flag_values=flags.FLAGS):
                         "(generate-images, truncation-sweep).", **d)
     flags.DEFINE_string("trunc", "1", "Truncation psi (1 = none; StyleGAN paper figures use "
                         "0.7, StyleGAN2's 0.5).", **d)
-    flags.DEFINE_string("class", None, "Class index for conditional models.", **d)
+    flags.DEFINE_string("class", None, "Class index for conditional models (every image of "
+                        "this class), e.g. --class 3.", **d)
+    flags.DEFINE_string("classes", None, "generate-images: class indices and/or ranges, e.g. "
+                        "0,3,5 or 0-9: one image per seed and class (the seed's z in every "
+                        "class).", **d)
     flags.DEFINE_boolean("grid", False, "generate-images: also write all images as one grid.",
                          **d)
     flags.DEFINE_string("row-seeds", None, "style-mixing-example: seeds of the rows (they give "
@@ -115,6 +128,15 @@ def parse_int_list(text, flag, maximum=MAX_SEED, max_count=MAX_IMAGES):
     return values
 
 
+def parse_class(text):
+    """--class: one non-negative integer (checked against the model's classes once loaded)."""
+    text = (text or "").strip()
+    if not re.fullmatch(r"\d+", text):
+        raise app.UsageError(f"--class {text!r}: a class index is a non-negative integer, e.g. "
+                             "--class 3 (several classes: --classes 0,3,5).")
+    return int(text)
+
+
 def parse_float(text, flag):
     try:
         value = float(text)
@@ -136,10 +158,17 @@ def psi_name(psi):
     return f"{psi:g}"
 
 
+def class_file(seed, class_index):
+    return f"seed{seed:04d}-class{class_index}.png"
+
+
 def output_files(command, options):
     """The files a command will write (checked for existence before anything runs)."""
     if command == "generate-images":
-        files = [f"seed{s:04d}.png" for s in options["seeds"]]
+        if options["classes"]:
+            files = [class_file(s, c) for s in options["seeds"] for c in options["classes"]]
+        else:
+            files = [f"seed{s:04d}.png" for s in options["seeds"]]
         return files + (["generate-images.png"] if options["grid"] else [])
     if command == "truncation-sweep":
         return [f"seed{s:04d}-psi{psi_name(p)}.png" for s in options["seeds"]
@@ -169,12 +198,15 @@ def parse_command_line(argv, fv):
         if not fv[name].value:
             raise app.UsageError(f"{command} needs --{name}.")
     options = {"network": fv.network, "outdir": fv.outdir, "overwrite": fv.overwrite,
-               "trunc": parse_float(fv.trunc, "trunc"), "grid": fv.grid, "class": None}
+               "trunc": parse_float(fv.trunc, "trunc"), "grid": fv.grid, "class": None,
+               "classes": None}
+    if fv["class"].value is not None and fv["classes"].value is not None:
+        raise app.UsageError("give --class (every image of one class) or --classes (every seed "
+                             "in each class), not both.")
     if fv["class"].value is not None:
-        options["class"] = parse_int_list(fv["class"].value, "class")
-        if len(options["class"]) != 1:
-            raise app.UsageError(f"--class {fv['class'].value!r}: give one class index.")
-        options["class"] = options["class"][0]
+        options["class"] = parse_class(fv["class"].value)
+    if fv["classes"].value is not None:
+        options["classes"] = parse_int_list(fv["classes"].value, "classes")
     if command == "style-mixing-example":
         options["row_seeds"] = parse_int_list(fv["row-seeds"].value, "row-seeds")
         options["col_seeds"] = parse_int_list(fv["col-seeds"].value, "col-seeds")
@@ -205,6 +237,12 @@ def generate_images(generator, seeds, psi, class_index=None):
     labels = _labels(generator, class_index)
     return {seed: generator("serving_default", z=latents(seed, generator.z_dim),
                             truncation_psi=psi, **labels)["images"][0] for seed in seeds}
+
+
+def generate_class_images(generator, seeds, classes, psi):
+    """{(seed, class): uint8 (H, W, 3)}: each seed's z in each class, one call per image."""
+    return {(seed, c): generate_images(generator, [seed], psi, c)[seed]
+            for seed in seeds for c in classes}
 
 
 def truncation_sweep(generator, seeds, psis, class_index=None):
@@ -252,14 +290,19 @@ def style_mixing_grid(images, row_seeds, col_seeds):
 def _check_model(command, options, generator):
     """Checks that need the loaded generator (labels, truncation, styles)."""
     c_dim = generator.c_dim
-    if c_dim and options["class"] is None:
+    flag = "--classes" if options["classes"] is not None else "--class"
+    requested = options["classes"] if options["classes"] is not None else (
+        [] if options["class"] is None else [options["class"]])
+    if c_dim and not requested:
         raise app.UsageError(f"the model is conditional ({c_dim} classes): give --class "
-                             f"0..{c_dim - 1}.")
-    if not c_dim and options["class"] is not None:
-        raise app.UsageError("--class given, but the model is unconditional.")
-    if c_dim and options["class"] >= c_dim:
-        raise app.UsageError(f"--class {options['class']}: the model has classes "
-                             f"0..{c_dim - 1}.")
+                             f"0..{c_dim - 1}" + (" or --classes (e.g. --classes 0-"
+                                                  f"{c_dim - 1})" if command == "generate-images"
+                                                  else "") + ".")
+    if not c_dim and requested:
+        raise app.UsageError(f"{flag} given, but the model is unconditional; drop {flag}.")
+    wrong = [c for c in requested if c >= c_dim]
+    if wrong:
+        raise app.UsageError(f"{flag} {wrong[0]}: the model has classes 0..{c_dim - 1}.")
     if not generator.has_truncation:
         family = generator.metadata.get("family", "this model")
         if command == "truncation-sweep":
@@ -272,7 +315,8 @@ def _check_model(command, options, generator):
         if not (generator.has("mapping") and generator.has("synthesis")):
             raise app.UsageError("style mixing needs the mapping and synthesis signatures; "
                                  f"{generator.description} has only "
-                                 f"{', '.join(generator.names)} (ProGAN has no styles).")
+                                 f"{', '.join(generator.names)} (ProGAN and BigGAN have no "
+                                 "styles).")
         used = generator.metadata.get("num_ws_used") or int(
             generator.input_spec("synthesis", "w").shape[1])
         wrong = [s for s in options["col_styles"] if s >= used]
@@ -318,7 +362,14 @@ def main(argv, fv=flags.FLAGS):
           + (f", {generator.c_dim} classes" if generator.c_dim else ""))
 
     outputs = {}
-    if command == "generate-images":
+    if command == "generate-images" and options["classes"]:
+        seeds, classes = options["seeds"], options["classes"]
+        images = generate_class_images(generator, seeds, classes, options["trunc"])
+        outputs = {class_file(s, c): images[(s, c)] for s in seeds for c in classes}
+        if options["grid"]:
+            outputs["generate-images.png"] = image_grid(
+                np.stack([images[(s, c)] for s in seeds for c in classes]), columns=len(classes))
+    elif command == "generate-images":
         images = generate_images(generator, options["seeds"], options["trunc"], options["class"])
         outputs = {f"seed{s:04d}.png": image for s, image in images.items()}
         if options["grid"]:

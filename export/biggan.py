@@ -1,0 +1,138 @@
+"""Export of BigGAN / FQ-BigGAN generators (`networks.biggan.BigGANGenerator`).
+
+Signatures (N is dynamic; C = num_classes, metadata "c_dim"; Z = G.dim_z, metadata "z_dim"):
+
+    serving_default(z float32 [N, Z], truncation_psi float32 [], labels float32 [N, C])
+        labels: one-hot rows (`tf.one_hot(class_ids, C)`), as the StyleGAN family's
+        conditional exports take them; anything else (soft labels, two ones, an empty row)
+        fails with InvalidArgumentError instead of being silently argmax'd.
+    classes(z float32 [N, Z], truncation_psi float32 [], class_ids int32 [N])
+        integer class indices in [0, C); out-of-range ids fail with InvalidArgumentError (a
+        plain gather would fail on CPU but return zeros on GPU).
+        -> images uint8 [N, R, R, 3], images_float float32 [N, R, R, 3] (clipped to [-1, 1])
+
+Both compute the same function: serving_default(z, psi, one_hot(ids)) == classes(z, psi, ids)
+exactly (labels are turned into ids by argmax, then one path).
+
+Mode: the generator runs in eval mode, `G(z, ids, training=False)`: batch norms use their
+running statistics and spectral norms their stored u (one power iteration, not stored). So the
+SavedModel is deterministic, holds no state it could change, and every image depends on its
+own z and class only (batch 1 and batch 7 give the same image up to float rounding). This is
+BigGAN-PyTorch's `--G_eval_mode`, how the ImageNet preset samples; the CIFAR presets draw their
+training grids and metrics in train mode (batch statistics of the sampled batch, a function of
+the whole batch), so export images of a CIFAR-preset run are not pixel copies of its fakes*.png.
+
+truncation_psi: z <- psi * z before the generator. BigGAN-PyTorch's sampling script draws
+z ~ N(0, sigma^2) with `--z_var` / `--sample_trunc_curves` setting sigma, the curves it reports
+as "truncation"; for z ~ N(0, I) that is psi * z with psi = sigma, the z-space counterpart of
+StyleGAN's w_avg + psi (w - w_avg) (the mean of z is 0). psi = 1 returns z itself; psi = 0 gives
+one image per class for every z. The paper's truncation trick proper (z from a truncated
+normal: values with |z| > threshold resampled) is a choice of z, made by the caller before
+calling the SavedModel, which takes any z.
+
+`copy` rebuilds the generator from its config in float32 and builds it: BigGAN networks create
+their variables in `build()`, which `from_config` does not call, so `export.core.float32_copy`
+would find none.
+"""
+
+import tensorflow as tf
+
+from export.core import Exporter, ExportError, _float32_policy, image_outputs
+
+
+class BigGANExporter(Exporter):
+    """BigGAN generators (`networks.biggan.BigGANGenerator`), e.g. a BigGAN run's G_ema."""
+
+    def copy(self, network):
+        """The generator rebuilt in float32, built, with every variable copied in order."""
+        config = {**network.get_config(), "dtype": "float32"}
+        with _float32_policy():
+            copy = type(network).from_config(config)
+            copy.build()
+        source, target = network.variables, copy.variables
+        if len(source) != len(target):
+            raise RuntimeError(f"BigGAN export: the rebuilt generator has {len(target)} "
+                               f"variables, the original {len(source)}.")
+        for dst, src in zip(target, source):
+            if (dst.path.split("/", 1)[-1] != src.path.split("/", 1)[-1]
+                    or tuple(dst.shape) != tuple(src.shape)):
+                raise RuntimeError(f"BigGAN export: variable {src.path} {tuple(src.shape)} does "
+                                   f"not match {dst.path} {tuple(dst.shape)} of the rebuilt "
+                                   "generator.")
+            dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
+        return copy
+
+    def build(self, network, **settings):
+        """Signature functions of a BigGAN generator (float32 export copy).
+
+        BigGAN exports have no settings (no noise inputs, no stages, truncation is an input);
+        any given (e.g. run_export.py --noise-mode) is an ExportError.
+        """
+        if settings:
+            raise ExportError(f"BigGAN exports take no settings; got {', '.join(sorted(settings))} "
+                              "(noise mode and truncation cutoff are StyleGAN's).")
+        G = network
+        z_dim, num_classes = int(G.dim_z), int(G.num_classes)
+        z_spec = tf.TensorSpec([None, z_dim], tf.float32, name="z")
+        psi_spec = tf.TensorSpec([], tf.float32, name="truncation_psi")
+        labels_spec = tf.TensorSpec([None, num_classes], tf.float32, name="labels")
+        ids_spec = tf.TensorSpec([None], tf.int32, name="class_ids")
+
+        def generate(z, truncation_psi, class_ids):
+            checks = [
+                tf.debugging.assert_equal(
+                    tf.shape(z)[0], tf.shape(class_ids)[0],
+                    message="z and the labels / class_ids must have the same batch size"),
+                tf.debugging.assert_equal(
+                    tf.reduce_all((class_ids >= 0) & (class_ids < num_classes)), True,
+                    message=f"class ids must be in [0, {num_classes})")]
+            with tf.control_dependencies(checks):
+                # psi = 1 keeps z bit for bit (1 * x == x in IEEE arithmetic).
+                return image_outputs(G(truncation_psi * z, class_ids, training=False))
+
+        @tf.function(input_signature=[z_spec, psi_spec, labels_spec])
+        def serving_default(z, truncation_psi, labels):
+            one_hot = tf.reduce_all(tf.equal(labels, 0.0) | tf.equal(labels, 1.0)) & \
+                tf.reduce_all(tf.equal(tf.reduce_sum(labels, axis=1), 1.0))
+            check = tf.debugging.assert_equal(
+                one_hot, True, message=f"labels must be one-hot rows of {num_classes} values "
+                "(one 1, zeros elsewhere); for integer class ids use the classes signature")
+            with tf.control_dependencies([check]):
+                class_ids = tf.argmax(labels, axis=1, output_type=tf.int32)
+            return generate(z, truncation_psi, class_ids)
+
+        @tf.function(input_signature=[z_spec, psi_spec, ids_spec])
+        def classes(z, truncation_psi, class_ids):
+            return generate(z, truncation_psi, class_ids)
+
+        metadata = dict(
+            z_dim=z_dim, c_dim=num_classes, num_classes=num_classes,
+            resolution=int(G.resolution), network_resolution=int(G.resolution), lod=None,
+            img_channels=3, truncation=True, truncation_kind="z_scale", sample_mode="eval",
+            shared_dim=int(G.shared_dim), hier=bool(G.hier), ch=int(G.ch))
+        return {"serving_default": serving_default, "classes": classes}, metadata, {}
+
+    def load_run(self, run_dir, checkpoint=None):
+        """G_ema of a BigGAN run (latest checkpoint by default)."""
+        from training import biggan_loop
+        from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+        checkpoint = checkpoint or latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise ExportError(f"{run_dir}: no checkpoint in "
+                              f"{run_dir.rstrip('/')}/checkpoints; has the run saved one yet?")
+        try:
+            options, networks = biggan_loop.load_networks(run_dir, checkpoint, ("Gs",))
+        except (OSError, ValueError, AssertionError) as error:
+            raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
+                              f"({str(error).splitlines()[0]}).") from None
+        iteration = tf.Variable(0, dtype=tf.int64)
+        Checkpoints(checkpoint_state(iteration=iteration), run_dir).checkpoint.read(
+            checkpoint).expect_partial()
+        iterations = int(iteration.numpy())
+        metadata = {"source": f"{run_dir} ({checkpoint})", "iterations": iterations,
+                    "kimg": iterations * options.images_per_iteration / 1000.0,
+                    "config": options.config}
+        return networks["Gs"], {}, metadata
+
+
+EXPORTER = BigGANExporter()
