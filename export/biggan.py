@@ -32,7 +32,8 @@ calling the SavedModel, which takes any z.
 
 `copy` rebuilds the generator from its config in float32 and builds it: BigGAN networks create
 their variables in `build()`, which `from_config` does not call, so `export.core.float32_copy`
-would find none.
+would find none. An unbuilt source network (converted weights restored before building) is
+built first, which completes its checkpoint restoration.
 """
 
 import tensorflow as tf
@@ -45,6 +46,12 @@ class BigGANExporter(Exporter):
 
     def copy(self, network):
         """The generator rebuilt in float32, built, with every variable copied in order."""
+        if not network.built:
+            # BigGAN networks create their weights in build(). Networks rebuilt from a config
+            # and then restored from a tf.train.Checkpoint (networks.convert.load_networks,
+            # i.e. run_convert.py output) are unbuilt; building them now creates the weights
+            # and TensorFlow's deferred restoration fills them with the checkpoint's values.
+            network.build()
         config = {**network.get_config(), "dtype": "float32"}
         with _float32_policy():
             copy = type(network).from_config(config)

@@ -23,7 +23,7 @@ import export
 import run_export
 import run_generator
 from export import ExportError
-from networks import biggan, stylegan2
+from networks import biggan, convert, stylegan2
 from training import biggan_loop
 
 from test_export import graph_optimizer_off
@@ -196,11 +196,13 @@ def test_export_functions_compute_the_keras_generator_in_eval_mode(exported, nam
     _, generator, G = exported["sources"][name]
     z, ids = inputs(generator.z_dim, generator.c_dim)
     state = [v.numpy() for v in G.variables]
+    with graph_optimizer_off():
+        module = export.Generator.from_module(export.build_module(G), name)
+        exact_outputs = {psi: module("classes", z=z, truncation_psi=psi, class_ids=ids)
+                         for psi in PSIS}
     for psi in PSIS:
         x = G(np.float32(psi) * z, ids, training=False).numpy()
-        with graph_optimizer_off():
-            exact = export.Generator.from_module(export.build_module(G), name)(
-                "classes", z=z, truncation_psi=psi, class_ids=ids)
+        exact = exact_outputs[psi]
         np.testing.assert_allclose(exact["images_float"], np.clip(x, -1, 1), rtol=0, atol=1e-6)
         np.testing.assert_array_equal(exact["images"], to_uint8(x))
         out = generator("classes", z=z, truncation_psi=psi, class_ids=ids)
@@ -296,14 +298,34 @@ def test_generator_with_mirrored_variables(tmp_path, two_replica_strategy):
     out = gen("classes", z=z, truncation_psi=1.0, class_ids=ids)["images_float"]
     np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=0, atol=1e-4)
 
+def test_converted_networks_folder(tmp_path):
+    """run_convert.py output (networks.convert.save_networks): load_networks rebuilds BigGAN
+    networks unbuilt, restored when built; the export builds them and gets the weights."""
+    G, D = biggan.make_biggan("cifar10", fq=False, ch=4, num_classes=3)
+    G.build()
+    D.build()
+    folder = convert.save_networks(str(tmp_path / "converted"), G=G, D=D)
+    gen = export.load_generator(folder)
+    assert gen.metadata["family"] == "biggan" and gen.c_dim == 3
+    z, ids = inputs(G.dim_z, 3, batch=3)
+    out = gen("classes", z=z, truncation_psi=1.0, class_ids=ids)["images_float"]
+    x = G(z, ids, training=False).numpy()
+    np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=0, atol=1e-4)
+    assert np.abs(x).max() > 1e-3  # not an all-zero image
+
 #----------------------------------------------------------------------------
 # run_generator.py and run_export.py.
 
 
+_LOADED = {}
+
+
 def plain_tf_class_images(path, seeds, class_index, psi=1.0):
-    """Images for seeds from the SavedModel's integer-label signature, called as a user would."""
-    model = tf.saved_model.load(path)
-    classes = model.signatures["classes"]
+    """Images for seeds from the SavedModel's integer-label signature, called as a user would
+    (each SavedModel loaded once per test module)."""
+    if path not in _LOADED:
+        _LOADED[path] = tf.saved_model.load(path)
+    classes = _LOADED[path].signatures["classes"]
     z_dim = classes.structured_input_signature[1]["z"].shape[-1]
     return [classes(z=tf.constant(np.random.RandomState(s).randn(1, z_dim), tf.float32),
                     truncation_psi=tf.constant(psi),
