@@ -72,6 +72,37 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_float("fq-alpha", 1.0, "FQ loss weight alpha.", **d)
     flags.DEFINE_float("fq-warmup-kimg", 0.0, "Ramp alpha from 0 over this many kimg "
                        "(paper preset default: a quarter of --kimg).", **d)
+    flags.DEFINE_integer("num-images", 0, "Train on only the first N images of the dataset "
+                         "(built-in data: render N images); 0 = all. Limited-data runs.", **d)
+    # SQ-GAN (StyleGAN2 only).
+    flags.DEFINE_boolean("sq", False, "SQ-GAN: quantise the generator's w with a learned "
+                         "codebook (style quantization), with uniformity and consistency "
+                         "regularisation. StyleGAN2 only.", **d)
+    flags.DEFINE_integer("sq-dim", 4, "SQ: sub-vector (code) length; must divide w_dim "
+                         "(paper: 4).", **d)
+    flags.DEFINE_integer("sq-codebook", 1024, "SQ: codebook entries K (not given in the paper).",
+                         **d)
+    flags.DEFINE_boolean("sq-hyperspherical", True, "SQ: unit-sphere codes and sub-vectors "
+                         "(paper); --nosq-hyperspherical = plain VQ.", **d)
+    flags.DEFINE_float("sq-beta", 0.25, "SQ: commitment cost beta (VQ-VAE default).", **d)
+    flags.DEFINE_float("sq-weight", 0.01, "SQ: G loss weight of the VQ and uniformity terms.",
+                       **d)
+    flags.DEFINE_boolean("sq-uniformity", True, "SQ: include the codebook uniformity loss.", **d)
+    flags.DEFINE_float("sq-uniformity-t", 2.0, "SQ: uniformity temperature t.", **d)
+    flags.DEFINE_float("sq-cr-weight", 0.01, "SQ: D loss weight of the quantisation-based "
+                       "consistency term; 0 = off.", **d)
+    flags.DEFINE_float("sq-cr-sigma", 0.1, "SQ: std of the latent perturbation of the "
+                       "consistency term.", **d)
+    flags.DEFINE_string("sq-cbi-features", "", "SQ: .npy image features (num_images, F) of the "
+                        "training set (e.g. CLIP image embeddings) for codebook initialisation "
+                        "before training; \"\" = random codebook.", **d)
+    flags.DEFINE_integer("sq-cbi-steps", 500, "SQ: codebook-initialisation steps.", **d)
+    flags.DEFINE_float("sq-cbi-lr", 1e-3, "SQ: codebook-initialisation learning rate (Adam).",
+                       **d)
+    flags.DEFINE_float("sq-cbi-epsilon", 0.05, "SQ: Sinkhorn entropic regularisation of "
+                       "codebook initialisation.", **d)
+    flags.DEFINE_integer("sq-cbi-batch", 0, "SQ: images per codebook-initialisation step; "
+                         "0 = all.", **d)
     flags.DEFINE_string("out", "", "Run folder (default runs/<NNNNN>-<model>-<dataset>).", **d)
     flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --out.", **d)
     flags.DEFINE_integer("seed", 0, "Random seed.", **d)

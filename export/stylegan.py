@@ -11,6 +11,16 @@ and serving_default(z, psi) = synthesis(mapping(z, psi)). `mapping` returns the 
 (stylegan2-ada-pytorch's `G.mapping(z, c, truncation_psi)`), so style mixing and other W-space
 edits start from the same w that serving_default uses.
 
+Style quantization (SQ-GAN generators, `G.sq` set): `mapping` returns the continuous,
+truncated w (truncation happens in the continuous W space, towards the average of the continuous
+w, as the in-memory generator does), and `synthesis` quantises its input with the generator's
+codebook before synthesising (each sub-vector snaps to its nearest codebook entry; for w that is
+already quantised this changes nothing), so serving_default(z, psi) =
+synthesis(sq(truncate(mapping(z)))) = the in-memory `G(z, truncation_psi=psi)`, and W-space
+edits (interpolation, style mixing) of `mapping` outputs are snapped onto the codebook exactly
+as training did. The codebook is exposed as the SavedModel variable `sq_codebook` (K, code_dim)
+and the metadata entry `style_quantization` holds its settings (None for other generators).
+
 Truncation: w <- dlatent_avg + psi * (w - dlatent_avg) on dlatent layers < truncation_cutoff,
 with the generator's own `dlatent_avg` (also exposed as the SavedModel variable `dlatent_avg`).
 The cutoff follows each model's official convention: StyleGAN v1 8 (`G_style`'s default, so psi
@@ -144,7 +154,11 @@ class StyleGANExporter(Exporter):
             truncated = G.truncate(w, truncation_psi, cutoff)
             return {"w": tf.where(tf.equal(truncation_psi, 1.0), w, truncated)}
 
+        sq = getattr(G, "sq", None)
+
         def synthesis(w):
+            if sq is not None:
+                w = sq(w)  # per-row nearest codebook entries (SQ-GAN)
             return image_outputs(G.synthesis(w, noise_mode=noise_mode, **stage_args))
 
         if c_dim:
@@ -171,10 +185,16 @@ class StyleGANExporter(Exporter):
         metadata.update(w_dim=int(w_dim), num_ws=int(num_ws),
                         num_ws_used=int(G.num_layers_at(stage)),
                         img_channels=int(G.synthesis.img_channels), noise_mode=noise_mode,
-                        truncation=True, truncation_cutoff=cutoff)
+                        truncation=True, truncation_cutoff=cutoff, style_quantization=None)
         functions = {"serving_default": serving_default, "mapping": mapping_fn,
                      "synthesis": synthesis_fn}
-        return functions, metadata, {"dlatent_avg": G.dlatent_avg}
+        attributes = {"dlatent_avg": G.dlatent_avg}
+        if sq is not None:
+            metadata["style_quantization"] = dict(
+                num_codes=int(sq.num_codes), code_dim=int(sq.code_dim),
+                hyperspherical=bool(sq.hyperspherical))
+            attributes["sq_codebook"] = sq.codebook
+        return functions, metadata, attributes
 
     def _progan(self, G, stage_args, noise_mode, truncation_cutoff, metadata):
         if noise_mode != "const" or truncation_cutoff != "auto":

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fq_keras.style_quantization import StyleQuantization
 from networks import layers as L
 from networks.stylegan import StyleGenerator
 
@@ -35,6 +36,10 @@ PRESETS = {
 # Official FQ-StyleGAN2 (FFHQ, config-e, `--discrete_layer 45 --decay 0.8 --commitment_cost 0.25`).
 FQ_DEFAULTS = {"fq_blocks": (16, 32), "fq_num_embeddings": 128, "fq_decay": 0.8,
                "fq_commitment_cost": 0.25}
+# SQ-GAN style quantization (../shared/reference/sqgan.md; fq_keras.style_quantization): the
+# paper's code dimension 4 and hyperspherical codebook; K, beta and t are this project's choices.
+SQ_DEFAULTS = {"sq_num_codes": 1024, "sq_code_dim": 4, "sq_hyperspherical": True,
+               "sq_commitment_cost": 0.25, "sq_uniformity_temperature": 2.0}
 
 
 def channels_per_resolution(resolution, fmap_base=16384, fmap_max=512, fmap_min=1):
@@ -432,12 +437,26 @@ class Generator(StyleGenerator):
       fused_modconv: fused grouped modulated conv (needs a static batch for up-convs).
       progressive: allow `resolution` / `lod` stages (architecture 'skip').
       seed: seeds the noise and style-mixing RNGs (None = random).
+      sq_num_codes: SQ-GAN style quantization: codebook entries K; 0 = off (plain StyleGAN2).
+      sq_code_dim, sq_hyperspherical, sq_commitment_cost, sq_uniformity_temperature: the
+        `fq_keras.StyleQuantization` settings (4, True, 0.25, 2.0); sq_code_dim must divide
+        w_dim.
+
+    Style quantization (SQ-GAN): `G.sq` (a `StyleQuantization` layer, or None) sits between
+    mapping and synthesis. `G(z, ...)` computes w = mapping(z), truncates it in the continuous
+    W space (dlatent_avg is the average of the continuous w), then quantises every dlatent row
+    and synthesises: images = synthesis(sq(truncate(mapping(z)))). Each row is quantised on its
+    own, so quantising w before the broadcast to num_ws layers (what the trainer does) equals
+    quantising the broadcast dlatents. `G.synthesis` itself never quantises: the trainer and
+    the export call `G.sq` explicitly.
     """
 
     def __init__(self, z_dim=512, c_dim=0, w_dim=512, resolution=1024, img_channels=3,
                  mapping_layers=8, mapping_lrmul=0.01, fmap_base=16384, fmap_max=512,
                  fmap_min=1, architecture="skip", resample_kernel=RESAMPLE_KERNEL,
-                 conv_clamp=None, fused_modconv=False, progressive=False, seed=None, **kwargs):
+                 conv_clamp=None, fused_modconv=False, progressive=False, seed=None,
+                 sq_num_codes=0, sq_code_dim=4, sq_hyperspherical=True, sq_commitment_cost=0.25,
+                 sq_uniformity_temperature=2.0, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.z_dim = _check_int(z_dim, "Generator: z_dim", 1)
@@ -450,7 +469,10 @@ class Generator(StyleGenerator):
             img_channels=img_channels, mapping_layers=mapping_layers, mapping_lrmul=mapping_lrmul,
             fmap_base=fmap_base, fmap_max=fmap_max, fmap_min=fmap_min, architecture=architecture,
             resample_kernel=tuple(resample_kernel), conv_clamp=conv_clamp,
-            fused_modconv=fused_modconv, progressive=progressive, seed=seed)
+            fused_modconv=fused_modconv, progressive=progressive, seed=seed,
+            sq_num_codes=sq_num_codes, sq_code_dim=sq_code_dim,
+            sq_hyperspherical=sq_hyperspherical, sq_commitment_cost=sq_commitment_cost,
+            sq_uniformity_temperature=sq_uniformity_temperature)
         self.synthesis = SynthesisNetwork(
             w_dim, resolution, img_channels, fmap_base, fmap_max, fmap_min, architecture,
             resample_kernel, conv_clamp, fused_modconv, progressive, noise_seed=seed,
@@ -460,13 +482,39 @@ class Generator(StyleGenerator):
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, num_ws=self.num_ws,
                                       num_layers=mapping_layers, lrmul=mapping_lrmul,
                                       name="mapping")
+        self.sq = None
+        if _check_int(sq_num_codes, "Generator: sq_num_codes", 0):
+            code_dim = _check_int(sq_code_dim, "Generator: sq_code_dim", 1)
+            if self.w_dim % code_dim:
+                raise ValueError(f"Generator: sq_code_dim {code_dim} does not divide w_dim "
+                                 f"{self.w_dim}; choose a divisor of w_dim (SQ-GAN: 4).")
+            self.sq = StyleQuantization(
+                num_codes=int(sq_num_codes), code_dim=code_dim, hyperspherical=sq_hyperspherical,
+                commitment_cost=sq_commitment_cost,
+                uniformity_temperature=sq_uniformity_temperature, name="sq")
         self._init_style_state(seed)
         self.build()
 
     def build(self, input_shape=None):
         self.mapping.build()
         self.synthesis.build()
+        if self.sq is not None:
+            self.sq.build((None, self.w_dim))
         self.built = True
+
+    def call(self, z, labels=None, truncation_psi=1.0, truncation_cutoff=None,
+             noise_mode="const", lod=None, resolution=None):
+        """z (N, z_dim), labels (N, c_dim) or None -> float32 images (N, R, R, C) in [-1, 1]:
+        synthesis(sq(truncate(mapping(z)))), without sq when style quantization is off.
+
+        noise_mode: "const" (stored noise maps, deterministic), "random", "none".
+        lod / resolution: progressive growing (see the synthesis network).
+        """
+        dlatents = self.mapping(z, labels)
+        dlatents = self.truncate(dlatents, truncation_psi, truncation_cutoff)
+        if self.sq is not None:
+            dlatents = self.sq(dlatents)
+        return self.synthesis(dlatents, noise_mode=noise_mode, lod=lod, resolution=resolution)
 
     def get_config(self):
         config = super().get_config()

@@ -13,7 +13,7 @@ from absl import app
 
 from networks import progan, stylegan, stylegan2
 from training.schedule import ProgressiveSchedule
-from training.trainer import LOSS_PRESETS, FQSettings
+from training.trainer import LOSS_PRESETS, FQSettings, SQSettings
 
 MODELS = ("progan", "stylegan", "stylegan2")
 CONFIGS = ("demo", "e", "f")
@@ -62,6 +62,23 @@ class TrainingOptions:
     fq_commitment: float = -1.0        # < 0 = model default.
     fq_alpha: float = 1.0
     fq_warmup_kimg: float = 0.0        # Paper preset: alpha ramps from 0 over this many kimg.
+    # SQ-GAN style quantization in the StyleGAN2 generator (fq_keras.style_quantization).
+    sq: bool = False
+    sq_dim: int = 4                    # Sub-vector (code) length; must divide w_dim.
+    sq_codebook: int = 1024            # Codebook entries K.
+    sq_hyperspherical: bool = True     # Unit-sphere codes (paper).
+    sq_beta: float = 0.25              # Commitment cost.
+    sq_weight: float = 0.01            # G: weight * (L_sq + L_uf).
+    sq_uniformity: bool = True         # Include L_uf.
+    sq_uniformity_t: float = 2.0       # Temperature t of L_uf.
+    sq_cr_weight: float = 0.01         # D: weight * L_qcr; 0 = no consistency term.
+    sq_cr_sigma: float = 0.1           # Latent perturbation std of L_qcr.
+    sq_cbi_features: str = ""          # .npy image features for codebook initialisation ("" = off).
+    sq_cbi_steps: int = 500
+    sq_cbi_lr: float = 1e-3
+    sq_cbi_epsilon: float = 0.05
+    sq_cbi_batch: int = 0              # Images per CBI step; 0 = all.
+    num_images: int = 0                # Use only this many training images (0 = all).
     # Running.
     seed: int = 0
     strategy: str = "default"
@@ -111,6 +128,18 @@ class TrainingOptions:
             warmup = self.fq_warmup_kimg if self.fq_warmup_kimg > 0 else self.kimg / 4
             return FQSettings(alpha=self.fq_alpha, warmup_kimg=warmup)
         return FQSettings(alpha=self.fq_alpha, warmup_kimg=self.fq_warmup_kimg)
+
+    def sq_settings(self):
+        return SQSettings(weight=self.sq_weight, uniformity=self.sq_uniformity,
+                          cr_weight=self.sq_cr_weight, cr_sigma=self.sq_cr_sigma)
+
+    def sq_layer_kwargs(self):
+        """The generator's style-quantization arguments ({} when --sq is off)."""
+        if not self.sq:
+            return {}
+        return dict(sq_num_codes=self.sq_codebook, sq_code_dim=self.sq_dim,
+                    sq_hyperspherical=self.sq_hyperspherical, sq_commitment_cost=self.sq_beta,
+                    sq_uniformity_temperature=self.sq_uniformity_t)
 
     def fq_layer_kwargs(self):
         defaults = FQ_DEFAULTS[self.model]
@@ -173,7 +202,8 @@ def build_networks(options, channels, c_dim):
         G = stylegan2.Generator(z_dim=latent, c_dim=c_dim, w_dim=latent, resolution=res,
                                 img_channels=channels, mapping_layers=options.preset("mapping_layers"),
                                 progressive=options.progressive,
-                                architecture="skip", seed=seed, **widths, name="G")
+                                architecture="skip", seed=seed, **widths,
+                                **options.sq_layer_kwargs(), name="G")
         D = stylegan2.Discriminator(resolution=res, img_channels=channels, c_dim=c_dim,
                                     architecture="skip" if options.progressive else "resnet",
                                     progressive=options.progressive, **widths, **fq, name="D")
@@ -230,6 +260,9 @@ def options_from_flags(fv):
     if fv.xla and fv.strategy != "default":
         raise app.UsageError("--xla works with --strategy default only (tf.distribute does not "
                              "compile its collectives with XLA here).")
+    if fv["num-images"].value < 0:
+        raise app.UsageError("--num-images must be >= 0 (0 = the whole dataset).")
+    sq = _sq_options_from_flags(fv)
     return TrainingOptions(
         model=fv.model, config=fv.config, dataset=fv.dataset, resolution=fv.resolution,
         conditional=fv.conditional, kimg=kimg, batch=fv.batch, learning_rate=fv.lr,
@@ -242,7 +275,46 @@ def options_from_flags(fv):
         fq_warmup_kimg=fv["fq-warmup-kimg"].value, seed=fv.seed, strategy=fv.strategy,
         devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
         tick_kimg=fv["tick-kimg"].value, snapshot_ticks=fv["snapshot-ticks"].value,
-        metrics=metrics)
+        metrics=metrics, num_images=fv["num-images"].value, **sq)
+
+
+def _sq_options_from_flags(fv):
+    """The --sq-* flags as TrainingOptions fields; bad values are one-line usage errors."""
+    values = dict(
+        sq=fv.sq, sq_dim=fv["sq-dim"].value, sq_codebook=fv["sq-codebook"].value,
+        sq_hyperspherical=fv["sq-hyperspherical"].value, sq_beta=fv["sq-beta"].value,
+        sq_weight=fv["sq-weight"].value, sq_uniformity=fv["sq-uniformity"].value,
+        sq_uniformity_t=fv["sq-uniformity-t"].value, sq_cr_weight=fv["sq-cr-weight"].value,
+        sq_cr_sigma=fv["sq-cr-sigma"].value, sq_cbi_features=fv["sq-cbi-features"].value,
+        sq_cbi_steps=fv["sq-cbi-steps"].value, sq_cbi_lr=fv["sq-cbi-lr"].value,
+        sq_cbi_epsilon=fv["sq-cbi-epsilon"].value, sq_cbi_batch=fv["sq-cbi-batch"].value)
+    changed = sorted(f"--{fv[n].name}" for n in fv if n.startswith("sq-") and fv[n].present)
+    if not fv.sq:
+        if changed:
+            raise app.UsageError(f"{', '.join(changed)} given without --sq; add --sq to train "
+                                 "with style quantization.")
+        return values
+    if fv.model != "stylegan2":
+        raise app.UsageError(f"--sq: style quantization is implemented for --model stylegan2, "
+                             f"not {fv.model}.")
+    checks = [
+        (values["sq_dim"] >= 1, "--sq-dim must be >= 1"),
+        (values["sq_codebook"] >= 2, "--sq-codebook must be >= 2"),
+        (values["sq_beta"] >= 0, "--sq-beta must be >= 0"),
+        (values["sq_weight"] >= 0, "--sq-weight must be >= 0"),
+        (values["sq_uniformity_t"] > 0, "--sq-uniformity-t must be > 0"),
+        (values["sq_cr_weight"] >= 0, "--sq-cr-weight must be >= 0 (0 = no consistency term)"),
+        (values["sq_cr_sigma"] >= 0, "--sq-cr-sigma must be >= 0"),
+        (values["sq_cbi_steps"] >= 1, "--sq-cbi-steps must be >= 1"),
+        (values["sq_cbi_lr"] > 0, "--sq-cbi-lr must be > 0"),
+        (values["sq_cbi_epsilon"] > 0, "--sq-cbi-epsilon must be > 0"),
+        (values["sq_cbi_batch"] == 0 or values["sq_cbi_batch"] >= 2,
+         "--sq-cbi-batch must be 0 (all images) or >= 2"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise app.UsageError(message + ".")
+    return values
 
 
 
@@ -250,7 +322,8 @@ def validate(options):
     """Checks what can be checked before TensorFlow builds anything (one clear message each)."""
     import datasets
     try:
-        dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
+        dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
+                                        num_images=options.num_images or None)
     except datasets.DatasetError as e:
         raise app.UsageError(f"--dataset: {e}") from None
     info = dataset.info
@@ -273,6 +346,23 @@ def validate(options):
     if batch % 4:
         raise app.UsageError(f"--batch {batch}: must be a multiple of the minibatch-stddev group "
                              "size 4 (per replica).")
+    if options.sq:
+        _validate_sq(options)
+
+
+def _validate_sq(options):
+    w_dim = options.preset("latent_dim")
+    if w_dim % options.sq_dim:
+        divisors = [d for d in (2, 4, 8, 16) if w_dim % d == 0]
+        raise app.UsageError(
+            f"--sq-dim {options.sq_dim} does not divide w_dim {w_dim} (--config "
+            f"{options.config}); choose one of {','.join(map(str, divisors))} (SQ-GAN: 4).")
+    if options.sq_cbi_features:
+        from fq_keras.codebook_init import load_image_features
+        try:
+            load_image_features(options.sq_cbi_features)
+        except (OSError, ValueError) as e:
+            raise app.UsageError(f"--sq-cbi-features: {e}") from None
 
 
 

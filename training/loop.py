@@ -65,7 +65,49 @@ def log_keys(trainer):
             "alpha_fq", "lod", "g_pl_penalty", "pl_mean", "d_r1_penalty", "d_gradient_penalty"}
     for layer in trainer.D.fq_layers:
         keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
+    if trainer.use_sq:
+        keys |= {"g_sq_loss", "d_sq_cr_loss"}
     return keys
+
+
+def sq_tick_statistics(trainer):
+    """Codebook usage of G's style quantization since the last tick, then a new window.
+
+    Returns {"sq/perplexity", "sq/unused_fraction", "sq/dead_codes", "sq/uniformity"} ({}
+    without SQ): perplexity of the code counts of every w seen in the Gmain steps of the tick
+    (K = uniform use, 1 = collapse), fraction and number of entries never picked, and L_uf of
+    the current codebook (lower = more spread out).
+    """
+    if not trainer.use_sq:
+        return {}
+    stats = trainer.G.sq.usage_statistics()
+    trainer.G.sq.reset_usage()
+    return {f"sq/{k}": stats[k] for k in ("perplexity", "unused_fraction", "dead_codes",
+                                         "uniformity")}
+
+
+def initialize_sq_codebook(options, trainer, log):
+    """SQ-GAN codebook initialisation (CBI) from --sq-cbi-features; returns the logged values.
+
+    Runs outside strategy.scope() on one device (fq_keras.codebook_init), then copies G into Gs
+    (they are equal before the first step), so every replica and Gs start from the CBI codebook.
+    Called only for a new run: a resumed run takes its codebook from the checkpoint.
+    """
+    from fq_keras.codebook_init import initialize_codebook, load_image_features
+    features = load_image_features(options.sq_cbi_features)
+    start = time.time()
+    history = initialize_codebook(
+        trainer.G.sq, features, steps=options.sq_cbi_steps, learning_rate=options.sq_cbi_lr,
+        epsilon=options.sq_cbi_epsilon, batch_size=options.sq_cbi_batch or None,
+        seed=options.seed)
+    trainer.copy_to_gs()
+    cost = history["transport_cost"]
+    log(f"Codebook initialisation: {len(cost)} steps on {features.shape[0]} image features "
+        f"({features.shape[1]}-d), transport cost {cost[0]:.4f} -> {cost[-1]:.4f}, marginal "
+        f"error {history['marginal_error'][-1]:.2g}, {time.time() - start:.0f} s")
+    return {"sq/cbi_transport_cost_initial": float(cost[0]),
+            "sq/cbi_transport_cost_final": float(cost[-1]),
+            "sq/cbi_marginal_error": float(history["marginal_error"][-1])}
 
 
 #----------------------------------------------------------------------------
@@ -106,7 +148,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     is_chief = distribute.is_chief(strategy)
     if options.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None)
+    dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
+                                    num_images=options.num_images or None)
     options = _resolve_options(options, dataset)
     info = dataset.info
     c_dim = options.label_size
@@ -118,7 +161,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         G, D = build_networks(options, info.channels, c_dim)
         trainer = GANTrainer(G, D, options.loss_settings(), schedule, options.fq_settings(),
                              learning_rate=options.lr, mixed_precision=options.mixed_precision,
-                             seed=options.seed)
+                             seed=options.seed, sq=options.sq_settings())
         accumulator = LogAccumulator(log_keys(trainer))
     checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
@@ -131,6 +174,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         options.save(run_dir)
 
     logger = RunLogger(run_dir, options.kimg, is_chief)
+    if trainer.use_sq and options.sq_cbi_features and not resume:
+        logger.scalars(0.0, initialize_sq_codebook(options, trainer, log))
     grid_z, grid_labels = _sample_inputs(options, trainer, info, dataset, 32)
     swd_state = {}
     settings = trainer.loss_settings
@@ -254,14 +299,19 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
             rate = logger.throughput(kimg)
             values.update({"progress/kimg": kimg, "progress/resolution": segment.resolution,
                            "progress/learning_rate": segment.learning_rate})
+            values.update(sq_tick_statistics(trainer))
             if rate:
                 values["progress/img_per_sec"] = rate
             logger.scalars(kimg, values)
             extra = "  ".join(f"{k} {values[k]:.4f}" for k in ("g_loss", "d_loss", "d_fq_loss", "lod")
                               if k in values)
-            perplexities = [v for k, v in values.items() if k.endswith("/perplexity")]
+            perplexities = [v for k, v in values.items()
+                            if k.startswith("fq/") and k.endswith("/perplexity")]
             if perplexities:
                 extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
+            if "sq/perplexity" in values:
+                extra += (f"  sq_perplexity {values['sq/perplexity']:.1f} "
+                          f"(dead {values['sq/dead_codes']})")
             logger.progress(kimg, rate, extra)
             tick_start_nimg = nimg
             if tick % options.snapshot_ticks == 0 or done:

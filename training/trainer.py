@@ -8,6 +8,11 @@ One training iteration runs the phases of NVlabs' training loop, in their order:
             then ONE EMA update of every active FQ dictionary from those real + fake features
     Dreg    lazy R1 (StyleGAN2; every `r1_interval` iterations, x interval)
 
+SQ-GAN (a StyleGAN2 generator built with `sq_num_codes > 0`, see `SQSettings`): w = mapping(z)
+is quantised by `G.sq` before synthesis in every phase (the dlatent average is updated from the
+continuous w); Gmain adds weight * (L_sq + L_uf) and counts the codebook usage of w; Dmain adds
+the quantisation-based consistency term weight * ||D(x) - D(x')||^2 with x' = G(z + eps).
+
 Which phases run is a Python argument of `train_step`, so each combination is its own traced
 function (tf.distribute does not allow optimizer updates inside `tf.cond`). Everything else that
 varies per step (lod, the FQ weight alpha) is computed in-graph from the image counter `nimg`.
@@ -25,6 +30,7 @@ import tensorflow as tf
 
 import fq_keras
 from datasets import fade_reals
+from fq_keras.style_quantization import sq_consistency_loss, sq_generator_loss
 from networks.layers import replica_random
 from training import losses
 from training.checkpoints import checkpoint_state
@@ -87,6 +93,23 @@ class FQSettings:
         return self.alpha * tf.minimum(tf.cast(kimg, tf.float32) / self.warmup_kimg, 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class SQSettings:
+    """SQ-GAN loss terms (the codebook's own settings live in the generator's `sq` layer).
+
+    G: L_adv + weight * (L_sq + L_uf); D: L_adv + cr_weight * L_qcr (sqgan.md's objective).
+    Used only when the generator has style quantization (`G.sq` is not None).
+    """
+    weight: float = 0.01            # Weight of the VQ (codebook + commitment) and uniformity terms.
+    uniformity: bool = True         # False: leave L_uf out (the paper's ablation).
+    cr_weight: float = 0.01         # Weight of the consistency term L_qcr on D; 0 = off.
+    cr_sigma: float = 0.1           # Std of the latent perturbation eps ~ N(0, sigma^2).
+
+    def __post_init__(self):
+        if self.weight < 0 or self.cr_weight < 0 or self.cr_sigma < 0:
+            raise ValueError("SQSettings: weight, cr_weight and cr_sigma must be >= 0.")
+
+
 def lazy_adam(learning_rate, betas, epsilon, interval, name="adam"):
     """Adam with NVlabs' lazy-regularisation adjustment c = interval / (interval + 1).
 
@@ -112,6 +135,7 @@ class GANTrainer(keras.Model):
       schedule: training.schedule.ProgressiveSchedule; lod comes from it (progressive iff its
         initial resolution is below the final one).
       fq: FQSettings (alpha and its warm-up).
+      sq: SQSettings (SQ-GAN loss weights); used when the generator has `sq`.
       learning_rate, betas, epsilon: Adam (official: 0.001 or 0.002, (0, 0.99), 1e-8).
       mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
@@ -120,11 +144,16 @@ class GANTrainer(keras.Model):
 
     def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
                  learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, mixed_precision=False,
-                 seed=0, **kwargs):
+                 seed=0, sq=SQSettings(), **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
         self.Gs = type(generator).from_config({**generator.get_config(), "name": "Gs"})
         self.loss_settings, self.schedule, self.fq_settings = loss, schedule, fq
+        self.sq_settings = sq
+        # SQ-GAN: G.sq is a sub-layer of G (learned by the G optimizer, averaged into Gs like
+        # any weight; its usage counts are a buffer, copied).
+        self.use_sq = getattr(generator, "sq", None) is not None
+        self.use_sq_cr = self.use_sq and sq.cr_weight > 0
         self.progressive = schedule.initial_resolution < schedule.resolution
         self.is_style = hasattr(generator, "mapping")
         self.auxiliary_labels = getattr(discriminator, "label_mode", None) == "auxiliary"
@@ -204,22 +233,64 @@ class GANTrainer(keras.Model):
     def _stage_args(self, lod, resolution):
         return dict(lod=lod, resolution=resolution) if self.progressive else {}
 
-    def generate(self, z, labels, lod, resolution, update_dlatent_avg=False, mixing=True):
-        """G forward as in training: mapping, dlatent average, style mixing, random noise.
+    def generate(self, z, labels, lod, resolution, update_dlatent_avg=False, mixing=True,
+                 perturbed=False):
+        """G forward as in training: mapping, dlatent average, SQ, style mixing, random noise.
 
-        Returns (images float32 NHWC, dlatents or None).
+        Args:
+          z, labels: latents (n, z_dim) and labels of this replica.
+          update_dlatent_avg: update G's average of the continuous w (Dmain).
+          mixing: style mixing with a second latent (with the preset's probability).
+          perturbed: SQ-GAN consistency pair: also return x' = G(z + eps), eps ~ N(0,
+            cr_sigma^2), drawn for this replica's rows of the global batch. x' shares x's
+            style-mixing partner and cutoff and its noise inputs (the noise RNG is replayed),
+            so x' - x comes from the latent perturbation alone, and x' = x when sigma = 0.
+
+        Returns:
+          (images float32 NHWC, dlatents fed to the synthesis or None, SQ look-ups of w and of
+          the mixing w2 (empty without SQ), x' or None).
         """
         if not self.is_style:
-            return self.G(z, labels, **self._stage_args(lod, resolution)), None
+            return self.G(z, labels, **self._stage_args(lod, resolution)), None, [], None
         ws = self.G.mapping(z, labels)
         if update_dlatent_avg:
             self.G.update_dlatent_avg(ws, self.loss_settings.dlatent_avg_beta)
+        ws, lookups = self._quantize(ws, [])
+        ws_p = None
+        if perturbed:
+            eps = replica_random("normal", [tf.shape(z)[0], self.z_dim], self.seed_generator)
+            z_p = z + tf.cast(self.sq_settings.cr_sigma, z.dtype) * tf.cast(eps, z.dtype)
+            ws_p, _ = self._quantize(self.G.mapping(z_p, labels), [])
         if mixing and self.loss_settings.style_mixing_prob > 0:
             z2 = self._latents(tf.shape(z)[0])
-            ws = self.G.mix_styles(ws, self.G.mapping(z2, labels),
-                                   self.G.num_layers_at(resolution if self.progressive else None),
-                                   self.loss_settings.style_mixing_prob)
-        return self.synthesize(ws, lod, resolution), ws
+            ws2, lookups = self._quantize(self.G.mapping(z2, labels), lookups)
+            active = self.G.num_layers_at(resolution if self.progressive else None)
+            prob = self.loss_settings.style_mixing_prob
+            if ws_p is None:
+                ws = self.G.mix_styles(ws, ws2, active, prob)
+            else:
+                # One cutoff for x and x': mix both halves of one batch in one call.
+                both = self.G.mix_styles(tf.concat([ws, ws_p], 0), tf.concat([ws2, ws2], 0),
+                                         active, prob)
+                ws, ws_p = tf.split(both, 2, axis=0)
+        if ws_p is None:
+            return self.synthesize(ws, lod, resolution), ws, lookups, None
+        noise_rng = self.G.synthesis.seed_generator.state
+        noise_state = tf.convert_to_tensor(noise_rng)
+        images = self.synthesize(ws, lod, resolution)
+        noise_rng.assign(noise_state)  # x' draws the noise x drew (and leaves the RNG as x did)
+        return images, ws, lookups, self.synthesize(ws_p, lod, resolution)
+
+    def _quantize(self, ws, lookups):
+        """SQ of broadcast dlatents (n, num_ws, w_dim): quantises w = ws[:, 0] and broadcasts.
+
+        Quantisation is per row, so this equals quantising every layer's copy (num_ws times
+        cheaper). Returns (dlatents, lookups + [this look-up]); unchanged without SQ.
+        """
+        if not self.use_sq:
+            return ws, lookups
+        w_q, lookup = self.G.sq(ws[:, 0], return_lookup=True)
+        return tf.tile(w_q[:, tf.newaxis], [1, self.G.num_ws, 1]), lookups + [lookup]
 
     def synthesize(self, ws, lod, resolution):
         return self.G.synthesis(ws, noise_mode="random", **self._stage_args(lod, resolution))
@@ -277,7 +348,7 @@ class GANTrainer(keras.Model):
         # Gmain.
         z = self._latents(batch)
         with tf.GradientTape() as tape:
-            fakes, _ = self.generate(z, labels, lod, resolution)
+            fakes, _, sq_lookups, _ = self.generate(z, labels, lod, resolution)
             fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
             if settings.kind == "wgan_gp":
                 g_per_sample = losses.g_wgan(fake_logits)
@@ -288,9 +359,17 @@ class GANTrainer(keras.Model):
             g_gan = tf.reduce_sum(g_per_sample) * inv_global
             g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
             g_loss = g_gan + g_fq
+            if self.use_sq:
+                g_sq = sq_generator_loss(self.G.sq, sq_lookups, global_batch,
+                                         self.sq_settings.weight, self.sq_settings.uniformity)
+                g_loss = g_loss + g_sq
             scaled = self._scale(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
         sums.update(g_loss=g_gan, g_fq_loss=g_fq)
+        if self.use_sq:
+            # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
+            self.G.sq.update_usage(sq_lookups[0]["indices"])
+            sums["g_sq_loss"] = g_sq
 
         # Greg: path length on pl_batch = batch / shrink.
         if run_g_reg:
@@ -298,7 +377,7 @@ class GANTrainer(keras.Model):
             z = self._latents(pl_n)
             pl_labels = None if labels is None else labels[:pl_n]
             with tf.GradientTape() as tape:
-                _, ws = self.generate(z, pl_labels, lod, resolution)
+                _, ws, _, _ = self.generate(z, pl_labels, lod, resolution)
                 lengths = losses.path_lengths(lambda w: self.synthesize(w, lod, resolution), ws,
                                               self.seed_generator)
                 pl_mean = self._update_pl_mean(lengths)
@@ -311,44 +390,13 @@ class GANTrainer(keras.Model):
             means["pl_mean"] = pl_mean
 
         # Dmain.
-        z = self._latents(batch)
-        fakes, _ = self.generate(z, labels, lod, resolution, update_dlatent_avg=self.is_style)
-        fakes = tf.stop_gradient(fakes)
-        r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
         with tf.GradientTape() as tape:
-            if r1_in_main:
-                r1, (real_logits, real_label_logits, real_fq) = losses.r1_penalty(
-                    lambda x: self.discriminate(x, labels, lod), reals)
-            else:
-                real_logits, real_label_logits, real_fq = self.discriminate(reals, labels, lod)
-            fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
-            if settings.kind == "wgan_gp":
-                d_per_sample = losses.d_wgan(real_logits, fake_logits)
-                gp = losses.wgan_gradient_penalty(
-                    lambda x: self.discriminate(x, labels, lod)[0], reals, fakes,
-                    self.seed_generator, settings.wgan_target)
-                d_per_sample += settings.wgan_lambda * gp
-                d_per_sample += settings.wgan_epsilon * losses.wgan_epsilon_drift(real_logits)
-                sums["d_gradient_penalty"] = tf.reduce_sum(gp) * inv_global
-            else:
-                d_per_sample = losses.d_logistic(real_logits, fake_logits)
-            if real_label_logits is not None:
-                d_per_sample += settings.cond_weight * (
-                    self._label_loss(real_label_logits, labels)
-                    + self._label_loss(fake_label_logits, labels))
-            if r1_in_main:
-                d_per_sample += r1 * (settings.r1_gamma * 0.5)
-                sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
-            d_gan = tf.reduce_sum(d_per_sample) * inv_global
-            d_fq = (fq_keras.fq_loss(real_fq, global_batch, alpha)
-                    + fq_keras.fq_loss(fake_fq, global_batch, alpha))
-            d_loss = d_gan + d_fq
+            d_loss, terms, real_fq, fake_fq = self.discriminator_loss(
+                reals, labels, lod, resolution, global_batch)
             scaled = self._scale(self.d_optimizer, d_loss)
         self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
         usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
-        sums.update(d_loss=d_gan, d_fq_loss=d_fq,
-                    d_real_score=tf.reduce_sum(tf.cast(real_logits, tf.float32)) * inv_global,
-                    d_fake_score=tf.reduce_sum(tf.cast(fake_logits, tf.float32)) * inv_global)
+        sums.update(terms)
         for layer, stats in zip(fq_layers, usage):
             means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
             means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
@@ -366,6 +414,66 @@ class GANTrainer(keras.Model):
         if lod is not None:
             means["lod"] = lod
         return sums, means
+
+    def discriminator_loss(self, reals, labels, lod, resolution, global_batch):
+        """Dmain's loss (call inside the D tape): fresh fakes, D on reals and fakes, R1 or
+        WGAN-GP when not lazy, FQ losses, and the SQ-GAN consistency term.
+
+        The fakes (and x' of the consistency term) are generated here with stop_gradient:
+        no part of this loss has a gradient with respect to G.
+
+        Returns:
+          (d_loss float32 scalar, {name: per-replica share of the logged terms}, FQ look-ups
+          of the reals, FQ look-ups of the fakes). x' never enters the FQ losses or updates.
+        """
+        settings = self.loss_settings
+        inv_global = 1.0 / float(global_batch)
+        batch = tf.shape(reals)[0]
+        sums = {}
+        z = self._latents(batch)
+        fakes, _, _, perturbed = self.generate(z, labels, lod, resolution,
+                                               update_dlatent_avg=self.is_style,
+                                               perturbed=self.use_sq_cr)
+        fakes = tf.stop_gradient(fakes)
+        alpha = self.fq_settings.alpha_at(self.kimg)
+        r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
+        if r1_in_main:
+            r1, (real_logits, real_label_logits, real_fq) = losses.r1_penalty(
+                lambda x: self.discriminate(x, labels, lod), reals)
+        else:
+            real_logits, real_label_logits, real_fq = self.discriminate(reals, labels, lod)
+        fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+        if settings.kind == "wgan_gp":
+            d_per_sample = losses.d_wgan(real_logits, fake_logits)
+            gp = losses.wgan_gradient_penalty(
+                lambda x: self.discriminate(x, labels, lod)[0], reals, fakes,
+                self.seed_generator, settings.wgan_target)
+            d_per_sample += settings.wgan_lambda * gp
+            d_per_sample += settings.wgan_epsilon * losses.wgan_epsilon_drift(real_logits)
+            sums["d_gradient_penalty"] = tf.reduce_sum(gp) * inv_global
+        else:
+            d_per_sample = losses.d_logistic(real_logits, fake_logits)
+        if real_label_logits is not None:
+            d_per_sample += settings.cond_weight * (
+                self._label_loss(real_label_logits, labels)
+                + self._label_loss(fake_label_logits, labels))
+        if r1_in_main:
+            d_per_sample += r1 * (settings.r1_gamma * 0.5)
+            sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
+        d_gan = tf.reduce_sum(d_per_sample) * inv_global
+        d_fq = (fq_keras.fq_loss(real_fq, global_batch, alpha)
+                + fq_keras.fq_loss(fake_fq, global_batch, alpha))
+        d_loss = d_gan + d_fq
+        if perturbed is not None:
+            perturbed_logits, _, _ = self.discriminate(tf.stop_gradient(perturbed), labels, lod)
+            d_cr = tf.reduce_sum(sq_consistency_loss(
+                fake_logits, perturbed_logits, self.sq_settings.cr_weight)) * inv_global
+            d_loss = d_loss + d_cr
+            sums["d_sq_cr_loss"] = d_cr
+        sums.update(d_loss=d_gan, d_fq_loss=d_fq,
+                    d_real_score=tf.reduce_sum(tf.cast(real_logits, tf.float32)) * inv_global,
+                    d_fake_score=tf.reduce_sum(tf.cast(fake_logits, tf.float32)) * inv_global)
+        return d_loss, sums, real_fq, fake_fq
 
     def _latents(self, batch):
         """z for this replica's rows of the global batch (same numbers as one device)."""
