@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from export.core import Exporter, ExportError, _float32_policy, image_outputs
 
-DIRECTIONS = {"a2b": "genA2B", "b2a": "genB2A"}
+GENERATORS = ("genA2B", "genB2A")   # a2b, b2a
 
 
 class GeneratorPair:
@@ -58,7 +58,7 @@ def as_pair(networks):
     if isinstance(networks, GeneratorPair):
         return networks
     if hasattr(networks, "keys"):
-        missing = [name for name in DIRECTIONS.values() if name not in networks]
+        missing = [name for name in GENERATORS if name not in networks]
         if missing:
             raise ExportError(f"a U-GAT-IT export needs both generators; {' and '.join(missing)} "
                               f"missing (has {', '.join(networks) or 'nothing'}).")
