@@ -50,6 +50,9 @@ def make_generators():
         "stylegan": stylegan.Generator(z_dim=Z_DIM, w_dim=Z_DIM, mapping_fmaps=Z_DIM,
                                        resolution=64, **small),
         "progan": progan.Generator(resolution=8, latent_size=Z_DIM, fmap_base=64, fmap_max=16),
+        # SQ-GAN: w quantised with a 64-entry codebook of 4-d codes (4 sub-vectors per w).
+        "stylegan2_sq": stylegan2.Generator(z_dim=Z_DIM, w_dim=Z_DIM, resolution=8,
+                                            sq_num_codes=64, **small),
     }
 
 
@@ -63,6 +66,7 @@ EXPORTS = {
                        {"noise_mode": "const", "truncation_cutoff": 8, "resolution": 32,
                         "lod": 1.25}),
     "progan": ("progan", {}, {}),
+    "stylegan2_sq": ("stylegan2_sq", {}, {"noise_mode": "const"}),
 }
 
 
@@ -101,6 +105,8 @@ LOADER = textwrap.dedent("""
         results[f"{name}/metadata"] = np.array(m.metadata.numpy())
         if not case["progan"]:
             results[f"{name}/dlatent_avg"] = m.dlatent_avg.numpy()
+        if hasattr(m, "sq_codebook"):
+            results[f"{name}/sq_codebook"] = m.sq_codebook.numpy()
         results[f"{name}/signatures"] = np.array(sorted(sig.keys()))
     project = [n for n in ("networks", "export", "training", "fq_keras", "datasets")
                if n in sys.modules]
@@ -267,12 +273,60 @@ def test_stylegan2_truncates_every_layer(exported):
     assert json.loads(results["stylegan2/metadata"].item())["truncation_cutoff"] is None
 
 
-@pytest.mark.parametrize("name", ["stylegan2", "stylegan2_cond", "stylegan", "stylegan_stage"])
+@pytest.mark.parametrize("name", ["stylegan2", "stylegan2_cond", "stylegan", "stylegan_stage",
+                                  "stylegan2_sq"])
 def test_serving_default_is_synthesis_of_mapping(exported, name):
     results = exported["results"]
     for psi in PSIS:
         np.testing.assert_array_equal(results[f"{name}/{psi}/synthesis"],
                                       results[f"{name}/{psi}/images"])
+
+
+def numpy_style_quantize(w, codebook):
+    """Hyperspherical SQ: every 4-d sub-vector of w -> the unit codebook entry nearest its
+    direction (largest cosine)."""
+    z = w.reshape(-1, codebook.shape[1]).astype(np.float64)
+    c = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+    return c[np.argmax(z @ c.T, axis=1)].reshape(w.shape).astype(np.float32)
+
+
+def test_style_quantized_generator_applies_its_codebook(exported):
+    """SQ-GAN export: `mapping` gives the continuous truncated w; the SavedModel's images are
+    the in-memory synthesis of w snapped onto the codebook (numpy), for every psi; psi = 0 gives
+    synthesis(sq(dlatent_avg)); `synthesis` is idempotent on quantised w; the codebook is in the
+    SavedModel and its settings in the metadata."""
+    G = exported["generators"]["stylegan2_sq"]
+    results = exported["results"]
+    codebook = G.sq.codebook.numpy()
+    z, _ = inputs("stylegan2_sq", 0)
+    w1 = G.mapping(z).numpy()
+    for psi in PSIS:
+        w = results[f"stylegan2_sq/{psi}/w"]
+        expected_w = w1 if psi == 1.0 else G.truncate(w1, psi).numpy()
+        np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-5)  # continuous W
+        quantised = numpy_style_quantize(w, codebook)
+        expected = np.clip(G.synthesis(quantised, noise_mode="const").numpy(), -1, 1)
+        images = results[f"stylegan2_sq/{psi}/images_float"]
+        np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4)
+        plain = np.clip(G.synthesis(w, noise_mode="const").numpy(), -1, 1)
+        assert np.abs(plain - images).max() > 1e-2  # without the codebook: other images
+    average = numpy_style_quantize(np.tile(G.dlatent_avg.numpy()[None, None], [1, G.num_ws, 1]),
+                                   codebook)
+    np.testing.assert_allclose(
+        results["stylegan2_sq/0.0/images_float"],
+        np.broadcast_to(np.clip(G.synthesis(average, noise_mode="const").numpy(), -1, 1),
+                        (7, 8, 8, 3)), rtol=0, atol=1e-4)
+    loaded = tf.saved_model.load(exported["cases"]["stylegan2_sq"]["path"])
+    w = tf.constant(results["stylegan2_sq/0.7/w"])
+    once = loaded.signatures["synthesis"](w=w)["images_float"].numpy()
+    twice = loaded.signatures["synthesis"](
+        w=tf.constant(numpy_style_quantize(w.numpy(), codebook)))["images_float"].numpy()
+    np.testing.assert_allclose(twice, once, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(results["stylegan2_sq/sq_codebook"], codebook)
+    meta = json.loads(results["stylegan2_sq/metadata"].item())
+    assert meta["style_quantization"] == {"num_codes": 64, "code_dim": 4, "hyperspherical": True}
+    assert json.loads(results["stylegan2/metadata"].item())["style_quantization"] is None
+    assert "stylegan2/sq_codebook" not in results
 
 
 def test_signatures_and_metadata(exported):

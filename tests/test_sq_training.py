@@ -15,10 +15,9 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-import fq_keras
 import run_training
 from networks import stylegan2
-from training.checkpoints import Checkpoints, latest_checkpoint
+from training.checkpoints import Checkpoints
 from training.config import TrainingOptions
 from training.loop import training_loop
 from training.schedule import ProgressiveSchedule
@@ -100,37 +99,30 @@ def test_generator_rejects_a_code_dim_that_does_not_divide_w_dim():
 # ---------------------------------------------------------------------------------------------
 # The trainer.
 
-def test_g_step_adds_the_sq_loss_and_counts_w_codes_once_per_iteration():
-    """g_sq_loss = weight * (L_sq(w) + L_sq(w2) + L_uf) is linear in the weight (lr 0: same
-    fakes); usage counts every sub-vector of w once per iteration (not w2, not Greg or D)."""
+def test_g_step_adds_the_sq_loss_counts_w_codes_and_learns_the_codebook():
+    """g_sq_loss = weight * (L_sq(w) + L_sq(w2) + L_uf), computed before the update, is linear
+    in the weight; usage counts every sub-vector of w once per iteration (not w2, not Greg or
+    D); the codebook moves and Gs averages it like any weight (usage counts copied)."""
     reals = batch_of_reals()
     values = {}
     for weight in (0.01, 0.03):
         G, D = tiny_networks()
-        trainer = make_trainer(G, D, SQSettings(weight=weight), learning_rate=0.0)
+        trainer = make_trainer(G, D, SQSettings(weight=weight), learning_rate=0.05)
+        before = G.sq.codebook.numpy().copy()
         sums, _ = trainer.train_step(reals, RES, 8, run_g_reg=True, run_d_reg=True)
         values[weight] = float(sums["g_sq_loss"])
         assert float(tf.reduce_sum(G.sq.usage_counts)) == 8 * W_DIM // 4
     np.testing.assert_allclose(values[0.03], 3 * values[0.01], rtol=1e-5)
-    G, D = tiny_networks(sq_num_codes=0)
-    sums, _ = make_trainer(G, D).train_step(reals, RES, 8)
-    assert "g_sq_loss" not in sums and "d_sq_cr_loss" not in sums
-
-
-def test_codebook_learns_and_gs_averages_it():
-    G, D = tiny_networks()
-    trainer = make_trainer(G, D, learning_rate=0.05)
-    before = G.sq.codebook.numpy().copy()
-    step = tf.function(lambda data: trainer.train_step(data, RES, 8))
-    step(batch_of_reals())
-    trainer.finish_step(8)
     after = G.sq.codebook.numpy()
-    assert np.abs(after - before).max() > 1e-3
-    # Gs <- G + (Gs - G) * beta for the codebook like any weight; usage counts are copied.
+    assert np.abs(after - before).max() > 1e-2
+    trainer.finish_step(8)
     beta = 0.5 ** (8 / (trainer.loss_settings.g_ema_kimg * 1000.0))
     np.testing.assert_allclose(trainer.Gs.sq.codebook.numpy(), after + (before - after) * beta,
                                rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(trainer.Gs.sq.usage_counts.numpy(), G.sq.usage_counts.numpy())
+    G, D = tiny_networks(sq_num_codes=0)
+    sums, _ = make_trainer(G, D).train_step(reals, RES, 8)
+    assert "g_sq_loss" not in sums and "d_sq_cr_loss" not in sums
 
 
 def test_consistency_term_is_zero_without_perturbation_and_its_gradient_reaches_d_only():
@@ -184,7 +176,7 @@ def test_perturbed_features_never_update_the_fq_dictionary():
         return original(features, indices)
 
     D.fq_layers[0].update_dictionary = recording
-    tf.function(lambda data: trainer.train_step(data, RES, 8))(batch_of_reals())
+    trainer.train_step(batch_of_reals(), RES, 8)
     assert rows == [2 * 8]  # reals + fakes, not x'
 
 
@@ -285,7 +277,10 @@ def test_mixed_precision_equals_float32_for_the_codebook(mixed_precision):
 def test_checkpoint_holds_the_codebook_of_g_and_gs(tmp_path):
     G, D = tiny_networks()
     trainer = make_trainer(G, D)
-    run_iterations(tf.distribute.get_strategy(), trainer, [batch_of_reals()], 8)
+    rng = np.random.RandomState(5)
+    for layer in (G.sq, trainer.Gs.sq):
+        layer.codebook.assign(rng.randn(*layer.codebook.shape).astype(np.float32))
+        layer.usage_counts.assign(rng.randint(0, 9, layer.usage_counts.shape).astype(np.float32))
     state = trainer.checkpoint_state()
     keys = [k for k in state if k.endswith(("sq/codebook", "sq/usage_counts"))]
     assert sorted(k.split(":")[0] for k in keys) == ["G", "G", "Gs", "Gs"]
@@ -317,20 +312,13 @@ def log_entries(run_dir):
     return [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
 
 
-def checkpoint_values(run_dir):
-    reader = tf.train.load_checkpoint(latest_checkpoint(run_dir))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("state/")}
-
-
-def test_cbi_initialises_new_runs_only_and_resume_is_exact(tmp_path, monkeypatch):
-    """CBI runs before the first step of a new run (its cost falls; Gs starts from the same
-    codebook); a resumed run restores the codebook instead, and stop + resume equals an
-    uninterrupted run bit for bit. Usage statistics are logged every tick."""
+def test_cbi_initialises_new_runs_only(tmp_path, monkeypatch):
+    """CBI runs before the first step of a new run (its transport cost falls; the first sample
+    grid and Gs already use the CBI codebook); a resumed run takes the codebook from its
+    checkpoint and does not run CBI again. Usage statistics are logged every tick."""
     from fq_keras import codebook_init
     features = np.random.RandomState(0).randn(64, 6).astype(np.float32)
     np.save(str(tmp_path / "features.npy"), features)
-    cbi = dict(sq_cbi_features=str(tmp_path / "features.npy"), sq_cbi_steps=20, sq_cbi_lr=0.01)
     calls = []
     original = codebook_init.initialize_codebook
 
@@ -341,29 +329,26 @@ def test_cbi_initialises_new_runs_only_and_resume_is_exact(tmp_path, monkeypatch
         return result
 
     monkeypatch.setattr(codebook_init, "initialize_codebook", recording)
-    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
-    os.makedirs(straight), os.makedirs(stopped)
-    a = training_loop(loop_options(**cbi), straight, log=quiet)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    options = loop_options(sq_cbi_features=str(tmp_path / "features.npy"), sq_cbi_steps=20,
+                           sq_cbi_lr=0.01, kimg=0.016)
+    training_loop(options, run_dir, log=quiet)
     assert len(calls) == 2 and np.abs(calls[1] - calls[0]).max() > 1e-3
-    first = log_entries(straight)[0]
+    first = log_entries(run_dir)[0]
     assert first["kimg"] == 0.0
     assert first["sq/cbi_transport_cost_final"] < first["sq/cbi_transport_cost_initial"]
-    ticks = [e for e in log_entries(straight) if "sq/perplexity" in e]
-    assert len(ticks) == 3
-    for entry in ticks:
-        assert 1.0 <= entry["sq/perplexity"] <= 64 and 0 <= entry["sq/dead_codes"] < 64
-        assert entry["sq/uniformity"] < 0 and "g_sq_loss" in entry and "d_sq_cr_loss" in entry
 
-    training_loop(loop_options(**cbi), stopped, log=quiet, stop_after_kimg=0.016)
-    assert len(calls) == 4
-    b = training_loop(TrainingOptions.load(stopped), stopped, resume=True, log=quiet)
-    assert len(calls) == 4  # not again on resume
-    values_a, values_b = checkpoint_values(straight), checkpoint_values(stopped)
-    assert sorted(values_a) == sorted(values_b)
-    assert any(name.endswith("sq.Scodebook/.ATTRIBUTES/VARIABLE_VALUE") for name in values_a)
-    for name in values_a:
-        np.testing.assert_array_equal(values_a[name], values_b[name], err_msg=name)
-    assert a["state_fingerprint"] == b["state_fingerprint"]
+    options.kimg = 0.032
+    summary = training_loop(options, run_dir, resume=True, log=quiet)
+    assert len(calls) == 2  # not again on resume
+    assert summary["kimg"] == 0.032
+    ticks = [e for e in log_entries(run_dir) if "sq/perplexity" in e]
+    assert [e["kimg"] for e in ticks] == [0.016, 0.032]
+    for entry in ticks:
+        # 256 vectors per tick (2 steps x 8 images x 16 sub-vectors of w_dim 64), K = 64.
+        assert 8.0 < entry["sq/perplexity"] <= 64 and 0 <= entry["sq/dead_codes"] < 32
+        assert entry["sq/uniformity"] < 0 and "g_sq_loss" in entry and "d_sq_cr_loss" in entry
 
 
 # Measured with these settings (seeds 0, 1, 2): codebook perplexity 398-432 of K = 1024 at
