@@ -43,7 +43,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_export_dir(run_dir):
-    return export.export_run(run_dir)
+    return export.export_run(run_dir, overwrite=True)  # replaces the export training wrote
 
 
 @pytest.fixture(scope="module")
