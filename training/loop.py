@@ -86,7 +86,7 @@ def sq_tick_statistics(trainer):
                                          "uniformity")}
 
 
-def initialize_sq_codebook(options, trainer, log):
+def initialize_sq_codebook(options, trainer, log, num_images=None):
     """SQ-GAN codebook initialisation (CBI) from --sq-cbi-features; returns the logged values.
 
     Runs outside strategy.scope() on one device (fq_keras.codebook_init), then copies G into Gs
@@ -102,9 +102,12 @@ def initialize_sq_codebook(options, trainer, log):
         seed=options.seed)
     trainer.copy_to_gs()
     cost = history["transport_cost"]
+    # The features are an unordered set; a count unlike the dataset's is allowed, but noted.
+    note = "" if num_images in (None, features.shape[0]) else \
+        f" (the training set has {num_images} images)"
     log(f"Codebook initialisation: {len(cost)} steps on {features.shape[0]} image features "
-        f"({features.shape[1]}-d), transport cost {cost[0]:.4f} -> {cost[-1]:.4f}, marginal "
-        f"error {history['marginal_error'][-1]:.2g}, {time.time() - start:.0f} s")
+        f"({features.shape[1]}-d){note}, transport cost {cost[0]:.4f} -> {cost[-1]:.4f}, "
+        f"marginal error {history['marginal_error'][-1]:.2g}, {time.time() - start:.0f} s")
     return {"sq/cbi_transport_cost_initial": float(cost[0]),
             "sq/cbi_transport_cost_final": float(cost[-1]),
             "sq/cbi_marginal_error": float(history["marginal_error"][-1])}
@@ -175,7 +178,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
 
     logger = RunLogger(run_dir, options.kimg, is_chief)
     if trainer.use_sq and options.sq_cbi_features and not resume:
-        logger.scalars(0.0, initialize_sq_codebook(options, trainer, log))
+        logger.scalars(0.0, initialize_sq_codebook(options, trainer, log, info.num_images))
     grid_z, grid_labels = _sample_inputs(options, trainer, info, dataset, 32)
     swd_state = {}
     settings = trainer.loss_settings
