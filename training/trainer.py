@@ -258,6 +258,8 @@ class GANTrainer(keras.Model):
         ws, lookups = self._quantize(ws, [])
         ws_p = None
         if perturbed:
+            # fq_keras.perturb_latents draws per replica (every replica the same rows); here
+            # each replica takes its rows of one global draw, so N replicas equal one device.
             eps = replica_random("normal", [tf.shape(z)[0], self.z_dim], self.seed_generator)
             z_p = z + tf.cast(self.sq_settings.cr_sigma, z.dtype) * tf.cast(eps, z.dtype)
             ws_p, _ = self._quantize(self.G.mapping(z_p, labels), [])
