@@ -27,7 +27,11 @@ INCEPTION_METRICS = ("fid", "kid", "is")
 
 
 class Generator:
-    """An exported generator: z ~ N(0, 1) minibatches -> uint8 NHWC images."""
+    """An exported generator: z ~ N(0, 1) minibatches -> uint8 NHWC images.
+
+    Class-conditional exports (a `labels` input, one-hot [N, c_dim]) get classes drawn uniformly
+    at random from the same RandomState, as BigGAN-PyTorch samples for its metrics.
+    """
 
     def __init__(self, path):
         if not os.path.isdir(path):
@@ -38,14 +42,15 @@ class Generator:
             raise ValueError(f"cannot load a SavedModel from {path} ({error}).") from None
         signature = getattr(loaded, "signatures", {}).get("serving_default")
         inputs = signature.structured_input_signature[1] if signature is not None else {}
-        if signature is None or set(inputs) != {"z", "truncation_psi"} or (
-                "images" not in signature.structured_outputs):
+        if signature is None or not {"z", "truncation_psi"} <= set(inputs) <= {
+                "z", "truncation_psi", "labels"} or "images" not in signature.structured_outputs:
             raise ValueError(
-                f"{path} lacks the signature serving_default(z, truncation_psi) -> "
+                f"{path} lacks the signature serving_default(z, truncation_psi[, labels]) -> "
                 f"images; export the generator with the project's exporter.")
         self._loaded = loaded  # keeps the variables alive
         self._signature = signature
         self.z_dim = int(inputs["z"].shape[-1])
+        self.c_dim = int(inputs["labels"].shape[-1]) if "labels" in inputs else 0
 
     def batches(self, num_images, seed, batch_size, truncation_psi):
         """Yields uint8 (n, H, W, 3) batches, num_images in all, latents from RandomState(seed)."""
@@ -53,9 +58,11 @@ class Generator:
         for begin in range(0, num_images, batch_size):
             count = min(batch_size, num_images - begin)
             z = rng.randn(count, self.z_dim).astype(np.float32)
-            out = self._signature(z=tf.constant(z),
-                                  truncation_psi=tf.constant(truncation_psi, tf.float32))
-            yield out["images"].numpy()
+            inputs = dict(z=tf.constant(z), truncation_psi=tf.constant(truncation_psi, tf.float32))
+            if self.c_dim:
+                classes = rng.randint(self.c_dim, size=count)
+                inputs["labels"] = tf.constant(np.eye(self.c_dim, dtype=np.float32)[classes])
+            yield self._signature(**inputs)["images"].numpy()
 
 
 class RealImages:

@@ -171,3 +171,28 @@ def test_real_images_from_a_tfrecord_folder_at_the_generator_resolution(tmp_path
     assert evaluate.RealImages(str(folder), 16).identity != identity
     with pytest.raises(ValueError, match="no 64x64 level"):
         evaluate.RealImages(str(folder), 64)
+
+
+class TinyConditionalGenerator(tf.Module):
+    """Export signature with labels: every pixel of an image is its class index (uint8)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, Z_DIM], tf.float32, name="z"),
+                                  tf.TensorSpec([], tf.float32, name="truncation_psi"),
+                                  tf.TensorSpec([None, 5], tf.float32, name="labels")])
+    def generate(self, z, truncation_psi, labels):
+        classes = tf.cast(tf.argmax(labels, axis=1), tf.uint8)
+        images = tf.broadcast_to(classes[:, None, None, None], [tf.shape(z)[0], 4, 4, 3])
+        return {"images": images, "images_float": tf.cast(images, tf.float32)}
+
+
+def test_conditional_exports_get_uniformly_drawn_one_hot_labels(tmp_path):
+    module = TinyConditionalGenerator()
+    path = str(tmp_path / "conditional")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.generate})
+    generator = evaluate.Generator(path)
+    assert generator.c_dim == 5
+    classes = np.concatenate([b[:, 0, 0, 0] for b in generator.batches(500, 0, 64, 1.0)])
+    counts = np.bincount(classes, minlength=5)
+    assert len(classes) == 500 and counts.min() > 60  # ~100 each; uniform
+    again = np.concatenate([b[:, 0, 0, 0] for b in generator.batches(500, 0, 64, 1.0)])
+    np.testing.assert_array_equal(classes, again)  # seeded
