@@ -438,7 +438,12 @@ def load_networks(directory):
         cls = getattr(importlib.import_module(module_name), class_name)
         config = {k: v for k, v in entry["config"].items()
                   if k not in ("name", "trainable", "dtype")}
-        networks[name] = cls(**_from_json(config))
+        net = cls(**_from_json(config))
+        if not net.built:
+            # Variables must exist before the read: a checkpoint read into an unbuilt network
+            # "matches" nothing yet and restores only when the network is later built.
+            net.build()
+        networks[name] = net
     status = tf.train.Checkpoint(**networks).read(os.path.join(directory, spec["checkpoint"]))
     status.assert_existing_objects_matched().expect_partial()
     return networks
