@@ -19,7 +19,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -170,10 +170,14 @@ def main(argv, fv=FLAGS):
     else:
         run_dir = new_run_dir("runs", options)
 
-    from training import TrainingDiverged
+    from training import TrainingConfigError, TrainingDiverged
+    logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from TensorFlow
     print(f"Run folder: {run_dir}")
     try:
         summary = family.training_loop(options, run_dir, resume=fv.resume)
+    except TrainingConfigError as e:
+        print(f"run_training.py: error: {e}", file=sys.stderr)
+        return 2
     except TrainingDiverged as e:
         print(f"run_training.py: error: {e}", file=sys.stderr)
         return 1

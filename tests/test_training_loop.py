@@ -201,3 +201,22 @@ def test_a_short_run_learns(tmp_path):
            if "metrics/SWDx1e3_avg" in e]
     assert swd[0][0] == 0.0 and swd[-1][0] == 2.0
     assert swd[-1][1] < 0.7 * swd[0][1], swd
+
+
+def test_batch_and_replica_checks():
+    from training.loop import _check_batch
+    from training import TrainingConfigError
+    _check_batch(16, 2)
+    with pytest.raises(TrainingConfigError, match="not divisible by the 2 replicas"):
+        _check_batch(7, 2)
+    with pytest.raises(TrainingConfigError, match="per-replica batch 6 is not divisible by the "
+                                                  "minibatch-stddev group size 4"):
+        _check_batch(12, 2)
+
+
+def test_progressive_paper_configs_use_the_official_per_resolution_schedule():
+    schedule = TrainingOptions(model="stylegan", config="f", resolution=256).schedule()
+    assert [schedule.minibatch_at(r) for r in (8, 32, 128, 256)] == [128, 64, 16, 8]
+    assert [schedule.learning_rate_at(r) for r in (64, 128, 256)] == [0.001, 0.0015, 0.002]
+    fixed = TrainingOptions(model="stylegan", config="f", resolution=256, batch=32, learning_rate=0.003)
+    assert fixed.schedule().minibatch_at(8) == 32 and fixed.schedule().learning_rate_at(256) == 0.003

@@ -29,6 +29,11 @@ CONFIG_PRESETS = {
     "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
               learning_rate=0.002, r1_gamma=10.0, g_ema_rampup=0.0),
 }
+# ProGAN / StyleGAN FFHQ schedule (NVlabs stylegan train.py, one GPU): per-resolution minibatch
+# and learning rate.
+PROGRESSIVE_MINIBATCH = ((4, 128), (8, 128), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8),
+                         (512, 4))
+PROGRESSIVE_LEARNING_RATE = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
 # Official FQ settings per model (fq-official.md); ProGAN has no official FQ: StyleGAN v1's.
 FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
                "stylegan2": stylegan2.FQ_DEFAULTS}
@@ -110,10 +115,18 @@ class TrainingOptions:
 
     def schedule(self):
         initial = self.initial_resolution if self.is_progressive else self.resolution
+        minibatch_dict, lr_dict, lr_base = (), (), self.lr
+        if self.model != "stylegan2" and self.config != "demo":
+            # ProGAN / StyleGAN: the official per-resolution settings (FFHQ, one GPU) unless
+            # --batch / --lr fix them.
+            minibatch_dict = () if self.batch else PROGRESSIVE_MINIBATCH
+            lr_dict = () if self.learning_rate else PROGRESSIVE_LEARNING_RATE
+            lr_base = self.learning_rate or 0.001
         return ProgressiveSchedule(
             resolution=self.resolution, initial_resolution=min(initial, self.resolution),
             stabilize_kimg=self.stabilize_kimg, transition_kimg=self.transition_kimg,
-            minibatch_base=self.minibatch, learning_rate_base=self.lr)
+            minibatch_base=self.minibatch, minibatch_dict=minibatch_dict,
+            learning_rate_base=lr_base, learning_rate_dict=lr_dict)
 
     def loss_settings(self):
         loss = dataclasses.replace(LOSS_PRESETS[self.model],

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import datasets
-from training import TrainingDiverged, distribute
+from training import TrainingConfigError, TrainingDiverged, distribute
 from training.checkpoints import Checkpoints
 from training.config import build_networks
 from training.logs import RunLogger, save_image_grid
@@ -120,8 +120,8 @@ def _resolve_options(options, dataset):
     """Fills in what the dataset decides, so the run can be rebuilt without it later."""
     info = dataset.info
     if options.conditional and not info.has_labels:
-        raise ValueError(f"--conditional: dataset {info.source} has no labels; prepare it with "
-                         "--labels or drop --conditional.")
+        raise TrainingConfigError(f"--conditional: dataset {info.source} has no labels; prepare "
+                                  "it with --labels or drop --conditional.")
     return dataclasses.replace(options, resolution=options.resolution or info.resolution,
                                channels=info.channels,
                                label_size=info.label_size if options.conditional else 0)
@@ -185,7 +185,6 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     total_nimg = int(round(options.kimg * 1000))
     stop_nimg = total_nimg if stop_after_kimg is None else min(total_nimg, int(round(stop_after_kimg * 1000)))
     nimg = int(trainer.nimg.numpy())
-    iteration = nimg  # only its phase modulo the intervals matters; see below
     tick_start_nimg, tick = nimg, 0
     last_snapshot = None
     segment = None
@@ -357,13 +356,14 @@ def _diverged_message(kimg, what, checkpoint):
 
 def _check_batch(global_batch, replicas):
     if global_batch % replicas:
-        raise ValueError(f"minibatch {global_batch} is not divisible by the {replicas} replicas; "
-                         f"use a multiple of {replicas}.")
+        raise TrainingConfigError(f"minibatch {global_batch} is not divisible by the {replicas} "
+                                  f"replicas; use a multiple of {replicas}.")
     per_replica = global_batch // replicas
     group = min(4, per_replica)
     if per_replica % group:
-        raise ValueError(f"per-replica batch {per_replica} is not divisible by the minibatch-stddev "
-                         f"group size {group}; use a per-replica batch that is a multiple of 4.")
+        raise TrainingConfigError(f"per-replica batch {per_replica} is not divisible by the "
+                                  f"minibatch-stddev group size {group}; use a per-replica batch "
+                                  "that is a multiple of 4.")
 
 
 def _compile_step(strategy, trainer, accumulator, resolution, global_batch, run_g_reg,
