@@ -34,6 +34,7 @@ import numpy as np
 from absl import app
 
 from networks import biggan
+from training.run_options import RunOptions
 
 # Per --config: network preset (networks.biggan.PRESETS) and its overrides, optimisation, G_ema,
 # length (iterations, or epochs over the dataset) and the sampling mode of G_ema
@@ -62,12 +63,14 @@ METRICS = ("swd",)
 
 
 @dataclasses.dataclass
-class BigGANOptions:
+class BigGANOptions(RunOptions):
     """One BigGAN training run (flat and JSON-serialisable; saved as training_options.json).
 
     Zero / negative / None values mean "the preset's"; `resolve` (called by `validate` and the
     loop) replaces them with concrete values so a saved run states everything it used.
     """
+    MODELS = ("biggan",)
+
     model: str = "biggan"
     config: str = "demo"
     dataset: str = "shapes"            # Dataset folder (one-hot labels) or "shapes".
@@ -158,40 +161,6 @@ class BigGANOptions:
         return tuple(self.network_preset["fq"]["layers"])
 
     # -- persistence -------------------------------------------------------------------------
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text):
-        values = json.loads(text)
-        if values.get("model", "biggan") != "biggan":
-            raise ValueError(f"training_options.json is a {values['model']} run, not biggan; "
-                             f"pass --model {values['model']}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"training_options.json has unknown options {unknown}; was it "
-                             "written by a newer version?")
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        return cls(**values)
-
-    def save(self, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        with open(path + ".tmp", "w") as f:
-            f.write(self.to_json())
-        os.replace(path + ".tmp", path)
-
-    @classmethod
-    def load(cls, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{run_dir}: no training_options.json; not a run directory "
-                                    "written by run_training.py.")
-        with open(path) as f:
-            return cls.from_json(f.read())
 
 
 Options = BigGANOptions
@@ -442,10 +411,10 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     import keras
     import tensorflow as tf
 
-    from training import TrainingDiverged, distribute
+    from training import distribute
     from training.biggan_trainer import BigGANTrainer
-    from training.checkpoints import Checkpoints
-    from training.logs import RunLogger, save_image_grid
+    from training.checkpoints import Checkpoints, resume_or_record
+    from training.logs import RunLogger, diverged_from, save_image_grid
     from training.loop import LogAccumulator
 
     dataset, counts = open_training_data(options)
@@ -473,13 +442,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         keras.mixed_precision.set_global_policy(previous_policy)
     checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
-    if resume:
-        if checkpoints.latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
-        checkpoints.restore(checkpoints.latest)
+    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
         log(f"Resumed from {checkpoints.latest} at iteration {int(trainer.iteration.numpy())}")
-    elif is_chief:
-        options.save(run_dir)
 
     per_iteration = options.images_per_iteration
     iteration = int(trainer.iteration.numpy())
@@ -543,32 +507,19 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     logger.throughput(iteration * per_iteration / 1000)
     tick_start, tick, last_snapshot = iteration, 0, None
     while iteration < stop:
-        step(iterator)
+        try:
+            step(iterator)
+        except tf.errors.InvalidArgumentError as e:
+            raise diverged_from(e, f"iteration {iteration + 1}", checkpoints.latest) or e
         iteration += 1
         done = iteration >= stop
         if (iteration - tick_start) * per_iteration >= options.tick_kimg * 1000 or done:
             tick += 1
             kimg = iteration * per_iteration / 1000
             values = accumulator.read_and_reset()
-            bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-            if bad:
-                logger.close()
-                raise TrainingDiverged(
-                    f"Non-finite loss at iteration {iteration} (kimg {kimg:.3f}): "
-                    + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-                    + f". Training stopped; the last good checkpoint is {checkpoints.latest} "
-                    "(lower --lr, or try without --mixed-precision, then --resume).")
-            rate = logger.throughput(kimg)
-            values.update({"progress/kimg": kimg, "progress/iteration": iteration})
-            if rate:
-                values["progress/img_per_sec"] = rate
-            logger.scalars(kimg, values)
-            extra = f"it {iteration}  " + "  ".join(
-                f"{k} {values[k]:.4f}" for k in ("g_loss", "d_loss", "d_fq_loss") if k in values)
-            perplexities = [v for k, v in values.items() if k.endswith("/perplexity")]
-            if perplexities:
-                extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
-            logger.progress(kimg, rate, extra)
+            values["progress/iteration"] = iteration
+            logger.tick(kimg, values, ("g_loss", "d_loss", "d_fq_loss"), prefix=f"it {iteration}  ",
+                        last_checkpoint=checkpoints.latest, position=f"iteration {iteration}")
             tick_start = iteration
             if tick % options.snapshot_ticks == 0 or done:
                 last_snapshot = snapshot()

@@ -89,3 +89,18 @@ class Checkpoints:
 def latest_checkpoint(run_dir):
     """Path of the newest checkpoint of a run folder, or None."""
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+
+
+def resume_or_record(checkpoints, options, run_dir, resume, is_chief):
+    """Starts a run: restores the latest checkpoint (--resume) or records the new run's options.
+
+    Returns the restored checkpoint path, or None for a new run.
+    """
+    if resume:
+        if checkpoints.latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
+        checkpoints.restore(checkpoints.latest)
+        return checkpoints.latest
+    if is_chief:
+        options.save(run_dir)
+    return None

@@ -6,12 +6,12 @@ rebuilds the run's networks (resume, export, generation, metrics) reads it back.
 """
 
 import dataclasses
-import json
 import os
 
 from absl import app
 
 from networks import progan, stylegan, stylegan2
+from training.run_options import RunOptions
 from training.schedule import ProgressiveSchedule
 from training.trainer import LOSS_PRESETS, FQSettings, SQSettings
 
@@ -40,8 +40,10 @@ FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
 
 
 @dataclasses.dataclass
-class TrainingOptions:
+class TrainingOptions(RunOptions):
     """One training run. Defaults: FQ-StyleGAN2, demo widths, the built-in synthetic data."""
+    MODELS = ("progan", "stylegan", "stylegan2")
+
     model: str = "stylegan2"
     config: str = "demo"
     dataset: str = "shapes"            # Dataset folder or built-in synthetic name.
@@ -165,37 +167,6 @@ class TrainingOptions:
             fq_forward="quantized" if self.fq_preset == "paper" else "continuous")
 
     # -- persistence -------------------------------------------------------------------------
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text):
-        values = json.loads(text)
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"training_options.json has unknown options {unknown}; was it "
-                             "written by a newer version?")
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        return cls(**values)
-
-    def save(self, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        with open(path + ".tmp", "w") as f:
-            f.write(self.to_json())
-        os.replace(path + ".tmp", path)
-
-    @classmethod
-    def load(cls, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{run_dir}: no training_options.json; not a run directory "
-                                    "written by run_training.py.")
-        with open(path) as f:
-            return cls.from_json(f.read())
 
 
 def build_networks(options, channels, c_dim):

@@ -5,6 +5,7 @@ every worker can call them unconditionally.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -12,6 +13,18 @@ import time
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+
+from training import TrainingDiverged
+
+
+def diverged_message(position, what, checkpoint):
+    """The one message of every trainer when a loss or a feature becomes non-finite.
+
+    position: where training stopped, e.g. "kimg 1.024" or "iteration 300".
+    """
+    return (f"Non-finite loss at {position} ({what}). Training stopped; the last good "
+            f"checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, then "
+            "--resume).")
 
 
 def image_grid(images, columns=None):
@@ -42,6 +55,15 @@ def save_image_grid(path, images, columns=None):
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def diverged_from(error, position, checkpoint):
+    """TrainingDiverged for an FQ layer's finiteness error (NaN features reach the dictionary
+    update before the tick's loss check sees them), or None for any other error."""
+    if "non-finite" not in error.message:
+        return None
+    what = next(line.strip() for line in error.message.splitlines() if "non-finite" in line)
+    return TrainingDiverged(diverged_message(position, what, checkpoint))
 
 
 class RunLogger:
@@ -108,6 +130,40 @@ class RunLogger:
         rate = f"{img_per_sec:8.1f}" if img_per_sec else "       -"
         print(f"kimg {kimg:9.3f}/{self.total_kimg:g}  img/s {rate}  ETA {eta:>8}  {extra}",
               file=self.stream or sys.stdout, flush=True)
+
+    def tick(self, kimg, values, shown, prefix="", last_checkpoint=None, position=None):
+        """One tick of any trainer: divergence check, img/s, scalars, the progress line.
+
+        Args:
+          kimg: thousands of real images shown so far.
+          values: the tick's averaged scalars (dict name -> float).
+          shown: keys of `values` printed on the progress line (when present).
+          prefix: text that starts the progress line's details (e.g. the iteration).
+          last_checkpoint: named by the error if a value is not finite.
+          position: where training is, for that error (default "kimg <kimg>").
+
+        Raises:
+          TrainingDiverged: a value is NaN or infinite (nothing is logged).
+        """
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            raise TrainingDiverged(diverged_message(
+                position or f"kimg {kimg:.3f}",
+                ", ".join(f"{k}={v}" for k, v in sorted(bad.items())), last_checkpoint))
+        rate = self.throughput(kimg)
+        values = dict(values, **{"progress/kimg": kimg})
+        if rate:
+            values["progress/img_per_sec"] = rate
+        self.scalars(kimg, values)
+        extra = prefix + "  ".join(f"{k} {values[k]:.4f}" for k in shown if k in values)
+        perplexities = [v for k, v in values.items()
+                        if k.startswith("fq/") and k.endswith("/perplexity")]
+        if perplexities:
+            extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
+        if "sq/perplexity" in values:
+            extra += f"  sq_perplexity {values['sq/perplexity']:.1f} (dead {values['sq/dead_codes']})"
+        self.progress(kimg, rate, extra)
+        return values
 
     def close(self):
         if self._writer is not None:

@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 import datasets
-from training import TrainingConfigError, TrainingDiverged, distribute
-from training.checkpoints import Checkpoints
+from training import TrainingConfigError, distribute
+from training.checkpoints import Checkpoints, resume_or_record
 from training.config import build_networks
-from training.logs import RunLogger, save_image_grid
+from training.logs import RunLogger, diverged_from, save_image_grid
 from training.trainer import GANTrainer
 
 #----------------------------------------------------------------------------
@@ -168,13 +168,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         accumulator = LogAccumulator(log_keys(trainer))
     checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
-    if resume:
-        if checkpoints.latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
-        checkpoints.restore(checkpoints.latest)
+    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
         log(f"Resumed from {checkpoints.latest} at kimg {trainer.nimg.numpy() / 1000:.3f}")
-    elif is_chief:
-        options.save(run_dir)
 
     logger = RunLogger(run_dir, options.kimg, is_chief)
     if trainer.use_sq and options.sq_cbi_features and not resume:
@@ -281,11 +276,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         try:
             steps[key](iterator)
         except tf.errors.InvalidArgumentError as e:
-            # NaN weights reach the FQ layers' finiteness check before the tick's loss check.
-            if "non-finite" not in e.message:
-                raise
-            what = next(line.strip() for line in e.message.splitlines() if "non-finite" in line)
-            raise TrainingDiverged(_diverged_message(nimg / 1000, what, checkpoints.latest)) from None
+            raise diverged_from(e, f"kimg {nimg / 1000:.3f}", checkpoints.latest) or e
         nimg += global_batch
 
         done = nimg >= stop_nimg
@@ -293,28 +284,11 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
             tick += 1
             kimg = nimg / 1000
             values = accumulator.read_and_reset()
-            bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-            if bad:
-                raise TrainingDiverged(_diverged_message(
-                    kimg, ", ".join(f"{k}={v}" for k, v in sorted(bad.items())),
-                    checkpoints.latest))
-            rate = logger.throughput(kimg)
-            values.update({"progress/kimg": kimg, "progress/resolution": segment.resolution,
+            values.update({"progress/resolution": segment.resolution,
                            "progress/learning_rate": segment.learning_rate})
             values.update(sq_tick_statistics(trainer))
-            if rate:
-                values["progress/img_per_sec"] = rate
-            logger.scalars(kimg, values)
-            extra = "  ".join(f"{k} {values[k]:.4f}" for k in ("g_loss", "d_loss", "d_fq_loss", "lod")
-                              if k in values)
-            perplexities = [v for k, v in values.items()
-                            if k.startswith("fq/") and k.endswith("/perplexity")]
-            if perplexities:
-                extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
-            if "sq/perplexity" in values:
-                extra += (f"  sq_perplexity {values['sq/perplexity']:.1f} "
-                          f"(dead {values['sq/dead_codes']})")
-            logger.progress(kimg, rate, extra)
+            logger.tick(kimg, values, ("g_loss", "d_loss", "d_fq_loss", "lod"),
+                        last_checkpoint=checkpoints.latest)
             tick_start_nimg = nimg
             if tick % options.snapshot_ticks == 0 or done:
                 last_snapshot = snapshot()
@@ -346,12 +320,6 @@ def state_fingerprint(state):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(state[name].numpy()).tobytes())
     return digest.hexdigest()
-
-
-def _diverged_message(kimg, what, checkpoint):
-    return (f"Non-finite loss at kimg {kimg:.3f} ({what}). Training stopped; the last good "
-            f"checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, then "
-            "--resume).")
 
 
 def _check_batch(global_batch, replicas):

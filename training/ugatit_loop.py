@@ -37,12 +37,14 @@ from absl import app
 
 import datasets
 from networks import ugatit
-from training import TrainingDiverged, distribute
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
-from training.logs import RunLogger, save_image_grid
+from training import distribute
+from training.checkpoints import (Checkpoints, checkpoint_state, latest_checkpoint,
+                                  resume_or_record)
+from training.logs import RunLogger, diverged_from, save_image_grid
 from training.loop import LogAccumulator, state_fingerprint
 from training.ugatit_trainer import (NETWORK_NAMES, LossWeights, UGATITTrainer, strip,
                                      translation_panels)
+from training.run_options import RunOptions
 
 CONFIGS = ("demo", "official")
 # Network sizes and run length per --config. "official" is the paper's U-GAT-IT (ngf = ndf = 64,
@@ -63,8 +65,10 @@ FOREIGN_FLAGS = ("resolution", "conditional", "gamma", "progressive",
 
 
 @dataclasses.dataclass
-class Options:
+class Options(RunOptions):
     """One U-GAT-IT run. 0 (or None) means "the --config preset" for every sized field."""
+    MODELS = ("ugatit",)
+
     model: str = "ugatit"
     config: str = "demo"
     dataset: str = SYNTHETIC           # Folder with trainA/ trainB/ (testA/ testB/) or built-in.
@@ -167,40 +171,6 @@ class Options:
                            identity=self.identity_weight, cam=self.cam_weight)
 
     # -- persistence -------------------------------------------------------------------------
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text):
-        values = json.loads(text)
-        if values.get("model", "ugatit") != "ugatit":
-            raise ValueError(f"training_options.json is a {values['model']} run, not a U-GAT-IT "
-                             "one.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"training_options.json has unknown options {unknown}; was it "
-                             "written by a newer version?")
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        return cls(**values)
-
-    def save(self, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        with open(path + ".tmp", "w") as f:
-            f.write(self.to_json())
-        os.replace(path + ".tmp", path)
-
-    @classmethod
-    def load(cls, run_dir):
-        path = os.path.join(run_dir, "training_options.json")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{run_dir}: no training_options.json; not a run directory "
-                                    "written by run_training.py.")
-        with open(path) as f:
-            return cls.from_json(f.read())
 
 #----------------------------------------------------------------------------
 # run_training.py's interface.
@@ -449,13 +419,8 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
         accumulator = LogAccumulator(trainer.log_keys())
     checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
-    if resume:
-        if checkpoints.latest is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
-        checkpoints.restore(checkpoints.latest)
+    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
         log(f"Resumed from {checkpoints.latest} at iteration {int(trainer.iteration.numpy())}")
-    elif is_chief:
-        options.save(run_dir)
 
     total = options.total_iterations
     stop = total if stop_after_iterations is None else min(total, int(stop_after_iterations))
@@ -489,35 +454,18 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
         try:
             step(iterator)
         except tf.errors.InvalidArgumentError as e:
-            # NaN weights reach the FQ layers' finiteness check before the tick's loss check.
-            if "non-finite" not in e.message:
-                raise
-            what = next(line.strip() for line in e.message.splitlines() if "non-finite" in line)
-            raise TrainingDiverged(_diverged(iteration + 1, what, checkpoints.latest)) from None
+            raise diverged_from(e, f"iteration {iteration + 1}", checkpoints.latest) or e
         iteration += 1
         done = iteration >= stop
         if iteration - tick_start >= tick_iterations or done:
             tick += 1
             kimg = iteration * global_batch / 1000
             values = accumulator.read_and_reset()
-            bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-            if bad:
-                raise TrainingDiverged(_diverged(
-                    iteration, ", ".join(f"{k}={v}" for k, v in sorted(bad.items())),
-                    checkpoints.latest))
-            rate = logger.throughput(kimg)
-            values.update({"progress/kimg": kimg, "progress/iteration": iteration})
-            if rate:
-                values["progress/img_per_sec"] = rate
-            logger.scalars(kimg, values)
-            extra = f"it {iteration}/{total}  " + "  ".join(
-                f"{k[:-5] if k.endswith('_loss') else k} {values[k]:.4f}"
-                for k in ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss",
-                          "g_cam_loss", "d_fq_loss") if k in values)
-            perplexities = [v for k, v in values.items() if k.endswith("/perplexity")]
-            if perplexities:
-                extra += "  fq_perplexity " + "/".join(f"{p:.1f}" for p in perplexities)
-            logger.progress(kimg, rate, extra)
+            values["progress/iteration"] = iteration
+            logger.tick(kimg, values, ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss",
+                                       "g_cam_loss", "d_fq_loss"),
+                        prefix=f"it {iteration}/{total}  ", last_checkpoint=checkpoints.latest,
+                        position=f"iteration {iteration}")
             tick_start = iteration
             if tick % options.snapshot_ticks == 0 or done:
                 last_snapshot = snapshot()
@@ -540,9 +488,3 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
-
-
-def _diverged(iteration, what, checkpoint):
-    return (f"Non-finite loss at iteration {iteration} ({what}). Training stopped; the last "
-            f"good checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, "
-            "then --resume).")
