@@ -418,8 +418,12 @@ def save_networks(directory, **networks):
         raise ValueError(f"save_networks: {directory} already holds networks; choose a new "
                          "directory (converted networks are never overwritten).")
     os.makedirs(directory, exist_ok=True)
+    # The build config (input shapes) lets load_networks create the variables of networks whose
+    # build needs shapes not in their config (e.g. a U-GAT-IT generator's input channels).
     spec = {name: {"class": f"{type(net).__module__}.{type(net).__name__}",
-                   "config": _jsonable(net.get_config())} for name, net in networks.items()}
+                   "config": _jsonable(net.get_config()),
+                   "build_config": _jsonable(net.get_build_config())}
+            for name, net in networks.items()}
     path = tf.train.Checkpoint(**networks).write(os.path.join(directory, "ckpt"))
     spec_path = os.path.join(directory, "networks.json")
     with open(spec_path + ".tmp", "w") as f:
@@ -442,7 +446,10 @@ def load_networks(directory):
         if not net.built:
             # Variables must exist before the read: a checkpoint read into an unbuilt network
             # "matches" nothing yet and restores only when the network is later built.
-            net.build()
+            if entry.get("build_config"):
+                net.build_from_config(entry["build_config"])
+            else:
+                net.build()
         networks[name] = net
     status = tf.train.Checkpoint(**networks).read(os.path.join(directory, spec["checkpoint"]))
     status.assert_existing_objects_matched().expect_partial()

@@ -155,6 +155,12 @@ def test_keras_spectral_normalization_differs():
 def test_pytorch_power_iterations_and_convergence(iterations):
     layer = nz.SNDense(4, sn_mode="pytorch", power_iterations=iterations)
     layer.build((None, 7))
+    # A kernel with a known spectral gap (sigma_2 / sigma_1 = 0.5), so 30 steps converge whatever
+    # the random u; a random kernel's gap can be too small to converge to 1e-4 in 30 steps.
+    rng = np.random.RandomState(5)
+    left, _ = np.linalg.qr(rng.randn(4, 4))
+    right, _ = np.linalg.qr(rng.randn(7, 4))
+    layer.kernel.assign((left @ np.diag([0.7, 0.35, 0.2, 0.1]) @ right.T).T.astype(np.float32))
     w_mat = layer.kernel.numpy().T.astype(np.float64)
     u, v = layer.sn_u.numpy().astype(np.float64), layer.sn_v.numpy().astype(np.float64)
     step = tf.function(lambda: layer.spectral_norm(training=True))

@@ -70,6 +70,7 @@ class BigGANOptions(RunOptions):
     loop) replaces them with concrete values so a saved run states everything it used.
     """
     MODELS = ("biggan",)
+    FAMILY = "BigGAN"
 
     model: str = "biggan"
     config: str = "demo"

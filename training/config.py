@@ -43,6 +43,7 @@ FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
 class TrainingOptions(RunOptions):
     """One training run. Defaults: FQ-StyleGAN2, demo widths, the built-in synthetic data."""
     MODELS = ("progan", "stylegan", "stylegan2")
+    FAMILY = "StyleGAN"
 
     model: str = "stylegan2"
     config: str = "demo"

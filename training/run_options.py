@@ -1,7 +1,8 @@
 """`training_options.json`: the options of a run, written at its start and read to resume it.
 
 Every model family's options dataclass inherits `RunOptions` and sets `MODELS`, the values of
-its `model` field; reading a run of another family is a clear error.
+its `model` field, and `FAMILY`, the name errors use; reading a run of another family is a clear
+error.
 """
 
 import dataclasses
@@ -15,6 +16,7 @@ class RunOptions:
     """JSON persistence for a flat options dataclass (tuples are stored as lists)."""
 
     MODELS = ()
+    FAMILY = ""
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -24,7 +26,8 @@ class RunOptions:
         values = json.loads(text)
         model = values.get("model")
         if cls.MODELS and model not in cls.MODELS:
-            raise ValueError(f"{OPTIONS_FILE} is a {model} run; pass --model {model}.")
+            raise ValueError(f"{OPTIONS_FILE} is a {model} run, not a {cls.FAMILY} one "
+                             f"(run_training.py resumes it with --model {model}).")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -68,6 +68,7 @@ FOREIGN_FLAGS = ("resolution", "conditional", "gamma", "progressive",
 class Options(RunOptions):
     """One U-GAT-IT run. 0 (or None) means "the --config preset" for every sized field."""
     MODELS = ("ugatit",)
+    FAMILY = "U-GAT-IT"
 
     model: str = "ugatit"
     config: str = "demo"
