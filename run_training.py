@@ -37,8 +37,9 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_string("config", "demo",
                         "Preset. demo: CPU-sized (the default for every model). ProGAN / StyleGAN "
                         "/ StyleGAN2: e or f (StyleGAN2 paper configs: fmap_base 8192 / 16384, "
-                        "gamma 100 / 10). U-GAT-IT: official. BigGAN: cifar10, cifar100, "
-                        "imagenet64.", **d)
+                        "gamma 100 / 10). StyleGAN2: limited (stylegan2-ada paper256, for "
+                        "100-5,000 images; add --sq for SQ-GAN). U-GAT-IT: official. BigGAN: "
+                        "cifar10, cifar100, imagenet64.", **d)
     flags.DEFINE_string("dataset", "shapes",
                         "Dataset folder (NVlabs TFRecords, see `python -m datasets.prepare`) or a "
                         "built-in synthetic dataset name (shapes).", **d)
@@ -47,7 +48,7 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_boolean("conditional", False, "Condition G and D on the dataset's labels.", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
                        "(default 30 for --config demo, 25000 otherwise).", **d)
-    flags.DEFINE_integer("batch", 0, "Global minibatch (0 = preset: 16 demo, 32 e/f).", **d)
+    flags.DEFINE_integer("batch", 0, "Global minibatch (0 = preset: 16 demo, 32 e/f, 64 limited).", **d)
     flags.DEFINE_float("lr", 0.0, "Learning rate of G and D (0 = preset: 0.002).", **d)
     flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10).", **d)
     flags.DEFINE_boolean("mirror", False, "Mirror augmentation (random left-right flips).", **d)

@@ -135,7 +135,10 @@ def run_cli(argv):
                             "blocks: 32,16,8"),
     (["--fq-blocks", "16,x"], "--fq-blocks must be comma-separated resolutions"),
     (["--batch", "6"], "--batch 6: must be a multiple of the minibatch-stddev group size 4"),
-    (["--config", "cifar10"], "--config 'cifar10': stylegan2 presets are demo, e, f."),
+    (["--config", "cifar10"], "--config 'cifar10': stylegan2 presets are demo, e, f, limited."),
+    (["--config", "limited", "--batch", "36"], "--batch 36: must be a multiple of the "
+                                               "minibatch-stddev group size 8"),
+    (["--config", "limited", "--model", "stylegan"], "--config limited is a StyleGAN2 preset"),
     (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
     (["--cpu-replicas", "2"], "--cpu-replicas needs --strategy mirrored"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a dataset folder"),
@@ -208,10 +211,29 @@ def test_batch_and_replica_checks():
     from training import TrainingConfigError
     _check_batch(16, 2)
     with pytest.raises(TrainingConfigError, match="not divisible by the 2 replicas"):
-        _check_batch(7, 2)
+        _check_batch(7, 2, 4)
     with pytest.raises(TrainingConfigError, match="per-replica batch 6 is not divisible by the "
                                                   "minibatch-stddev group size 4"):
-        _check_batch(12, 2)
+        _check_batch(12, 2, 4)
+    with pytest.raises(TrainingConfigError, match="per-replica batch 12 is not divisible by the "
+                                                  "minibatch-stddev group size 8"):
+        _check_batch(24, 2, 8)
+    _check_batch(16, 2, 8)  # 8 per replica: one group
+
+
+def test_limited_config_is_stylegan2_ada_paper256():
+    """--config limited = stylegan2-ada-pytorch `--cfg paper256`: fmaps 0.5 (channel_base 16384
+    in its per-resolution convention = fmap_base 8192 here), 8-layer mapping, batch 64, lr
+    0.0025, gamma 1, G_ema half-life 20 kimg, no ramp-up, minibatch-stddev groups of 8."""
+    from training.config import build_networks
+    options = TrainingOptions(config="limited", resolution=256, sq=True)
+    loss = options.loss_settings()
+    assert (options.minibatch, options.lr, loss.r1_gamma, loss.g_ema_kimg, loss.g_ema_rampup) == (
+        64, 0.0025, 1.0, 20.0, 0.0)
+    G, D = build_networks(options, 3, 0)   # not built: constructing is cheap
+    assert (G.mapping.num_layers, G.w_dim, D.b4.mbstd_group_size) == (8, 512, 8)
+    # paper256 widths: 512 channels up to 32^2, then 256 at 64^2, 128 at 128^2, 64 at 256^2.
+    assert [D.channels[r] for r in (32, 64, 128, 256)] == [512, 256, 128, 64]
 
 
 def test_progressive_paper_configs_use_the_official_per_resolution_schedule():

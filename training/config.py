@@ -16,18 +16,28 @@ from training.schedule import ProgressiveSchedule
 from training.trainer import LOSS_PRESETS, FQSettings, SQSettings
 
 MODELS = ("progan", "stylegan", "stylegan2")
-CONFIGS = ("demo", "e", "f")
+CONFIGS = ("demo", "e", "f", "limited")
 FQ_PRESETS = ("official", "paper")
 
 # Network widths and loss settings per --config. "demo" is sized for a CPU: small widths and a
-# 2-layer mapping, so the default run finishes in minutes; "e" and "f" are the paper's.
+# 2-layer mapping, so the default run finishes in minutes; "e" and "f" are the StyleGAN2 paper's.
+# "limited" (StyleGAN2 only) is stylegan2-ada-pytorch's `--cfg paper256`, the network its paper
+# trains on 1k-5k image subsets (FFHQ, MetFaces, BreCaHAD at 256^2): half config-f's widths,
+# batch 64, lr 0.0025, gamma 1, a 20 kimg G_ema half-life and minibatch-stddev groups of 8.
+# g_ema_kimg is the Gs half-life; mbstd_group the minibatch-stddev group size of D.
 CONFIG_PRESETS = {
     "demo": dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
-                 learning_rate=0.002, r1_gamma=0.5, g_ema_rampup=0.05),
+                 learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05,
+                 mbstd_group=4),
     "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=100.0, g_ema_rampup=0.0),
+              learning_rate=0.002, r1_gamma=100.0, g_ema_kimg=10.0, g_ema_rampup=0.0,
+              mbstd_group=4),
     "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=10.0, g_ema_rampup=0.0),
+              learning_rate=0.002, r1_gamma=10.0, g_ema_kimg=10.0, g_ema_rampup=0.0,
+              mbstd_group=4),
+    "limited": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=64,
+                    learning_rate=0.0025, r1_gamma=1.0, g_ema_kimg=20.0, g_ema_rampup=0.0,
+                    mbstd_group=8),
 }
 # ProGAN / StyleGAN FFHQ schedule (NVlabs stylegan train.py, one GPU): per-resolution minibatch
 # and learning rate.
@@ -133,6 +143,7 @@ class TrainingOptions(RunOptions):
 
     def loss_settings(self):
         loss = dataclasses.replace(LOSS_PRESETS[self.model],
+                                   g_ema_kimg=self.preset("g_ema_kimg"),
                                    g_ema_rampup=self.preset("g_ema_rampup"))
         if loss.r1_gamma > 0:
             gamma = self.r1_gamma if self.r1_gamma >= 0 else self.preset("r1_gamma")
@@ -191,7 +202,9 @@ def build_networks(options, channels, c_dim):
                                 **options.sq_layer_kwargs(), name="G")
         D = stylegan2.Discriminator(resolution=res, img_channels=channels, c_dim=c_dim,
                                     architecture="skip" if options.progressive else "resnet",
-                                    progressive=options.progressive, **widths, **fq, name="D")
+                                    progressive=options.progressive,
+                                    mbstd_group_size=options.preset("mbstd_group"), **widths, **fq,
+                                    name="D")
     elif options.model == "stylegan":
         G = stylegan.Generator(z_dim=latent, c_dim=c_dim, w_dim=latent, resolution=res,
                                img_channels=channels, mapping_layers=options.preset("mapping_layers"),
@@ -224,6 +237,9 @@ def options_from_flags(fv):
     if fv.config not in CONFIGS:
         raise app.UsageError(f"--config {fv.config!r}: {fv.model} presets are "
                              f"{', '.join(CONFIGS)}.")
+    if fv.config == "limited" and fv.model != "stylegan2":
+        raise app.UsageError(f"--config limited is a StyleGAN2 preset (stylegan2-ada's paper256); "
+                             f"use --model stylegan2, or --config e / f for {fv.model}.")
     blocks = fv["fq-blocks"].value
     if blocks is None:
         fq_blocks = None  # the model's official blocks, resolved against the resolution later
@@ -327,10 +343,10 @@ def validate(options):
         raise app.UsageError(f"--fq-blocks {','.join(map(str, wrong))}: not a discriminator block "
                              f"at resolution {resolution}; valid blocks: "
                              f"{','.join(map(str, valid_blocks))} (or \"\" for no FQ).")
-    batch = options.minibatch
-    if batch % 4:
+    batch, group = options.minibatch, options.preset("mbstd_group")
+    if batch % group:
         raise app.UsageError(f"--batch {batch}: must be a multiple of the minibatch-stddev group "
-                             "size 4 (per replica).")
+                             f"size {group} (per replica).")
     if options.sq:
         _validate_sq(options)
 

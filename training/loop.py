@@ -251,7 +251,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         if current != segment:
             segment = current
             global_batch = segment.minibatch
-            _check_batch(global_batch, replicas)
+            _check_batch(global_batch, replicas, options.preset("mbstd_group"))
             if int(trainer.segment_start_nimg.numpy()) < segment.start_kimg * 1000 or nimg == 0:
                 # First step of this segment (not a resume inside it): NVlabs resets Adam.
                 trainer.segment_start_nimg.assign(nimg)
@@ -322,16 +322,16 @@ def state_fingerprint(state):
     return digest.hexdigest()
 
 
-def _check_batch(global_batch, replicas):
+def _check_batch(global_batch, replicas, mbstd_group):
     if global_batch % replicas:
         raise TrainingConfigError(f"minibatch {global_batch} is not divisible by the {replicas} "
                                   f"replicas; use a multiple of {replicas}.")
     per_replica = global_batch // replicas
-    group = min(4, per_replica)
+    group = min(mbstd_group, per_replica)
     if per_replica % group:
         raise TrainingConfigError(f"per-replica batch {per_replica} is not divisible by the "
                                   f"minibatch-stddev group size {group}; use a per-replica batch "
-                                  "that is a multiple of 4.")
+                                  f"that is a multiple of {mbstd_group}.")
 
 
 def _compile_step(strategy, trainer, accumulator, resolution, global_batch, run_g_reg,
