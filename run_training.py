@@ -115,6 +115,10 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_boolean("mixed-precision", False, "mixed_float16 policy with loss scaling.", **d)
     flags.DEFINE_boolean("xla", False, "Compile the training step with XLA "
                          "(--strategy default only).", **d)
+    flags.DEFINE_boolean("deterministic", False, "TensorFlow op determinism "
+                         "(tf.config.experimental.enable_op_determinism): bit-exact reruns and "
+                         "resumes on GPUs, whose fastest kernels are not deterministic (slower "
+                         "there; CPU kernels already are). Pass it again with --resume.", **d)
     flags.DEFINE_float("tick-kimg", 4.0, "kimg between progress lines and log entries.", **d)
     flags.DEFINE_integer("snapshot-ticks", 10, "Ticks between checkpoints and sample grids.", **d)
     flags.DEFINE_list("metrics", ["swd"], "Metrics at each snapshot: swd or none.", **d)
@@ -160,8 +164,11 @@ def main(argv, fv=FLAGS):
             saved = type(options).load(run_dir)
         except (FileNotFoundError, ValueError) as e:
             raise app.UsageError(f"--resume: {e}") from None
-        # A resumed run keeps its options; only its length and where it runs may change.
-        saved.kimg, saved.strategy, saved.devices = options.kimg, options.strategy, options.devices
+        # A resumed run keeps its options; only its length (when --kimg or --iterations is
+        # given) and where it runs may change.
+        if fv["kimg"].present or fv["iterations"].present:
+            saved.kimg = options.kimg
+        saved.strategy, saved.devices = options.strategy, options.devices
         options = saved
     elif run_dir:
         if os.path.exists(run_dir) and os.listdir(run_dir):
@@ -172,6 +179,9 @@ def main(argv, fv=FLAGS):
         run_dir = new_run_dir("runs", options)
 
     from training import TrainingConfigError, TrainingDiverged
+    if fv.deterministic:
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
     logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from TensorFlow
     print(f"Run folder: {run_dir}")
     try:

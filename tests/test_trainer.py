@@ -106,19 +106,27 @@ def test_two_replicas_equal_one_device(two_replica_strategy):
 
 
 def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
+    """Trace-time event order of the optimizer applications (G / D) and dictionary updates (U):
+    the one U of an iteration follows Dmain's D apply, never a G apply nor the R1 (Dreg) apply."""
     G, D = tiny_stylegan2()
     trainer = make_trainer(G, D)
-    counts = []
-    original = D.fq_layers[0].update_dictionary
+    events = []
+    original_update = D.fq_layers[0].update_dictionary
+    original_apply = trainer._apply
 
-    def counting(*args, **kwargs):
-        counts.append(1)  # counted at trace time: once per traced D step
-        return original(*args, **kwargs)
+    def counting_update(*args, **kwargs):
+        events.append("U")  # recorded at trace time: once per traced D step
+        return original_update(*args, **kwargs)
 
-    D.fq_layers[0].update_dictionary = counting
+    def recording_apply(optimizer, *args):
+        events.append("G" if optimizer is trainer.g_optimizer else "D")
+        return original_apply(optimizer, *args)
+
+    D.fq_layers[0].update_dictionary = counting_update
+    trainer._apply = recording_apply
     run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels(seed=s) for s in range(3)], 8)
-    # Two traced step functions (all four phases; G and D main only): one update call each.
-    assert len(counts) == 2
+    # Two traced step functions: all four phases (Gmain, Greg, Dmain, Dreg), then Gmain + Dmain.
+    assert "".join(events) == "GGDUD" + "GDU"
     for layer in D.fq_layers:
         assert int(layer.num_updates.numpy()) == 3  # executed updates = D steps
 

@@ -41,12 +41,22 @@ def quiet(*args):
 
 # ---------------------------------------------------------------------------------------------
 
-def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path):
-    """Progressive StyleGAN 8 -> 16: stabilise 8 (0-32 images), fade (32-64), stabilise 16.
-    Stopping inside the fade and resuming gives bit-identical networks, optimizers, FQ
-    dictionaries and RNG states at the end."""
+@pytest.fixture
+def op_determinism():
+    """tf.config.experimental.enable_op_determinism for one test (it is process-wide)."""
+    from tensorflow.python.framework import config as tf_config
+    tf.config.experimental.enable_op_determinism()
+    yield
+    tf_config.disable_op_determinism()
+
+
+def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path, op_determinism):
+    """Progressive StyleGAN 8 -> 16, batch 8: stabilise 8 (0-32 images), fade (32-64), stabilise
+    16 (64-96), 12 steps. 6 steps, stop (inside the fade), `run_training.py --resume
+    --deterministic`, 6 steps: networks, optimizers, FQ dictionaries, RNG states and counters are
+    bit-identical to 12 steps straight, with op determinism on."""
     grow = dict(resolution=16, initial_resolution=8, stabilize_kimg=0.032,
-                transition_kimg=0.032, kimg=0.088, tick_kimg=0.008, snapshot_ticks=100,
+                transition_kimg=0.032, kimg=0.096, tick_kimg=0.008, snapshot_ticks=100,
                 fq_blocks=(8,))
     straight = str(tmp_path / "straight")
     stopped = str(tmp_path / "stopped")
@@ -54,8 +64,10 @@ def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path):
     a = training_loop(options(**grow), straight, log=quiet)
     training_loop(options(**grow), stopped, log=quiet, stop_after_kimg=0.048)
     assert latest_checkpoint(stopped).endswith("ckpt-48")
-    b = training_loop(TrainingOptions.load(stopped), stopped, resume=True, log=quiet)
-    assert a["kimg"] == b["kimg"] == 0.088
+    assert run_cli(["--out", stopped, "--resume", "--deterministic"]) == 0
+    with open(os.path.join(stopped, "summary.json")) as f:
+        b = json.load(f)
+    assert a["kimg"] == b["kimg"] == 0.096
     values_a, values_b = checkpoint_values(straight), checkpoint_values(stopped)
     assert sorted(values_a) == sorted(values_b)
     for name in values_a:
@@ -105,12 +117,15 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         assert np.all(np.isfinite(value)) or value.dtype.kind not in "f"
 
 
+@pytest.mark.parametrize("model", ["stylegan", "stylegan2"])
 @pytest.mark.parametrize("flag", ["mixed_precision", "xla"])
-def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag):
+def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag, model):
+    """2 steps at 8x8; StyleGAN2's first step runs all four phases (lazy R1 and path length:
+    nested tapes under loss scaling / XLA), its second the main phases."""
     import keras
     try:
-        summary = training_loop(options(**{flag: True}, kimg=0.016, tick_kimg=0.008),
-                                str(tmp_path), log=quiet)
+        summary = training_loop(options(**{flag: True}, model=model, kimg=0.016,
+                                        tick_kimg=0.008), str(tmp_path), log=quiet)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
@@ -209,7 +224,7 @@ def test_a_short_run_learns(tmp_path):
 def test_batch_and_replica_checks():
     from training.loop import _check_batch
     from training import TrainingConfigError
-    _check_batch(16, 2)
+    _check_batch(16, 2, 4)
     with pytest.raises(TrainingConfigError, match="not divisible by the 2 replicas"):
         _check_batch(7, 2, 4)
     with pytest.raises(TrainingConfigError, match="per-replica batch 6 is not divisible by the "
