@@ -57,18 +57,26 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ugatit_runs")
     straight, stopped = str(root / "straight"), str(root / "stopped")
     os.makedirs(straight), os.makedirs(stopped)
-    summary = training_loop(Options(**TINY), straight, log=quiet)
-    training_loop(Options(**TINY), stopped, log=quiet, stop_after_iterations=30)
-    stopped_at = latest_checkpoint(stopped)
-    assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume"]) == 0
+    # Both runs with op determinism on, as `run_training.py --deterministic` sets it.
+    from tensorflow.python.framework import config as tf_config
+    tf.config.experimental.enable_op_determinism()
+    try:
+        summary = training_loop(Options(**TINY), straight, log=quiet)
+        training_loop(Options(**TINY), stopped, log=quiet, stop_after_iterations=40)
+        stopped_at = latest_checkpoint(stopped)
+        assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume",
+                                      "--deterministic"]) == 0
+    finally:
+        tf_config.disable_op_determinism()
     return dict(root=root, straight=straight, stopped=stopped, summary=summary,
                 stopped_at=stopped_at)
 
 
 def test_resume_equals_an_uninterrupted_run(runs):
-    """Stopped at 30 of 80 iterations and resumed through run_training.py --resume: networks
+    """Stopped at 40 of 80 iterations and resumed through run_training.py --resume
+    --deterministic (op determinism on for both runs): networks
     (spectral-norm vectors, FQ dictionaries), optimisers and counter are bit-identical."""
-    assert runs["stopped_at"].endswith("ckpt-30")
+    assert runs["stopped_at"].endswith("ckpt-40")
     assert latest_checkpoint(runs["straight"]).endswith("ckpt-80")
     assert latest_checkpoint(runs["stopped"]).endswith("ckpt-80")
     a, b = checkpoint_values(runs["straight"]), checkpoint_values(runs["stopped"])
