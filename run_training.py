@@ -164,9 +164,10 @@ def main(argv, fv=FLAGS):
             saved = type(options).load(run_dir)
         except (FileNotFoundError, ValueError) as e:
             raise app.UsageError(f"--resume: {e}") from None
-        # A resumed run keeps its options; only its length (when --kimg or --iterations is
-        # given) and where it runs may change.
-        if fv["kimg"].present or fv["iterations"].present:
+        # A resumed run keeps its options; only its length and where it runs may change. The
+        # length flags are --kimg, and --iterations for the families with an iteration count
+        # (their options_from_flags has already applied it to `options`).
+        if fv["kimg"].present or (fv["iterations"].present and hasattr(saved, "iterations")):
             saved.kimg = options.kimg
         saved.strategy, saved.devices = options.strategy, options.devices
         options = saved

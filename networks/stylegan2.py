@@ -36,10 +36,6 @@ PRESETS = {
 # Official FQ-StyleGAN2 (FFHQ, config-e, `--discrete_layer 45 --decay 0.8 --commitment_cost 0.25`).
 FQ_DEFAULTS = {"fq_blocks": (16, 32), "fq_num_embeddings": 128, "fq_decay": 0.8,
                "fq_commitment_cost": 0.25}
-# SQ-GAN style quantization (../shared/reference/sqgan.md; fq_keras.style_quantization): the
-# paper's code dimension 4 and hyperspherical codebook; K, beta and t are this project's choices.
-SQ_DEFAULTS = {"sq_num_codes": 1024, "sq_code_dim": 4, "sq_hyperspherical": True,
-               "sq_commitment_cost": 0.25, "sq_uniformity_temperature": 2.0}
 
 
 def channels_per_resolution(resolution, fmap_base=16384, fmap_max=512, fmap_min=1):

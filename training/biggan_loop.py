@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -455,8 +454,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
                               seed=options.seed)
     iterator = iter(data)
     step = _compile_step(strategy, trainer, accumulator, global_batch, options.xla)
-    # The current sys.stdout (RunLogger's default is the one of its import time).
-    logger = RunLogger(run_dir, options.kimg, is_chief, stream=sys.stdout)
+    logger = RunLogger(run_dir, options.kimg, is_chief)
     grid_z, grid_labels, grid_columns = grid_inputs(options, trainer.z_dim)
     sample_training = options.preset("sample_training")
     swd_state = {}

@@ -299,7 +299,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
                "seconds": round(time.time() - start_time, 1),
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    if is_chief:
+    if is_chief and nimg >= total_nimg:
+        # A run cut short by stop_after_kimg stands for a killed one and exports when resumed.
         from export import export_generator
         from export.stylegan import run_settings
         summary["export"] = export_generator(

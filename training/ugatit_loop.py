@@ -477,8 +477,9 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
                "iterations": iteration, "checkpoint": last_snapshot,
                "seconds": round(time.time() - start_time, 1),
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    if is_chief:
-        # Both generators as one SavedModel (export/ugatit.py), as run_export.py writes it.
+    if is_chief and iteration >= total:
+        # Both generators as one SavedModel (export/ugatit.py), as run_export.py writes it; a
+        # run cut short by stop_after_iterations exports when resumed.
         from export import export_generator
         from export.ugatit import GeneratorPair
         summary["export"] = export_generator(
