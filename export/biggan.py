@@ -51,16 +51,14 @@ one image per class for every z. The paper's truncation trick proper (z from a t
 normal: values with |z| > threshold resampled) is a choice of z, made by the caller before
 calling the SavedModel, which takes any z.
 
-`copy` rebuilds the generator from its config in float32 and builds it: BigGAN networks create
-their variables in `build()`, which `from_config` does not call, so `export.core.float32_copy`
-would find none. An unbuilt source network (converted weights restored before building) is
-built first, which completes its checkpoint restoration.
+`copy` is `export.core.float32_copy`, after building an unbuilt source network (converted weights
+restored before building), which completes its checkpoint restoration.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from export.core import Exporter, ExportError, _float32_policy, image_outputs
+from export.core import Exporter, ExportError, float32_copy, image_outputs
 
 # BigGAN-PyTorch's defaults: --num_standing_accumulations 16 forwards of G_batch_size (the CIFAR
 # scripts' batch, 64).
@@ -79,22 +77,7 @@ class BigGANExporter(Exporter):
             # i.e. run_convert.py output) are unbuilt; building them now creates the weights
             # and TensorFlow's deferred restoration fills them with the checkpoint's values.
             network.build()
-        config = {**network.get_config(), "dtype": "float32"}
-        with _float32_policy():
-            copy = type(network).from_config(config)
-            copy.build()
-        source, target = network.variables, copy.variables
-        if len(source) != len(target):
-            raise RuntimeError(f"BigGAN export: the rebuilt generator has {len(target)} "
-                               f"variables, the original {len(source)}.")
-        for dst, src in zip(target, source):
-            if (dst.path.split("/", 1)[-1] != src.path.split("/", 1)[-1]
-                    or tuple(dst.shape) != tuple(src.shape)):
-                raise RuntimeError(f"BigGAN export: variable {src.path} {tuple(src.shape)} does "
-                                   f"not match {dst.path} {tuple(dst.shape)} of the rebuilt "
-                                   "generator.")
-            dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
-        return copy
+        return float32_copy(network)
 
     def build(self, network, standing_accumulations=STANDING_ACCUMULATIONS,
               standing_batch=STANDING_BATCH, standing_seed=0, **settings):

@@ -122,11 +122,14 @@ def float32_copy(network, overrides=None):
 
     Exports always run in float32, whatever policy trained the network; called outside any
     `strategy.scope()` (as at the end of training), the copy holds plain variables even when
-    the network's are mirrored.
+    the network's are mirrored. Networks that create their variables in build() (BigGAN,
+    U-GAT-IT; `from_config` does not build) are built from the source's build config.
     """
     config = {**network.get_config(), **(overrides or {}), "dtype": "float32"}
     with _float32_policy():
         copy = type(network).from_config(config)
+        if network.built and not copy.built:
+            copy.build_from_config(network.get_build_config())
     source, target = network.variables, copy.variables
     if len(source) != len(target):
         raise RuntimeError(f"float32_copy: {type(network).__name__} rebuilt from its config has "

@@ -32,7 +32,7 @@ size their MLP was built for.
 import numpy as np
 import tensorflow as tf
 
-from export.core import Exporter, ExportError, _float32_policy, image_outputs
+from export.core import Exporter, ExportError, float32_copy, image_outputs
 
 GENERATORS = ("genA2B", "genB2A")   # a2b, b2a
 
@@ -105,8 +105,8 @@ def cam_heatmap(heatmap, size, table=None):
 def float32_generator(G):
     """A built float32 copy of a UGATITGenerator (same config), weights copied.
 
-    Unlike core.float32_copy, the copy is built here: U-GAT-IT networks create their variables
-    in build(), which needs the input shape."""
+    Checks the generator maps RGB to RGB; an unbuilt one (converted weights restored before
+    building) is built first, which completes its checkpoint restoration."""
     if not G.built:
         # Converted networks restore their weights when build() creates the variables.
         G.build((None, G.img_size, G.img_size, 3))
@@ -114,20 +114,7 @@ def float32_generator(G):
     if in_channels != 3 or G.output_channels != 3:
         raise ExportError(f"{G.name}: U-GAT-IT exports translate RGB images; this generator maps "
                           f"{in_channels} to {G.output_channels} channels.")
-    config = {**G.get_config(), "dtype": "float32"}
-    with _float32_policy():
-        copy = type(G).from_config(config)
-        copy.build((None, G.img_size, G.img_size, 3))
-    source, target = G.variables, copy.variables
-    if len(source) != len(target):
-        raise RuntimeError(f"float32_generator: {G.name} rebuilt from its config has "
-                           f"{len(target)} variables, the original {len(source)}.")
-    for dst, src in zip(target, source):
-        if dst.path.split("/", 1)[-1] != src.path.split("/", 1)[-1] or dst.shape != src.shape:
-            raise RuntimeError(f"float32_generator: variable {src.path} {src.shape} does not "
-                               f"match {dst.path} {dst.shape} of the rebuilt generator.")
-        dst.assign(tf.cast(tf.convert_to_tensor(src), dst.dtype))
-    return copy
+    return float32_copy(G)
 
 #----------------------------------------------------------------------------
 

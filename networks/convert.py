@@ -755,20 +755,6 @@ IMPORTERS["biggan-pytorch"] = _from_biggan_pytorch_file
 UGATIT_NETWORKS = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 
 
-def _ugatit_conv(reader, key, layer):
-    """Plain conv: OIHW -> HWIO (+ bias when the layer has one)."""
-    k, _, i, o = layer.kernel.shape
-    assign(layer.kernel, reader.take(f"{key}.weight", (o, i, k, k)).transpose(2, 3, 1, 0),
-           f"{key}.weight")
-    if getattr(layer, "bias", None) is not None:
-        assign(layer.bias, reader.take(f"{key}.bias", (o,)), f"{key}.bias")
-
-
-def _ugatit_dense(reader, key, layer):
-    i, o = layer.kernel.shape
-    assign(layer.kernel, reader.take(f"{key}.weight", (o, i)).T, f"{key}.weight")
-
-
 def _ugatit_channels(reader, key, layer, names):
     """ILN / adaILN parameters (1, C, 1, 1) -> (C,)."""
     for name in names:
@@ -782,7 +768,7 @@ def _ugatit_spectral(reader, key, layer):
     if len(layer.kernel.shape) == 4:
         k, _, i, o = layer.kernel.shape
         w = reader.take(f"{key}.weight_orig", (o, i, k, k))
-        assign(layer.kernel, w.transpose(2, 3, 1, 0), f"{key}.weight_orig")
+        assign(layer.kernel, _conv(w), f"{key}.weight_orig")
         fan_in = i * k * k
     else:
         i, o = layer.kernel.shape
@@ -815,30 +801,30 @@ def _convert_ugatit_generator(reader, name, img_size):
                                output_channels=output_channels, name=name)
     G.build((None, None, None, in_channels) if light else (None, img_size, img_size, in_channels))
 
-    _ugatit_conv(reader, "DownBlock.1", G.conv_in)
+    _load_conv(reader, "DownBlock.1", G.conv_in)
     for i, conv in enumerate(G.down_convs):
-        _ugatit_conv(reader, f"DownBlock.{5 + 4 * i}", conv)
+        _load_conv(reader, f"DownBlock.{5 + 4 * i}", conv)
     for i, block in enumerate(G.down_blocks):
-        _ugatit_conv(reader, f"DownBlock.{12 + i}.conv_block.1", block.conv1)
-        _ugatit_conv(reader, f"DownBlock.{12 + i}.conv_block.5", block.conv2)
-    _ugatit_dense(reader, "gap_fc", G.gap_fc)
-    _ugatit_dense(reader, "gmp_fc", G.gmp_fc)
-    _ugatit_conv(reader, "conv1x1", G.conv1x1)
+        _load_conv(reader, f"DownBlock.{12 + i}.conv_block.1", block.conv1)
+        _load_conv(reader, f"DownBlock.{12 + i}.conv_block.5", block.conv2)
+    _load_dense(reader, "gap_fc", G.gap_fc)
+    _load_dense(reader, "gmp_fc", G.gmp_fc)
+    _load_conv(reader, "conv1x1", G.conv1x1)
     # Full mode: our generator flattens in NCHW order, so FC.0 imports as a plain transpose.
-    _ugatit_dense(reader, "FC.0", G.fc[0])
-    _ugatit_dense(reader, "FC.2", G.fc[1])
-    _ugatit_dense(reader, "gamma", G.gamma)
-    _ugatit_dense(reader, "beta", G.beta)
+    _load_dense(reader, "FC.0", G.fc[0])
+    _load_dense(reader, "FC.2", G.fc[1])
+    _load_dense(reader, "gamma", G.gamma)
+    _load_dense(reader, "beta", G.beta)
     for i, block in enumerate(G.up_blocks):
         key = f"UpBlock1_{i + 1}"
-        _ugatit_conv(reader, f"{key}.conv1", block.conv1)
+        _load_conv(reader, f"{key}.conv1", block.conv1)
         _ugatit_channels(reader, f"{key}.norm1", block.norm1, ("rho",))
-        _ugatit_conv(reader, f"{key}.conv2", block.conv2)
+        _load_conv(reader, f"{key}.conv2", block.conv2)
         _ugatit_channels(reader, f"{key}.norm2", block.norm2, ("rho",))
     for i, (conv, norm) in enumerate(zip(G.up_convs, G.up_norms)):
-        _ugatit_conv(reader, f"UpBlock2.{2 + 5 * i}", conv)
+        _load_conv(reader, f"UpBlock2.{2 + 5 * i}", conv)
         _ugatit_channels(reader, f"UpBlock2.{3 + 5 * i}", norm, ("rho", "gamma", "beta"))
-    _ugatit_conv(reader, "UpBlock2.11", G.conv_out)
+    _load_conv(reader, "UpBlock2.11", G.conv_out)
     return G
 
 
@@ -858,7 +844,7 @@ def _convert_ugatit_discriminator(reader, name, fq_layers, fq_kwargs):
         _ugatit_spectral(reader, f"model.{1 + 3 * i}", conv)
     _ugatit_spectral(reader, "gap_fc", D.gap_fc)
     _ugatit_spectral(reader, "gmp_fc", D.gmp_fc)
-    _ugatit_conv(reader, "conv1x1", D.conv1x1)
+    _load_conv(reader, "conv1x1", D.conv1x1)
     _ugatit_spectral(reader, "conv", D.conv_out)
     return D
 
