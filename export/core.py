@@ -63,7 +63,7 @@ class Exporter(abc.ABC):
 
     def copy_overrides(self, network):
         """Constructor arguments to change in the export copy (exact reparametrisations only,
-        e.g. StyleGAN2's fused modulated conv, which needs a static batch)."""
+        e.g. StyleGAN2's fused modulated conv, served unfused)."""
         return {}
 
     def copy(self, network):

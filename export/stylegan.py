@@ -80,8 +80,8 @@ class StyleGANExporter(Exporter):
     (`networks.stylegan2`) generators."""
 
     def copy_overrides(self, network):
-        # The fused (grouped) modulated conv needs a static batch; the unfused one is the same
-        # function of the same weights.
+        # The unfused modulated conv is the same function of the same weights, run as plain
+        # convolutions (no per-sample kernels, which are slow without oneDNN).
         return {"fused_modconv": False} if "fused_modconv" in network.get_config() else {}
 
     def build(self, network, resolution=None, lod=None, noise_mode="const",

@@ -14,6 +14,7 @@ float32 (the official TF code does the same for its float16 paths).
 Weight layouts: dense [in, out]; conv HWIO [kh, kw, in, out].
 """
 
+import functools
 import math
 
 import keras
@@ -263,16 +264,21 @@ def downsample_2d(x, kernel=(1, 3, 3, 1), factor=2):
 # Convolution with optional resampling.
 
 
-def _conv_transpose(x, w_t, stride, out_hw, padding, groups=1):
-    """tf.nn.conv2d_transpose with a dynamic batch.
-
-    w_t is [kh, kw, out_per_group, in_total]; the op infers the groups from the requested
-    output channels (out_per_group * groups).
-    """
-    out_channels = w_t.shape[2] * groups
+def _conv_transpose(x, w_t, stride, out_hw, padding):
+    """tf.nn.conv2d_transpose with a dynamic batch; w_t is [kh, kw, out, in]."""
+    out_channels = w_t.shape[2]
     shape = tf.stack([tf.shape(x)[0], out_hw[0], out_hw[1], out_channels])
     y = tf.nn.conv2d_transpose(x, w_t, shape, stride, padding)
     return tf.ensure_shape(y, [None, out_hw[0], out_hw[1], out_channels])
+
+
+def _zero_insert(x):
+    """(N, H, W, C) -> (N, 2H-1, 2W-1, C): x at even positions, zeros between (the input
+    side of a stride-2 transposed convolution run as a forward one)."""
+    h, w, c = _spatial(x)
+    y = tf.pad(x[:, :, tf.newaxis, :, tf.newaxis, :],
+               [[0, 0], [0, 0], [0, 1], [0, 0], [0, 1], [0, 0]])  # [N,H,2,W,2,C]
+    return tf.reshape(y, [-1, 2 * h, 2 * w, c])[:, :2 * h - 1, :2 * w - 1, :]
 
 
 def _pad_and_sum_shifts(w):
@@ -285,9 +291,8 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
     """2-D convolution ('same' size for odd kernels) with optional 2x up- or downsampling.
 
     Args:
-      x: (N, H, W, I*G) input (G groups: I input channels per group).
-      w: HWIO kernel (kh, kw, I, O*G) in x's dtype, already scaled; groups are inferred from
-        the channel counts (used by the fused modulated convolution).
+      x: (N, H, W, I) input.
+      w: HWIO kernel (kh, kw, I, O) in x's dtype, already scaled.
       up, down: resample by 2 (not both).
       resample_kernel: StyleGAN2 FIR kernel (e.g. (1, 3, 3, 1)) or None for ProGAN / StyleGAN v1.
         FIR up: transposed stride-2 convolution with the spatially flipped kernel, then the FIR
@@ -299,7 +304,7 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
         False = nearest-upsample then conv, or conv then 2x2 average.
 
     Output shape:
-      (N, 2H, 2W, O*G) if up, (N, H/2, W/2, O*G) if down, else (N, H, W, O*G).
+      (N, 2H, 2W, O) if up, (N, H/2, W/2, O) if down, else (N, H, W, O).
     """
     if up and down:
         raise ValueError("conv2d_resample: up and down are exclusive.")
@@ -308,18 +313,8 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
     if up and resample_kernel is not None:
         if k == 1:  # 1x1 kernel: the convolution commutes with the upsampling.
             return upsample_2d(tf.nn.conv2d(x, w, 1, "VALID"), resample_kernel)
-        i, o_total = w.shape[2], w.shape[3]
-        # Groups (fused modulated conv: one per sample) are known statically unless the batch
-        # is dynamic; the reshapes below then infer them.
-        groups = x.shape[-1] // i if x.shape[-1] is not None else None
-        o = o_total // groups if groups else None
-        if o is None:
-            raise ValueError("conv2d_resample: a grouped up-convolution needs a static batch "
-                             "(use the non-fused modulated convolution for dynamic batches).")
-        w_t = tf.reshape(w, [k, k, i, groups, o])
-        w_t = tf.transpose(w_t[::-1, ::-1], [0, 1, 4, 3, 2])
-        w_t = tf.reshape(w_t, [k, k, o, groups * i])
-        x = _conv_transpose(x, w_t, 2, ((h - 1) * 2 + k, (wd - 1) * 2 + k), "VALID", groups)
+        w_t = tf.transpose(w[::-1, ::-1], [0, 1, 3, 2])
+        x = _conv_transpose(x, w_t, 2, ((h - 1) * 2 + k, (wd - 1) * 2 + k), "VALID")
         p = (len(resample_kernel) - 2) - (k - 1)
         return upfirdn2d(x, resample_kernel, padding=((p + 1) // 2 + 1, p // 2 + 1), gain=4)
     if up:
@@ -346,11 +341,11 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
         d[b, o] = rsqrt(sum_{kh, kw, i} ww[b]^2 + 1e-8)     (demodulate)
         y[b] = conv(x[b], ww[b] * d[b])
 
-    fused=True runs one grouped convolution with a per-sample kernel (batch folded into the
-    groups); fused=False scales the activations instead: conv(x * s) * d, the same up to
-    float error. Styles and coefficients are float32. In float16 the kernel and styles are
-    first divided by their max-norms (cancelled exactly by the demodulation), as the
-    official PyTorch code does to avoid overflow.
+    fused=True convolves each sample with its own modulated kernel (`per_sample_conv2d`, the
+    official grouped convolution); fused=False scales the activations instead:
+    conv(x * s) * d, the same up to float error. Styles and coefficients are float32. In
+    float16 the kernel and styles are first divided by their max-norms (cancelled exactly by
+    the demodulation), as the official PyTorch code does to avoid overflow.
 
     Args:
       x: (N, H, W, I) in the compute dtype.
@@ -358,7 +353,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
       styles: float32 (N, I).
       demodulate: divide each output channel by the norm of its modulated kernel.
       up, resample_kernel: as `conv2d_resample` (StyleGAN2 up-conv with the FIR filter).
-      fused: grouped-convolution path (see above).
+      fused: per-sample-kernel path (see above).
 
     Returns:
       (N, H', W', O) in x's dtype.
@@ -380,24 +375,91 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
         return x
     if demodulate:
         ww = ww * dcoefs[:, tf.newaxis, tf.newaxis, tf.newaxis, :]
+    y = per_sample_conv2d(x, tf.cast(ww, dtype), up=up)
+    if up:
+        k = weight.shape[0]
+        p = (len(resample_kernel) - 2) - (k - 1)
+        y = upfirdn2d(y, resample_kernel, padding=((p + 1) // 2 + 1, p // 2 + 1), gain=4)
+    return y
+
+
+def per_sample_conv2d(x, ww, up=False):
+    """Convolution of every sample with its own kernel: y[b] = conv(x[b], ww[b]).
+
+    Where TensorFlow has grouped-convolution kernels with gradients (`grouped_convs_supported`:
+    GPUs, oneDNN CPU builds) this is the official form, one grouped convolution with the batch
+    folded into the groups. Elsewhere (TensorFlow's CPU kernels without oneDNN, the default on
+    AVX2 machines, have neither a grouped transposed convolution nor grouped gradients) each
+    sample's kernel is applied as one matrix product over its k*k*I patches (im2col): the same
+    sums, measured 1.1-5x slower than oneDNN's grouped kernels (bench/bench_layers.py).
+
+    Args:
+      x: (N, H, W, I); N may be dynamic.
+      ww: (N, k, k, I, O) per-sample HWIO kernels (odd k), x's dtype.
+      up: the stride-2 transposed convolution of the official `upsample_conv_2d` (before its
+        FIR filter), with the spatially flipped kernel: output (N, 2H+k-2, 2W+k-2, O).
+        Otherwise 'same' padding: output (N, H, W, O).
+    """
+    if grouped_convs_supported():
+        return _grouped_conv2d(x, ww, up)
+    return _patch_conv2d(x, ww, up)
+
+
+@functools.cache
+def grouped_convs_supported():
+    """Whether grouped Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter all run here.
+
+    A one-time probe on a 2-group 1x1 transposed convolution and both its gradients, run
+    eagerly even while a tf.function traces (oneDNN is chosen when TensorFlow is imported, so
+    one answer holds for the process).
+    """
+    with tf.init_scope():
+        x, w = tf.ones([1, 2, 2, 2]), tf.ones([1, 1, 1, 2])
+        try:
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = tf.nn.conv2d_transpose(x, w, [1, 2, 2, 2], 1, "VALID")
+            tape.gradient(y, [x, w])
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
+
+
+def _grouped_conv2d(x, ww, up):
+    """`per_sample_conv2d` as one grouped convolution (batch folded into the groups)."""
     h, w, i = _spatial(x)
-    k, o = weight.shape[0], weight.shape[3]
+    k, o = ww.shape[1], ww.shape[4]
     xg = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h, w, -1])  # [1,H,W,N*I]
-    xg = tf.ensure_shape(xg, [1, h, w, None])
-    wg = tf.reshape(tf.transpose(ww, [1, 2, 3, 0, 4]), [k, k, i, -1])  # [k,k,I,N*O]
-    y = conv2d_resample(_with_static_groups(xg, x), tf.cast(wg, dtype), up=up,
-                        resample_kernel=resample_kernel)
-    y = tf.reshape(y, [y.shape[1], y.shape[2], -1, o])  # [H',W',N,O]
+    if up:
+        wt = tf.transpose(ww[:, ::-1, ::-1], [1, 2, 4, 0, 3])  # [k,k,O,N,I]
+        wt = tf.reshape(wt, [k, k, o, -1])
+        hw = (2 * h + k - 2, 2 * w + k - 2)
+        y = tf.nn.conv2d_transpose(xg, wt, tf.stack([1, hw[0], hw[1], tf.shape(wt)[3] // i * o]),
+                                   2, "VALID")
+    else:
+        hw = (h, w)
+        y = tf.nn.conv2d(xg, tf.reshape(tf.transpose(ww, [1, 2, 3, 0, 4]), [k, k, i, -1]),
+                         1, "SAME")  # kernel [k,k,I,N*O]
+    y = tf.reshape(y, [hw[0], hw[1], -1, o])  # [H',W',N,O]
     return tf.transpose(y, [2, 0, 1, 3])
 
 
-def _with_static_groups(xg, x):
-    """Gives the folded (1, H, W, N*I) tensor a static channel count when N is static."""
-    n = x.shape[0]
-    if n is None:
-        # Channel count unknown until run time; conv ops infer the groups dynamically.
-        return xg
-    return tf.ensure_shape(xg, [1, x.shape[1], x.shape[2], n * x.shape[3]])
+def _patch_conv2d(x, ww, up):
+    """`per_sample_conv2d` as a batched matrix product over k*k*I patches (im2col).
+
+    The up-convolution runs as zero insertion, padding by k-1 and the unflipped kernel: the
+    same sums as the transposed convolution with the flipped kernel.
+    """
+    k, i, o = ww.shape[1], ww.shape[3], ww.shape[4]
+    if up:
+        x = tf.pad(_zero_insert(x), [[0, 0], [k - 1, k - 1], [k - 1, k - 1], [0, 0]])
+    elif k > 1:
+        x = tf.pad(x, [[0, 0], [k // 2, k // 2], [k // 2, k // 2], [0, 0]])
+    if k > 1:  # [N, H', W', k*k*I], patch elements ordered (kh, kw, I) as ww's rows
+        x = tf.image.extract_patches(x, [1, k, k, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+    h, w = x.shape[1], x.shape[2]
+    y = tf.matmul(tf.reshape(x, [-1, h * w, k * k * i]), tf.reshape(ww, [-1, k * k * i, o]))
+    return tf.reshape(y, [-1, h, w, o])
 
 
 def minibatch_stddev(x, group_size=4, num_features=1):
@@ -789,8 +851,8 @@ class ModulatedConv2D(keras.layers.Layer):
       demodulate: weight demodulation (False for ToRGB).
       up: 2x upsampling convolution (FIR, `resample_kernel`).
       resample_kernel: FIR kernel of the up-convolution.
-      fused: grouped-convolution path (default: scale activations instead). The fused
-        up-convolution needs a static batch size.
+      fused: per-sample kernels, the official grouped convolution (default: scale the
+        activations instead).
 
     Call: `layer(x, w)` with x (N, H, W, I), w (N, w_dim) -> (N, H', W', O).
     """

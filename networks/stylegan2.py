@@ -430,7 +430,7 @@ class Generator(StyleGenerator):
       resample_kernel: FIR kernel (1, 3, 3, 1).
       conv_clamp: clamp activations to +-conv_clamp (stylegan2-ada-pytorch uses 256 with
         mixed precision); None = off (official TF models).
-      fused_modconv: fused grouped modulated conv (needs a static batch for up-convs).
+      fused_modconv: per-sample modulated kernels, as the official grouped convolution.
       progressive: allow `resolution` / `lod` stages (architecture 'skip').
       seed: seeds the noise and style-mixing RNGs (None = random).
       sq_num_codes: SQ-GAN style quantization: codebook entries K; 0 = off (plain StyleGAN2).

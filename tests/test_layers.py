@@ -277,6 +277,90 @@ def test_modulated_up_conv_fused_equals_non_fused():
     np.testing.assert_allclose(xla(x).numpy(), a.numpy(), atol=1e-5)
 
 
+def np_per_sample_conv(x, ww, up):
+    """y[b] = correlation of x[b] with ww[b] ('same'); up: zero insertion, pad k-1 (the
+    stride-2 transposed convolution with the flipped kernel), float64."""
+    n, h, w, i = x.shape
+    k = ww.shape[1]
+    if up:
+        z = np.zeros((n, 2 * h - 1, 2 * w - 1, i))
+        z[:, ::2, ::2] = x
+        xp = np.pad(z, ((0, 0), (k - 1, k - 1), (k - 1, k - 1), (0, 0)))
+    else:
+        xp = np.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+    ho, wo = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    y = np.zeros((n, ho, wo, ww.shape[4]))
+    for a in range(k):
+        for b in range(k):
+            y += np.einsum("nhwi,nio->nhwo", xp[:, a:a + ho, b:b + wo], ww[:, a, b])
+    return y
+
+
+PER_SAMPLE_PATHS = {"grouped": L._grouped_conv2d, "patches": L._patch_conv2d}
+
+
+@pytest.mark.parametrize("path", sorted(PER_SAMPLE_PATHS))
+@pytest.mark.parametrize("k, up", [(1, False), (3, False), (3, True)])
+def test_per_sample_conv_paths_match_numpy_with_gradients(path, k, up):
+    """Both implementations of the fused modulated conv's per-sample convolution (the grouped
+    one exists only where grouped kernels do: oneDNN or GPU; the suite runs with oneDNN on
+    and off) against numpy, eagerly, traced with a dynamic batch and under XLA; gradients
+    with respect to x and the kernels equal those of the other path where both run."""
+    if path == "grouped" and not L.grouped_convs_supported():
+        pytest.skip("no grouped convolution kernels in this TensorFlow build (oneDNN off)")
+    fn = PER_SAMPLE_PATHS[path]
+    x, ww = randn(3, 5, 5, 4), randn(3, k, k, 4, 6)
+    expected = np_per_sample_conv(x.astype(np.float64), ww.astype(np.float64), up)
+    dynamic = tf.function(lambda a, b: fn(a, b, up), input_signature=[
+        tf.TensorSpec([None, 5, 5, 4]), tf.TensorSpec([None, k, k, 4, 6])])
+    xla = tf.function(lambda a, b: fn(a, b, up), jit_compile=True)
+    # Sums of k*k*4 products of unit normals: float32 error ~ sqrt(36) * 6e-8 * |terms| << 1e-5.
+    for y in (fn(x, ww, up), dynamic(x, ww), xla(x, ww)):
+        assert y.shape == expected.shape
+        np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=1e-5)
+    xt, wt = tf.constant(x), tf.constant(ww)
+    grads = {}
+    for name, f in PER_SAMPLE_PATHS.items():
+        if name == "grouped" and not L.grouped_convs_supported():
+            continue
+        with tf.GradientTape() as tape:
+            tape.watch([xt, wt])
+            loss = tf.reduce_sum(f(xt, wt, up) ** 2)
+        grads[name] = [g.numpy() for g in tape.gradient(loss, [xt, wt])]
+    # d/dx and d/dww of sum(y^2) are correlations of 2y (|y| ~ 6) with the other factor.
+    for other in grads.values():
+        for a, b in zip(grads[path], other):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+    assert grads[path][0].shape == x.shape and grads[path][1].shape == ww.shape
+
+
+def test_grouped_conv_probe_matches_this_tensorflow():
+    """The probe answers what a grouped transposed convolution really does here."""
+    x, w = tf.ones([1, 4, 4, 4]), tf.ones([3, 3, 1, 4])  # 4 groups
+    try:
+        tf.nn.conv2d_transpose(x, w, [1, 9, 9, 4], 2, "VALID")
+        works = True
+    except tf.errors.InvalidArgumentError:
+        works = False
+    assert L.grouped_convs_supported() == works
+
+
+def test_fused_modulated_up_conv_trains_on_every_cpu():
+    """The fused path (official converted weights) differentiates with oneDNN on and off."""
+    layer = L.ModulatedConv2D(5, 3, up=True, fused=True)
+    x, w = tf.constant(randn(2, 4, 4, 3)), tf.constant(randn(2, 6))
+    with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        loss = tf.reduce_sum(layer(x, w) ** 2)
+    grads = tape.gradient(loss, [x, w] + layer.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in grads)
+    unfused = L.ModulatedConv2D(5, 3, up=True, fused=False)
+    unfused.build((None, 4, 4, 3), (None, 6))
+    for dst, src in zip(unfused.weights, layer.weights):
+        dst.assign(src)
+    np.testing.assert_allclose(layer(x, w).numpy(), unfused(x, w).numpy(), rtol=0, atol=1e-4)
+
+
 def test_modulated_conv_layer_styles_add_one_and_gradients_flow():
     layer = L.ModulatedConv2D(4, 3)
     layer.build((None, 5, 5, 3), (None, 6))
