@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from networks import progan, stylegan, stylegan2  # noqa: E402
+from networks import layers, progan, stylegan, stylegan2  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("resolutions", ["32", "64"], "Image resolutions to measure.")
@@ -126,6 +126,19 @@ def main(argv):
                         "full": (tf.function(g_step(G)), z)}, FLAGS.repeats)
     print(f"stylegan G fwd+bwd, 8x8 stage vs full {res}x{res}: {t['stage8'] * 1e3:.1f} ms vs "
           f"{t['full'] * 1e3:.1f} ms (x{t['full'] / t['stage8']:.1f})")
+
+    # The fused modulated conv (official converted weights): per-sample kernels as grouped
+    # convolutions where this TensorFlow has them (oneDNN on), else im2col matrix products.
+    G_fused = stylegan2.Generator(z_dim=G.z_dim, w_dim=G.z_dim, resolution=res,
+                                  fmap_base=8192 // div, fmap_max=512 // div, fused_modconv=True)
+    G_plain = stylegan2.Generator(z_dim=G.z_dim, w_dim=G.z_dim, resolution=res,
+                                  fmap_base=8192 // div, fmap_max=512 // div)
+    t = median_seconds({"fused": (tf.function(g_step(G_fused)), z),
+                        "plain": (tf.function(g_step(G_plain)), z)}, FLAGS.repeats)
+    path = "grouped convs" if layers.grouped_convs_supported() else "im2col"
+    print(f"stylegan2 G fwd+bwd at {res}x{res}, fused modconv ({path}) vs unfused: "
+          f"{t['fused'] * 1e3:.1f} ms vs {t['plain'] * 1e3:.1f} ms "
+          f"(x{t['fused'] / t['plain']:.2f})")
 
     if res >= 32:
         _, D_fq = build("stylegan2", res, div, fq_blocks=(16, 32))

@@ -391,7 +391,7 @@ def per_sample_conv2d(x, ww, up=False):
     folded into the groups. Elsewhere (TensorFlow's CPU kernels without oneDNN, the default on
     AVX2 machines, have neither a grouped transposed convolution nor grouped gradients) each
     sample's kernel is applied as one matrix product over its k*k*I patches (im2col): the same
-    sums, measured 1.1-5x slower than oneDNN's grouped kernels (bench/bench_layers.py).
+    sums, measured 1.1-5x slower than oneDNN's grouped kernels (bench/bench_networks.py).
 
     Args:
       x: (N, H, W, I); N may be dynamic.
