@@ -364,15 +364,18 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
     if demodulate and dtype == tf.float16:
         weight = weight / tf.reduce_max(tf.abs(weight), axis=[0, 1, 2], keepdims=True)
         styles = styles / tf.reduce_max(tf.abs(styles), axis=1, keepdims=True)
-    ww = weight[tf.newaxis] * styles[:, tf.newaxis, tf.newaxis, :, tf.newaxis]  # [N,k,k,I,O]
     if demodulate:
-        dcoefs = tf.math.rsqrt(tf.reduce_sum(tf.square(ww), axis=[1, 2, 3]) + 1e-8)  # [N,O]
+        # sum_{kh,kw,i} (w s_i)^2 = sum_i s_i^2 sum_{kh,kw} w^2: an (N, I) x (I, O) product, not
+        # a reduction over the (N, k, k, I, O) modulated kernels (the same sums, regrouped).
+        dcoefs = tf.math.rsqrt(tf.matmul(tf.square(styles),
+                                         tf.reduce_sum(tf.square(weight), axis=[0, 1])) + 1e-8)
     if not fused:
         x = x * tf.cast(styles[:, tf.newaxis, tf.newaxis, :], dtype)
         x = conv2d_resample(x, tf.cast(weight, dtype), up=up, resample_kernel=resample_kernel)
         if demodulate:
             x = x * tf.cast(dcoefs[:, tf.newaxis, tf.newaxis, :], dtype)
         return x
+    ww = weight[tf.newaxis] * styles[:, tf.newaxis, tf.newaxis, :, tf.newaxis]  # [N,k,k,I,O]
     if demodulate:
         ww = ww * dcoefs[:, tf.newaxis, tf.newaxis, tf.newaxis, :]
     y = per_sample_conv2d(x, tf.cast(ww, dtype), up=up)

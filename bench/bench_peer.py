@@ -1,0 +1,203 @@
+"""StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
+
+    python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--cycles 2] [--repeats 3]
+
+The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
+venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
+batch 32, minibatch-stddev groups of 4, float32, R1 gamma 10 every 16 iterations, path length
+(weight 2, batch / 2) every 4, Adam (0, 0.99, 1e-8) with the lazy ratios, lr 0.0025. One
+"cycle" is 16 iterations of that schedule (12 main-only, 3 with path length, 1 with both
+regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, cycle by cycle, and the
+median cycle gives img/s (real images consumed per second).
+
+In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
+batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
+analytically: every Conv2D / Conv2DBackpropInput / Conv2DBackpropFilter / depthwise conv /
+MatMul / BatchMatMul op of the traced step graphs, 2 FLOPs per multiply-add, from their static
+shapes. The FLOP-limited rate is conv GFLOP/s / GFLOP per image; the fraction printed is our
+img/s over that rate.
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from networks import stylegan2  # noqa: E402
+from training.schedule import ProgressiveSchedule  # noqa: E402
+from training.trainer import GANTrainer, LossSettings  # noqa: E402
+
+flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
+flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
+flags.DEFINE_integer("cycles", 2, "Timed 16-iteration cycles per repeat and variant.")
+flags.DEFINE_integer("repeats", 3, "Interleaved repeats (median cycle reported).")
+flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
+FLAGS = flags.FLAGS
+
+REFERENCE = dict(z_dim=512, w_dim=512, mapping_layers=8, fmap_base=2048, fmap_max=256)
+LOSS = LossSettings("logistic", r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4,
+                    style_mixing_prob=0.9)
+CYCLE = [(i % 4 == 0, i % 16 == 0) for i in range(16)]  # (run_g_reg, run_d_reg) per iteration
+
+#----------------------------------------------------------------------------
+# FLOP count of a traced graph.
+
+
+def _dims(tensor):
+    shape = tensor.shape
+    if shape.rank is None or any(d is None for d in shape):
+        raise ValueError(f"FLOP count needs static shapes, got {tensor.name} {shape}")
+    return [int(d) for d in shape]
+
+
+def _op_flops(op):
+    """2 x multiply-adds of one convolution / matrix product op (0 for other ops)."""
+    kind = op.type
+    if kind in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"):
+        # All three cost the forward convolution: out elements x kh x kw x in-per-group.
+        if kind == "Conv2D":
+            x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+        elif kind == "Conv2DBackpropInput":
+            w, y, x = op.inputs[1], op.inputs[2], op.outputs[0]
+        else:
+            x, y, w = op.inputs[0], op.inputs[2], op.outputs[0]
+        kh, kw, cin, _ = _dims(w)
+        return 2 * int(np.prod(_dims(y))) * kh * kw * cin
+    if kind.startswith("DepthwiseConv2dNative"):
+        if kind == "DepthwiseConv2dNative":
+            w, y = op.inputs[1], op.outputs[0]
+        elif kind.endswith("BackpropInput"):
+            w, y = op.inputs[1], op.inputs[2]
+        else:
+            w, y = op.outputs[0], op.inputs[2]
+        kh, kw = _dims(w)[:2]
+        return 2 * int(np.prod(_dims(y))) * kh * kw
+    if kind in ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul"):
+        a, y = op.inputs[0], op.outputs[0]
+        transpose = op.get_attr("transpose_a") if kind == "MatMul" else op.get_attr("adj_x")
+        k = _dims(a)[-2] if transpose else _dims(a)[-1]
+        return 2 * int(np.prod(_dims(y))) * k
+    return 0
+
+
+def graph_flops(graph, seen=None):
+    """FLOPs of every conv / matmul in `graph` and the function graphs it calls."""
+    seen = set() if seen is None else seen
+    total = sum(_op_flops(op) for op in graph.get_operations())
+    for name, function in getattr(graph, "_functions", {}).items():
+        inner = getattr(function, "graph", None)
+        if inner is not None and name not in seen:
+            seen.add(name)
+            total += graph_flops(inner, seen)
+    return total
+
+#----------------------------------------------------------------------------
+# The two sides of the FLOP-limited rate.
+
+
+def make_variant(resolution, batch, fq_blocks):
+    """{(run_g_reg, run_d_reg): tf.function} for one trainer, and "trainer": the trainer."""
+    G = stylegan2.Generator(resolution=resolution, **REFERENCE)
+    D = stylegan2.Discriminator(resolution=resolution, fmap_base=REFERENCE["fmap_base"],
+                                fmap_max=REFERENCE["fmap_max"], mbstd_group_size=4,
+                                fq_blocks=fq_blocks)
+    trainer = GANTrainer(G, D, LOSS, ProgressiveSchedule(resolution, resolution),
+                         learning_rate=0.0025)
+    steps = {}
+    for phases in sorted(set(CYCLE)):
+        def step(reals, labels, phases=phases):
+            trainer.train_step((reals, labels), resolution, batch, *phases)
+            trainer.finish_step(batch)
+        steps[phases] = tf.function(step)
+    steps["trainer"] = trainer
+    return steps
+
+
+def conv_benchmark():
+    """(step, input, FLOPs) of a 3x3 conv 256 -> 256 at 32x32, batch 32, forward + input and
+    filter gradients."""
+    x = tf.random.normal([32, 32, 32, 256])
+    w = tf.Variable(tf.random.normal([3, 3, 256, 256]) * 0.02)
+
+    @tf.function
+    def conv_step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.conv2d(x, w, 1, "SAME")
+        return tape.gradient(y, [x, w])
+
+    flops = 3 * 2 * 32 * 32 * 32 * 256 * 256 * 9
+    return conv_step, x, flops
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        fq_blocks = tuple(int(b) for b in FLAGS["fq-blocks"].value)
+        resolutions = [int(r) for r in FLAGS.resolutions]
+    except ValueError:
+        raise app.UsageError("--resolutions and --fq-blocks take comma-separated integers.")
+    batch = FLAGS.batch
+    if batch % 4 or batch < 4:
+        raise app.UsageError("--batch must be a positive multiple of 4 (minibatch-stddev groups).")
+    conv_step, conv_x, conv_flops = conv_benchmark()
+    conv_step(conv_x)
+    rng = np.random.RandomState(0)
+    print(f"StyleGAN2, stylegan2-ada-pytorch's setting (z/w 512, mapping 8, fmap_base 2048, "
+          f"fmap_max 256, batch {batch}, fp32, lazy R1 16 / path length 4); "
+          f"{os.cpu_count()} CPU threads; median of {FLAGS.repeats} x {FLAGS.cycles} cycles")
+    for res in resolutions:
+        reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
+        labels = tf.zeros((batch, 0))
+        variants = {"FQ off": make_variant(res, batch, ()),
+                    "FQ on": make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))}
+        flops = {}
+        for name, steps in variants.items():
+            start = time.perf_counter()
+            per_phase = {}
+            for phases in set(CYCLE):
+                fn = steps[phases]
+                concrete = fn.get_concrete_function(reals, labels)
+                per_phase[phases] = graph_flops(concrete.graph)
+                fn(reals, labels)
+            flops[name] = (per_phase[(False, False)],
+                           sum(per_phase[p] for p in CYCLE) / len(CYCLE))
+            print(f"  {res}x{res} {name}: traced in {time.perf_counter() - start:.1f} s")
+        times = {name: [] for name in variants}
+        conv_times = []
+        for _ in range(FLAGS.repeats):
+            start = time.perf_counter()
+            for _ in range(5):
+                conv_step(conv_x)[0].numpy()
+            conv_times.append((time.perf_counter() - start) / 5)
+            for name, steps in variants.items():
+                for _ in range(FLAGS.cycles):
+                    start = time.perf_counter()
+                    for phases in CYCLE:
+                        steps[phases](reals, labels)
+                    steps["trainer"].nimg.numpy()  # wait for the last step's updates
+                    times[name].append(time.perf_counter() - start)
+        gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
+        print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
+        print(f"  {'variant':<8}{'img/s':>8}{'GFLOP/img main':>16}{'GFLOP/img sched':>17}"
+              f"{'FLOP-limited img/s':>20}{'fraction':>10}")
+        rates = {}
+        for name in variants:
+            rate = len(CYCLE) * batch / float(np.median(times[name]))
+            rates[name] = rate
+            main_gf, sched_gf = flops[name][0] / batch / 1e9, flops[name][1] / batch / 1e9
+            limit = gflops_s / sched_gf
+            print(f"  {name:<8}{rate:>8.2f}{main_gf:>16.2f}{sched_gf:>17.2f}{limit:>20.2f}"
+                  f"{rate / limit:>10.2f}")
+        print(f"  FQ on / off step time: {rates['FQ off'] / rates['FQ on']:.3f}x")
+
+
+if __name__ == "__main__":
+    app.run(main)
