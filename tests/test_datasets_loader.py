@@ -40,6 +40,8 @@ def test_fade_reals_matches_the_reference():
     x = np.random.RandomState(0).uniform(-1, 1, (3, 8, 8, 2)).astype(np.float32)
     for lod in (0.0, 0.25, 1.7, 2.0):
         expected = fade_lod_reference(x.transpose(0, 3, 1, 2), lod).transpose(0, 2, 3, 1)
+        # Float32 both sides, |x| <= 1: 2x2 mean (3 sums < 4, 2.4e-7 each, / 4) then the lerp
+        # (3 roundings of |.| <= 2): <= 4.2e-7 per side, < 1e-6 apart.
         np.testing.assert_allclose(fade_reals(tf.constant(x), tf.constant(lod)), expected,
                                    atol=1e-6)
     np.testing.assert_array_equal(fade_reals(tf.constant(x), tf.constant(3.0)), x)
@@ -63,6 +65,7 @@ def test_fade_reals_follows_a_changing_lod_variable_without_retracing():
     np.testing.assert_array_equal(outputs[0], x.numpy())
     for value, out in zip((1.5, 1.999), outputs[1:]):
         expected = fade_lod_reference(x.numpy().transpose(0, 3, 1, 2), value)
+        # As above: <= 4.2e-7 per side for |x| <= 1.
         np.testing.assert_allclose(out, expected.transpose(0, 2, 3, 1), atol=1e-6)
 
 
@@ -220,6 +223,8 @@ def test_unpaired_training_augmentation_from_folders(tmp_path):
     for got, image in zip(tests, a):
         pillow = np.stack([np.asarray(Image.fromarray(image[..., c].astype(np.float32), "F")
                                       .resize((8, 8), Image.BILINEAR)) for c in range(3)], -1)
+        # Triangle-filter resizes of 0..255 pixels in float32 (<= 16 taps: <= 16 eps32 * 255)
+        # times 2/255: <= 4e-6; Pillow's filter weights are float64: < 1e-4.
         np.testing.assert_allclose(got, pillow * (2 / 255) - 1, atol=1e-4)
 
 
@@ -228,6 +233,7 @@ def test_unpaired_identity_when_augmentation_is_off():
     a, b = synthetic.shapes2cartoon(6, 8, seed=2)
     batch_a, batch_b = next(iter(pair.train_pipeline(8, batch_size=6, flip=False,
                                                      augment_size=8, shuffle=False)))
+    # x * 2/255 - 1 in float32: <= 3 roundings of |.| <= 2, <= 3.6e-7 << 1e-5.
     np.testing.assert_allclose(batch_a, a * (2 / 255) - 1, atol=1e-5)
     np.testing.assert_allclose(batch_b, b * (2 / 255) - 1, atol=1e-5)
     with pytest.raises(DatasetError, match="smaller than the crop"):

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 import fq_keras
 
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
+
 _EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "toy_fq_gan.py")
 _spec = importlib.util.spec_from_file_location("toy_fq_gan", _EXAMPLE)
 toy = importlib.util.module_from_spec(_spec)
@@ -28,10 +30,13 @@ def test_fq_loss_global_batch_scaling_and_weight():
     halves = [fq.lookup(h[:3]), fq.lookup(h[3:])]
     # Per-replica losses scaled by the global batch sum to the one-device mean.
     summed = sum(fq_keras.fq_loss([part], global_batch_size=6) for part in halves)
-    np.testing.assert_allclose(summed.numpy(), whole["loss"].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(fq_keras.fq_loss([whole]).numpy(), whole["loss"].numpy(), rtol=1e-6)
+    # Means of 216 positive float32 squares summed in other orders: <= 216 eps32 ~ 2.6e-5.
+    np.testing.assert_allclose(summed.numpy(), whole["loss"].numpy(), rtol=216 * EPS32)
+    np.testing.assert_allclose(fq_keras.fq_loss([whole]).numpy(), whole["loss"].numpy(),
+                               rtol=216 * EPS32)
     two_layers = fq_keras.fq_loss([whole, whole], weight=0.5)
-    np.testing.assert_allclose(two_layers.numpy(), whole["loss"].numpy(), rtol=1e-6)
+    # (x + x) * 0.5 = x exactly.
+    np.testing.assert_array_equal(two_layers.numpy(), fq_keras.fq_loss([whole]).numpy())
     assert fq_keras.fq_loss([]).numpy() == 0.0
 
 
@@ -42,7 +47,8 @@ def test_update_dictionaries_is_one_update_over_real_and_fake():
     fq_keras.update_dictionaries([helper], [helper.lookup(real)], [helper.lookup(fake)])
     both = np.concatenate([real, fake])
     direct.update_dictionary(both, direct.lookup(both)["indices"])
-    np.testing.assert_allclose(helper.embeddings.numpy(), direct.embeddings.numpy(), atol=1e-6)
+    # Same concatenated features and indices, same float32 code: bit-equal.
+    np.testing.assert_array_equal(helper.embeddings.numpy(), direct.embeddings.numpy())
     assert int(helper.num_updates.numpy()) == 1
     with pytest.raises(ValueError, match="one per FQ layer"):
         fq_keras.update_dictionaries([helper, direct], [helper.lookup(real)])
@@ -76,12 +82,38 @@ def test_toy_gan_under_mirrored_strategy_keeps_replicas_identical(two_replica_st
         np.testing.assert_array_equal(first.numpy(), second.numpy())
 
 
+class _StopWhenLearned(keras.callbacks.Callback):
+    """Measures mode coverage every epoch; stops training once the ring is learned."""
+
+    def __init__(self, gan, steps_per_epoch):
+        super().__init__()
+        self.gan, self.steps_per_epoch, self.history = gan, steps_per_epoch, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        modes, quality = toy.mode_coverage(self.gan.sample(2000))
+        self.history.append(((epoch + 1) * self.steps_per_epoch, modes, quality))
+        if modes >= 6 and quality > 0.5:
+            self.gan.stop_training = True
+
+
 def test_toy_gan_learns_the_ring():
+    """Within 3000 steps the generator covers >= 6 of the 8 modes with > 50% of its samples.
+
+    A GAN's trajectory is chaotic: every float path (oneDNN or Eigen kernels, AVX2 or AVX-512)
+    gives another one. Measured on this criterion, 36 runs (10 seeds, and seed 0 from 8 starts
+    perturbed by ~eps32, each with oneDNN on and off) passed after 500 (4 runs), 750 (18) or 1000
+    steps (14), after up to 750 steps collapsed on 1-2 modes; one AVX2 machine was still in that
+    phase at step 1000. So training runs until the criterion holds (checked every 250 steps)
+    within a 3x budget of 3000 steps: no slower than a fixed 1000 steps for a typical run, and
+    robust to a collapsed phase up to ~4x longer than any measured here.
+    """
     keras.utils.set_random_seed(0)
     gan = toy.ToyFQGAN(toy.ToyDiscriminator(dict(num_embeddings=64)), seed=0)
     gan.compile()
     before, _ = toy.mode_coverage(gan.sample(2000))
-    gan.fit(toy.ring_dataset(256, seed=0), steps_per_epoch=1000, epochs=1, shuffle=False, verbose=0)
-    modes, quality = toy.mode_coverage(gan.sample(2000))
     assert before <= 2
-    assert modes >= 6 and quality > 0.5, (modes, quality)
+    monitor = _StopWhenLearned(gan, steps_per_epoch=250)
+    gan.fit(toy.ring_dataset(256, seed=0), steps_per_epoch=250, epochs=12, shuffle=False,
+            verbose=0, callbacks=[monitor])
+    _, modes, quality = monitor.history[-1]
+    assert modes >= 6 and quality > 0.5, monitor.history

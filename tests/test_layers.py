@@ -10,6 +10,9 @@ from networks import layers as L
 RNG = np.random.default_rng(0)
 
 
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
+
+
 def randn(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
@@ -178,6 +181,8 @@ def test_adain():
 
 
 def test_fir_upsample_and_downsample_match_direct_convolution():
+    # Unit-sum FIRs of n <= 16 taps (<= 4 non-zero when upsampling) on |x| < 5 (float64 numpy):
+    # float32 sums err <= (n - 1) eps32/2 * 5 <= 4.5e-6, taps' own rounding eps32/2 * 5: < 1e-5.
     x = randn(2, 5, 5, 3)
     np.testing.assert_allclose(L.upsample_2d(x).numpy(),
                                np_fir(x, [1, 3, 3, 1], up=2, pad=(2, 1), gain=4), atol=1e-5)
@@ -192,9 +197,17 @@ def test_fir_upsample_and_downsample_match_direct_convolution():
 
 def test_blur_and_box_resampling():
     x = randn(1, 6, 6, 2)
+    # 9 unit-sum taps on |x| < 5: <= 8 eps32/2 * 5 + eps32/2 * 5 ~ 2.7e-6 < 1e-5.
     np.testing.assert_allclose(L.blur2d(x).numpy(), np_fir(x, [1, 2, 1], pad=(1, 1)), atol=1e-5)
-    np.testing.assert_allclose(L.downscale2d(x).numpy(), np_avg_down(x), atol=1e-6)
-    np.testing.assert_allclose(L.upscale2d(x).numpy(), np_nearest_up(x))
+    # Means of 4 (both sides float32): <= 2 * 3 eps32/2 max|x|.
+    np.testing.assert_allclose(L.downscale2d(x).numpy(), np_avg_down(x),
+                               atol=3 * EPS32 * np.abs(x).max())
+    np.testing.assert_array_equal(L.upscale2d(x).numpy(), np_nearest_up(x))  # copies: exact
+
+
+# Convolutions of N(0,1) x and w against float64 numpy: an n-term float32 sum of unit products
+# errs ~eps32 * n / sqrt(2) typically (n <= 48 here: ~4e-6), a few times that at the worst of a
+# few hundred outputs: atol=1e-4 holds with > 5x margin.
 
 
 def test_fused_up_equals_nearest_then_flipped_conv():
@@ -238,9 +251,10 @@ def test_fir_down_conv_is_fir_then_strided_conv():
 
 def test_lerp_clip():
     a, b = tf.constant([0.0, 2.0]), tf.constant([4.0, 4.0])
-    np.testing.assert_allclose(L.lerp_clip(a, b, 0.25).numpy(), [1.0, 2.5])
-    np.testing.assert_allclose(L.lerp_clip(a, b, -1.0).numpy(), [0.0, 2.0])
-    np.testing.assert_allclose(L.lerp_clip(a, b, 3.0).numpy(), [4.0, 4.0])
+    # Dyadic values: every lerp below is exact.
+    np.testing.assert_array_equal(L.lerp_clip(a, b, 0.25).numpy(), [1.0, 2.5])
+    np.testing.assert_array_equal(L.lerp_clip(a, b, -1.0).numpy(), [0.0, 2.0])
+    np.testing.assert_array_equal(L.lerp_clip(a, b, 3.0).numpy(), [4.0, 4.0])
 
 #----------------------------------------------------------------------------
 # Modulated convolution, noise.
@@ -259,6 +273,8 @@ def np_modconv(x, w, s, demodulate=True):
 @pytest.mark.parametrize("demodulate", [True, False])
 def test_modulated_conv_matches_numpy_fused_and_not(demodulate):
     x, w, s = randn(3, 5, 5, 4), randn(3, 3, 4, 6) / 6, randn(3, 4) + 1
+    # 36-term sums (|w| ~ 1/6 or demodulated): sum|x w| <= ||x|| ||w s|| ~ 6 * 3: worst-case
+    # 35 eps32/2 * 18 ~ 3.8e-5 < 1e-4 (numpy in float64).
     expected = np_modconv(x, w, s, demodulate)
     for fused in (False, True):
         np.testing.assert_allclose(
@@ -271,10 +287,12 @@ def test_modulated_up_conv_fused_equals_non_fused():
     a = L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1), fused=False)
     b = L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1), fused=True)
     assert a.shape == b.shape == (3, 8, 8, 5)
+    # Two float32 algorithms (modulate x vs per-sample weights), 36-term sums then a 16-tap FIR,
+    # outputs ~N(0, 1) (demodulated): typical ~eps32 * 36 / sqrt(2) * 2 sides ~ 6e-6 < 1e-5.
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
     xla = tf.function(lambda x: L.modulated_conv2d(x, w, s, up=True, resample_kernel=(1, 3, 3, 1),
                                                    fused=True), jit_compile=True)
-    np.testing.assert_allclose(xla(x).numpy(), a.numpy(), atol=1e-5)
+    np.testing.assert_allclose(xla(x).numpy(), a.numpy(), atol=1e-5)  # the same bound
 
 
 def np_per_sample_conv(x, ww, up):
@@ -392,17 +410,20 @@ def test_noise_input_modes():
     layer.strength.assign([0.5, -1.0, 2.0])
     x = randn(2, 4, 4, 3)
     const = layer.noise_const.numpy()[None, :, :, None] * np.array([0.5, -1.0, 2.0])
-    np.testing.assert_allclose(layer(x, noise_mode="const").numpy(), x + const, atol=1e-6)
-    np.testing.assert_allclose(layer(x, noise_mode="none").numpy(), x)
+    # Float32 x + s n rounds twice (numpy's side is float64): <= eps32/2 (|s n| + |x + s n|).
+    np.testing.assert_allclose(layer(x, noise_mode="const").numpy(), x + const,
+                               atol=EPS32 * (np.abs(const).max() + np.abs(x + const).max()))
+    np.testing.assert_array_equal(layer(x, noise_mode="none").numpy(), x)
     seeds = keras.random.SeedGenerator(3)
     a = layer(x, noise_mode="random", seed_generator=seeds).numpy()
     b = layer(x, noise_mode="random", seed_generator=seeds).numpy()
     assert not np.allclose(a, b)
     # The noise is one map per sample shared by all channels, scaled per channel.
     n = (a - x) / np.array([0.5, -1.0, 2.0])
+    # a = x + s n rounds by eps32/2 |a| (|a| < 15), / |s| >= 0.5: <= 1.8e-6 per channel < 1e-5.
     np.testing.assert_allclose(n[..., 0], n[..., 2], atol=1e-5)
     again = layer(x, noise_mode="random", seed_generator=keras.random.SeedGenerator(3)).numpy()
-    np.testing.assert_allclose(again, a)
+    np.testing.assert_array_equal(again, a)  # same seed, same noise, same ops
     with pytest.raises(ValueError, match="SeedGenerator"):
         layer(x, noise_mode="random")
     with pytest.raises(ValueError, match="noise_mode"):
@@ -420,6 +441,7 @@ def test_layers_under_mixed_precision(mixed_precision):
     y = conv(x)
     assert y.dtype == tf.float16
     ref = L.conv2d_resample(x, conv.runtime_kernel(), down=True, resample_kernel=(1, 3, 3, 1))
+    # float16 rounds x, the kernel and y by <= 2^-11 relative: ~3 * 2^-11 * |y| (|y| < 3) < 1e-2.
     np.testing.assert_allclose(y.numpy().astype(np.float32),
                                np.where(ref >= 0, ref, 0.2 * ref), atol=1e-2)
     out = L.MinibatchStddev()(tf.cast(randn(4, 2, 2, 3), tf.float16))
@@ -445,6 +467,7 @@ def test_fir_under_xla_uses_the_same_math():
     x = randn(2, 8, 8, 3)
     for fn in (L.upsample_2d, L.downsample_2d, L.blur2d):
         xla = tf.function(fn, jit_compile=True)
+        # <= 16 unit-sum taps on |x| < 5, summed in other orders: <= 2 * 15 eps32/2 * 5 ~ 9e-6.
         np.testing.assert_allclose(xla(x).numpy(), fn(x).numpy(), atol=1e-5)
     assert not L.in_xla_context()
     flags = []

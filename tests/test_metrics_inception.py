@@ -22,6 +22,7 @@ from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_inception_distance
 
 CLASSES = 1008
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 
 
 def write_standin_inception_graph(path, seed=0):
@@ -128,9 +129,19 @@ def test_real_feature_cache_is_keyed_by_dataset_count_and_network(tmp_path, stan
     assert (a["cached"], b["cached"], calls) == (False, True, [10])
     for name in ("features", "logits", "mu", "sigma"):
         np.testing.assert_array_equal(a[name], b[name])
-    mu, sigma = feature_statistics(inception.run(images[:10])["features"])
-    np.testing.assert_allclose(b["mu"], mu, rtol=1e-6)
-    np.testing.assert_allclose(b["sigma"], sigma, rtol=1e-5, atol=1e-9)
+    # The cache holds the statistics of its own features (same float64 code on the same array).
+    mu, sigma = feature_statistics(b["features"])
+    np.testing.assert_array_equal(b["mu"], mu)
+    np.testing.assert_array_equal(b["sigma"], sigma)
+    # ... and those features are the network's: bit-equal for the same minibatches (4, 1, 4, 1),
+    np.testing.assert_array_equal(b["features"], inception.run(
+        [images[:5], images[5:10]])["features"])
+    # and to float32 accuracy for another batching (4, 4, 2), where conv / matmul kernels may
+    # block differently: the features chain reductions of 529 (23x23 pool), 27 (3x3x3 conv),
+    # 32 (1x1 conv) and 121 (11x11 pool) terms, so they err by at most ~709 eps32 of their scale.
+    again = inception.run(images[:10])["features"]
+    np.testing.assert_allclose(b["features"], again, rtol=0,
+                               atol=709 * EPS32 * np.abs(again).max())  # 709 eps32 ~ 8.4e-5
     assert not cached_real_features(inception, first(12), "synthetic-16", 12, cache)["cached"]
     assert not cached_real_features(inception, first(10), "other-data", 10, cache)["cached"]
     other_net = InceptionV3(write_standin_inception_graph(str(tmp_path / "g2.pb"), seed=1))
@@ -150,6 +161,7 @@ def test_frechet_distance_closed_forms():
     mu1, mu2 = rng.randn(6), rng.randn(6)
     s1, s2 = rng.rand(6) + 0.1, rng.rand(6) + 0.1
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
+    # Float64 6x6 eigh, cond(s) <= 11: error ~ 6 * eps64 * 11 ~ 1.5e-14 << 1e-12.
     assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected,
                                                                                   rel=1e-12)
     # Non-commuting 2x2: for M with positive eigenvalues, Tr sqrt(M) = sqrt(Tr M + 2 sqrt(det M)).
@@ -158,6 +170,7 @@ def test_frechet_distance_closed_forms():
     assert not np.allclose(a @ b, b @ a)
     m = a @ b
     tr_sqrt = np.sqrt(np.trace(m) + 2.0 * np.sqrt(np.linalg.det(m)))
+    # Float64 2x2 (cond < 6): a few eps64 * cond ~ 1e-15, no cancellation (FID ~ 3 of terms ~ 5).
     assert trace_sqrt_product(a, b) == pytest.approx(tr_sqrt, rel=1e-12)
     assert frechet_distance(np.zeros(2), a, np.ones(2), b) == pytest.approx(
         2.0 + np.trace(a) + np.trace(b) - 2.0 * tr_sqrt, rel=1e-12)
@@ -165,7 +178,9 @@ def test_frechet_distance_closed_forms():
     x, y = rng.randn(64, 200), rng.randn(64, 200)
     s1, s2 = x @ x.T / 200, y @ y.T / 200
     expected = np.sum(np.sqrt(np.linalg.eigvals(s1 @ s2).real))
+    # Float64 64-D, cond(s) ~ 12: eigen errors ~ 64 * eps64 * cond^2 ~ 2e-12 << 1e-9.
     assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-9)
+    # 2 Tr(a) - 2 Tr sqrt(a a) with Tr(a) = 3 in float64: a few eps64 * 3 ~ 1e-15 << 1e-12.
     assert frechet_distance(mu1[:2], a, mu1[:2], a) == pytest.approx(0.0, abs=1e-12)
 
 
@@ -182,7 +197,7 @@ def test_fid_from_samples_of_known_gaussians_and_singular_covariances():
     assert frechet_inception_distance(f1, f2) == pytest.approx(closed, rel=0.03)
     # np.cov with N - 1, as the reference.
     mu, sigma = feature_statistics(f1[:10])
-    np.testing.assert_allclose(sigma, np.cov(f1[:10], rowvar=False))
+    np.testing.assert_array_equal(sigma, np.cov(f1[:10], rowvar=False))  # same call: bit-equal
     # Fewer samples than dimensions (singular covariances): finite, real, >= 0.
     small = frechet_inception_distance(rng.randn(10, 128), rng.randn(10, 128) + 0.1)
     assert np.isfinite(small) and small > 0
@@ -212,6 +227,7 @@ def test_kid_matches_loop_form_is_near_zero_for_one_distribution_and_grows_with_
     real, fake = rng.randn(30, 8), rng.randn(25, 8) + 0.3
     ours = kernel_inception_distance(real, fake, num_subsets=4, max_subset_size=12, seed=3)
     expected = ref_kid(real, fake, 4, 12, 3)
+    # Float64 sums of 12^2 kernel terms ~O(1): ~144 * eps64 * |terms| / |kid| ~ 1e-12 << 1e-10.
     assert (ours["kid"], ours["kid_std"]) == pytest.approx(expected, rel=1e-10)
 
     a, b = rng.randn(600, 64), rng.randn(600, 64)
@@ -231,6 +247,7 @@ def test_inception_score_closed_forms():
     confident = np.full((70, CLASSES), -40.0)
     confident[np.arange(70), labels] = 40.0
     result = inception_score(confident[:, :classes], splits=10)
+    # Float64; off-class probabilities e^-80 ~ 2e-35: IS = 7 to a few eps64, std 0 to ~1e-15.
     assert result["inception_score"] == pytest.approx(classes, rel=1e-9)
     assert result["inception_score_std"] == pytest.approx(0.0, abs=1e-9)
     # 1008 logits of which only 7 classes are ever predicted: still 7.
@@ -244,6 +261,7 @@ def test_inception_score_closed_forms():
     scores = [np.exp(np.mean(np.sum(part * (np.log(part) - np.log(part.mean(0, keepdims=True))),
                                     1))) for part in np.split(p, 4)]
     result = inception_score(logits, splits=4)
+    # Float64 log-softmax vs softmax-then-log on N(0,1) logits: ~10 eps64 ~ 2e-15 << 1e-10.
     assert (result["inception_score"], result["inception_score_std"]) == pytest.approx(
         (np.mean(scores), np.std(scores)), rel=1e-10)
     with pytest.raises(ValueError, match="splits"):

@@ -91,7 +91,7 @@ def test_ms_ssim_equals_reference_transcription(size):
 def test_ms_ssim_identical_pairs_noisy_pairs_and_symmetry():
     images = smooth_images(6, 32, 1)
     pairs = np.repeat(images, 2, axis=0)  # images[0::2] == images[1::2]
-    assert ms_ssim(pairs) == pytest.approx(1.0, abs=1e-12)
+    assert ms_ssim(pairs) == pytest.approx(1.0, abs=1e-12)  # num == den bit for bit: exactly 1
     noisy = np.clip(images + np.random.RandomState(2).randn(*images.shape) * 25.0,
                     0, 255).astype(np.uint8)
     mixed = np.stack([images, noisy], axis=1).reshape(-1, 32, 32, 3)
@@ -100,6 +100,7 @@ def test_ms_ssim_identical_pairs_noisy_pairs_and_symmetry():
     noisier = np.clip(images + np.random.RandomState(2).randn(*images.shape) * 60.0,
                       0, 255).astype(np.uint8)
     assert ms_ssim(np.stack([images, noisier], axis=1).reshape(-1, 32, 32, 3)) < score
+    # Swapping the images commutes float64 + and *, which round identically: equal to ~eps64.
     np.testing.assert_allclose(ms_ssim_pairs(images, noisy), ms_ssim_pairs(noisy, images),
                                rtol=1e-12)
 

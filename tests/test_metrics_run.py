@@ -90,25 +90,35 @@ def test_compute_metrics_equals_the_library_functions(files):
     results, _ = evaluate.compute_metrics(generator, reals, list(evaluate.METRICS), inception,
                                           num_images=20, swd_images=16, ms_ssim_images=8,
                                           batch_size=8, log=lambda _: None)
-    fakes = np.concatenate(list(generator.batches(20, 0, 8, 1.0)))
-    real_images = np.concatenate(list(reals.batches(20, 8)))
+    # The library functions get the same minibatches of 8 as compute_metrics: Inception's
+    # matmuls and convolutions block by batch size, so other batchings give float32-different
+    # features (batching is test_metrics_inception's concern); here the inputs are bit-identical.
+    fake_batches = list(generator.batches(20, 0, 8, 1.0))
+    real_batches = list(reals.batches(20, 8))
+    real_images = np.concatenate(real_batches)
     assert real_images.shape == (20, 16, 16, 3) and real_images.dtype == np.uint8
-    real_out, fake_out = inception.run(real_images), inception.run(fakes)
+    real_out, fake_out = inception.run(real_batches), inception.run(fake_batches)
+    # Bit-identical features, same float64 code: only eigh/BLAS order, ~2048*eps64*cond << 1e-9.
     assert results["fid"] == pytest.approx(
         metrics.frechet_inception_distance(real_out["features"], fake_out["features"]), rel=1e-9)
     kid = metrics.kernel_inception_distance(real_out["features"], fake_out["features"], seed=0)
+    # Same seeded subsets of bit-identical features; float64 sums of 20^2 terms: ~1e-13 << 1e-9.
     assert (results["kid"], results["kid_std"]) == pytest.approx((kid["kid"], kid["kid_std"]),
                                                                  rel=1e-9)
+    # Bit-identical logits, same float64 softmax/KL code: float64 rounding only, ~1e-14 << 1e-9.
     assert results["is"] == pytest.approx(
         metrics.inception_score(fake_out["logits"])["inception_score"], rel=1e-9)
     swd = metrics.sliced_wasserstein_distance(
         real_images[:16], np.concatenate(list(generator.batches(16, 1, 8, 1.0))), seed=0,
         minibatch_size=8)
+    # Same minibatches of 8, same float32 kernels: bit-identical descriptors, same float64 mean.
     assert results["SWDx1e3_avg"] == pytest.approx(swd["SWDx1e3_avg"], rel=1e-12)
     ms = metrics.ms_ssim(np.concatenate(list(generator.batches(8, 2, 8, 1.0))))
+    # Float64 throughout: means of <= 16*16*3 terms err <= 768 * eps64 ~ 2e-13 relative.
     assert results["ms_ssim"] == pytest.approx(ms, rel=1e-12)
     assert results["ms_ssim_reals"] == pytest.approx(metrics.ms_ssim(real_images[:8]), rel=1e-12)
-    # Streaming over odd-sized minibatches pairs across their boundaries, as one array would.
+    # Streaming over odd-sized minibatches pairs across their boundaries, as one array would;
+    # float64 per-pair terms, batch-independent to <= 768 * eps64 ~ 2e-13 relative.
     batches = [real_images[:3], real_images[3:10], real_images[10:16]]
     assert evaluate.streamed_ms_ssim(batches) == pytest.approx(metrics.ms_ssim(real_images[:16]),
                                                                rel=1e-12)

@@ -9,6 +9,7 @@ import tensorflow as tf
 import fq_keras
 from networks import stylegan2 as S
 
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 SMALL = dict(fmap_base=64, fmap_max=16)  # channels min(128 / R, 16): 16, 16, 8, 4, 2 at 4..64
 G_SMALL = dict(z_dim=8, w_dim=8, mapping_layers=2, **SMALL)
 
@@ -86,7 +87,7 @@ def test_mapping_labels_and_broadcast():
     z, c = tf.random.normal((2, 8)), tf.one_hot([0, 2], 3)
     ws = G.mapping(z, c)
     assert ws.shape == (2, G.num_ws, 8)
-    np.testing.assert_allclose(ws[:, 0].numpy(), ws[:, -1].numpy())
+    np.testing.assert_array_equal(ws[:, 0].numpy(), ws[:, -1].numpy())  # broadcast copies
     assert not np.allclose(ws.numpy(), G.mapping(z, tf.one_hot([1, 1], 3)).numpy())
     with pytest.raises(ValueError, match="labels .* are required"):
         G(z)
@@ -98,13 +99,19 @@ def test_truncation_with_cutoff_and_dlatent_average():
     G = S.Generator(resolution=16, **G_SMALL)
     ws = G.mapping(tf.random.normal((4, 8)))
     new_avg = G.update_dlatent_avg(ws, beta=0.9)
-    np.testing.assert_allclose(new_avg.numpy(), 0.1 * ws[:, 0].numpy().mean(0), rtol=1e-5)
-    np.testing.assert_allclose(G.dlatent_avg.numpy(), new_avg.numpy())
+    # 0.1 m as m - 0.9 m: roundings ~eps32 |m| are 10 eps32 of the result; the means of 4 terms
+    # differ by <= 4 eps32 max|w| (absolute: m may cancel to ~0), times 0.1.
+    np.testing.assert_allclose(new_avg.numpy(), 0.1 * ws[:, 0].numpy().mean(0), rtol=1e-5,
+                               atol=0.1 * 4 * EPS32 * np.abs(ws.numpy()).max())
+    np.testing.assert_array_equal(G.dlatent_avg.numpy(), new_avg.numpy())
     t = G.truncate(ws, truncation_psi=0.25, truncation_cutoff=2).numpy()
     avg = G.dlatent_avg.numpy()
     np.testing.assert_allclose(t[:, :2], avg + 0.25 * (ws.numpy()[:, :2] - avg), rtol=1e-5)
-    np.testing.assert_allclose(t[:, 2:], ws.numpy()[:, 2:], atol=1e-6)
-    np.testing.assert_allclose(G.truncate(ws, 0.0).numpy(), np.broadcast_to(avg, ws.shape))
+    # psi = 1 past the cutoff: avg + (w - avg) * 1 rounds twice, <= eps32 (|avg| + |w|).
+    np.testing.assert_allclose(t[:, 2:], ws.numpy()[:, 2:],
+                               atol=EPS32 * (np.abs(avg).max() + np.abs(ws.numpy()).max()))
+    # psi = 0: avg + (w - avg) * 0 = avg exactly.
+    np.testing.assert_array_equal(G.truncate(ws, 0.0).numpy(), np.broadcast_to(avg, ws.shape))
 
 
 def test_style_mixing_cutoff():
@@ -129,7 +136,7 @@ def test_noise_modes_and_seeded_random_noise():
         layer.noise.strength.assign(0.5)
     z = tf.random.normal((2, 8))
     const = G(z, noise_mode="const").numpy()
-    np.testing.assert_allclose(G(z, noise_mode="const").numpy(), const)
+    np.testing.assert_array_equal(G(z, noise_mode="const").numpy(), const)  # same computation
     assert not np.allclose(G(z, noise_mode="none").numpy(), const)
     a, b = G(z, noise_mode="random").numpy(), G(z, noise_mode="random").numpy()
     assert not np.allclose(a, b)
@@ -137,8 +144,8 @@ def test_noise_modes_and_seeded_random_noise():
     G2.set_weights(G.get_weights())
     G2.synthesis.seed_generator.state.assign([7, 0])
     G.synthesis.seed_generator.state.assign([7, 0])
-    np.testing.assert_allclose(G2(z, noise_mode="random").numpy(),
-                               G(z, noise_mode="random").numpy())
+    np.testing.assert_array_equal(G2(z, noise_mode="random").numpy(),  # same weights and noise
+                                  G(z, noise_mode="random").numpy())
     with pytest.raises(ValueError, match="noise_mode"):
         G(z, noise_mode="fixed")
 
@@ -167,8 +174,8 @@ def test_fq_blocks_shapes_order_and_defaults():
     ch = D.channels
     assert [lk["quantized"].shape for lk in lookups] == [(4, 16, 16, ch[16]), (4, 8, 8, ch[8])]
     assert [lk["indices"].shape for lk in lookups] == [(4, 16, 16), (4, 8, 8)]
-    # Official forward: FQ adds a loss only; the logits equal the plain forward.
-    np.testing.assert_allclose(logits.numpy(), D(images).numpy())
+    # Official forward: FQ adds a loss only; the logits equal the plain forward (bit for bit).
+    np.testing.assert_array_equal(logits.numpy(), D(images).numpy())
     stats = fq_keras.update_dictionaries(D.fq_layers, lookups, lookups)
     assert len(stats) == 2 and int(D.fq_layers[0].num_updates.numpy()) == 1
     assert fq_keras.fq_loss(lookups, 4).numpy() > 0
@@ -221,21 +228,25 @@ def test_progressive_fade_boundaries_and_continuity():
     G, D = _progressive_pair()
     z = tf.random.normal((4, 8))
     up = lambda x: S.L.upsample_2d(x)  # noqa: E731
-    g8 = G(z, resolution=8).numpy()
+    g8, g16 = G(z, resolution=8).numpy(), G(z, resolution=16).numpy()
     # lod = 1: stage 16 fully faded in equals the fixed 16x16 network; lod = 2: equals stage 8.
-    np.testing.assert_allclose(G(z, resolution=16, lod=1.0).numpy(), G(z, resolution=16).numpy())
-    np.testing.assert_allclose(G(z, resolution=16, lod=2.0).numpy(), up(g8).numpy(), atol=1e-6)
+    # up + (img - up) * (1 - t): t = 0 rounds twice, <= eps32 (|up| + |img|); t = 1 adds 0.
+    scale = np.abs(g16).max() + np.abs(up(g8).numpy()).max()
+    np.testing.assert_allclose(G(z, resolution=16, lod=1.0).numpy(), g16, atol=EPS32 * scale)
+    np.testing.assert_array_equal(G(z, resolution=16, lod=2.0).numpy(), up(g8).numpy())
     a = G(z, resolution=16, lod=1.999).numpy()
     assert np.abs(a - up(g8).numpy()).max() < 1e-2 * np.abs(g8).max()
     halfway = G(z, resolution=16, lod=1.5).numpy()
+    # Each side rounds <= 2 eps32 (|up| + |img|).
     np.testing.assert_allclose(halfway, 0.5 * (G(z, resolution=16, lod=1.0).numpy() +
-                                               up(g8).numpy()), atol=1e-5)
+                                               up(g8).numpy()), atol=4 * EPS32 * scale)
 
     images = tf.random.uniform((4, 16, 16, 3), -1, 1)
     d16 = D(images, lod=1.0).numpy()
-    np.testing.assert_allclose(d16, D(images).numpy())
+    np.testing.assert_array_equal(d16, D(images).numpy())  # x * (1 - 0): exact
     d_prev = D(S.L.downsample_2d(images), lod=2.0).numpy()
-    np.testing.assert_allclose(D(images, lod=2.0).numpy(), d_prev, atol=1e-5)
+    # x * (1 - 1) = 0 and 0 + FromRGB(img) is exact: stage 8 then runs on the same inputs.
+    np.testing.assert_array_equal(D(images, lod=2.0).numpy(), d_prev)
     near = D(images, lod=1.999).numpy()
     assert np.abs(near - d_prev).max() < 1e-2 * max(np.abs(d_prev).max(), 1e-3)
 
@@ -328,10 +339,13 @@ def test_mirrored_strategy_training_step(two_replica_strategy):
     ws = np.concatenate([w.numpy() for w in strategy.experimental_local_results(ws)])
     assert [i.shape for i in images] == [(4, 16, 16, 3)] * 2
     avgs = [v.numpy() for v in strategy.experimental_local_results(G.dlatent_avg.value)]
-    np.testing.assert_allclose(avgs[0], avgs[1])
-    np.testing.assert_allclose(avgs[0], 0.005 * ws[:, 0].mean(0), rtol=1e-4, atol=1e-8)
+    np.testing.assert_array_equal(avgs[0], avgs[1])  # same all-reduced mean on both replicas
+    # 0.005 m as m - 0.995 m: roundings ~eps32 |m| are ~200 eps32 ~ 2.4e-5 of the result; the
+    # means of 8 terms (4 + 4) differ by <= 8 eps32 max|w| (absolute: m may cancel), times 0.005.
+    np.testing.assert_allclose(avgs[0], 0.005 * ws[:, 0].mean(0), rtol=1e-4,
+                               atol=0.005 * 8 * EPS32 * np.abs(ws).max())
     kernels = [v.numpy() for v in strategy.experimental_local_results(D.b4.out.kernel.value)]
-    np.testing.assert_allclose(kernels[0], kernels[1])
+    np.testing.assert_array_equal(kernels[0], kernels[1])  # same all-reduced Adam update
 
 
 def test_mixed_precision_matches_float32(mixed_precision):
@@ -345,6 +359,7 @@ def test_mixed_precision_matches_float32(mixed_precision):
     z = tf.random.normal((4, 8))
     img16, img32 = G16(z), G32(z)
     assert img16.dtype == tf.float32 and G16.synthesis.b16.conv1.compute_dtype == "float16"
+    # float16 rounds each op by <= 2^-11 ~ 5e-4 relative; ~10 layers of several ops each: ~5%.
     np.testing.assert_allclose(img16.numpy(), img32.numpy(), atol=5e-2 * np.abs(img32).max())
     logits16, lookups = D16(img32, return_fq=True)
     assert logits16.dtype == tf.float32 and lookups[0]["loss"].dtype == tf.float32

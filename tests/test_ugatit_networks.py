@@ -282,7 +282,9 @@ def test_two_replicas_equal_one_device(two_replica_strategy):
     for a, b in zip(single.non_trainable_weights, mirrored.non_trainable_weights):
         replicas = strategy.experimental_local_results(b.value)
         np.testing.assert_array_equal(replicas[0].numpy(), replicas[1].numpy())
-        np.testing.assert_allclose(replicas[0].numpy(), a.numpy(), atol=1e-6, err_msg=b.path)
+        # A forward pass moves only SN's u (from the kernel, not the batch; FQ dictionaries are
+        # updated by the trainer): the same ops on the same inputs, bit-equal.
+        np.testing.assert_array_equal(replicas[0].numpy(), a.numpy(), err_msg=b.path)
 
 
 def test_clip_rho_in_replica_context(two_replica_strategy):
