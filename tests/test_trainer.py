@@ -43,27 +43,51 @@ def reals_and_labels(batch=8, c_dim=0, seed=0):
 
 
 def run_iterations(strategy, trainer, batches, global_batch):
-    """One iteration per batch with the phases of PHASES; one traced step per phase set."""
-    steps = {}
-    for (reals, labels), phases in zip(batches, PHASES):
-        replicas = strategy.num_replicas_in_sync
-        n = global_batch // replicas
+    """One iteration per batch with the phases of PHASES, run eagerly (strategy.run of the
+    replica step, then finish_step in cross-replica context, as the loop's compiled step).
 
+    Eager: a few iterations of these tiny networks take seconds, while tracing a StyleGAN2
+    step (four phases, nested tapes) takes far longer than running it. The loop's compiled
+    steps are exercised by test_training_loop.py."""
+    replicas = strategy.num_replicas_in_sync
+    n = global_batch // replicas
+    for (reals, labels), (g_reg, d_reg) in zip(batches, PHASES):
         def share(ctx, reals=reals, labels=labels):
             i = ctx.replica_id_in_sync_group
             return reals[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
 
         data = strategy.experimental_distribute_values_from_function(share) if replicas > 1 \
             else (reals, labels)
-        if phases not in steps:
-            @tf.function
-            def step(data, g_reg=phases[0], d_reg=phases[1]):
-                strategy.run(trainer.train_step, args=(data,),
-                             kwargs=dict(resolution=RES, global_batch=global_batch,
-                                         run_g_reg=g_reg, run_d_reg=d_reg))
-                trainer.finish_step(global_batch)
-            steps[phases] = step
-        steps[phases](data)
+        strategy.run(trainer.train_step, args=(data,),
+                     kwargs=dict(resolution=RES, global_batch=global_batch, run_g_reg=g_reg,
+                                 run_d_reg=d_reg))
+        trainer.finish_step(global_batch)
+
+
+def use_sgd(trainer, learning_rate=0.01):
+    """Both optimizers -> plain SGD (call inside the trainer's strategy scope): weight changes
+    are then linear in the gradients, so a float32-level gradient difference stays a
+    float32-level weight difference (Adam's lr * m / (sqrt(v) + eps) maps it to up to ~lr in a
+    near-zero element) and a wrong global-batch scaling shows (Adam is scale-invariant)."""
+    trainer.g_optimizer = keras.optimizers.SGD(learning_rate, name="g_sgd")
+    trainer.d_optimizer = keras.optimizers.SGD(learning_rate, name="d_sgd")
+    trainer.g_optimizer.build(trainer.G.trainable_variables)
+    trainer.d_optimizer.build(trainer.D.trainable_variables)
+
+
+def assert_same_state(got, expected, before, steps, scale=None, err_msg=""):
+    """got == expected up to float32 rounding of `steps` SGD / EMA updates from `before`.
+
+    A gradient (or batch mean) is a float32 sum over up to n = 8 * 16 * 16 = 2048 terms (batch x
+    pixels) whose rounding depends on the order, which differs for 2 x 4 and 8 samples: about
+    sqrt(n) * eps = 5e-6 of its largest element, 5e-5 of the largest update leaves 10x margin; and
+    every stored value rounds to eps * |w| once per step (Gs: eps * |G|, its EMA adds G).
+    A wrong batch scaling or a missing replica's share changes the update itself, by far more."""
+    eps = np.finfo(np.float32).eps
+    update = np.abs(expected - before).max()
+    scale = np.abs(expected).max() if scale is None else scale
+    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-5 * update + 2 * steps * eps * scale,
+                               err_msg=err_msg)
 
 
 def local_values(variable, strategy):
@@ -74,40 +98,49 @@ def local_values(variable, strategy):
 
 
 def test_two_replicas_equal_one_device(two_replica_strategy):
-    """Same global batch of 8: after 3 iterations (all four phases) G, D, Gs, the FQ
-    dictionaries (their EMA sums, ~100, relative 1e-5), pl_mean and the dlatent average agree to
-    1e-5 and replicas are identical.
+    """Same global batch of 8: after 3 iterations (all four phases, then the main phases, then
+    all four) with SGD, G, Gs, D (with the FQ dictionaries and their EMA sums), pl_mean and the
+    dlatent average agree up to float32 rounding (assert_same_state) and replicas are identical.
     Minibatch stddev is off: it is per replica by design (as the official multi-GPU code)."""
     batches = [reals_and_labels(seed=s) for s in range(3)]
     default = tf.distribute.get_strategy()
     G, D = tiny_stylegan2(mbstd=0)
     single = make_trainer(G, D)
-    initial = [w.numpy() for w in single.G.weights + single.D.weights]
+    use_sgd(single)
+    initial = {name: [w.numpy() for w in net.weights] for name, net in
+               (("G", single.G), ("Gs", single.Gs), ("D", single.D))}
     run_iterations(default, single, batches, 8)
 
     strategy = two_replica_strategy
     with strategy.scope():
         G2, D2 = tiny_stylegan2(mbstd=0)
-        for w, value in zip(G2.weights + D2.weights, initial):
+        for w, value in zip(G2.weights + D2.weights, initial["G"] + initial["D"]):
             w.assign(value)
         mirrored = make_trainer(G2, D2)
+        use_sgd(mirrored)
     run_iterations(strategy, mirrored, batches, 8)
 
+    g_values = [w.numpy() for w in single.G.weights]
+    assert max(np.abs(v - b).max() for v, b in zip(g_values, initial["G"])) > 1e-3  # G moved
     pairs = [("G", single.G, mirrored.G), ("Gs", single.Gs, mirrored.Gs), ("D", single.D, mirrored.D)]
     for name, a, b in pairs:
-        for wa, wb in zip(a.weights, b.weights):
-            np.testing.assert_allclose(local_values(wb, strategy), wa.numpy(), rtol=1e-5, atol=1e-5,
-                                       err_msg=f"{name} {wa.path}")
+        for i, (wa, wb) in enumerate(zip(a.weights, b.weights)):
+            # Gs's EMA G + (Gs - G) * beta rounds at G's magnitude.
+            scale = max(np.abs(wa.numpy()).max(), np.abs(g_values[i]).max() if name == "Gs" else 0)
+            assert_same_state(local_values(wb, strategy), wa.numpy(), initial[name][i], steps=3,
+                              scale=scale, err_msg=f"{name} {wa.path}")
     for fa, fb in zip(single.D.fq_layers, mirrored.D.fq_layers):
-        assert int(fb.num_updates.numpy()) == 3
+        assert int(fa.num_updates.numpy()) == int(fb.num_updates.numpy()) == 3
         np.testing.assert_allclose(local_values(fb.embeddings, strategy), fa.embeddings.numpy(), atol=1e-5)
-    np.testing.assert_allclose(local_values(mirrored.pl_mean, strategy), single.pl_mean.numpy(), atol=1e-5)
+    assert_same_state(local_values(mirrored.pl_mean, strategy), single.pl_mean.numpy(), 0.0, steps=2)
     assert single.pl_mean.numpy() > 0
 
 
 def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
-    """Trace-time event order of the optimizer applications (G / D) and dictionary updates (U):
-    the one U of an iteration follows Dmain's D apply, never a G apply nor the R1 (Dreg) apply."""
+    """Order of the optimizer applications (G / D) and dictionary updates (U) in each iteration
+    (run eagerly: Python order is execution order, as in a traced step, whose automatic control
+    dependencies keep the stateful ops in program order): the one U of an iteration follows
+    Dmain's D apply, never a G apply nor the R1 (Dreg) apply."""
     G, D = tiny_stylegan2()
     trainer = make_trainer(G, D)
     events = []
@@ -115,7 +148,7 @@ def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
     original_apply = trainer._apply
 
     def counting_update(*args, **kwargs):
-        events.append("U")  # recorded at trace time: once per traced D step
+        events.append("U")
         return original_update(*args, **kwargs)
 
     def recording_apply(optimizer, *args):
@@ -125,8 +158,8 @@ def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
     D.fq_layers[0].update_dictionary = counting_update
     trainer._apply = recording_apply
     run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels(seed=s) for s in range(3)], 8)
-    # Two traced step functions: all four phases (Gmain, Greg, Dmain, Dreg), then Gmain + Dmain.
-    assert "".join(events) == "GGDUD" + "GDU"
+    # All four phases (Gmain, Greg, Dmain, Dreg), then Gmain + Dmain, then all four again.
+    assert "".join(events) == "GGDUD" + "GDU" + "GGDUD"
     for layer in D.fq_layers:
         assert int(layer.num_updates.numpy()) == 3  # executed updates = D steps
 
@@ -209,8 +242,9 @@ def test_logistic_and_wgan_losses():
     np.testing.assert_allclose(losses.d_logistic(real, fake).numpy(),
                                softplus(np.array([2.0, 0.0])) + softplus(-np.array([0.5, -1.0])), rtol=1e-6)
     np.testing.assert_allclose(losses.g_logistic_nonsaturating(fake).numpy(), softplus(-np.array([2.0, 0.0])), rtol=1e-6)
-    np.testing.assert_allclose(losses.d_wgan(real, fake).numpy(), [1.5, 1.0])
-    np.testing.assert_allclose(losses.wgan_epsilon_drift(real).numpy(), [0.25, 1.0])
+    # Exact: differences and squares of these dyadic float32 values are representable.
+    np.testing.assert_array_equal(losses.d_wgan(real, fake).numpy(), [1.5, 1.0])
+    np.testing.assert_array_equal(losses.wgan_epsilon_drift(real).numpy(), [0.25, 1.0])
 
 
 def test_r1_and_gradient_penalty_on_a_linear_critic():
