@@ -48,7 +48,7 @@ def test_hinge_losses_match_numpy():
     loss_real, loss_fake = d_hinge(real, fake)
     np.testing.assert_allclose(loss_real.numpy(), np.maximum(0, 1 - real[:, 0]), rtol=1e-6)
     np.testing.assert_allclose(loss_fake.numpy(), np.maximum(0, 1 + fake[:, 0]), rtol=1e-6)
-    np.testing.assert_allclose(g_hinge(fake).numpy(), -fake[:, 0])
+    np.testing.assert_allclose(g_hinge(fake).numpy(), -fake[:, 0])   # negation: exact
     # BigGAN-PyTorch loss_hinge_dis = mean(relu(1 - real)) + mean(relu(1 + fake)).
     assert float(tf.reduce_mean(loss_real) + tf.reduce_mean(loss_fake)) == pytest.approx(
         np.mean(np.maximum(0, 1 - real)) + np.mean(np.maximum(0, 1 + fake)), rel=1e-6)
@@ -231,10 +231,12 @@ def test_fake_labels_follow_the_class_frequencies():
     trainer = BigGANTrainer(G, D, class_probabilities=[6, 4, 0])
     labels = trainer.sample_labels(20000).numpy()
     assert labels.dtype == np.int32
+    # 20000 draws: binomial SD sqrt(0.6 * 0.4 / 20000) = 0.0035; 0.015 is > 4 SD.
     np.testing.assert_allclose(np.bincount(labels, minlength=3) / 20000, [0.6, 0.4, 0.0],
                                atol=0.015)
     uniform = BigGANTrainer(G, D).sample_labels(20000).numpy()
-    np.testing.assert_allclose(np.bincount(uniform, minlength=3) / 20000, [1 / 3] * 3, atol=0.015)
+    np.testing.assert_allclose(np.bincount(uniform, minlength=3) / 20000, [1 / 3] * 3,
+                               atol=0.015)   # SD sqrt(2 / 9 / 20000) = 0.0033: > 4 SD
     with pytest.raises(ValueError, match="class_probabilities"):
         BigGANTrainer(G, D, class_probabilities=[1, 1])
 
@@ -345,6 +347,11 @@ def test_two_replicas_scale_by_the_global_batch_and_keep_state_identical(two_rep
             for wa, wb in zip(a.variables, b.variables):
                 value = local_values(wb, strategy)  # identical on both replicas
                 if cross_replica:
+                    # float32: batch and FQ statistics are sums over up to n = 8 x 16 x 16
+                    # features, here in another order (2 halves + all-reduce), which differ
+                    # by up to n * 6e-8 = 1.2e-4 relative (measured ~5e-6) and pass through
+                    # 6 dependent updates: rtol 1e-3; atol for elements at ~0 (pre-BN biases,
+                    # whose gradient is zero up to rounding).
                     np.testing.assert_allclose(value, wa.numpy(), rtol=1e-3, atol=1e-5,
                                                err_msg=wa.path)
         if cross_replica:

@@ -120,10 +120,15 @@ def exported(tmp_path_factory):
     """Generators, their exports, and the exports' outputs computed in a fresh process."""
     root = tmp_path_factory.mktemp("export")
     generators = {k: randomise_buffers(G, i) for i, (k, G) in enumerate(make_generators().items())}
+    # One module per export (what export_generator builds and saves) is saved, and its
+    # functions run in memory with the graph optimizer on and off: the setting applies per
+    # call (the runtime instantiates a function once per optimizer configuration).
+    modules = {name: export.build_module(generators[key], **settings)
+               for name, (key, settings, _) in EXPORTS.items()}
     cases = {}
     for name, (key, settings, _) in EXPORTS.items():
         G = generators[key]
-        path = export.export_generator(G, str(root / name), **settings)
+        path = export.save_module(modules[name], str(root / name))
         z, labels = inputs(name, G.c_dim)
         data = {"z": z} if labels is None else {"z": z, "labels": labels}
         np.savez(str(root / f"{name}.npz"), **data)
@@ -137,11 +142,11 @@ def exported(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as f:
         results = {k: f[k] for k in f.files}
-    memory = {name: run_module(generators[key], name, settings)
-              for name, (key, settings, _) in EXPORTS.items()}
+    memory = {name: run_module(modules[name], generators[EXPORTS[name][0]], name)
+              for name in EXPORTS}
     with graph_optimizer_off():
-        exact = {name: run_module(generators[key], name, settings)
-                 for name, (key, settings, _) in EXPORTS.items()}
+        exact = {name: run_module(modules[name], generators[EXPORTS[name][0]], name)
+                 for name in EXPORTS}
     return {"generators": generators, "results": results, "cases": cases, "root": root,
             "memory": memory, "exact": exact}
 
@@ -156,9 +161,20 @@ def graph_optimizer_off():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": bool(previous)})
 
 
-def run_module(G, name, settings):
-    """serving_default outputs of the in-memory export module for the test inputs, per psi."""
-    signatures = export.build_module(G, **settings).signatures()
+def export_run_folder(run_dir):
+    """(<run>/export, export.Generator in memory): export.export_run(run_dir) and
+    export.load_generator(run_dir) (what run_export.py and run_generator.py do with a run
+    folder) with one module, built once, saved and kept in memory."""
+    network, family, settings, metadata = export.load_network(run_dir)
+    module = export.build_module(network, family, **settings)
+    module.update_metadata(metadata)
+    path = export.save_module(module, export.default_export_dir(run_dir))
+    return path, export.Generator.from_module(module, f"{run_dir} (run)")
+
+
+def run_module(module, G, name):
+    """serving_default outputs of G's in-memory export module for the test inputs, per psi."""
+    signatures = module.signatures()
     z, labels = inputs(name, G.c_dim)
     extra = {} if labels is None else {"labels": tf.constant(labels)}
     return {psi: {k: v.numpy() for k, v in signatures["serving_default"](
@@ -191,6 +207,8 @@ def test_savedmodel_in_a_fresh_process_equals_the_in_memory_generator(exported, 
         got_uint8 = results[f"{name}/{psi}/images"]
         assert got_float.dtype == np.float32 and got_uint8.dtype == np.uint8
         assert got_uint8.shape == got_float.shape[:3] + (3,)
+        # Values in [-1, 1]: 1e-5 is ~80 float32 ulp(1) = 1.2e-7, room for the loaded graph's
+        # own optimizer rewrites (other fusions, summation orders) of the same ops.
         np.testing.assert_allclose(got_float, memory["images_float"], rtol=0, atol=1e-5)
         np.testing.assert_array_equal(got_uint8, memory["images"])
 
@@ -201,11 +219,13 @@ def test_export_functions_compute_the_keras_generator(exported, name):
     G = exported["generators"][EXPORTS[name][0]]
     for psi, out in exported["exact"][name].items():
         x = reference(G, name, psi)
+        # The eager kernels on the same shapes: 1e-6 is ~8 ulp(1) for values in [-1, 1].
         np.testing.assert_allclose(out["images_float"], np.clip(x, -1.0, 1.0), rtol=0, atol=1e-6)
         np.testing.assert_array_equal(out["images"], to_uint8(x))
     # With it on (the default everywhere), the rewrites stay at float rounding level.
     for psi, out in exported["memory"][name].items():
         x = np.clip(reference(G, name, psi), -1.0, 1.0)
+        # ~1e-5 from the rewrites at 64x64 (module docstring), with a 10x margin.
         np.testing.assert_allclose(out["images_float"], x, rtol=0, atol=1e-4)
 
 
@@ -216,7 +236,8 @@ def test_batch_of_one_and_of_seven(exported, name):
         seven = results[f"{name}/{psi}/images_float"]
         one = results[f"{name}/{psi}/batch1"]
         assert seven.shape[0] == 7 and one.shape[0] == 1
-        # Different batch sizes run different oneDNN kernels: equal up to float rounding.
+        # Different batch sizes run different oneDNN kernels: equal up to float rounding
+        # (per-element differences of a few ulp, grown through the layers; values in [-1, 1]).
         np.testing.assert_allclose(one[0], seven[0], rtol=0, atol=1e-4)
 
 
@@ -240,9 +261,10 @@ def test_psi_zero_gives_the_average_image_for_every_z(exported, name):
     w_avg = np.tile(G.dlatent_avg.numpy()[None, None], [1, G.num_ws, 1])
     stage_args = {k: v for k, v in EXPORTS[name][2].items() if k in ("resolution", "lod")}
     average = np.clip(G.synthesis(w_avg, noise_mode="const", **stage_args).numpy(), -1, 1)
-    # (batch of 7 against a batch of 1: oneDNN rounding differs by ~1e-6)
+    # (batch of 7 against a batch of 1: oneDNN rounding differs by ~1e-6; 1e-5 = 80 ulp(1))
     np.testing.assert_allclose(exported["exact"][name][0.0]["images_float"][0], average[0],
                                rtol=0, atol=1e-5)
+    # and with the graph optimizer's rewrites (~1e-5, see the module docstring) on top
     np.testing.assert_allclose(images[0], average[0], rtol=0, atol=1e-4)
     assert np.ptp(results[f"{name}/1.0/images_float"], axis=0).max() > 0.01
 
@@ -253,6 +275,9 @@ def test_stylegan_v1_truncates_the_first_eight_layers_only(exported):
     results = exported["results"]
     w_avg = G.dlatent_avg.numpy()
     w1, w07, w0 = (results[f"stylegan/{psi}/w"] for psi in PSIS)
+    # w is O(1) (normalised mapping outputs): 1e-6 is ~8 ulp of 1, for psi = 0 (w_avg + 0 *
+    # (w - w_avg) rounds once) and the untruncated layers (the same mapping ops); the lerp
+    # against numpy's float64 arithmetic rounds a few times more (1e-5).
     np.testing.assert_allclose(w0[:, :8], np.broadcast_to(w_avg, w0[:, :8].shape), atol=1e-6)
     np.testing.assert_allclose(w0[:, 8:], w1[:, 8:], rtol=0, atol=1e-6)
     np.testing.assert_allclose(w07[:, :8], w_avg + 0.7 * (w1[:, :8] - w_avg), atol=1e-5)
@@ -266,6 +291,8 @@ def test_stylegan2_truncates_every_layer(exported):
     results = exported["results"]
     w1, w07 = results["stylegan2/1.0/w"], results["stylegan2/0.7/w"]
     w_avg = G.dlatent_avg.numpy()
+    # O(1) values: the lerp rounds a few times against numpy (1e-5 = 80 ulp of 1); the
+    # mapping is the same ops in the SavedModel and eagerly (1e-6 = 8 ulp).
     np.testing.assert_allclose(w07, w_avg + 0.7 * (w1 - w_avg), rtol=0, atol=1e-5)
     z, _ = inputs("stylegan2", 0)
     np.testing.assert_allclose(w1, G.mapping(z).numpy(), rtol=0, atol=1e-6)
@@ -303,16 +330,18 @@ def test_style_quantized_generator_applies_its_codebook(exported):
     for psi in PSIS:
         w = results[f"stylegan2_sq/{psi}/w"]
         expected_w = w1 if psi == 1.0 else G.truncate(w1, psi).numpy()
-        np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-5)  # continuous W
+        # Continuous W, O(1): the loaded graph's rounding of the same ops (1e-5 = 80 ulp of 1).
+        np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-5)
         quantised = numpy_style_quantize(w, codebook)
         expected = np.clip(G.synthesis(quantised, noise_mode="const").numpy(), -1, 1)
         images = results[f"stylegan2_sq/{psi}/images_float"]
+        # [-1, 1] images, batch of 7 in the SavedModel (optimizer on) against eager: ~1e-5.
         np.testing.assert_allclose(images, expected, rtol=0, atol=1e-4)
         plain = np.clip(G.synthesis(w, noise_mode="const").numpy(), -1, 1)
         assert np.abs(plain - images).max() > 1e-2  # without the codebook: other images
     average = numpy_style_quantize(np.tile(G.dlatent_avg.numpy()[None, None], [1, G.num_ws, 1]),
                                    codebook)
-    np.testing.assert_allclose(
+    np.testing.assert_allclose(   # as above: rounding ~1e-5 of [-1, 1] images
         results["stylegan2_sq/0.0/images_float"],
         np.broadcast_to(np.clip(G.synthesis(average, noise_mode="const").numpy(), -1, 1),
                         (7, 8, 8, 3)), rtol=0, atol=1e-4)
@@ -321,6 +350,7 @@ def test_style_quantized_generator_applies_its_codebook(exported):
     once = loaded.signatures["synthesis"](w=w)["images_float"].numpy()
     twice = loaded.signatures["synthesis"](
         w=tf.constant(numpy_style_quantize(w.numpy(), codebook)))["images_float"].numpy()
+    # Re-quantising the codes is exact; the two calls' images differ by rounding only.
     np.testing.assert_allclose(twice, once, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(results["stylegan2_sq/sq_codebook"], codebook)
     meta = json.loads(results["stylegan2_sq/metadata"].item())
@@ -355,6 +385,8 @@ def test_conditional_labels_change_the_image_and_must_match_z(exported):
                 for c in range(3)]
     assert np.abs(by_class[0].numpy() - by_class[1].numpy()).max() > 1e-3
     ref = G(z, tf.one_hot([2] * 3, 3), noise_mode="const").numpy()
+    # [-1, 1] images, the SavedModel against eager: 1e-5 = 80 ulp(1) (default rtol 1e-7 adds
+    # under 1 ulp).
     np.testing.assert_allclose(by_class[2].numpy(), np.clip(ref, -1, 1), atol=1e-5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
         serve(z=z, truncation_psi=psi, labels=tf.one_hot([0, 1], 3))
@@ -383,6 +415,10 @@ def test_loaded_generator_handle_calls_by_name(exported):
 # Sources other than a plain float32 generator.
 
 
+# Below, SavedModels (graph optimizer on) against eager Keras calls on [-1, 1] images: the same
+# float32 ops, fused and summed in other orders, differ by ~1e-6; atol 1e-5 is ~80 ulp(1).
+
+
 def _tiny_stylegan2(**kwargs):
     return randomise_buffers(stylegan2.Generator(
         z_dim=8, w_dim=8, resolution=8, mapping_layers=1, fmap_base=32, fmap_max=8, seed=3,
@@ -408,7 +444,7 @@ def test_mixed_precision_generator_exports_in_float32(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     full = np.clip(G32(z, noise_mode="const").numpy(), -1, 1)
-    np.testing.assert_allclose(_serve(path, z), full, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(_serve(path, z), full, rtol=0, atol=1e-5)   # see above
     assert np.abs(np.clip(half, -1, 1) - full).max() > 1e-5  # float16 really differed
 
 
@@ -418,16 +454,18 @@ def test_generator_with_mirrored_variables(tmp_path, two_replica_strategy):
     assert isinstance(G.dlatent_avg.value, tf.distribute.DistributedValues)
     z = np.random.RandomState(1).randn(3, 8).astype(np.float32)
     path = export.export_generator(G, str(tmp_path / "mirrored"))
-    np.testing.assert_allclose(_serve(path, z, 0.5),
+    np.testing.assert_allclose(_serve(path, z, 0.5),   # atol: see above _tiny_stylegan2
                                np.clip(G(z, truncation_psi=0.5).numpy(), -1, 1), atol=1e-5)
 
 
 def test_fused_modconv_generator_gets_a_dynamic_batch(tmp_path):
     G = _tiny_stylegan2(fused_modconv=True)
-    path = export.export_generator(G, str(tmp_path / "fused"))
+    serve = tf.saved_model.load(export.export_generator(G, str(tmp_path / "fused"))) \
+        .signatures["serving_default"]
     for n in (1, 7):
         z = np.random.RandomState(n).randn(n, 8).astype(np.float32)
-        np.testing.assert_allclose(_serve(path, z), np.clip(G(z).numpy(), -1, 1), atol=1e-5)
+        out = serve(z=tf.constant(z), truncation_psi=tf.constant(1.0))["images_float"].numpy()
+        np.testing.assert_allclose(out, np.clip(G(z).numpy(), -1, 1), atol=1e-5)  # as above
 
 
 def test_converted_networks_folder(tmp_path):
@@ -436,11 +474,12 @@ def test_converted_networks_folder(tmp_path):
     assert export.path_kind(folder)[0] == "converted"
     gen = export.load_generator(folder)
     z = np.random.RandomState(2).randn(2, 8).astype(np.float32)
+    # in-memory functions (optimizer on) against eager: as above
     np.testing.assert_allclose(gen("serving_default", z=z, truncation_psi=0.5)["images_float"],
                                np.clip(G(z, truncation_psi=0.5).numpy(), -1, 1), atol=1e-5)
     path = export.export_run(folder)
     assert path == os.path.join(folder, "export")
-    np.testing.assert_allclose(_serve(path, z, 0.5),
+    np.testing.assert_allclose(_serve(path, z, 0.5),   # atol: see above _tiny_stylegan2
                                np.clip(G(z, truncation_psi=0.5).numpy(), -1, 1), atol=1e-5)
 
 #----------------------------------------------------------------------------
@@ -461,7 +500,7 @@ def test_existing_export_is_kept_unless_overwrite(tmp_path):
     np.testing.assert_array_equal(_serve(path, z), first)
     export.export_generator(G2, path, overwrite=True)
     second = _serve(path, z)
-    np.testing.assert_allclose(second, np.clip(G2(z).numpy(), -1, 1), atol=1e-5)
+    np.testing.assert_allclose(second, np.clip(G2(z).numpy(), -1, 1), atol=1e-5)  # as above
     assert np.abs(second - first).max() > 1e-3
     assert _leftovers(str(tmp_path)) == []
 

@@ -1,10 +1,12 @@
-"""export/biggan.py and class-conditional run_generator.py on a real (tiny) BigGAN run.
+"""export/biggan.py and class-conditional run_generator.py on a real (tiny) BigGAN run folder.
 
 The run: the demo preset (CIFAR architecture at ch 4) on the built-in labelled shapes (5
-classes), 4 iterations; it exports its G_ema at the end. The SavedModel is loaded in a fresh
-Python process that imports only TensorFlow and numpy, and compared with the same functions
-built in memory from the run's checkpoint (`export.load_generator(run_dir)`, what
-run_generator.py uses), and those with the Keras generator's eager eval-mode call.
+classes), written as training writes it after 4 eager trainer iterations (the compiled training
+loop, and the export it writes at the end of training, are tests/test_biggan_loop.py's), and
+exported as `export.export_run` (run_export.py) does. The SavedModel is loaded in a fresh Python
+process that imports only TensorFlow and numpy, and compared with the same functions built in
+memory from the run's checkpoint (`export.load_generator(run_dir)`, what run_generator.py
+uses), and those with the Keras generator's eager eval-mode call.
 """
 
 import json
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,23 +29,48 @@ import run_generator
 from export import ExportError
 from networks import biggan, convert, stylegan2
 from training import biggan_loop
+from training.biggan_trainer import BigGANTrainer
+from training.checkpoints import Checkpoints
 
-from test_export import graph_optimizer_off
+from test_export import export_run_folder, graph_optimizer_off
 
 NUM_CLASSES = 5
 PSIS = (1.0, 0.5, 0.0)
+ITERATIONS = 4
+# Standing statistics of each source's export (accumulations, batch, seed): the run's export
+# has the defaults (checked below); the 64x64 hierarchical generator is exported with fewer,
+# smaller train-mode forwards (16 x 64 of them were most of this module's time).
+STANDING = {"run": (16, 64, 0), "hier": (4, 16, 0)}
+
+
+def write_run(run_dir):
+    """A demo BigGAN run folder as the training loop leaves it (training_options.json, and the
+    trainer's whole state in checkpoints/ckpt-4) after ITERATIONS eager iterations of its
+    trainer (1 D step of 8 images each) on the built-in shapes."""
+    options = biggan_loop.BigGANOptions(iterations=8, batch=8, d_steps=1, metrics=())
+    dataset, counts = biggan_loop.open_training_data(options)
+    biggan_loop.resolve(options, dataset)
+    options.save(run_dir)
+    keras.utils.set_random_seed(options.seed)
+    G, D = biggan_loop.build_networks(options)
+    trainer = BigGANTrainer(G, D, options.settings(), class_probabilities=counts,
+                            seed=options.seed)
+    batches = iter(dataset.pipeline(options.batch, options.resolution, seed=options.seed))
+    for _ in range(ITERATIONS):
+        trainer.train_step((next(batches),), options.batch)
+        trainer.finish_step()
+    return Checkpoints(trainer.checkpoint_state(), run_dir).save(ITERATIONS)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """(run folder, training summary) of a 4-iteration demo BigGAN run."""
+    """(run folder, {"checkpoint": its checkpoint, "export": its SavedModel, "generator": the
+    same functions in memory})."""
     folder = str(tmp_path_factory.mktemp("biggan") / "run")
     os.makedirs(folder)
-    options = biggan_loop.BigGANOptions(iterations=4, batch=8, d_steps=1, tick_kimg=0.008,
-                                        snapshot_ticks=100, metrics=())
-    summary = biggan_loop.training_loop(options, folder, log=lambda *args: None)
-    assert summary["iterations"] == 4 and summary["checkpoint"].endswith("ckpt-4")
-    return folder, summary
+    checkpoint = write_run(folder)
+    path, generator = export_run_folder(folder)
+    return folder, {"checkpoint": checkpoint, "export": path, "generator": generator}
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +134,17 @@ def exported(run, hier_generator, tmp_path_factory):
     in-memory functions and Keras generators they must equal."""
     run_dir, summary = run
     root = tmp_path_factory.mktemp("exported")
+    # The hierarchical export: one module (export_generator's build_module) saved and used in
+    # memory; the generator's variables recorded first (exporting must not change them).
+    hier_state = [v.numpy() for v in hier_generator.variables]
+    accumulations, batch, seed = STANDING["hier"]
+    hier = export.build_module(hier_generator, standing_accumulations=accumulations,
+                               standing_batch=batch, standing_seed=seed)
     sources = {
-        "run": (summary["export"], export.load_generator(run_dir),
+        "run": (summary["export"], summary["generator"],
                 biggan_loop.load_networks(run_dir)[1]["Gs"]),
-        "hier": (export.export_generator(hier_generator, str(root / "hier")),
-                 export.Generator.from_module(export.build_module(hier_generator), "hier"),
-                 hier_generator),
+        "hier": (export.save_module(hier, str(root / "hier")),
+                 export.Generator.from_module(hier, "hier"), hier_generator),
     }
     cases = {}
     for name, (path, generator, _) in sources.items():
@@ -126,7 +159,18 @@ def exported(run, hier_generator, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as f:
         results = {k: f[k] for k in f.files}
-    return {"results": results, "sources": sources}
+    return {"results": results, "sources": sources, "states": {"hier": hier_state}}
+
+
+@pytest.fixture(scope="module")
+def standing(exported):
+    """{source: float32 eager copy of its generator with the standing statistics its export
+    computes (STANDING)}."""
+    copies = {}
+    for name, (_, _, G) in exported["sources"].items():
+        copies[name] = export_biggan.EXPORTER.copy(G)
+        export_biggan.accumulate_standing_statistics(copies[name], *STANDING[name])
+    return copies
 
 
 def to_uint8(x):
@@ -151,11 +195,9 @@ def read_png(path):
 # The SavedModel.
 
 
-def test_training_run_exports_its_g_ema(run, exported):
+def test_run_folder_exports_its_g_ema(run, exported):
     run_dir, summary = run
     assert summary["export"] == os.path.join(run_dir, "export")
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        assert json.load(f)["export"] == summary["export"]
     results = exported["results"]
     assert list(results["run/signatures"]) == ["classes", "serving_default"]
     meta = json.loads(results["run/metadata"].item())
@@ -163,7 +205,8 @@ def test_training_run_exports_its_g_ema(run, exported):
         "biggan", NUM_CLASSES, NUM_CLASSES, 128)
     assert (meta["resolution"], meta["sample_mode"], meta["truncation_kind"]) == (
         32, "eval", "z_scale")
-    assert (meta["iterations"], meta["config"], meta["source"]) == (4, "demo", run_dir)
+    assert (meta["iterations"], meta["config"], meta["source"]) == (
+        ITERATIONS, "demo", f"{run_dir} ({summary['checkpoint']})")
     assert meta["kimg"] == pytest.approx(0.032)  # 4 iterations x 1 D step x 8 images
     assert meta["standing_statistics"] == {"accumulations": 16, "batch": 64, "seed": 0}
     hier = json.loads(results["hier/metadata"].item())
@@ -187,45 +230,50 @@ def test_savedmodel_in_a_fresh_process_equals_the_in_memory_generator(exported, 
             got_uint8 = results[f"{name}/{psi}/{key}/images"]
             assert got_float.dtype == np.float32 and got_uint8.dtype == np.uint8
             assert got_uint8.shape == got_float.shape == memory["images"].shape
+            # [-1, 1] images: 1e-5 is ~80 float32 ulp(1) = 1.2e-7, room for the loaded
+            # graph's own optimizer rewrites of the same ops.
             np.testing.assert_allclose(got_float, memory["images_float"], rtol=0, atol=1e-5)
             np.testing.assert_array_equal(got_uint8, memory["images"])
 
 
 @pytest.mark.parametrize("name", ["run", "hier"])
-def test_export_functions_compute_the_keras_generator_in_eval_mode(exported, name):
+def test_export_functions_compute_the_keras_generator_in_eval_mode(exported, standing, name):
     """truncation_psi scales z: the signature is G(psi * z, ids, training=False) of G with
     standing statistics (standing_accumulations=0: of G itself); with the graph optimizer off
-    exactly (its rewrites move floats by rounding, see tests/test_export.py)."""
+    exactly (its rewrites move floats by rounding, see tests/test_export.py). The standing
+    functions are the source's in-memory export (from the run folder / the hierarchical
+    module), run with the optimizer off per call."""
     _, generator, G = exported["sources"][name]
     z, ids = inputs(generator.z_dim, generator.c_dim)
-    state = [v.numpy() for v in G.variables]
-    standing = export_biggan.EXPORTER.copy(G)
-    export_biggan.accumulate_standing_statistics(standing, 16, 64, 0)
+    state = exported["states"].get(name) or [v.numpy() for v in G.variables]
+    running = export.Generator.from_module(export.build_module(G, standing_accumulations=0),
+                                           "running")
     with graph_optimizer_off():
-        modules = {"standing": export.build_module(G),
-                   "running": export.build_module(G, standing_accumulations=0)}
-        outputs = {(kind, psi): export.Generator.from_module(module, kind)(
-            "classes", z=z, truncation_psi=psi, class_ids=ids)
-            for kind, module in modules.items() for psi in PSIS}
-    assert modules["standing"].metadata_dict["standing_statistics"] == dict(
-        accumulations=16, batch=64, seed=0)
-    assert modules["running"].metadata_dict["standing_statistics"] is None
+        outputs = {(kind, psi): function("classes", z=z, truncation_psi=psi, class_ids=ids)
+                   for kind, function in (("standing", generator), ("running", running))
+                   for psi in PSIS}
+    accumulations, batch, seed = STANDING[name]
+    assert generator.metadata["standing_statistics"] == dict(
+        accumulations=accumulations, batch=batch, seed=seed)
+    assert running.metadata["standing_statistics"] is None
     for psi in PSIS:
-        for kind, network in (("standing", standing), ("running", G)):
+        for kind, network in (("standing", standing[name]), ("running", G)):
             x = network(np.float32(psi) * z, ids, training=False).numpy()
             exact = outputs[(kind, psi)]
+            # The eager kernels on the same shapes: 1e-6 is ~8 ulp(1) for [-1, 1] values.
             np.testing.assert_allclose(exact["images_float"], np.clip(x, -1, 1), rtol=0,
                                        atol=1e-6)
             np.testing.assert_array_equal(exact["images"], to_uint8(x))
         out = generator("classes", z=z, truncation_psi=psi, class_ids=ids)
-        x = standing(np.float32(psi) * z, ids, training=False).numpy()
+        x = standing[name](np.float32(psi) * z, ids, training=False).numpy()
+        # With the optimizer's rewrites: ~1e-5 (tests/test_export.py), 10x margin.
         np.testing.assert_allclose(out["images_float"], np.clip(x, -1, 1), rtol=0, atol=1e-4)
     # Neither exporting nor sampling changed G (the statistics are the export copy's).
     for v, before in zip(G.variables, state):
         np.testing.assert_array_equal(v.numpy(), before, err_msg=v.path)
 
 
-def test_standing_statistics_are_batch_statistics(exported):
+def test_standing_statistics_are_batch_statistics(exported, standing):
     _, _, G = exported["sources"]["run"]
     copy = export_biggan.EXPORTER.copy(G)
     before = {v.path: v.numpy() for v in copy.variables}
@@ -244,18 +292,18 @@ def test_standing_statistics_are_batch_statistics(exported):
     z = rng.randn(64, G.dim_z).astype(np.float32)
     labels = rng.randint(NUM_CLASSES, size=64).astype(np.int32)
     train = export_biggan.EXPORTER.copy(G)(z, labels, training=True).numpy()
+    # The stored biased variance against the batch's (the same float32 sums over 64 x h x w
+    # values, reduced in another order): ~1e-6 on [-1, 1] images; 1e-5 = 80 ulp(1).
     np.testing.assert_allclose(copy(z, labels, training=False).numpy(), train, rtol=0,
                                atol=1e-5)
     # The default 16 x 64 draws approximate the statistics of any large batch: eval mode on a
     # fresh batch of 256 is far closer to its train-mode images than with the running
     # statistics of this short training (measured 0.063 vs 0.31 mean absolute difference).
-    standing = export_biggan.EXPORTER.copy(G)
-    export_biggan.accumulate_standing_statistics(standing, 16, 64, 0)
     rng = np.random.RandomState(9)
     z = rng.randn(256, G.dim_z).astype(np.float32)
     labels = rng.randint(NUM_CLASSES, size=256).astype(np.int32)
     train = export_biggan.EXPORTER.copy(G)(z, labels, training=True).numpy()
-    with_standing = np.abs(standing(z, labels, training=False).numpy() - train).mean()
+    with_standing = np.abs(standing["run"](z, labels, training=False).numpy() - train).mean()
     with_running = np.abs(G(z, labels, training=False).numpy() - train).mean()
     assert with_standing < with_running / 2, (with_standing, with_running)
 
@@ -277,7 +325,8 @@ def test_batch_of_one_and_of_seven(exported, name):
         seven = results[f"{name}/{psi}/ids/images_float"]
         one = results[f"{name}/{psi}/batch1/images_float"]
         assert seven.shape[0] == 7 and one.shape[0] == 1
-        # Different batch sizes run different oneDNN kernels: equal up to float rounding.
+        # Different batch sizes run different oneDNN kernels: equal up to float rounding
+        # (a few ulp per op, grown through the layers; values in [-1, 1]).
         np.testing.assert_allclose(one[0], seven[0], rtol=0, atol=1e-4)
 
 
@@ -338,6 +387,7 @@ def test_mixed_precision_generator_exports_in_float32(tmp_path, mixed_precision)
     out = gen("classes", z=z, truncation_psi=1.0, class_ids=ids)["images_float"]
     assert out.dtype == np.float32
     x = G(z, ids, training=False).numpy().astype(np.float32)   # float16 compute
+    # float16 rounds at ulp(1) = 9.8e-4 per op: 2e-2 is ~20 of them on [-1, 1] images.
     np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=0, atol=2e-2)
 
 
@@ -351,6 +401,7 @@ def test_generator_with_mirrored_variables(tmp_path, two_replica_strategy):
     gen = export.Generator.from_savedmodel(export.export_generator(
         G, str(tmp_path / "e"), standing_accumulations=0))
     out = gen("classes", z=z, truncation_psi=1.0, class_ids=ids)["images_float"]
+    # SavedModel (optimizer on) against eager, [-1, 1]: ~1e-5 of rewrites, 10x margin.
     np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=0, atol=1e-4)
 
 def test_converted_networks_folder(tmp_path):
@@ -367,6 +418,7 @@ def test_converted_networks_folder(tmp_path):
     standing = export_biggan.EXPORTER.copy(G)
     export_biggan.accumulate_standing_statistics(standing, 16, 64, 0)
     x = standing(z, ids, training=False).numpy()
+    # In-memory functions (optimizer on) against eager, [-1, 1]: as above.
     np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=0, atol=1e-4)
     assert np.abs(x).max() > 1e-3  # not an all-zero image
 
@@ -389,10 +441,10 @@ def plain_tf_class_images(path, seeds, class_index, psi=1.0):
                     class_ids=tf.constant([class_index]))["images"].numpy()[0] for s in seeds]
 
 
-def test_same_seeds_same_pngs_from_run_checkpoint_and_savedmodel(run, tmp_path, capsys):
+def test_same_seeds_same_pngs_from_run_and_savedmodel(run, tmp_path, capsys):
+    """(A --network checkpoint path: test_run_export_cli_on_a_biggan_checkpoint.)"""
     run_dir, summary = run
-    sources = {"run": run_dir, "checkpoint": summary["checkpoint"],
-               "savedmodel": summary["export"]}
+    sources = {"run": run_dir, "savedmodel": summary["export"]}
     for name, network in sources.items():
         status, out, err = cli(run_generator, [
             "generate-images", "--network", network, "--seeds", "0-9", "--class", "3",
@@ -437,7 +489,7 @@ def test_classes_write_every_seed_in_every_class(run, tmp_path, capsys):
 def test_truncation_sweep_scales_z(run, tmp_path, capsys):
     run_dir, summary = run
     status, _, err = cli(run_generator, [
-        "truncation-sweep", "--network", run_dir, "--seeds", "0-1", "--psis", "1,0.5,0",
+        "truncation-sweep", "--network", summary["export"], "--seeds", "0-1", "--psis", "1,0.5,0",
         "--class", "2", "--outdir", str(tmp_path)], capsys)
     assert status == 0, err
     for psi in (1.0, 0.5, 0.0):
@@ -473,7 +525,7 @@ def unconditional(tmp_path_factory):
 
 
 BAD_CLASSES = {
-    "class out of range": (["--network", "{run}", "--class", "5"],
+    "class out of range": (["--network", "{export}", "--class", "5"],
                            "--class 5: the model has classes 0..4."),
     "class out of range (export)": (["--network", "{export}", "--class", "12"],
                                     "--class 12: the model has classes 0..4."),

@@ -1,13 +1,15 @@
 """U-GAT-IT runs: exact resume, learning on the built-in pair, outputs, CLIs, data stream.
 
-One module fixture trains the tiny configuration three times (a compiled U-GAT-IT step takes
-long to trace): straight through 80 iterations, and stopped at 30 then resumed through
-run_training.py. The tests read those runs.
+One module fixture trains the tiny configuration (a compiled U-GAT-IT step takes long to
+trace, so every training_loop call costs a trace): straight through 80 iterations, then the
+folder a run killed after its checkpoint at 60 leaves (options + that checkpoint, cut from the
+straight run) is resumed through run_training.py. The tests read those runs.
 """
 
 import glob
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -52,6 +54,22 @@ def mean_intensity(images):
     return float(np.mean((np.asarray(images) + 1.0) / 2.0))
 
 
+def killed_copy(run_dir, out, iteration):
+    """What a run killed right after its checkpoint at `iteration` leaves in its folder for
+    --resume: training_options.json and that checkpoint, the latest."""
+    source, target = os.path.join(run_dir, "checkpoints"), os.path.join(out, "checkpoints")
+    os.makedirs(target)
+    shutil.copy(os.path.join(run_dir, "training_options.json"), out)
+    files = glob.glob(os.path.join(source, f"ckpt-{iteration}.*"))
+    assert files, f"no checkpoint at {iteration} in {source}"
+    for path in files:
+        shutil.copy(path, target)
+    with open(os.path.join(target, "checkpoint"), "w") as f:   # tf.train.CheckpointManager's
+        f.write(f'model_checkpoint_path: "ckpt-{iteration}"\n'
+                f'all_model_checkpoint_paths: "ckpt-{iteration}"\n')
+    return latest_checkpoint(out)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ugatit_runs")
@@ -62,8 +80,7 @@ def runs(tmp_path_factory):
     tf.config.experimental.enable_op_determinism()
     try:
         summary = training_loop(Options(**TINY), straight, log=quiet)
-        training_loop(Options(**TINY), stopped, log=quiet, stop_after_iterations=40)
-        stopped_at = latest_checkpoint(stopped)
+        stopped_at = killed_copy(straight, stopped, 60)
         assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume",
                                       "--deterministic"]) == 0
     finally:
@@ -73,10 +90,14 @@ def runs(tmp_path_factory):
 
 
 def test_resume_equals_an_uninterrupted_run(runs):
-    """Stopped at 40 of 80 iterations and resumed through run_training.py --resume
-    --deterministic (op determinism on for both runs): networks
-    (spectral-norm vectors, FQ dictionaries), optimisers and counter are bit-identical."""
-    assert runs["stopped_at"].endswith("ckpt-40")
+    """Killed after its checkpoint at 60 of 80 iterations (in the second half, where the
+    learning rate decays with the restored counter) and resumed through run_training.py
+    --resume --deterministic (op determinism on for both runs): networks (spectral-norm
+    vectors, FQ dictionaries), optimisers and counter are bit-identical to the straight run's."""
+    assert runs["stopped_at"] == os.path.join(runs["stopped"], "checkpoints", "ckpt-60")
+    # The resumed run trained iterations 61..80 only: its ticks (every 10) are 70 and 80.
+    logged = [json.loads(line) for line in open(os.path.join(runs["stopped"], "log.jsonl"))]
+    assert [e["progress/iteration"] for e in logged if "progress/iteration" in e] == [70, 80]
     assert latest_checkpoint(runs["straight"]).endswith("ckpt-80")
     assert latest_checkpoint(runs["stopped"]).endswith("ckpt-80")
     a, b = checkpoint_values(runs["straight"]), checkpoint_values(runs["stopped"])
@@ -135,6 +156,7 @@ def test_run_folder_outputs(runs):
         reals = next(iter(pair.train_pipeline(16, 2, flip=False, augment_size=16,
                                               shuffle=False, repeat=False)))
         first = reals[0 if direction == "A2B" else 1].numpy()[0]
+        # uint8 levels: one level for the strip's rint of floats that differ by rounding.
         np.testing.assert_allclose(image[:16, :16].astype(int),
                                    np.rint((first + 1) * 127.5).astype(int), atol=1)
     tags = set()
@@ -152,6 +174,25 @@ def test_run_folder_outputs(runs):
     assert last["learning_rate"] < 0.3 * 2e-3
     saved = Options.load(run_dir)
     assert saved == Options(**TINY) and saved.kimg == pytest.approx(0.32)
+
+
+def test_training_exports_both_generators_at_the_end(runs):
+    """The chief exports both generators as one SavedModel into <run>/export at the end of
+    training, and again at the end of a resumed run (export/ugatit.py; its SavedModels are
+    tests/test_export_ugatit.py's)."""
+    import export
+    assert runs["summary"]["export"] == os.path.join(runs["straight"], "export")
+    for run_dir in (runs["straight"], runs["stopped"]):
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            path = json.load(f)["export"]
+        assert path == os.path.join(run_dir, "export")
+        assert export.path_kind(path)[0] == "savedmodel"
+        meta = export.load_generator(path).metadata
+        assert {k: meta[k] for k in ("family", "class", "resolution", "light", "ngf",
+                                     "n_blocks", "iterations", "kimg", "source", "tool")} == {
+            "family": "ugatit", "class": "networks.ugatit.UGATITGenerator", "resolution": 16,
+            "light": True, "ngf": 8, "n_blocks": 1, "iterations": 80, "kimg": 0.32,
+            "source": run_dir, "tool": "run_translation.py"}
 
 
 def write_images(folder, images, names):
@@ -179,15 +220,18 @@ def test_translation_cli_writes_translations_and_strips(runs, tmp_path, capsys):
     resized = tf.image.resize(a[0], [16, 16], "bilinear", antialias=True).numpy() / 127.5 - 1
     expected = nets["genA2B"](resized[np.newaxis])[0].numpy()[0]
     got = np.asarray(Image.open(os.path.join(out, "x.png")))
+    # uint8 levels: one level where the export functions' float (optimizer on, other batch)
+    # and the eager one round to different sides of a .5 boundary.
     np.testing.assert_allclose(got.astype(int), np.rint((expected + 1) * 127.5).astype(int),
                                atol=1)
     strip = np.asarray(Image.open(os.path.join(out, "strips", "x.png")))
     assert strip.shape == (7 * 16, 16, 3)
     np.testing.assert_array_equal(strip[4 * 16:5 * 16], got)   # panel 5 is the translation
-    # B2A uses the other generator.
+    # B2A uses the other generator (here from the run's SavedModel, <run>/export).
     out_b = str(tmp_path / "back")
-    assert run_cli(run_translation, ["--network", runs["straight"], "--input", src, "--output",
-                                     out_b, "--direction", "B2A"]) == 0
+    assert run_cli(run_translation, ["--network", os.path.join(runs["straight"], "export"),
+                                     "--input", src, "--output", out_b, "--direction",
+                                     "B2A"]) == 0
     assert not np.array_equal(np.asarray(Image.open(os.path.join(out_b, "x.png"))), got)
 
 
