@@ -123,7 +123,7 @@ class BigGANExporter(Exporter):
                 # psi = 1 keeps z bit for bit (1 * x == x in IEEE arithmetic).
                 return image_outputs(G(truncation_psi * z, class_ids, training=False))
 
-        @tf.function(input_signature=[z_spec, psi_spec, labels_spec])
+        @tf.function(input_signature=[z_spec, psi_spec, labels_spec], autograph=False)
         def serving_default(z, truncation_psi, labels):
             one_hot = tf.reduce_all(tf.equal(labels, 0.0) | tf.equal(labels, 1.0)) & \
                 tf.reduce_all(tf.equal(tf.reduce_sum(labels, axis=1), 1.0))
@@ -134,7 +134,7 @@ class BigGANExporter(Exporter):
                 class_ids = tf.argmax(labels, axis=1, output_type=tf.int32)
             return generate(z, truncation_psi, class_ids)
 
-        @tf.function(input_signature=[z_spec, psi_spec, ids_spec])
+        @tf.function(input_signature=[z_spec, psi_spec, ids_spec], autograph=False)
         def classes(z, truncation_psi, class_ids):
             return generate(z, truncation_psi, class_ids)
 

@@ -162,23 +162,23 @@ class StyleGANExporter(Exporter):
             return image_outputs(G.synthesis(w, noise_mode=noise_mode, **stage_args))
 
         if c_dim:
-            @tf.function(input_signature=[z_spec, psi_spec, labels_spec])
+            @tf.function(input_signature=[z_spec, psi_spec, labels_spec], autograph=False)
             def serving_default(z, truncation_psi, labels):
                 return synthesis(mapping(z, truncation_psi, labels)["w"])
 
-            @tf.function(input_signature=[z_spec, psi_spec, labels_spec])
+            @tf.function(input_signature=[z_spec, psi_spec, labels_spec], autograph=False)
             def mapping_fn(z, truncation_psi, labels):
                 return mapping(z, truncation_psi, labels)
         else:
-            @tf.function(input_signature=[z_spec, psi_spec])
+            @tf.function(input_signature=[z_spec, psi_spec], autograph=False)
             def serving_default(z, truncation_psi):
                 return synthesis(mapping(z, truncation_psi, None)["w"])
 
-            @tf.function(input_signature=[z_spec, psi_spec])
+            @tf.function(input_signature=[z_spec, psi_spec], autograph=False)
             def mapping_fn(z, truncation_psi):
                 return mapping(z, truncation_psi, None)
 
-        @tf.function(input_signature=[w_spec])
+        @tf.function(input_signature=[w_spec], autograph=False)
         def synthesis_fn(w):
             return synthesis(w)
 
@@ -215,11 +215,11 @@ class StyleGANExporter(Exporter):
                 return image_outputs(G(z, labels, **stage_args))
 
         if c_dim:
-            @tf.function(input_signature=[z_spec, psi_spec, labels_spec])
+            @tf.function(input_signature=[z_spec, psi_spec, labels_spec], autograph=False)
             def serving_default(z, truncation_psi, labels):
                 return generate(z, truncation_psi, labels)
         else:
-            @tf.function(input_signature=[z_spec, psi_spec])
+            @tf.function(input_signature=[z_spec, psi_spec], autograph=False)
             def serving_default(z, truncation_psi):
                 return generate(z, truncation_psi, None)
 

@@ -167,11 +167,11 @@ class UGATITExporter(Exporter):
         def direction(G):
             # One pair of functions per generator (no default arguments: a SavedModel stores
             # a function's whole Python signature).
-            @tf.function(input_signature=[uint8_spec])
+            @tf.function(input_signature=[uint8_spec], autograph=False)
             def from_uint8(images):
                 return translate(G, to_float(images))
 
-            @tf.function(input_signature=[float_spec])
+            @tf.function(input_signature=[float_spec], autograph=False)
             def from_float(images_float):
                 return translate(G, images_float)
 
