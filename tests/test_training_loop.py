@@ -17,6 +17,8 @@ from training.checkpoints import latest_checkpoint
 from training.config import TrainingOptions, load_networks
 from training.loop import training_loop
 
+from test_ugatit_loop import killed_copy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -52,9 +54,10 @@ def op_determinism():
 
 
 # Progressive StyleGAN 8 -> 16, batch 8: stabilise 8 (0-32 images), fade (32-64), stabilise 16
-# (64-96), 12 steps, one tick per step, one snapshot (checkpoint, samples, export) at the end.
+# (64-96), 12 steps, one tick per step, a snapshot (checkpoint and samples) after 6 steps, in the
+# middle of the fade, and one (with the export) at the end.
 GROW = dict(resolution=16, initial_resolution=8, stabilize_kimg=0.032, transition_kimg=0.032,
-            kimg=0.096, tick_kimg=0.008, snapshot_ticks=100, fq_blocks=(8,))
+            kimg=0.096, tick_kimg=0.008, snapshot_ticks=6, fq_blocks=(8,))
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +76,21 @@ def straight_run(tmp_path_factory):
 
 
 def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path, op_determinism, straight_run):
-    """GROW: 6 steps, stop (inside the fade), `run_training.py --resume --deterministic`, 6
-    steps: networks, optimizers, FQ dictionaries, RNG states and counters are bit-identical to
-    12 steps straight, with op determinism on."""
+    """GROW: the folder a run killed after its snapshot at 6 steps (inside the fade) leaves,
+    resumed with `run_training.py --resume --deterministic` for the other 6 steps: networks,
+    optimizers, FQ dictionaries, RNG states and counters are bit-identical to 12 steps
+    straight, with op determinism on (and so the straight run's own snapshot at 6 steps
+    changed nothing of its training state)."""
     straight, a = straight_run
     stopped = str(tmp_path / "stopped")
     os.makedirs(stopped)
-    training_loop(options(**GROW), stopped, log=quiet, stop_after_kimg=0.048)
-    assert latest_checkpoint(stopped).endswith("ckpt-48")
+    assert killed_copy(straight, stopped, 48) == os.path.join(stopped, "checkpoints", "ckpt-48")
     assert run_cli(["--out", stopped, "--resume", "--deterministic"]) == 0
+    # The resumed run trained steps 7..12 only (one tick per step).
+    ticks = [json.loads(line).get("progress/kimg") for line in
+             open(os.path.join(stopped, "log.jsonl"))]
+    assert [t for t in ticks if t is not None] == pytest.approx([0.056 + 0.008 * i
+                                                                for i in range(6)])
     with open(os.path.join(stopped, "summary.json")) as f:
         b = json.load(f)
     assert a["kimg"] == b["kimg"] == 0.096
