@@ -171,9 +171,9 @@ def test_short_class_conditional_demo_run_generates_the_requested_classes(demo):
     The demo preset with 2 D steps per G step instead of 4 (half the compiled iteration, which
     is traced once per run) and G and D learning rates 4e-4 instead of 2e-4, 200 iterations:
     measured 0.86 / 0.94 / 0.88 with seeds 0 / 1 / 2, and 0.64 / 0.98 / 0.78 with one
-    intra-op thread (another summation order, as on a machine with another core count). At 150
-    iterations the same runs gave 0.73 / 0.80 / 0.55 and 0.37 / 0.67 / 0.65: too close to chance on
-    some float paths."""
+    intra-op thread (another summation order, as on a machine with another core count). At
+    150 iterations the same runs gave 0.73 / 0.80 / 0.55 and 0.37 / 0.67 / 0.65: too close to
+    chance on some float paths."""
     code, out = demo
     assert code == 0
     for name in ("training_options.json", "log.jsonl", "summary.json", "checkpoints"):
