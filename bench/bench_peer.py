@@ -114,7 +114,7 @@ def make_variant(resolution, batch, fq_blocks):
         def step(reals, labels, phases=phases):
             trainer.train_step((reals, labels), resolution, batch, *phases)
             trainer.finish_step(batch)
-        steps[phases] = tf.function(step)
+        steps[phases] = tf.function(step, autograph=False)
     steps["trainer"] = trainer
     return steps
 

@@ -258,14 +258,19 @@ def test_psi_zero_gives_the_average_image_for_every_z(exported, name):
     images = results[f"{name}/0.0/images_float"]
     # The same w for all 7 latents; rows of one batch may round differently in oneDNN kernels.
     assert np.ptp(images, axis=0).max() < 1e-5
-    w_avg = np.tile(G.dlatent_avg.numpy()[None, None], [1, G.num_ws, 1])
+    # The eager synthesis of w_avg for a batch of 7 too: the same kernels on the same shapes (a
+    # batch of 1 sums in other orders, and StyleGAN v1's instance normalisation divides such
+    # rounding differences by small per-channel deviations: up to 2.4e-5 measured; with the
+    # same batch the graph functions give the eager values bit for bit, oneDNN on and off).
+    w_avg = np.tile(G.dlatent_avg.numpy()[None, None], [images.shape[0], G.num_ws, 1])
     stage_args = {k: v for k, v in EXPORTS[name][2].items() if k in ("resolution", "lod")}
     average = np.clip(G.synthesis(w_avg, noise_mode="const", **stage_args).numpy(), -1, 1)
-    # (batch of 7 against a batch of 1: oneDNN rounding differs by ~1e-6; 1e-5 = 80 ulp(1))
-    np.testing.assert_allclose(exported["exact"][name][0.0]["images_float"][0], average[0],
+    diff = np.abs(exported["exact"][name][0.0]["images_float"] - average).max()
+    # Graph (optimizer off) against eager, same kernels: rounding only (1e-5 = 80 ulp(1)).
+    np.testing.assert_allclose(exported["exact"][name][0.0]["images_float"], average,
                                rtol=0, atol=1e-5)
     # and with the graph optimizer's rewrites (~1e-5, see the module docstring) on top
-    np.testing.assert_allclose(images[0], average[0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(images, average, rtol=0, atol=1e-4)
     assert np.ptp(results[f"{name}/1.0/images_float"], axis=0).max() > 0.01
 
 

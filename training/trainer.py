@@ -348,69 +348,77 @@ class GANTrainer(keras.Model):
         sums, means = {}, {}
 
         # Gmain.
-        z = self._latents(batch)
-        with tf.GradientTape() as tape:
-            fakes, _, sq_lookups, _ = self.generate(z, labels, lod, resolution)
-            fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
-            if settings.kind == "wgan_gp":
-                g_per_sample = losses.g_wgan(fake_logits)
-            else:
-                g_per_sample = losses.g_logistic_nonsaturating(fake_logits)
-            if fake_label_logits is not None:
-                g_per_sample += settings.cond_weight * self._label_loss(fake_label_logits, labels)
-            g_gan = tf.reduce_sum(g_per_sample) * inv_global
-            g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
-            g_loss = g_gan + g_fq
+        with tf.name_scope("Gmain"):   # op names carry the phase (profiles)
+            z = self._latents(batch)
+            with tf.GradientTape() as tape:
+                fakes, _, sq_lookups, _ = self.generate(z, labels, lod, resolution)
+                fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+                if settings.kind == "wgan_gp":
+                    g_per_sample = losses.g_wgan(fake_logits)
+                else:
+                    g_per_sample = losses.g_logistic_nonsaturating(fake_logits)
+                if fake_label_logits is not None:
+                    g_per_sample += settings.cond_weight * self._label_loss(fake_label_logits,
+                                                                            labels)
+                g_gan = tf.reduce_sum(g_per_sample) * inv_global
+                g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
+                g_loss = g_gan + g_fq
+                if self.use_sq:
+                    g_sq = sq_generator_loss(self.G.sq, sq_lookups, global_batch,
+                                             self.sq_settings.weight, self.sq_settings.uniformity)
+                    g_loss = g_loss + g_sq
+                scaled = self._scale(self.g_optimizer, g_loss)
+            self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+            sums.update(g_loss=g_gan, g_fq_loss=g_fq)
             if self.use_sq:
-                g_sq = sq_generator_loss(self.G.sq, sq_lookups, global_batch,
-                                         self.sq_settings.weight, self.sq_settings.uniformity)
-                g_loss = g_loss + g_sq
-            scaled = self._scale(self.g_optimizer, g_loss)
-        self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
-        sums.update(g_loss=g_gan, g_fq_loss=g_fq)
-        if self.use_sq:
-            # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
-            self.G.sq.update_usage(sq_lookups[0]["indices"])
-            sums["g_sq_loss"] = g_sq
+                # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
+                self.G.sq.update_usage(sq_lookups[0]["indices"])
+                sums["g_sq_loss"] = g_sq
 
         # Greg: path length on pl_batch = batch / shrink.
-        if run_g_reg:
-            pl_n = batch // settings.pl_batch_shrink
-            z = self._latents(pl_n)
-            pl_labels = None if labels is None else labels[:pl_n]
-            with tf.GradientTape() as tape:
-                _, ws, _, _ = self.generate(z, pl_labels, lod, resolution)
-                lengths = losses.path_lengths(lambda w: self.synthesize(w, lod, resolution), ws,
-                                              self.seed_generator)
-                pl_mean = self._update_pl_mean(lengths)
-                penalty = tf.square(lengths - pl_mean)
-                pl_global = float(global_batch // settings.pl_batch_shrink)
-                g_reg = tf.reduce_sum(penalty) * (settings.pl_weight * settings.pl_interval / pl_global)
-                scaled = self._scale(self.g_optimizer, g_reg)
-            self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
-            sums["g_pl_penalty"] = tf.reduce_sum(penalty) / pl_global
-            means["pl_mean"] = pl_mean
+        with tf.name_scope("Greg"):   # op names carry the phase (profiles)
+            if run_g_reg:
+                pl_n = batch // settings.pl_batch_shrink
+                z = self._latents(pl_n)
+                pl_labels = None if labels is None else labels[:pl_n]
+                with tf.GradientTape() as tape:
+                    _, ws, _, _ = self.generate(z, pl_labels, lod, resolution)
+                    lengths = losses.path_lengths(lambda w: self.synthesize(w, lod, resolution),
+                                                  ws, self.seed_generator)
+                    pl_mean = self._update_pl_mean(lengths)
+                    penalty = tf.square(lengths - pl_mean)
+                    pl_global = float(global_batch // settings.pl_batch_shrink)
+                    g_reg = tf.reduce_sum(penalty) * (
+                        settings.pl_weight * settings.pl_interval / pl_global)
+                    scaled = self._scale(self.g_optimizer, g_reg)
+                self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+                sums["g_pl_penalty"] = tf.reduce_sum(penalty) / pl_global
+                means["pl_mean"] = pl_mean
 
         # Dmain.
-        with tf.GradientTape() as tape:
-            d_loss, terms, real_fq, fake_fq = self.discriminator_loss(
-                reals, labels, lod, resolution, global_batch)
-            scaled = self._scale(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
-        usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
-        sums.update(terms)
-        for layer, stats in zip(fq_layers, usage):
-            means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
-            means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
+        with tf.name_scope("Dmain"):   # op names carry the phase (profiles)
+            with tf.GradientTape() as tape:
+                d_loss, terms, real_fq, fake_fq = self.discriminator_loss(
+                    reals, labels, lod, resolution, global_batch)
+                scaled = self._scale(self.d_optimizer, d_loss)
+            self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
+            usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
+            sums.update(terms)
+            for layer, stats in zip(fq_layers, usage):
+                means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
+                means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
 
         # Dreg: lazy R1.
-        if run_d_reg and settings.lazy_r1:
-            with tf.GradientTape() as tape:
-                r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0], reals)
-                d_reg = tf.reduce_sum(r1) * (settings.r1_gamma * 0.5 * settings.r1_interval * inv_global)
-                scaled = self._scale(self.d_optimizer, d_reg)
-            self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
-            sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
+        with tf.name_scope("Dreg"):   # op names carry the phase (profiles)
+            if run_d_reg and settings.lazy_r1:
+                with tf.GradientTape() as tape:
+                    r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0],
+                                              reals)
+                    d_reg = tf.reduce_sum(r1) * (
+                        settings.r1_gamma * 0.5 * settings.r1_interval * inv_global)
+                    scaled = self._scale(self.d_optimizer, d_reg)
+                self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
+                sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
 
         means["alpha_fq"] = alpha
         if lod is not None:

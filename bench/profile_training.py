@@ -1,0 +1,112 @@
+"""Where a StyleGAN2 training step spends its time: a per-op breakdown from the TF profiler.
+
+    python bench/profile_training.py [--resolution 32] [--fq-blocks 16,32] [--batch 32]
+                                     [--steps 4] [--top 25]
+
+The network and schedule are bench/bench_peer.py's (stylegan2-ada-pytorch's setting). Each
+iteration kind of the lazy schedule is profiled on its own after a warm-up: main (G main + D
+main), main + path length, main + path length + R1. Every kernel the TensorFlow executor ran is
+read from the trace (the XPlane protobuf the profiler writes) and its time attributed to its op
+type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain / Dreg). The
+table is per iteration of that kind, in milliseconds of kernel time summed over threads, so
+parallel kernels count once per thread; the last line is the wall time of the profiled steps.
+"""
+
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
+
+import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
+
+flags.DEFINE_integer("resolution", 32, "Training resolution.")
+flags.DEFINE_integer("steps", 4, "Profiled iterations per iteration kind.")
+flags.DEFINE_integer("top", 25, "Rows of the op-type table.")
+FLAGS = flags.FLAGS
+
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
+# Ops that only call other ops (their kernels are counted themselves).
+CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
+              "StatelessIf", "Case", "StatelessCase"}
+
+
+def kernel_times(logdir):
+    """{(phase, op type): seconds} summed over every executor kernel event of the trace."""
+    totals = collections.Counter()
+    for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            names = {k: m.name for k, m in plane.event_metadata.items()}
+            for line in plane.lines:
+                for event in line.events:
+                    name = names.get(event.metadata_id, "")
+                    if ":" not in name:   # executor kernels are named "op name:op type"
+                        continue
+                    op_name, op_type = name.rsplit(":", 1)
+                    if op_type in CONTAINERS:
+                        continue
+                    phase = next((p for p in PHASES if f"{p}/" in op_name), "other")
+                    totals[(phase, op_type)] += event.duration_ps * 1e-12
+    return totals
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        fq_blocks = tuple(int(b) for b in FLAGS["fq-blocks"].value)
+    except ValueError:
+        raise app.UsageError("--fq-blocks takes comma-separated integers (or none).")
+    res, batch = FLAGS.resolution, FLAGS.batch
+    steps = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
+    reals = tf.constant(np.tanh(np.random.RandomState(0).randn(batch, res, res, 3)), tf.float32)
+    labels = tf.zeros((batch, 0))
+    print(f"StyleGAN2 {res}x{res}, bench_peer setting, batch {batch}, FQ blocks "
+          f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads; ms per iteration")
+    for kind, phases in KINDS.items():
+        for _ in range(3):   # trace and warm up
+            steps[phases](reals, labels)
+        steps["trainer"].nimg.numpy()
+        logdir = tempfile.mkdtemp(prefix="profile_")
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(FLAGS.steps):
+            steps[phases](reals, labels)
+        steps["trainer"].nimg.numpy()
+        wall = (time.perf_counter() - start) / FLAGS.steps
+        tf.profiler.experimental.stop()
+        totals = kernel_times(logdir)
+        per_phase = collections.Counter()
+        per_type = collections.Counter()
+        for (phase, op_type), seconds in totals.items():
+            per_phase[phase] += seconds
+            per_type[op_type] += seconds
+        scale = 1e3 / FLAGS.steps
+        print(f"\n{kind}: wall {wall * 1e3:.0f} ms, kernel time "
+              f"{sum(per_type.values()) * scale:.0f} ms; by phase: " + ", ".join(
+                  f"{p} {per_phase[p] * scale:.0f}" for p in PHASES + ("other",)
+                  if per_phase[p]))
+        print(f"  {'op type':<34}{'ms':>9}{'share':>8}   by phase (ms)")
+        total = sum(per_type.values())
+        for op_type, seconds in per_type.most_common(FLAGS.top):
+            split = ", ".join(f"{p} {totals[(p, op_type)] * scale:.1f}"
+                              for p in PHASES + ("other",) if totals[(p, op_type)] > 0)
+            print(f"  {op_type:<34}{seconds * scale:>9.1f}{seconds / total:>8.1%}   {split}")
+
+
+if __name__ == "__main__":
+    app.run(main)
