@@ -265,7 +265,6 @@ def test_psi_zero_gives_the_average_image_for_every_z(exported, name):
     w_avg = np.tile(G.dlatent_avg.numpy()[None, None], [images.shape[0], G.num_ws, 1])
     stage_args = {k: v for k, v in EXPORTS[name][2].items() if k in ("resolution", "lod")}
     average = np.clip(G.synthesis(w_avg, noise_mode="const", **stage_args).numpy(), -1, 1)
-    diff = np.abs(exported["exact"][name][0.0]["images_float"] - average).max()
     # Graph (optimizer off) against eager, same kernels: rounding only (1e-5 = 80 ulp(1)).
     np.testing.assert_allclose(exported["exact"][name][0.0]["images_float"], average,
                                rtol=0, atol=1e-5)
