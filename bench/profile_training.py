@@ -39,7 +39,7 @@ PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
 # Ops that only call other ops (their kernels are counted themselves).
 CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
-              "StatelessIf", "Case", "StatelessCase"}
+              "StatelessIf", "Case", "StatelessCase", "Process", "Run"}
 
 
 def kernel_times(logdir):
@@ -57,7 +57,9 @@ def kernel_times(logdir):
                     if ":" not in name:   # executor kernels are named "op name:op type"
                         continue
                     op_name, op_type = name.rsplit(":", 1)
-                    if op_type in CONTAINERS:
+                    # Skip calls of other ops and the host's own "Process" / "Run" / function
+                    # spans, which enclose the kernels.
+                    if op_type in CONTAINERS or not op_type.isidentifier() or "__inference" in name:
                         continue
                     phase = next((p for p in PHASES if f"{p}/" in op_name), "other")
                     totals[(phase, op_type)] += event.duration_ps * 1e-12

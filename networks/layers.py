@@ -64,9 +64,15 @@ def activate(x, activation):
 
 
 def bias_act(x, bias=None, activation="linear", gain=1.0, clamp=None):
-    """x + bias, activation, times gain, clamped to +-clamp (StyleGAN2 `bias_act`)."""
+    """x + bias, activation, times gain, clamped to +-clamp (StyleGAN2 `bias_act`).
+
+    x: (N, ..., C); bias: (C,). The bias is added with BiasAdd rather than a broadcasting add
+    (the same float additions): grappler's remapper fuses Conv2D + BiasAdd safely, while on
+    Conv2D + Add + LeakyRelu with the pre-activation needed by LeakyReluGrad it failed and left
+    the whole training graph unfused ("remapper failed: ... missing node .../add").
+    """
     if bias is not None:
-        x = x + tf.cast(bias, x.dtype)
+        x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
     x = activate(x, activation)
     if gain != 1:
         x = x * tf.cast(gain, x.dtype)
