@@ -9,7 +9,7 @@ main), main + path length, main + path length + R1. Every kernel the TensorFlow 
 read from the trace (the XPlane protobuf the profiler writes) and its time attributed to its op
 type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain / Dreg). The
 table is per iteration of that kind, in milliseconds of kernel time summed over threads, so
-parallel kernels count once per thread; the last line is the wall time of the profiled steps.
+parallel kernels count once per thread; each kind's heading gives the wall time per iteration.
 """
 
 import collections
@@ -72,7 +72,7 @@ def main(argv):
     try:
         fq_blocks = tuple(int(b) for b in FLAGS["fq-blocks"].value)
     except ValueError:
-        raise app.UsageError("--fq-blocks takes comma-separated integers (or none).")
+        raise app.UsageError("--fq-blocks takes comma-separated integers (empty for none).")
     res, batch = FLAGS.resolution, FLAGS.batch
     steps = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
     reals = tf.constant(np.tanh(np.random.RandomState(0).randn(batch, res, res, 3)), tf.float32)
