@@ -10,7 +10,8 @@ from networks import progan, stylegan2
 from training import losses
 from training.checkpoints import Checkpoints
 from training.schedule import ProgressiveSchedule
-from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, LossSettings, lazy_adam
+from training.optimizers import lazy_adam
+from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, LossSettings
 
 RES = 16
 WIDTHS = dict(fmap_base=64, fmap_max=16)

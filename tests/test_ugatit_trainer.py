@@ -13,7 +13,8 @@ import tensorflow as tf
 import fq_keras
 from networks import ugatit
 from training.checkpoints import Checkpoints
-from training.ugatit_trainer import (LossWeights, TorchAdam, UGATITTrainer, bce_with_logits,
+from training.optimizers import TorchAdam
+from training.ugatit_trainer import (LossWeights, UGATITTrainer, bce_with_logits,
                                      cam_heatmap, discriminator_loss, generator_loss,
                                      jet_colormap, l1, linear_decay, mse_to, strip,
                                      translation_panels)

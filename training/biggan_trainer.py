@@ -44,6 +44,7 @@ import tensorflow as tf
 import fq_keras
 from networks.layers import replica_random
 from training.checkpoints import checkpoint_state
+from training.optimizers import Adam
 
 #----------------------------------------------------------------------------
 # Losses.
@@ -152,12 +153,10 @@ class BigGANTrainer(keras.Model):
         beta_1, beta_2 = settings.betas
         # Explicit names: checkpoint keys and slot names must not depend on how many
         # optimizers the process created before (Keras auto-numbers adam, adam_1, ...).
-        self.g_optimizer = keras.optimizers.Adam(settings.g_learning_rate, beta_1=beta_1,
-                                                 beta_2=beta_2, epsilon=settings.epsilon,
-                                                 name="g_adam")
-        self.d_optimizer = keras.optimizers.Adam(settings.d_learning_rate, beta_1=beta_1,
-                                                 beta_2=beta_2, epsilon=settings.epsilon,
-                                                 name="d_adam")
+        self.g_optimizer = Adam(settings.g_learning_rate, beta_1=beta_1, beta_2=beta_2,
+                                epsilon=settings.epsilon, name="g_adam")
+        self.d_optimizer = Adam(settings.d_learning_rate, beta_1=beta_1, beta_2=beta_2,
+                                epsilon=settings.epsilon, name="d_adam")
         if mixed_precision:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")

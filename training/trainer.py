@@ -34,6 +34,7 @@ from fq_keras.style_quantization import sq_consistency_loss, sq_generator_loss
 from networks.layers import replica_random
 from training import losses
 from training.checkpoints import checkpoint_state
+from training.optimizers import lazy_adam
 
 #----------------------------------------------------------------------------
 
@@ -109,15 +110,6 @@ class SQSettings:
         if self.weight < 0 or self.cr_weight < 0 or self.cr_sigma < 0:
             raise ValueError("SQSettings: weight, cr_weight and cr_sigma must be >= 0.")
 
-
-def lazy_adam(learning_rate, betas, epsilon, interval, name="adam"):
-    """Adam with NVlabs' lazy-regularisation adjustment c = interval / (interval + 1).
-
-    lr * c and betas ** c (official `mb_ratio`); interval 1 = plain Adam.
-    """
-    c = interval / (interval + 1.0) if interval > 1 else 1.0
-    return keras.optimizers.Adam(learning_rate * c, beta_1=betas[0] ** c, beta_2=betas[1] ** c,
-                                 epsilon=epsilon, name=name), c
 
 #----------------------------------------------------------------------------
 

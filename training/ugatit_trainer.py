@@ -37,6 +37,7 @@ import tensorflow as tf
 
 import fq_keras
 from training.checkpoints import checkpoint_state
+from training.optimizers import TorchAdam
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 
@@ -136,51 +137,6 @@ def linear_decay(base, iterations, step):
     factor = 1.0 - tf.maximum(s - float(half), 0.0) / float(half)
     return float(base) * tf.maximum(factor, 0.0)
 
-
-@keras.saving.register_keras_serializable(package="training")
-class TorchAdam(keras.optimizers.Adam):
-    """torch.optim.Adam: coupled (L2) weight decay and epsilon on the corrected sqrt(v).
-
-        g <- g + wd * w;  m <- m + (g - m)(1 - b1);  v <- b2 v + (1 - b2) g^2
-        w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-
-    Keras applies gradients already summed over replicas (and un-scaled by a
-    LossScaleOptimizer) to `update_step`, so the decay term is added once per variable.
-
-    Args:
-      learning_rate, beta_1, beta_2, epsilon: as torch.optim.Adam (lr may be a callable).
-      coupled_weight_decay: torch's weight_decay (official U-GAT-IT: 1e-4).
-    """
-
-    def __init__(self, learning_rate=1e-4, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
-                 coupled_weight_decay=0.0, **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, **kwargs)
-        if not float(coupled_weight_decay) >= 0.0:
-            raise ValueError(f"TorchAdam: coupled_weight_decay must be >= 0, got "
-                             f"{coupled_weight_decay!r}.")
-        self.coupled_weight_decay = float(coupled_weight_decay)
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        lr = tf.cast(learning_rate, dtype)
-        gradient = tf.cast(gradient, dtype)
-        if self.coupled_weight_decay:
-            gradient = gradient + self.coupled_weight_decay * tf.convert_to_tensor(variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        bias_1 = 1.0 - tf.pow(tf.cast(self.beta_1, dtype), step)
-        bias_2 = 1.0 - tf.pow(tf.cast(self.beta_2, dtype), step)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign(v, v * self.beta_2 + tf.square(gradient) * (1.0 - self.beta_2))
-        denominator = tf.sqrt(tf.convert_to_tensor(v)) / tf.sqrt(bias_2) + self.epsilon
-        self.assign_sub(variable, (lr / bias_1) * m / denominator)
-
-    def get_config(self):
-        config = super().get_config()
-        config["coupled_weight_decay"] = self.coupled_weight_decay
-        return config
 
 #----------------------------------------------------------------------------
 # Training samples: the official 7-panel strips.
