@@ -395,8 +395,9 @@ PERPLEXITY_FLOOR = 200.0
 
 
 def test_a_short_limited_data_run_learns_and_keeps_its_codebook_alive(tmp_path):
-    """500 images of the built-in shapes at 16x16, SQ (K = 1024, code dim 4, w_dim 64: 16
-    sub-vectors per w) with CR and FQ in D: SWD (x1e3) of Gs samples falls by at least 30% in
+    """The training loop's learning test (StyleGAN2 with FQ in D through `training_loop`, as
+    the README's demo, with SQ on top): 500 images of the built-in shapes at 16x16, SQ
+    (K = 1024, code dim 4, w_dim 64: 16 sub-vectors per w) with CR and FQ in D: SWD (x1e3) of Gs samples falls by at least 30% in
     0.512 kimg (64 steps of 8; SWD at kimg 0 and at the snapshot ending the second tick), and the
     codebook perplexity of every tick stays above PERPLEXITY_FLOOR (a collapse onto a few entries
     would give a perplexity near 1; K = 1024 is the upper bound)."""
