@@ -147,7 +147,7 @@ class StyleGANExporter(Exporter):
 
         def mapping(z, truncation_psi, labels):
             if labels is not None:
-                _check_batch(z, labels)
+                z, labels = _check_batch(z, labels)
             w = G.mapping(z, labels)
             # psi = 1 returns w itself, not avg + (w - avg) (equal only up to rounding), as
             # the eager generator and stylegan2-ada-pytorch skip truncation at 1.
@@ -211,7 +211,7 @@ class StyleGANExporter(Exporter):
                 "no truncation; pass truncation_psi=1")
             with tf.control_dependencies([check]):
                 if labels is not None:
-                    _check_batch(z, labels)
+                    z, labels = _check_batch(z, labels)
                 return image_outputs(G(z, labels, **stage_args))
 
         if c_dim:
@@ -250,8 +250,12 @@ class StyleGANExporter(Exporter):
 
 
 def _check_batch(z, labels):
-    tf.debugging.assert_equal(tf.shape(z)[0], tf.shape(labels)[0],
-                              message="z and labels must have the same batch size")
+    """z and labels, after a check that their batch sizes agree (ordered before any use: an
+    unordered check could lose the race to the ops that fail on the mismatch themselves)."""
+    check = tf.debugging.assert_equal(tf.shape(z)[0], tf.shape(labels)[0],
+                                      message="z and labels must have the same batch size")
+    with tf.control_dependencies([check]):
+        return tf.identity(z), tf.identity(labels)
 
 
 EXPORTER = StyleGANExporter()
