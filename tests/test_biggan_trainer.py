@@ -12,6 +12,7 @@ import tensorflow as tf
 from networks import biggan
 from training.biggan_trainer import BigGANSettings, BigGANTrainer, d_hinge, g_hinge
 from training.checkpoints import Checkpoints
+from training.optimizers import TorchAdam
 
 CLASSES = 3
 
@@ -217,8 +218,11 @@ def test_official_defaults():
         (0.0, 0.999), 1e-8, 0.9999, 1000, 1.0)
     G, D = tiny()
     trainer = BigGANTrainer(G, D)
+    # BigGAN-PyTorch's torch.optim.Adam: epsilon on the bias-corrected sqrt(v), no decay.
+    for adam in (trainer.g_optimizer, trainer.d_optimizer):
+        assert isinstance(adam, TorchAdam) and adam.coupled_weight_decay == 0.0
+        assert (adam.beta_1, adam.beta_2, adam.epsilon) == (0.0, 0.999, 1e-8)
     adam = trainer.d_optimizer
-    assert (adam.beta_1, adam.beta_2, adam.epsilon) == (0.0, 0.999, 1e-8)
     assert float(adam.learning_rate) == pytest.approx(2e-4)
     with pytest.raises(ValueError, match="d_steps must be an integer >= 1"):
         BigGANSettings(d_steps=0)

@@ -44,7 +44,7 @@ import tensorflow as tf
 import fq_keras
 from networks.layers import replica_random
 from training.checkpoints import checkpoint_state
-from training.optimizers import Adam
+from training.optimizers import TorchAdam
 
 #----------------------------------------------------------------------------
 # Losses.
@@ -75,7 +75,7 @@ class BigGANSettings:
     g_learning_rate: float = 2e-4     # --G_lr.
     d_learning_rate: float = 2e-4     # --D_lr.
     betas: tuple = (0.0, 0.999)       # Adam (beta_1, beta_2) of both networks.
-    epsilon: float = 1e-8             # Adam epsilon (--adam_eps).
+    epsilon: float = 1e-8             # torch Adam epsilon (--adam_eps).
     ema_decay: float = 0.9999         # G_ema decay (--ema_decay).
     ema_start: int = 1000             # G_ema copies G while iteration < ema_start (--ema_start).
     fq_alpha: float = 1.0             # FQ loss weight alpha (the layers hold the commitment c).
@@ -153,10 +153,11 @@ class BigGANTrainer(keras.Model):
         beta_1, beta_2 = settings.betas
         # Explicit names: checkpoint keys and slot names must not depend on how many
         # optimizers the process created before (Keras auto-numbers adam, adam_1, ...).
-        self.g_optimizer = Adam(settings.g_learning_rate, beta_1=beta_1, beta_2=beta_2,
-                                epsilon=settings.epsilon, name="g_adam")
-        self.d_optimizer = Adam(settings.d_learning_rate, beta_1=beta_1, beta_2=beta_2,
-                                epsilon=settings.epsilon, name="d_adam")
+        # BigGAN-PyTorch's optim.Adam (weight_decay 0): epsilon on the bias-corrected sqrt(v).
+        self.g_optimizer = TorchAdam(settings.g_learning_rate, beta_1=beta_1, beta_2=beta_2,
+                                     epsilon=settings.epsilon, name="g_adam")
+        self.d_optimizer = TorchAdam(settings.d_learning_rate, beta_1=beta_1, beta_2=beta_2,
+                                     epsilon=settings.epsilon, name="d_adam")
         if mixed_precision:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
