@@ -21,7 +21,7 @@ FLOAT_PATH_MODULES = ("test_layers.py", "test_normalization.py", "test_convert.p
                       "test_convert_ugatit.py", "test_convert_biggan.py", "test_export.py")
 # Command-line round trips in those modules (file handling around conversions and exports whose
 # numbers the other tests check) are run once, under this machine's default.
-NOT_KERNEL_TESTS = "not test_cli_"
+FLIPPED_SELECTION = "not test_cli_"
 _NESTED = "FQ_GAN_FLOAT_PATH_RUN"  # set in the subprocess: never flip twice
 
 
@@ -41,7 +41,7 @@ def test_float_path_modules_pass_with_onednn_flipped():
     code = ("import sys, pytest; from tensorflow.python.util import _pywrap_util_port as p; "
             "print('onednn', int(p.IsMklEnabled()), flush=True); "
             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', "
-            f"'-k', {NOT_KERNEL_TESTS!r}, *{modules!r}]))")
+            f"'-k', {FLIPPED_SELECTION!r}, *{modules!r}]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=1800)
     lines = result.stdout.strip().splitlines()

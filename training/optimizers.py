@@ -11,7 +11,8 @@ XLA), which computes, element-wise and in the variable's dtype,
     w <- w - alpha m / (sqrt(v) + eps),  alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
 
 the update of Keras' Adam and of TF1's `tf.train.AdamOptimizer` (official StyleGAN/StyleGAN2,
-"epsilon hat"). `TorchAdam` feeds the same kernel PyTorch's update (official U-GAT-IT).
+"epsilon hat"). `TorchAdam` feeds the same kernel PyTorch's update (official U-GAT-IT and
+BigGAN-PyTorch).
 Both keep Keras' slots and counters, so checkpoints are those of `keras.optimizers.Adam`.
 """
 
@@ -30,7 +31,12 @@ def _handle(variable):
 @keras.saving.register_keras_serializable(package="training")
 class Adam(keras.optimizers.Adam):
     """keras.optimizers.Adam (same arguments, slots and update) with one fused kernel per
-    variable. `amsgrad` falls back to Keras' own update."""
+    variable. No `amsgrad` (no official code uses it, and the kernel has no v_hat)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError(f"{type(self).__name__}: amsgrad is not supported.")
 
     def _epsilon(self, beta_2_power):
         """The kernel's eps for this optimizer's update (Keras / TF1: eps itself)."""
@@ -40,8 +46,6 @@ class Adam(keras.optimizers.Adam):
         return gradient
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad:
-            return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         if isinstance(gradient, tf.IndexedSlices):   # e.g. embeddings: the kernel is dense
             gradient = tf.convert_to_tensor(gradient)
