@@ -120,7 +120,8 @@ def define_flags(fv=FLAGS):
                          "resumes on GPUs, whose fastest kernels are not deterministic (slower "
                          "there; CPU kernels already are). Pass it again with --resume.", **d)
     flags.DEFINE_float("tick-kimg", 4.0, "kimg between progress lines and log entries.", **d)
-    flags.DEFINE_integer("snapshot-ticks", 10, "Ticks between checkpoints and sample grids.", **d)
+    flags.DEFINE_integer("snapshot-ticks", 10, "Ticks between checkpoints and sample grids "
+                         "(the StyleGAN demo config: 2).", **d)
     flags.DEFINE_list("metrics", ["swd"], "Metrics at each snapshot: swd or none.", **d)
     # U-GAT-IT and BigGAN.
     flags.DEFINE_string("fq-layers", None, "U-GAT-IT / BigGAN: discriminator layers to quantise "

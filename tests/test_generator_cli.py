@@ -20,7 +20,7 @@ import run_export
 import run_generator
 from networks import progan, stylegan2
 from training.config import TrainingOptions, validate
-from training.logs import image_grid
+from training.logs import grid_upscale, image_grid
 from training.loop import training_loop
 
 from test_export import graph_optimizer_off
@@ -120,7 +120,10 @@ def test_export_of_a_run_is_its_last_sample_grid(run_dir, run_export_dir):
         images = np.concatenate([gen("serving_default", z=z[i:i + 16], truncation_psi=1.0,
                                      labels=labels[i:i + 16])["images"] for i in (0, 16)])
     grid = read_png(os.path.join(run_dir, "fakes000000.png"))
-    np.testing.assert_array_equal(image_grid(images, columns=8), grid)
+    # The PNG shows each 8x8 sample as 128x128 (16x nearest neighbour, training/logs.py).
+    assert grid.shape == (4 * 128, 8 * 128, 3) and grid_upscale(8) == 16
+    np.testing.assert_array_equal(image_grid(images, columns=8, upscale=16), grid)
+    np.testing.assert_array_equal(grid[::16, ::16], image_grid(images, columns=8))
 
 
 def test_run_export_cli(run_dir, run_export_dir, tmp_path, capsys):

@@ -414,7 +414,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     from training import distribute
     from training.biggan_trainer import BigGANTrainer
     from training.checkpoints import Checkpoints, resume_or_record
-    from training.logs import RunLogger, diverged_from, save_image_grid
+    from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
     from training.loop import LogAccumulator
 
     dataset, counts = open_training_data(options)
@@ -487,7 +487,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         if is_chief:
             images = generate(grid_z, grid_labels)
             path = os.path.join(run_dir, f"fakes{int(kimg):06d}.png")
-            save_image_grid(path, images, columns=grid_columns)
+            save_image_grid(path, images, columns=grid_columns,
+                            upscale=grid_upscale(info.resolution))
             logger.images(kimg, "fakes", images)
         path = checkpoints.save(iteration)
         if "swd" in options.metrics and is_chief:
@@ -501,7 +502,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     if iteration == 0 and is_chief:
         # The starting point, for comparison (NVlabs' fakes_init.png).
         save_image_grid(os.path.join(run_dir, "fakes_init.png"), generate(grid_z, grid_labels),
-                        columns=grid_columns)
+                        columns=grid_columns, upscale=grid_upscale(info.resolution))
     start_time = time.time()
     logger.throughput(iteration * per_iteration / 1000)
     tick_start, tick, last_snapshot = iteration, 0, None

@@ -27,19 +27,33 @@ def diverged_message(position, what, checkpoint):
             "--resume).")
 
 
-def image_grid(images, columns=None):
+# Sample grids of small images are upscaled (nearest neighbour, an integer factor) to at least
+# this many pixels per image, so that a 32x32 or 8x8 sample is readable in an image viewer.
+GRID_DISPLAY_SIZE = 128
+
+
+def grid_upscale(resolution):
+    """The integer nearest-neighbour factor that shows `resolution`-pixel images at least
+    GRID_DISPLAY_SIZE pixels wide (1 for 128 and larger)."""
+    return max(1, -(-GRID_DISPLAY_SIZE // int(resolution)))
+
+
+def image_grid(images, columns=None, upscale=1):
     """Tiles NHWC images into one HWC uint8 image.
 
     Args:
       images: (N, H, W, C) float in [-1, 1] or uint8; C in {1, 3}.
       columns: grid width; default ceil(sqrt(N)).
+      upscale: integer nearest-neighbour factor applied to every image (pixels repeated).
 
     Returns:
-      uint8 (rows*H, columns*W, C).
+      uint8 (rows*H*upscale, columns*W*upscale, C).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    if upscale > 1:
+        images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
     n, h, w, c = images.shape
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
@@ -48,9 +62,10 @@ def image_grid(images, columns=None):
     return padded.reshape(rows, columns, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, columns * w, c)
 
 
-def save_image_grid(path, images, columns=None):
-    """Writes `image_grid(images, columns)` as a PNG (atomically: temp file, then rename)."""
-    grid = image_grid(images, columns)
+def save_image_grid(path, images, columns=None, upscale=1):
+    """Writes `image_grid(images, columns, upscale)` as a PNG (atomically: temp file, then
+    rename)."""
+    grid = image_grid(images, columns, upscale)
     tmp = f"{path}.tmp"
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
     os.replace(tmp, path)

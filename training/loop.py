@@ -29,7 +29,7 @@ import datasets
 from training import TrainingConfigError, distribute
 from training.checkpoints import Checkpoints, resume_or_record
 from training.config import build_networks
-from training.logs import RunLogger, diverged_from, save_image_grid
+from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
 from training.trainer import GANTrainer
 
 #----------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         if is_chief:
             images = sample(stage)
             path = os.path.join(run_dir, f"fakes{nimg // 1000:06d}.png")
-            save_image_grid(path, images, columns=8)
+            save_image_grid(path, images, columns=8, upscale=grid_upscale(stage))
             logger.images(kimg, "fakes", images)
         path = checkpoints.save(nimg)
         if "swd" in options.metrics and is_chief:
@@ -242,7 +242,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     if nimg == 0 and is_chief:
         # The starting point, for comparison: NVlabs' fakes_init.png (and SWD at kimg 0).
         stage = schedule.segment_at(0).resolution
-        save_image_grid(os.path.join(run_dir, "fakes_init.png"), sample(stage), columns=8)
+        save_image_grid(os.path.join(run_dir, "fakes_init.png"), sample(stage), columns=8,
+                        upscale=grid_upscale(stage))
         if "swd" in options.metrics:
             logger.scalars(0.0, compute_swd(stage))
 
