@@ -55,29 +55,9 @@ def instance_norm(x, epsilon=1e-8):
     return tf.cast(x32, x.dtype)
 
 
-@tf.custom_gradient
-def leaky_relu(x):
-    """tf.nn.leaky_relu(x, LRELU_SLOPE) whose gradient reads the slope from the output.
-
-    The same numbers as TensorFlow's LeakyReluGrad (dy where x > 0, else LRELU_SLOPE * dy; y > 0
-    exactly where x > 0), but the backward pass keeps only y alive, not the pre-activation: with
-    LeakyReluGrad holding the BiasAdd output, grappler's remapper could not fuse Conv2D +
-    BiasAdd + LeakyRelu, gave up on the whole training graph and printed "remapper failed:
-    ... LeakyReluGrad exist for missing node .../BiasAdd" at every run. The slope mask is a
-    constant of the second derivative (zero almost everywhere), hence stop_gradient: R1 and
-    path length differentiate this gradient again through dy only, as with LeakyReluGrad.
-    """
-    y = tf.nn.leaky_relu(x, LRELU_SLOPE)
-
-    def grad(dy):
-        return tf.where(tf.stop_gradient(y) > 0, dy, dy * tf.cast(LRELU_SLOPE, dy.dtype))
-
-    return y, grad
-
-
 def activate(x, activation):
     if activation == "lrelu":
-        return leaky_relu(x)
+        return tf.nn.leaky_relu(x, LRELU_SLOPE)
     if activation == "relu":
         return tf.nn.relu(x)
     return x
@@ -87,8 +67,9 @@ def bias_act(x, bias=None, activation="linear", gain=1.0, clamp=None):
     """x + bias, activation, times gain, clamped to +-clamp (StyleGAN2 `bias_act`).
 
     x: (N, ..., C); bias: (C,). The bias is added with BiasAdd rather than a broadcasting add
-    (the same float additions): grappler's remapper fuses Conv2D + BiasAdd (and, with
-    `leaky_relu`'s output-based gradient, the activation) into one kernel.
+    (the same float additions): grappler's remapper fuses Conv2D + BiasAdd safely, while on
+    Conv2D + Add + LeakyRelu with the pre-activation needed by LeakyReluGrad it failed and left
+    the whole training graph unfused ("remapper failed: ... missing node .../add").
     """
     if bias is not None:
         x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))

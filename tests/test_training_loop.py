@@ -236,9 +236,6 @@ def test_two_workers_end_with_identical_state(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output[-3000:]
-        # Grappler optimised the whole step (networks/layers.py leaky_relu): before, its
-        # remapper gave up on the graph and said so on stderr at every run.
-        assert "remapper failed" not in output, output[-3000:]
     summaries = [json.load(open(tmp_path / f"worker{i}" / "summary.json")) for i in range(2)]
     assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
     assert summaries[0]["kimg"] == summaries[1]["kimg"] == 0.008
