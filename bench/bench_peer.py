@@ -31,7 +31,8 @@ from absl import app, flags  # noqa: E402
 
 from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
-from training.trainer import GANTrainer, LossSettings  # noqa: E402
+from training.loop import CompiledStep, LogAccumulator, log_keys  # noqa: E402
+from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
@@ -102,21 +103,25 @@ def graph_flops(graph, seen=None):
 
 
 def make_variant(resolution, batch, fq_blocks):
-    """{(run_g_reg, run_d_reg): tf.function} for one trainer, and "trainer": the trainer."""
+    """The training loop's CompiledStep for one trainer (its `.trainer`), default strategy."""
     G = stylegan2.Generator(resolution=resolution, **REFERENCE)
     D = stylegan2.Discriminator(resolution=resolution, fmap_base=REFERENCE["fmap_base"],
                                 fmap_max=REFERENCE["fmap_max"], mbstd_group_size=4,
                                 fq_blocks=fq_blocks)
     trainer = GANTrainer(G, D, LOSS, ProgressiveSchedule(resolution, resolution),
                          learning_rate=0.0025)
-    steps = {}
-    for phases in sorted(set(CYCLE)):
-        def step(reals, labels, phases=phases):
-            trainer.train_step((reals, labels), resolution, batch, *phases)
-            trainer.finish_step(batch)
-        steps[phases] = tf.function(step, autograph=False)
-    steps["trainer"] = trainer
-    return steps
+    return CompiledStep(tf.distribute.get_strategy(), trainer, LogAccumulator(log_keys(trainer)),
+                        resolution, batch, xla=False)
+
+
+def cycle_phases(trainer):
+    """The phase names of each iteration of CYCLE."""
+    return [trainer.phases_of_iteration(g_reg, d_reg) for g_reg, d_reg in CYCLE]
+
+
+def constant_batches(reals, labels):
+    """An iterator repeating one batch (the step's input, without data-pipeline time)."""
+    return iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
 
 
 def conv_benchmark():
@@ -158,17 +163,20 @@ def main(argv):
         labels = tf.zeros((batch, 0))
         variants = {"FQ off": make_variant(res, batch, ()),
                     "FQ on": make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))}
+        batches = constant_batches(reals, labels)
+        data = next(batches)
         flops = {}
-        for name, steps in variants.items():
+        for name, step in variants.items():
             start = time.perf_counter()
             per_phase = {}
-            for phases in set(CYCLE):
-                fn = steps[phases]
-                concrete = fn.get_concrete_function(reals, labels)
-                per_phase[phases] = graph_flops(concrete.graph)
-                fn(reals, labels)
-            flops[name] = (per_phase[(False, False)],
-                           sum(per_phase[p] for p in CYCLE) / len(CYCLE))
+            for phase in PHASES:
+                fn = step.phase_function(phase)
+                per_phase[phase] = graph_flops(fn.get_concrete_function(data).graph)
+            for phases in set(cycle_phases(step.trainer)):
+                step(batches, phases)
+            cycle = cycle_phases(step.trainer)
+            flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
+                           sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
             print(f"  {res}x{res} {name}: traced in {time.perf_counter() - start:.1f} s")
         times = {name: [] for name in variants}
         conv_times = []
@@ -177,12 +185,13 @@ def main(argv):
             for _ in range(5):
                 conv_step(conv_x)[0].numpy()
             conv_times.append((time.perf_counter() - start) / 5)
-            for name, steps in variants.items():
+            for name, step in variants.items():
+                cycle = cycle_phases(step.trainer)
                 for _ in range(FLAGS.cycles):
                     start = time.perf_counter()
-                    for phases in CYCLE:
-                        steps[phases](reals, labels)
-                    steps["trainer"].nimg.numpy()  # wait for the last step's updates
+                    for phases in cycle:
+                        step(batches, phases)
+                    step.trainer.nimg.numpy()  # wait for the last step's updates
                     times[name].append(time.perf_counter() - start)
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")

@@ -29,13 +29,13 @@ from absl import app, flags  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
+from training.trainer import PHASES  # noqa: E402
 
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_integer("steps", 4, "Profiled iterations per iteration kind.")
 flags.DEFINE_integer("top", 25, "Rows of the op-type table.")
 FLAGS = flags.FLAGS
 
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
 # Ops that only call other ops (their kernels are counted themselves).
 CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
@@ -74,21 +74,23 @@ def main(argv):
     except ValueError:
         raise app.UsageError("--fq-blocks takes comma-separated integers (empty for none).")
     res, batch = FLAGS.resolution, FLAGS.batch
-    steps = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
+    step = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
     reals = tf.constant(np.tanh(np.random.RandomState(0).randn(batch, res, res, 3)), tf.float32)
     labels = tf.zeros((batch, 0))
+    batches = bench_peer.constant_batches(reals, labels)
     print(f"StyleGAN2 {res}x{res}, bench_peer setting, batch {batch}, FQ blocks "
           f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads; ms per iteration")
-    for kind, phases in KINDS.items():
+    for kind, (g_reg, d_reg) in KINDS.items():
+        phases = step.trainer.phases_of_iteration(g_reg, d_reg)
         for _ in range(3):   # trace and warm up
-            steps[phases](reals, labels)
-        steps["trainer"].nimg.numpy()
+            step(batches, phases)
+        step.trainer.nimg.numpy()
         logdir = tempfile.mkdtemp(prefix="profile_")
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
         for _ in range(FLAGS.steps):
-            steps[phases](reals, labels)
-        steps["trainer"].nimg.numpy()
+            step(batches, phases)
+        step.trainer.nimg.numpy()
         wall = (time.perf_counter() - start) / FLAGS.steps
         tf.profiler.experimental.stop()
         totals = kernel_times(logdir)

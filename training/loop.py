@@ -264,18 +264,16 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
                                       start_image=consumed, mirror=options.mirror,
                                       seed=options.seed + int(segment.start_kimg))
             iterator = iter(data)
-            steps = {}
+            step = CompiledStep(strategy, trainer, accumulator, segment.resolution,
+                                global_batch, options.xla)
             log(f"Segment from kimg {segment.start_kimg:g}: resolution {segment.resolution}, "
                 f"minibatch {global_batch}, lr {segment.learning_rate:g}"
                 + (" (fade-in)" if segment.fading else ""))
-        run_g_reg = settings.lazy_pl and (nimg // global_batch) % settings.pl_interval == 0
-        run_d_reg = settings.lazy_r1 and (nimg // global_batch) % settings.r1_interval == 0
-        key = (run_g_reg, run_d_reg)
-        if key not in steps:
-            steps[key] = _compile_step(strategy, trainer, accumulator, segment.resolution,
-                                       global_batch, run_g_reg, run_d_reg, options.xla)
+        iteration = nimg // global_batch
+        phases = trainer.phases_of_iteration(iteration % settings.pl_interval == 0,
+                                             iteration % settings.r1_interval == 0)
         try:
-            steps[key](iterator)
+            step(iterator, phases)
         except tf.errors.InvalidArgumentError as e:
             raise diverged_from(e, f"kimg {nimg / 1000:.3f}", checkpoints.latest) or e
         nimg += global_batch
@@ -336,25 +334,52 @@ def _check_batch(global_batch, replicas, mbstd_group):
                                   f"that is a multiple of {mbstd_group}.")
 
 
-def _compile_step(strategy, trainer, accumulator, resolution, global_batch, run_g_reg,
-                  run_d_reg, xla):
-    """tf.function running one iteration: next batch, strategy.run(train_step), Gs, nimg, logs."""
+class CompiledStep:
+    """step(iterator, phases): one iteration at one stage, with its phases as data.
 
-    def replica_step(data):
-        return trainer.train_step(data, resolution, global_batch, run_g_reg, run_d_reg)
+    The next batch, then each phase (names from `trainer.phases_of_iteration`) as its own
+    tf.function around strategy.run(trainer.run_phase), then Gs and nimg (`finish_step`); each
+    function adds its reduced logs to `accumulator` in-graph. A phase is traced on its first
+    use only: the lazy regularisers cost one trace each, where one function per combination of
+    phases traced G's and D's main phases three times (Gmain+Dmain, +Greg, +Greg+Dreg) and
+    took twice as long to start a StyleGAN2 run. The steady-state step time is the same
+    (bench/bench_peer.py measures this class).
+    """
 
-    # No autograph: the step has no tensor-dependent Python control flow, and converting every
-    # network call it reaches took ~15% of a tiny StyleGAN2 run's time (cProfile).
-    if xla:
-        replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
+    def __init__(self, strategy, trainer, accumulator, resolution, global_batch, xla):
+        self.strategy, self.trainer, self.accumulator = strategy, trainer, accumulator
+        self.resolution, self.global_batch, self.xla = resolution, global_batch, xla
+        self.functions = {}
+        self.finish = tf.function(lambda: trainer.finish_step(global_batch), autograph=False)
 
-    @tf.function(autograph=False)
-    def step(iterator):
-        sums, means = strategy.run(replica_step, args=(next(iterator),))
-        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
-        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                     for k, v in means.items()})
-        trainer.finish_step(global_batch)
-        accumulator.add(logs)
+    def phase_function(self, phase):
+        """The tf.function(data) running `phase` on every replica (compiled on first use)."""
+        if phase in self.functions:
+            return self.functions[phase]
+        strategy, trainer, accumulator = self.strategy, self.trainer, self.accumulator
 
-    return step
+        def replica_phase(data):
+            return trainer.run_phase(phase, data, self.resolution, self.global_batch)
+
+        # No autograph: the phases have no tensor-dependent Python control flow, and
+        # converting every network call they reach took ~15% of a tiny StyleGAN2 run's time.
+        if self.xla:
+            replica_phase = tf.function(replica_phase, jit_compile=True, autograph=False)
+
+        @tf.function(autograph=False)
+        def run(data):
+            sums, means = strategy.run(replica_phase, args=(data,))
+            logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for k, v in sums.items()}
+            logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                         for k, v in means.items()})
+            accumulator.add(logs)
+
+        self.functions[phase] = run
+        return run
+
+    def __call__(self, iterator, phases):
+        data = next(iterator)
+        for phase in phases:
+            self.phase_function(phase)(data)
+        self.finish()

@@ -13,9 +13,10 @@ is quantised by `G.sq` before synthesis in every phase (the dlatent average is u
 continuous w); Gmain adds weight * (L_sq + L_uf) and counts the codebook usage of w; Dmain adds
 the quantisation-based consistency term weight * ||D(x) - D(x')||^2 with x' = G(z + eps).
 
-Which phases run is a Python argument of `train_step`, so each combination is its own traced
-function (tf.distribute does not allow optimizer updates inside `tf.cond`). Everything else that
-varies per step (lod, the FQ weight alpha) is computed in-graph from the image counter `nimg`.
+Each phase is its own method call (`run_phase`), so the training loop traces each phase once
+and runs the ones an iteration needs (`phases_of_iteration`; tf.distribute does not allow
+optimizer updates inside `tf.cond`). Everything else that varies per step (lod, the FQ weight
+alpha) is computed in-graph from the image counter `nimg`.
 
 Losses are per-sample sums divided by the global batch (Keras sums gradients over replicas).
 Non-trainable state stays identical on every replica: FQ dictionaries, the dlatent average and
@@ -37,6 +38,8 @@ from training.checkpoints import checkpoint_state
 from training.optimizers import lazy_adam
 
 #----------------------------------------------------------------------------
+
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")   # NVlabs' phase names, in iteration order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +315,8 @@ class GANTrainer(keras.Model):
     # -- one iteration ------------------------------------------------------------------------
 
     def train_step(self, data, resolution, global_batch, run_g_reg=False, run_d_reg=False):
-        """One iteration on one replica's share of the batch (call inside `strategy.run`).
+        """One iteration on one replica's share of the batch (call inside `strategy.run`):
+        the phases of `phases_of_iteration`, in order, with their logs merged.
 
         Args:
           data: (reals float32 NHWC in [-1, 1], labels float32 (n, c_dim)) per replica.
@@ -324,52 +328,72 @@ class GANTrainer(keras.Model):
           (sums, means): dicts of float32 scalars; `sums` are per-replica shares of global
           means (reduce with SUM), `means` are identical on every replica (reduce with MEAN).
         """
+        sums, means = {}, {}
+        for phase in self.phases_of_iteration(run_g_reg, run_d_reg):
+            phase_sums, phase_means = self.run_phase(phase, data, resolution, global_batch)
+            sums.update(phase_sums)
+            means.update(phase_means)
+        return sums, means
+
+    def phases_of_iteration(self, run_g_reg, run_d_reg):
+        """The phases (names in PHASES) one iteration runs, in NVlabs' order."""
+        settings = self.loss_settings
+        return tuple(name for name, runs in (
+            ("Gmain", True), ("Greg", run_g_reg and settings.lazy_pl), ("Dmain", True),
+            ("Dreg", run_d_reg and settings.lazy_r1)) if runs)
+
+    def run_phase(self, phase, data, resolution, global_batch):
+        """One phase (a name in PHASES) on one replica's share of the batch: its loss, its
+        optimizer step and its state updates. Arguments and results as in `train_step`.
+
+        The training loop traces each phase once (not each combination of phases), so the lazy
+        regularisers cost one extra trace each, not one per iteration kind."""
         settings = self.loss_settings
         reals, labels = data
         reals = tf.cast(reals, tf.float32)
         labels = tf.cast(labels, tf.float32) if self.c_dim else None
         batch = tf.shape(reals)[0]
         inv_global = 1.0 / float(global_batch)
-        kimg = self.kimg
+        kimg = self.kimg    # nimg moves in finish_step only: every phase sees the same lod
         lod = None
         if self.progressive:
             lod = tf.cast(self.schedule.lod_tensor(kimg), tf.float32)
             reals = fade_reals(reals, lod)
-        alpha = self.fq_settings.alpha_at(kimg)
-        fq_layers = self.D.active_fq_layers(resolution)
         sums, means = {}, {}
 
-        # Gmain.
-        with tf.name_scope("Gmain"):   # op names carry the phase (profiles)
-            z = self._latents(batch)
-            with tf.GradientTape() as tape:
-                fakes, _, sq_lookups, _ = self.generate(z, labels, lod, resolution)
-                fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
-                if settings.kind == "wgan_gp":
-                    g_per_sample = losses.g_wgan(fake_logits)
-                else:
-                    g_per_sample = losses.g_logistic_nonsaturating(fake_logits)
-                if fake_label_logits is not None:
-                    g_per_sample += settings.cond_weight * self._label_loss(fake_label_logits,
-                                                                            labels)
-                g_gan = tf.reduce_sum(g_per_sample) * inv_global
-                g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
-                g_loss = g_gan + g_fq
+        with tf.name_scope(phase):   # op names carry the phase (profiles)
+            if phase == "Gmain":
+                z = self._latents(batch)
+                with tf.GradientTape() as tape:
+                    fakes, _, sq_lookups, _ = self.generate(z, labels, lod, resolution)
+                    fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels,
+                                                                                lod)
+                    if settings.kind == "wgan_gp":
+                        g_per_sample = losses.g_wgan(fake_logits)
+                    else:
+                        g_per_sample = losses.g_logistic_nonsaturating(fake_logits)
+                    if fake_label_logits is not None:
+                        g_per_sample += settings.cond_weight * self._label_loss(
+                            fake_label_logits, labels)
+                    g_gan = tf.reduce_sum(g_per_sample) * inv_global
+                    alpha = self.fq_settings.alpha_at(kimg)
+                    g_fq = fq_keras.fq_loss(fake_fq, global_batch, alpha)
+                    g_loss = g_gan + g_fq
+                    if self.use_sq:
+                        g_sq = sq_generator_loss(self.G.sq, sq_lookups, global_batch,
+                                                 self.sq_settings.weight,
+                                                 self.sq_settings.uniformity)
+                        g_loss = g_loss + g_sq
+                    scaled = self._scale(self.g_optimizer, g_loss)
+                self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+                sums.update(g_loss=g_gan, g_fq_loss=g_fq)
                 if self.use_sq:
-                    g_sq = sq_generator_loss(self.G.sq, sq_lookups, global_batch,
-                                             self.sq_settings.weight, self.sq_settings.uniformity)
-                    g_loss = g_loss + g_sq
-                scaled = self._scale(self.g_optimizer, g_loss)
-            self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
-            sums.update(g_loss=g_gan, g_fq_loss=g_fq)
-            if self.use_sq:
-                # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
-                self.G.sq.update_usage(sq_lookups[0]["indices"])
-                sums["g_sq_loss"] = g_sq
+                    # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
+                    self.G.sq.update_usage(sq_lookups[0]["indices"])
+                    sums["g_sq_loss"] = g_sq
 
-        # Greg: path length on pl_batch = batch / shrink.
-        with tf.name_scope("Greg"):   # op names carry the phase (profiles)
-            if run_g_reg:
+            elif phase == "Greg":
+                # Path length on pl_batch = batch / shrink.
                 pl_n = batch // settings.pl_batch_shrink
                 z = self._latents(pl_n)
                 pl_labels = None if labels is None else labels[:pl_n]
@@ -387,22 +411,24 @@ class GANTrainer(keras.Model):
                 sums["g_pl_penalty"] = tf.reduce_sum(penalty) / pl_global
                 means["pl_mean"] = pl_mean
 
-        # Dmain.
-        with tf.name_scope("Dmain"):   # op names carry the phase (profiles)
-            with tf.GradientTape() as tape:
-                d_loss, terms, real_fq, fake_fq = self.discriminator_loss(
-                    reals, labels, lod, resolution, global_batch)
-                scaled = self._scale(self.d_optimizer, d_loss)
-            self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
-            usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
-            sums.update(terms)
-            for layer, stats in zip(fq_layers, usage):
-                means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
-                means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
+            elif phase == "Dmain":
+                fq_layers = self.D.active_fq_layers(resolution)
+                with tf.GradientTape() as tape:
+                    d_loss, terms, real_fq, fake_fq = self.discriminator_loss(
+                        reals, labels, lod, resolution, global_batch)
+                    scaled = self._scale(self.d_optimizer, d_loss)
+                self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
+                usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
+                sums.update(terms)
+                for layer, stats in zip(fq_layers, usage):
+                    means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]
+                    means[f"fq/{layer.name}/unused_fraction"] = stats["unused_fraction"]
+                means["alpha_fq"] = self.fq_settings.alpha_at(kimg)
+                if lod is not None:
+                    means["lod"] = lod
 
-        # Dreg: lazy R1.
-        with tf.name_scope("Dreg"):   # op names carry the phase (profiles)
-            if run_d_reg and settings.lazy_r1:
+            elif phase == "Dreg":
+                # Lazy R1 on the reals of this iteration.
                 with tf.GradientTape() as tape:
                     r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0],
                                               reals)
@@ -412,9 +438,8 @@ class GANTrainer(keras.Model):
                 self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
                 sums["d_r1_penalty"] = tf.reduce_sum(r1) * inv_global
 
-        means["alpha_fq"] = alpha
-        if lod is not None:
-            means["lod"] = lod
+            else:
+                raise ValueError(f"unknown phase {phase!r}; one of {PHASES}.")
         return sums, means
 
     def discriminator_loss(self, reals, labels, lod, resolution, global_batch):
