@@ -3,8 +3,9 @@
     python bench/bench_ugatit_training.py [--sizes 64,128] [--width 64] [--n_blocks 4]
 
 One timed iteration is the full `UGATITTrainer.train_step` of the training loop (both
-directions: D step on all four discriminators with the FQ dictionary updates, G step with both
-generators' six passes, two PyTorch-Adam updates, rho clipping), compiled as the loop compiles
+directions: six generator passes, the two translations shared by the D and G steps; D step on
+all four discriminators with the FQ dictionary updates, G step, two PyTorch-Adam updates, rho
+clipping), compiled as the loop compiles
 it (one tf.function call per iteration), on fixed input tensors (no tf.data pipeline). FQ on =
 the official preset in the global discriminators (convs 1, 2, 3; K 64 / 128 / 128); off = the
 same networks without FQ.

@@ -6,8 +6,9 @@ One training iteration is the official UGATIT-pytorch `train()` body, in its ord
             (real B, fake A->B), LSGAN on outputs and CAM logits, + alpha * FQ(real + fake) of
             the global Ds; one Adam step on all four Ds; then ONE EMA update of every FQ
             dictionary from that step's real + fake features.
-    G step  A->B, B->A, the cycles A->B->A and B->A->B, the identities A->A (G_B->A on A) and
-            B->B; LSGAN(fake, 1) on the 4 outputs and 4 CAM logits, cycle L1 x 10, identity
+    G step  A->B, B->A (the D step's translations: the official code recomputes them with the
+            same weights; here they are computed once, under the G tape), the cycles A->B->A
+            and B->A->B, the identities A->A (G_B->A on A) and B->B; LSGAN(fake, 1) on the 4 outputs and 4 CAM logits, cycle L1 x 10, identity
             L1 x 10, CAM BCE x 1000, + alpha * FQ(fake) of the global Ds (no dictionary
             update); one Adam step on both generators; then rho clipped to [0, 1].
 
@@ -337,12 +338,18 @@ class UGATITTrainer(keras.Model):
         def total(per_sample):
             return tf.reduce_sum(per_sample) * inv_global
 
-        # D step.
-        fake_a2b = tf.stop_gradient(self.genA2B(real_a, training=True)[0])
-        fake_b2a = tf.stop_gradient(self.genB2A(real_b, training=True)[0])
+        # The translations both steps use, under the G tape. The official code runs them again
+        # for its G step, with the same G weights (the D step does not change them) and no
+        # randomness in G: the same numbers, so they are computed once here.
+        g_tape = tf.GradientTape()
+        with g_tape:
+            fake_a2b, cam_a2b, _ = self.genA2B(real_a, training=True)
+            fake_b2a, cam_b2a, _ = self.genB2A(real_b, training=True)
+
+        # D step, outside the G tape, on the translations without their gradient.
         with tf.GradientTape() as tape:
-            real, fake, real_fq, fake_fq = self._discriminate_pair(real_a, real_b, fake_a2b,
-                                                                   fake_b2a)
+            real, fake, real_fq, fake_fq = self._discriminate_pair(
+                real_a, real_b, tf.stop_gradient(fake_a2b), tf.stop_gradient(fake_b2a))
             d_gan = total(discriminator_loss(real, fake, w))
             d_fq = sum(fq_keras.fq_loss(real_fq[k], global_batch, alpha)
                        + fq_keras.fq_loss(fake_fq[k], global_batch, alpha) for k in ("GA", "GB"))
@@ -356,10 +363,8 @@ class UGATITTrainer(keras.Model):
                 means[f"fq/{d_name}/{layer.name}/unused_fraction"] = stats["unused_fraction"]
         sums.update(d_loss=d_gan, d_fq_loss=d_fq)
 
-        # G step.
-        with tf.GradientTape() as tape:
-            fake_a2b, cam_a2b, _ = self.genA2B(real_a, training=True)
-            fake_b2a, cam_b2a, _ = self.genB2A(real_b, training=True)
+        # G step, with the updated D (the tape records on).
+        with g_tape:
             fake_a2b2a = self.genB2A(fake_a2b, training=True)[0]
             fake_b2a2b = self.genA2B(fake_b2a, training=True)[0]
             fake_a2a, cam_a2a, _ = self.genB2A(real_a, training=True)
@@ -376,7 +381,7 @@ class UGATITTrainer(keras.Model):
             g_gan = total(terms["adv"] + terms["cycle"] + terms["identity"] + terms["cam"])
             g_fq = sum(fq_keras.fq_loss(fake_fq[k], global_batch, alpha) for k in ("GA", "GB"))
             g_loss = g_gan + g_fq
-        self._apply(self.g_optimizer, tape, g_loss, self.g_variables)
+        self._apply(self.g_optimizer, g_tape, g_loss, self.g_variables)
         for G in self.generators:
             G.clip_rho()
         sums.update(g_loss=g_gan, g_fq_loss=g_fq, g_adv_loss=total(terms["adv"]),
