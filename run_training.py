@@ -8,11 +8,13 @@
     python run_training.py --model biggan --dataset ~/data/cifar10 --config cifar10
 
 Every run writes into its own folder (--out, default runs/<NNNNN>-<model>-<dataset>): checkpoints,
-sample grids (fakesKKKKKK.png), TensorBoard events (tensorboard/), a JSON-lines log (log.jsonl)
-and the options used (training_options.json).
+sample grids (fakesKKKKKK.png), TensorBoard events (tensorboard/), a JSON-lines log (log.jsonl),
+the options used (training_options.json), summary.json, and once training is finished the
+generator as a SavedModel (export/, as run_export.py writes it).
 """
 
 import importlib
+import json
 import os
 import re
 import sys
@@ -187,7 +189,8 @@ def main(argv, fv=FLAGS):
     logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from TensorFlow
     print(f"Run folder: {run_dir}")
     try:
-        summary = family.training_loop(options, run_dir, resume=fv.resume)
+        summary = export_finished_run(run_dir, family.training_loop(options, run_dir,
+                                                                      resume=fv.resume))
     except TrainingConfigError as e:
         print(f"run_training.py: error: {e}", file=sys.stderr)
         return 2
@@ -202,6 +205,23 @@ def main(argv, fv=FLAGS):
     print(f"  {'TensorBoard:':16}tensorboard --logdir {run_dir}/tensorboard")
     print(f"  {'log:':16}{run_dir}/log.jsonl")
     return 0
+
+
+def export_finished_run(run_dir, summary):
+    """Exports the generator of a finished run into <run_dir>/export (on the chief; replaced
+    after a resumed run finishes) and records the path in `summary` and summary.json.
+
+    The loops leave this to their caller: a SavedModel is rebuilt from the run's last
+    checkpoint, exactly as `run_export.py --network <run_dir>` does. A run cut short
+    (`finished` false) exports when it is resumed and finishes."""
+    from training.distribute import task_index
+    if not summary.get("finished") or task_index() != 0:
+        return summary
+    from export import export_run
+    summary["export"] = export_run(run_dir, overwrite=True)
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
 
 
 def run(argv, fv=FLAGS):

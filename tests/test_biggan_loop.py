@@ -211,7 +211,8 @@ def test_training_exports_its_g_ema_at_the_end(demo):
         "biggan", 5, 5, 128)
     assert (meta["resolution"], meta["sample_mode"], meta["truncation_kind"]) == (
         32, "eval", "z_scale")
-    assert (meta["iterations"], meta["config"], meta["source"]) == (200, "demo", out)
+    assert (meta["iterations"], meta["config"], meta["source"]) == (
+        200, "demo", f"{out} ({os.path.join(out, 'checkpoints', 'ckpt-200')})")
     assert meta["kimg"] == pytest.approx(6.4)  # 200 iterations x 2 D steps x 16 images
     assert meta["standing_statistics"] == {"accumulations": 16, "batch": 64, "seed": 0}
 

@@ -18,6 +18,7 @@ from PIL import Image
 import export
 import run_export
 import run_generator
+import run_training
 from networks import progan, stylegan2
 from training.config import TrainingOptions, validate
 from training.logs import grid_upscale, image_grid
@@ -37,7 +38,8 @@ def run_dir(tmp_path_factory):
         kimg=0.032, batch=16, initial_resolution=4, stabilize_kimg=0.016, transition_kimg=0.032,
         tick_kimg=0.016, snapshot_ticks=2, metrics=(), fq_blocks=None)
     validate(options)
-    summary = training_loop(options, folder, log=lambda *args: None)
+    summary = run_training.export_finished_run(   # as run_training.py does
+        folder, training_loop(options, folder, log=lambda *args: None))
     assert summary["checkpoint"].endswith("ckpt-32")
     return folder
 

@@ -405,6 +405,7 @@ def test_a_short_limited_data_run_learns_and_keeps_its_codebook_alive(tmp_path):
     summary = training_loop(loop_options(resolution=16, fq_blocks=(16,), kimg=0.512, batch=8,
                                          tick_kimg=0.256, snapshot_ticks=2, metrics=("swd",),
                                          sq_codebook=1024, num_images=500), run_dir, log=quiet)
+    summary = run_training.export_finished_run(run_dir, summary)   # as run_training.py does
     entries = log_entries(run_dir)
     swd = [(e["kimg"], e["metrics/SWDx1e3_avg"]) for e in entries if "metrics/SWDx1e3_avg" in e]
     assert swd[0][0] == 0.0 and swd[-1][0] == 0.512

@@ -79,7 +79,8 @@ def runs(tmp_path_factory):
     from tensorflow.python.framework import config as tf_config
     tf.config.experimental.enable_op_determinism()
     try:
-        summary = training_loop(Options(**TINY), straight, log=quiet)
+        summary = run_training.export_finished_run(   # as run_training.py does
+            straight, training_loop(Options(**TINY), straight, log=quiet))
         stopped_at = killed_copy(straight, stopped, 60)
         assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume",
                                       "--deterministic"]) == 0
@@ -177,9 +178,9 @@ def test_run_folder_outputs(runs):
 
 
 def test_training_exports_both_generators_at_the_end(runs):
-    """The chief exports both generators as one SavedModel into <run>/export at the end of
-    training, and again at the end of a resumed run (export/ugatit.py; its SavedModels are
-    tests/test_export_ugatit.py's)."""
+    """The chief exports both generators (of the last checkpoint) as one SavedModel into
+    <run>/export at the end of training, and again at the end of a resumed run
+    (export/ugatit.py; its SavedModels are tests/test_export_ugatit.py's)."""
     import export
     assert runs["summary"]["export"] == os.path.join(runs["straight"], "export")
     for run_dir in (runs["straight"], runs["stopped"]):
@@ -192,7 +193,8 @@ def test_training_exports_both_generators_at_the_end(runs):
                                      "n_blocks", "iterations", "kimg", "source", "tool")} == {
             "family": "ugatit", "class": "networks.ugatit.UGATITGenerator", "resolution": 16,
             "light": True, "ngf": 8, "n_blocks": 1, "iterations": 80, "kimg": 0.32,
-            "source": run_dir, "tool": "run_translation.py"}
+            "source": f"{run_dir} ({os.path.join(run_dir, 'checkpoints', 'ckpt-80')})",
+            "tool": "run_translation.py"}
 
 
 def write_images(folder, images, names):

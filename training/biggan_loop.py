@@ -528,15 +528,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     logger.close()
     summary = {"run_dir": run_dir, "kimg": iteration * per_iteration / 1000,
                "iterations": iteration, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1)}
-    if is_chief and iteration >= options.iterations:
-        # The finished run's G_ema as a SavedModel (export/biggan.py; eval mode). A run cut
-        # short by stop_after_iterations stands for a killed one and exports when resumed.
-        from export import export_generator
-        summary["export"] = export_generator(
-            trainer.Gs, os.path.join(run_dir, "export"), overwrite=True,
-            metadata={"source": run_dir, "kimg": summary["kimg"], "iterations": iteration,
-                      "config": options.config})
+               "seconds": round(time.time() - start_time, 1),
+               "finished": iteration >= options.iterations}
     if is_chief:
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

@@ -183,7 +183,6 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     tick_start_nimg, tick = nimg, 0
     last_snapshot = None
     segment = None
-    steps = {}
     start_time = time.time()
     logger.throughput(nimg / 1000)
 
@@ -296,16 +295,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
         last_snapshot = snapshot()
     logger.close()
     summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1),
+               "seconds": round(time.time() - start_time, 1), "finished": nimg >= total_nimg,
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    if is_chief and nimg >= total_nimg:
-        # A run cut short by stop_after_kimg stands for a killed one and exports when resumed.
-        from export import export_generator
-        from export.stylegan import run_settings
-        summary["export"] = export_generator(
-            trainer.Gs, os.path.join(run_dir, "export"), overwrite=True,
-            metadata={"source": run_dir, "kimg": nimg / 1000},
-            **run_settings(options, nimg, int(trainer.segment_start_nimg.numpy())))
     # Every worker writes its summary (into its own --out): the fingerprints show that all
     # workers ended with the same state.
     with open(os.path.join(run_dir, "summary.json"), "w") as f:

@@ -20,9 +20,9 @@ both optimisers and the iteration counter, and the data stream is a pure functio
 and the pairs consumed (`UnpairedDataset.distribute(start_image=...)`), so stop + resume equals
 an uninterrupted run.
 
-At the end the chief exports both generators as one SavedModel into <run>/export
-(export/ugatit.py: a2b / b2a on uint8 images, with CAM heatmaps), which loads with plain
-TensorFlow and which run_translation.py --network also takes.
+When the run is finished, run_training.py exports both generators as one SavedModel into
+<run>/export (export/ugatit.py: a2b / b2a on uint8 images, with CAM heatmaps), which loads with
+plain TensorFlow and which run_translation.py --network also takes.
 """
 
 import dataclasses
@@ -387,9 +387,8 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
         there; the run can then be resumed (used to test exact resume).
       strategy: a tf.distribute strategy to use instead of options.strategy (tests).
     Returns:
-      dict run_dir, kimg, iterations, checkpoint, seconds, state_fingerprint, and on the chief
-      export: the SavedModel of both generators written into run_dir/export (replaced at every
-      end of training, e.g. after a resume).
+      dict run_dir, kimg, iterations, checkpoint, seconds, finished (all iterations done),
+      state_fingerprint. run_training.py exports the finished run (`export_finished_run`).
     """
     strategy = strategy or distribute.make_strategy(options.strategy,
                                                     list(options.devices) or None)
@@ -475,18 +474,8 @@ def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_ch
     logger.close()
     summary = {"run_dir": run_dir, "kimg": iteration * global_batch / 1000,
                "iterations": iteration, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1),
+               "seconds": round(time.time() - start_time, 1), "finished": iteration >= total,
                "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    if is_chief and iteration >= total:
-        # Both generators as one SavedModel (export/ugatit.py), as run_export.py writes it; a
-        # run cut short by stop_after_iterations exports when resumed.
-        from export import export_generator
-        from export.ugatit import GeneratorPair
-        summary["export"] = export_generator(
-            GeneratorPair(trainer.genA2B, trainer.genB2A), os.path.join(run_dir, "export"),
-            overwrite=True, size=size,
-            metadata={"source": run_dir, "iterations": iteration,
-                      "kimg": iteration * global_batch / 1000})
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
