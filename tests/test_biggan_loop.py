@@ -253,6 +253,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(demo, tmp_path, capsys):
     logged = [json.loads(line) for line in open(os.path.join(part, "log.jsonl"))]
     assert [e["progress/iteration"] for e in logged if "progress/iteration" in e] == [200]
 
+    assert final["state_fingerprint"] == summary["state_fingerprint"]   # every variable
     want = checkpoint_values(summary["checkpoint"])
     got = checkpoint_values(final["checkpoint"])
     assert sorted(got) == sorted(want) and len(want) > 300
@@ -278,3 +279,13 @@ def test_non_finite_losses_stop_with_the_last_checkpoint_intact(tmp_path, monkey
     assert latest.endswith("ckpt-1")
     assert all(np.all(np.isfinite(v)) for v in checkpoint_values(latest).values()
                if np.issubdtype(np.asarray(v).dtype, np.floating))
+
+
+def test_a_batch_the_replicas_cannot_split_is_one_line(capsys, tmp_path, monkeypatch,
+                                                       two_replica_strategy):
+    from training import distribute
+    monkeypatch.setattr(distribute, "make_strategy", lambda *args: two_replica_strategy)
+    code, err = cli(capsys, "--batch", "5", "--out", str(tmp_path / "run"))
+    assert code == 2 and err.strip().splitlines() == [
+        "run_training.py: error: --batch 5 is not divisible by the 2 replicas; use a multiple "
+        "of 2."]

@@ -154,12 +154,15 @@ def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag, model):
     """At 8x8: StyleGAN2 one step, with all four phases (lazy R1 and path length: nested tapes
     under loss scaling / XLA; the main-phase-only step compiles a subset of it); StyleGAN two
     steps (one compiled step). Every logged value and every variable after the updates
-    (checkpoint: networks, Gs, optimizer slots) is finite."""
+    (checkpoint: networks, Gs, optimizer slots) is finite, and the global dtype policy is
+    restored."""
     import keras
     kimg = 0.008 if model == "stylegan2" else 0.016
     try:
         summary = training_loop(options(**{flag: True}, model=model, kimg=kimg,
                                         tick_kimg=0.008), str(tmp_path), log=quiet)
+        # The loop sets mixed_float16 for building its networks only.
+        assert keras.mixed_precision.global_policy().name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]

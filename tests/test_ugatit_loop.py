@@ -376,3 +376,15 @@ def test_two_replicas_read_the_one_device_batches(two_replica_strategy):
         np.testing.assert_array_equal(np.concatenate([x.numpy() for x in local(db)]), b)
     with pytest.raises(DatasetError, match="multiple of the global batch"):
         pair.distribute(two_replica_strategy, 4, 16, start_image=2)
+
+
+def test_a_batch_the_replicas_cannot_split_is_one_line(capsys, tmp_path, monkeypatch,
+                                                       two_replica_strategy):
+    from training import distribute
+    monkeypatch.setattr(distribute, "make_strategy", lambda *args: two_replica_strategy)
+    code = run_cli(run_training, ["--model", "ugatit", "--batch", "3", "--img-size", "16",
+                                  "--fq-layers", "1,2",
+                                  "--out", str(tmp_path / "run")])
+    assert code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --batch 3 is not divisible by the 2 replicas; use a multiple "
+        "of 2."]

@@ -415,7 +415,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     from training.biggan_trainer import BigGANTrainer
     from training.checkpoints import Checkpoints, resume_or_record
     from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
-    from training.loop import LogAccumulator
+    from training.loop import LogAccumulator, state_fingerprint
 
     dataset, counts = open_training_data(options)
     resolve(options, dataset)
@@ -424,22 +424,14 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     is_chief = distribute.is_chief(strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = options.batch
-    if global_batch % replicas:
-        raise ValueError(f"--batch {global_batch} is not divisible by the {replicas} replicas; "
-                         f"use a multiple of {replicas}.")
-    previous_policy = keras.mixed_precision.global_policy()
-    if options.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with strategy.scope():
-            keras.utils.set_random_seed(options.seed)
-            G, D = build_networks(options)
-            trainer = BigGANTrainer(G, D, options.settings(),
-                                    class_probabilities=counts,
-                                    mixed_precision=options.mixed_precision, seed=options.seed)
-            accumulator = LogAccumulator(log_keys(trainer))
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    distribute.check_global_batch(global_batch, replicas)
+    with distribute.precision_policy(options.mixed_precision), strategy.scope():
+        keras.utils.set_random_seed(options.seed)
+        G, D = build_networks(options)
+        trainer = BigGANTrainer(G, D, options.settings(),
+                                class_probabilities=counts,
+                                mixed_precision=options.mixed_precision, seed=options.seed)
+        accumulator = LogAccumulator(log_keys(trainer))
     checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
     if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
@@ -529,10 +521,12 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     summary = {"run_dir": run_dir, "kimg": iteration * per_iteration / 1000,
                "iterations": iteration, "checkpoint": last_snapshot,
                "seconds": round(time.time() - start_time, 1),
-               "finished": iteration >= options.iterations}
-    if is_chief:
-        with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+               "finished": iteration >= options.iterations,
+               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
+    # Every worker writes its summary (into its own --out): the fingerprints show that all
+    # workers ended with the same state.
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
     return summary
 
 

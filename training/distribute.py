@@ -11,10 +11,13 @@ Hand-written losses in the trainers are summed over the per-replica batch and di
 global batch (Keras' optimizers SUM gradients across replicas).
 """
 
+import contextlib
 import json
 import os
 
 import tensorflow as tf
+
+from training import TrainingConfigError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -48,6 +51,29 @@ def is_chief(strategy):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return strategy.cluster_resolver.task_id == 0
     return True
+
+
+def check_global_batch(global_batch, replicas):
+    """TrainingConfigError (one line, exit 2 in run_training.py) unless the global batch
+    splits evenly over the replicas."""
+    if global_batch % replicas:
+        raise TrainingConfigError(f"--batch {global_batch} is not divisible by the {replicas} "
+                                  f"replicas; use a multiple of {replicas}.")
+
+
+@contextlib.contextmanager
+def precision_policy(mixed_precision):
+    """Keras' global dtype policy mixed_float16 inside (when `mixed_precision`), the previous
+    policy restored on exit. Layers keep the policy they were built with, so the networks and
+    trainer are built inside; nothing else in the process sees the change."""
+    import keras
+    previous = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def split_virtual_cpus(count):

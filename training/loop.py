@@ -149,8 +149,6 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     """
     strategy = distribute.make_strategy(options.strategy, list(options.devices) or None)
     is_chief = distribute.is_chief(strategy)
-    if options.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
                                     num_images=options.num_images or None)
     options = _resolve_options(options, dataset)
@@ -159,7 +157,7 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=Non
     schedule = options.schedule()
     replicas = strategy.num_replicas_in_sync
 
-    with strategy.scope():
+    with distribute.precision_policy(options.mixed_precision), strategy.scope():
         keras.utils.set_random_seed(options.seed)
         G, D = build_networks(options, info.channels, c_dim)
         trainer = GANTrainer(G, D, options.loss_settings(), schedule, options.fq_settings(),
@@ -314,9 +312,7 @@ def state_fingerprint(state):
 
 
 def _check_batch(global_batch, replicas, mbstd_group):
-    if global_batch % replicas:
-        raise TrainingConfigError(f"minibatch {global_batch} is not divisible by the {replicas} "
-                                  f"replicas; use a multiple of {replicas}.")
+    distribute.check_global_batch(global_batch, replicas)
     per_replica = global_batch // replicas
     group = min(mbstd_group, per_replica)
     if per_replica % group:

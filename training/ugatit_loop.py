@@ -393,22 +393,15 @@ def training_loop(options, run_dir, resume=False, log=print, stop_after_iteratio
     strategy = strategy or distribute.make_strategy(options.strategy,
                                                     list(options.devices) or None)
     is_chief = distribute.is_chief(strategy)
-    policy = keras.mixed_precision.global_policy()
-    if options.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with distribute.precision_policy(options.mixed_precision):
         return _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief):
     pair = open_pair(options)
     size, global_batch = options.size, options.minibatch
     replicas = strategy.num_replicas_in_sync
-    if global_batch % replicas:
-        raise ValueError(f"--batch {global_batch} is not divisible by the {replicas} replicas; "
-                         f"use a multiple of {replicas}.")
+    distribute.check_global_batch(global_batch, replicas)
     with strategy.scope():
         keras.utils.set_random_seed(options.seed)
         trainer = UGATITTrainer(
