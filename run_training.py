@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -160,6 +161,7 @@ def main(argv, fv=FLAGS):
         devices = split_virtual_cpus(fv["cpu-replicas"].value)
         options.devices = options.devices or tuple(devices)
     run_dir = fv.out
+    created = False   # the run folder is this command's own (removed again on a config error)
     if fv.resume:
         if not run_dir or not os.path.isdir(run_dir):
             raise app.UsageError("--resume needs --out pointing at an existing run folder.")
@@ -178,9 +180,10 @@ def main(argv, fv=FLAGS):
         if os.path.exists(run_dir) and os.listdir(run_dir):
             raise app.UsageError(f"--out {run_dir} exists and is not empty; pick a new folder or "
                                  "add --resume to continue that run.")
+        created = not os.path.exists(run_dir)
         os.makedirs(run_dir, exist_ok=True)
     else:
-        run_dir = new_run_dir("runs", options)
+        run_dir, created = new_run_dir("runs", options), True
 
     from training import TrainingConfigError, TrainingDiverged
     if fv.deterministic:
@@ -192,6 +195,9 @@ def main(argv, fv=FLAGS):
         summary = export_finished_run(run_dir, family.training_loop(options, run_dir,
                                                                       resume=fv.resume))
     except TrainingConfigError as e:
+        from training.checkpoints import latest_checkpoint
+        if created and latest_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir)   # a new run that never trained: no half-made folder left
         print(f"run_training.py: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -289,3 +289,4 @@ def test_a_batch_the_replicas_cannot_split_is_one_line(capsys, tmp_path, monkeyp
     assert code == 2 and err.strip().splitlines() == [
         "run_training.py: error: --batch 5 is not divisible by the 2 replicas; use a multiple "
         "of 2."]
+    assert not os.path.exists(tmp_path / "run")   # created by this command, removed again

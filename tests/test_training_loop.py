@@ -300,3 +300,18 @@ def test_demo_snapshots_every_two_ticks_unless_told():
     assert DEMO_SNAPSHOT_TICKS == 2 and snapshot_ticks() == 2
     assert snapshot_ticks("--snapshot-ticks", "5") == 5
     assert snapshot_ticks("--config", "e") == 10
+
+
+def test_a_config_error_leaves_no_run_folder_behind(capsys, tmp_path, monkeypatch,
+                                                    two_replica_strategy):
+    """Found once the devices are known (per-replica batch 6, minibatch-stddev groups of 4),
+    after the run folder got its options and logs: one line, exit 2, and the folder this
+    command created is gone (nothing was trained into it)."""
+    from training import distribute
+    monkeypatch.setattr(distribute, "make_strategy", lambda *args: two_replica_strategy)
+    out = str(tmp_path / "run")
+    assert run_cli(["--batch", "12", "--strategy", "mirrored", "--out", out]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: per-replica batch 6 is not divisible by the minibatch-stddev "
+        "group size 4; use a per-replica batch that is a multiple of 4."]
+    assert not os.path.exists(out)
