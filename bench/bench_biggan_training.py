@@ -38,7 +38,7 @@ VARIANTS = (("BigGAN (no FQ)", None), ("FQ-BigGAN K=1024 (C10)", "cifar10"),
 def make_step(fq_preset, dataset):
     import keras
     from networks import biggan
-    from training.biggan_loop import _compile_step, log_keys
+    from training.biggan_loop import compile_step
     from training.biggan_trainer import BigGANSettings, BigGANTrainer
     from training.loop import LogAccumulator
     import tensorflow as tf
@@ -51,9 +51,9 @@ def make_step(fq_preset, dataset):
     D = biggan.BigGANDiscriminator(ch=FLAGS.ch, num_classes=5, fq_layers=layers,
                                    fq_kwargs=fq_kwargs if layers else None, name="D")
     trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=FLAGS.d_steps))
-    accumulator = LogAccumulator(log_keys(trainer))
+    accumulator = LogAccumulator(trainer.log_keys())
     strategy = tf.distribute.get_strategy()
-    step = _compile_step(strategy, trainer, accumulator, FLAGS.batch, FLAGS.xla)
+    step = compile_step(strategy, trainer, accumulator, FLAGS.batch, FLAGS.xla)
     iterator = iter(dataset.distribute(strategy, FLAGS.batch, 32, seed=0))
     return lambda: step(iterator), accumulator
 

@@ -31,7 +31,7 @@ from absl import app, flags  # noqa: E402
 
 from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
-from training.loop import CompiledStep, LogAccumulator, log_keys  # noqa: E402
+from training.loop import CompiledStep, LogAccumulator  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
@@ -110,7 +110,7 @@ def make_variant(resolution, batch, fq_blocks):
                                 fq_blocks=fq_blocks)
     trainer = GANTrainer(G, D, LOSS, ProgressiveSchedule(resolution, resolution),
                          learning_rate=0.0025)
-    return CompiledStep(tf.distribute.get_strategy(), trainer, LogAccumulator(log_keys(trainer)),
+    return CompiledStep(tf.distribute.get_strategy(), trainer, LogAccumulator(trainer.log_keys()),
                         resolution, batch, xla=False)
 
 

@@ -20,9 +20,8 @@ import run_export
 import run_generator
 import run_training
 from networks import progan, stylegan2
-from training.config import TrainingOptions, validate
+from training.config import TrainingOptions, training_loop, validate
 from training.logs import grid_upscale, image_grid
-from training.loop import training_loop
 
 from test_export import graph_optimizer_off
 

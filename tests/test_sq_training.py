@@ -18,8 +18,7 @@ from absl import flags
 import run_training
 from networks import stylegan2
 from training.checkpoints import Checkpoints
-from training.config import TrainingOptions
-from training.loop import training_loop
+from training.config import TrainingOptions, training_loop
 from training.schedule import ProgressiveSchedule
 from training.trainer import GANTrainer, LossSettings, SQSettings
 

@@ -18,8 +18,7 @@ from absl import flags
 import run_training
 from training import TrainingDiverged, losses
 from training.checkpoints import latest_checkpoint
-from training.config import TrainingOptions, load_networks
-from training.loop import training_loop
+from training.config import TrainingOptions, load_networks, training_loop
 
 from test_ugatit_loop import killed_copy
 
@@ -249,7 +248,7 @@ def test_two_workers_end_with_identical_state(tmp_path):
 
 
 def test_batch_and_replica_checks():
-    from training.loop import _check_batch
+    from training.config import check_batch as _check_batch
     from training import TrainingConfigError
     _check_batch(16, 2, 4)
     with pytest.raises(TrainingConfigError, match="not divisible by the 2 replicas"):

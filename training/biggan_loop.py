@@ -24,15 +24,20 @@ equals an uninterrupted run.
 """
 
 import dataclasses
-import json
 import math
 import os
-import time
 
 import numpy as np
+import tensorflow as tf
 from absl import app
 
+import datasets
 from networks import biggan
+from training import TrainingConfigError, loop
+from training.biggan_trainer import BigGANSettings, BigGANTrainer
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.logs import grid_upscale
+from training.loop import IterationRun, replicated
 from training.run_options import RunOptions
 
 # Per --config: network preset (networks.biggan.PRESETS) and its overrides, optimisation, G_ema,
@@ -133,7 +138,6 @@ class BigGANOptions(RunOptions):
 
     def settings(self):
         """BigGANSettings of this run (after resolve)."""
-        from training.biggan_trainer import BigGANSettings
         lr = self.learning_rate
         warmup = self.fq_warmup_kimg
         if self.fq_preset == "paper" and warmup <= 0:
@@ -240,7 +244,6 @@ def options_from_flags(fv):
 
 def open_training_data(options):
     """The run's dataset at the preset's resolution; ValueError with the fix if unusable."""
-    import datasets
     resolution = options.network_preset["resolution"]
     if options.resolution not in (0, resolution):
         raise ValueError(f"--resolution {options.resolution}: --config {options.config} trains "
@@ -358,7 +361,6 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
       (N, G.dim_z) float32 and labels (N,) int class indices; sample G_ema with
       `training=options.preset("sample_training")` (the official sampling mode).
     """
-    from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
     options = BigGANOptions.load(run_dir)
     checkpoint = checkpoint or latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -379,14 +381,6 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
 # The loop.
 
 
-def log_keys(trainer):
-    keys = {"g_loss", "g_fq_loss", "d_loss", "d_loss_real", "d_loss_fake", "d_fq_loss",
-            "d_real_score", "d_fake_score", "alpha_fq"}
-    for layer in trainer.D.fq_layers:
-        keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
-    return keys
-
-
 def grid_inputs(options, z_dim, count=None):
     """Fixed latents and labels of the sample grids: one class per column (at most 10)."""
     columns = min(options.num_classes, 10)
@@ -396,164 +390,94 @@ def grid_inputs(options, z_dim, count=None):
     labels = np.tile(np.arange(columns), rows).astype(np.int32)
     return z, labels, columns
 
+#----------------------------------------------------------------------------
+# The family's training run (training/loop.py drives it).
+
+
+class BigGANRun(IterationRun):
+    """BigGAN for `training.loop.training_loop`. Position = iterations (G updates), each of
+    `d_steps` D steps x `accumulations` minibatches, all in one compiled step."""
+
+    progress_keys = ("g_loss", "d_loss", "d_fq_loss")
+
+    def open_data(self):
+        try:
+            self.dataset, self.counts = open_training_data(self.options)
+        except ValueError as e:
+            raise TrainingConfigError(str(e)) from None
+        resolve(self.options, self.dataset)
+
+    def build_trainer(self):
+        G, D = build_networks(self.options)
+        return BigGANTrainer(G, D, self.options.settings(), class_probabilities=self.counts,
+                             mixed_precision=self.options.mixed_precision, seed=self.options.seed)
+
+    def start_message(self, iteration, stop):
+        options = self.options
+        return (f"BigGAN {options.config}: {options.iterations} iterations of {options.d_steps} "
+                f"D step(s) x {options.preset('accumulations')} minibatch(es) of "
+                f"{options.batch} ({options.kimg:g} kimg), {options.num_classes} classes, FQ "
+                f"after D blocks {list(options.fq_layers) or 'none'}")
+
+    def total(self):
+        return self.options.iterations
+
+    def tick_prefix(self, iteration):
+        return f"it {iteration}  "
+
+    def compile_step(self, iteration):
+        options = self.options
+        iterator = iter(self.dataset.distribute(
+            self.strategy, options.batch, self.dataset.info.resolution,
+            start_image=self.images(iteration), mirror=options.mirror, seed=options.seed))
+        step = compile_step(self.strategy, self.trainer, self.accumulator, options.batch,
+                            options.xla)
+        return lambda: step(iterator)
+
+    def _generate(self, z, labels):
+        training = self.options.preset("sample_training")
+        return np.concatenate([
+            self.trainer.generate(tf.constant(z[i:i + 64]), tf.constant(labels[i:i + 64]),
+                                  training=training).numpy()
+            for i in range(0, len(z), 64)])
+
+    def _grid(self, name):
+        z, labels, columns = grid_inputs(self.options, self.trainer.z_dim)
+        return [(name, "fakes", self._generate(z, labels), columns,
+                 grid_upscale(self.options.resolution))]
+
+    def initial_grids(self):
+        return self._grid("fakes_init.png")
+
+    def snapshot_grids(self, iteration):
+        return self._grid(f"fakes{int(self.images(iteration) / 1000):06d}.png")
+
+    def swd_generator(self, iteration):
+        def generate(rng, count):
+            z = rng.randn(count, self.trainer.z_dim).astype(np.float32)
+            labels = self.trainer.class_cdf.searchsorted(rng.rand(count), side="right")
+            labels = np.minimum(labels, self.options.num_classes - 1).astype(np.int32)
+            return self._generate(z, labels)
+        return self.options.resolution, generate
+
 
 def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None):
-    """Trains per `options`, writing everything into `run_dir`. Returns the run summary dict.
-
-    Args:
-      options: BigGANOptions (validated or not; resolved here).
-      run_dir: output folder (created by the caller; training_options.json is written here).
-      resume: continue from the latest checkpoint in run_dir/checkpoints.
-      log: where one-line messages go.
-      stop_after_iterations: stop (with a checkpoint) after this many iterations in total, as
-        if killed there; the run can then be resumed (used to test exact resume).
-    """
-    import keras
-    import tensorflow as tf
-
-    from training import distribute
-    from training.biggan_trainer import BigGANTrainer
-    from training.checkpoints import Checkpoints, resume_or_record
-    from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
-    from training.loop import LogAccumulator, state_fingerprint
-
-    dataset, counts = open_training_data(options)
-    resolve(options, dataset)
-    info = dataset.info
-    strategy = distribute.make_strategy(options.strategy, list(options.devices) or None)
-    is_chief = distribute.is_chief(strategy)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = options.batch
-    distribute.check_global_batch(global_batch, replicas)
-    with distribute.precision_policy(options.mixed_precision), strategy.scope():
-        keras.utils.set_random_seed(options.seed)
-        G, D = build_networks(options)
-        trainer = BigGANTrainer(G, D, options.settings(),
-                                class_probabilities=counts,
-                                mixed_precision=options.mixed_precision, seed=options.seed)
-        accumulator = LogAccumulator(log_keys(trainer))
-    checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
-                              is_chief, distribute.task_index())
-    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
-        log(f"Resumed from {checkpoints.latest} at iteration {int(trainer.iteration.numpy())}")
-
-    per_iteration = options.images_per_iteration
-    iteration = int(trainer.iteration.numpy())
-    stop = options.iterations if stop_after_iterations is None else \
-        min(options.iterations, int(stop_after_iterations))
-    data = dataset.distribute(strategy, global_batch, info.resolution,
-                              start_image=iteration * per_iteration, mirror=options.mirror,
-                              seed=options.seed)
-    iterator = iter(data)
-    step = _compile_step(strategy, trainer, accumulator, global_batch, options.xla)
-    logger = RunLogger(run_dir, options.kimg, is_chief)
-    grid_z, grid_labels, grid_columns = grid_inputs(options, trainer.z_dim)
-    sample_training = options.preset("sample_training")
-    swd_state = {}
-
-    def generate(z, labels):
-        images = [trainer.generate(tf.constant(z[i:i + 64]), tf.constant(labels[i:i + 64]),
-                                   training=sample_training).numpy()
-                  for i in range(0, len(z), 64)]
-        return np.concatenate(images)
-
-    def compute_swd():
-        import metrics
-        if not swd_state:
-            reals = dataset.pipeline(options.swd_images, info.resolution, dtype=tf.uint8,
-                                     shuffle=True, repeat=False, seed=options.seed)
-            swd = metrics.SlicedWassersteinDistance(info.resolution, seed=options.seed)
-            swd_state["swd"] = swd
-            swd_state["real"] = swd.descriptors(next(iter(reals))[0].numpy())
-        rng = np.random.RandomState(options.seed + 7)
-        z = rng.randn(options.swd_images, trainer.z_dim).astype(np.float32)
-        labels = trainer.class_cdf.searchsorted(rng.rand(options.swd_images), side="right")
-        labels = np.minimum(labels, options.num_classes - 1).astype(np.int32)
-        fakes = np.clip(generate(z, labels), -1.0, 1.0)
-        swd = swd_state["swd"]
-        result = swd.distance(swd_state["real"], swd.descriptors(fakes))
-        return {f"metrics/{k}": v for k, v in result.items()}
-
-    def snapshot():
-        kimg = iteration * per_iteration / 1000
-        if is_chief:
-            images = generate(grid_z, grid_labels)
-            path = os.path.join(run_dir, f"fakes{int(kimg):06d}.png")
-            save_image_grid(path, images, columns=grid_columns,
-                            upscale=grid_upscale(info.resolution))
-            logger.images(kimg, "fakes", images)
-        path = checkpoints.save(iteration)
-        if "swd" in options.metrics and is_chief:
-            logger.scalars(kimg, compute_swd())
-        return path
-
-    log(f"BigGAN {options.config}: {options.iterations} iterations of {options.d_steps} D "
-        f"step(s) x {options.preset('accumulations')} minibatch(es) of {global_batch} "
-        f"({options.kimg:g} kimg), {options.num_classes} classes, FQ after D blocks "
-        f"{list(options.fq_layers) or 'none'}")
-    if iteration == 0 and is_chief:
-        # The starting point, for comparison (NVlabs' fakes_init.png).
-        save_image_grid(os.path.join(run_dir, "fakes_init.png"), generate(grid_z, grid_labels),
-                        columns=grid_columns, upscale=grid_upscale(info.resolution))
-    start_time = time.time()
-    logger.throughput(iteration * per_iteration / 1000)
-    tick_start, tick, last_snapshot = iteration, 0, None
-    while iteration < stop:
-        try:
-            step(iterator)
-        except tf.errors.InvalidArgumentError as e:
-            raise diverged_from(e, f"iteration {iteration + 1}", checkpoints.latest) or e
-        iteration += 1
-        done = iteration >= stop
-        if (iteration - tick_start) * per_iteration >= options.tick_kimg * 1000 or done:
-            tick += 1
-            kimg = iteration * per_iteration / 1000
-            values = accumulator.read_and_reset()
-            values["progress/iteration"] = iteration
-            logger.tick(kimg, values, ("g_loss", "d_loss", "d_fq_loss"), prefix=f"it {iteration}  ",
-                        last_checkpoint=checkpoints.latest, position=f"iteration {iteration}")
-            tick_start = iteration
-            if tick % options.snapshot_ticks == 0 or done:
-                last_snapshot = snapshot()
-    if last_snapshot is None:
-        last_snapshot = snapshot()
-    logger.close()
-    summary = {"run_dir": run_dir, "kimg": iteration * per_iteration / 1000,
-               "iterations": iteration, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1),
-               "finished": iteration >= options.iterations,
-               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    # Every worker writes its summary (into its own --out): the fingerprints show that all
-    # workers ended with the same state.
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    """Trains per `options` (BigGANOptions) into `run_dir`; returns the run summary
+    (training.loop.training_loop). `stop_after_iterations`: stop with a checkpoint there, as
+    if killed (tests of exact resume)."""
+    return loop.training_loop(BigGANRun(options, run_dir, log), resume, stop_after_iterations)
 
 
-def _compile_step(strategy, trainer, accumulator, global_batch, xla):
-    """tf.function running one iteration: its minibatches, strategy.run, G_ema, logs.
-
-    Traced without AutoGraph: the step has no data-dependent Python control flow, and
-    converting every network call costs about a third of the tracing time.
-    """
-    import tensorflow as tf
+def compile_step(strategy, trainer, accumulator, global_batch, xla):
+    """tf.function(iterator) running one iteration: its minibatches on every replica, G_ema,
+    the logs."""
     count = trainer.settings.batches_per_iteration
-
-    def replica_step(batches):
-        return trainer.train_step(batches, global_batch)
-
-    if xla:
-        replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
+    run = replicated(strategy, lambda batches: trainer.train_step(batches, global_batch),
+                     accumulator, xla)
 
     @tf.function(autograph=False)
     def step(iterator):
-        batches = tuple(next(iterator) for _ in range(count))
-        sums, means = strategy.run(replica_step, args=(batches,))
-        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in sums.items()}
-        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                     for k, v in means.items()})
+        run(tuple(next(iterator) for _ in range(count)))
         trainer.finish_step()
-        accumulator.add(logs)
 
     return step

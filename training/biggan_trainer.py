@@ -187,6 +187,14 @@ class BigGANTrainer(keras.Model):
 
     # -- state outside the step ------------------------------------------------------------
 
+    def log_keys(self):
+        """Every scalar `train_step` logs (the training loop accumulates them per tick)."""
+        keys = {"g_loss", "g_fq_loss", "d_loss", "d_loss_real", "d_loss_fake", "d_fq_loss",
+                "d_real_score", "d_fake_score", "alpha_fq"}
+        for layer in self.D.fq_layers:
+            keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
+        return keys
+
     def checkpoint_state(self):
         """Every variable a resumed run needs (see training/checkpoints.py)."""
         return checkpoint_state(G=self.G, Gs=self.Gs, D=self.D, g_optimizer=self.g_optimizer,

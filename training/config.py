@@ -7,13 +7,22 @@ rebuilds the run's networks (resume, export, generation, metrics) reads it back.
 
 import dataclasses
 import os
+import time
 
+import numpy as np
+import tensorflow as tf
 from absl import app
 
+import datasets
+from fq_keras import codebook_init
 from networks import progan, stylegan, stylegan2
+from training import TrainingConfigError, distribute, loop
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.logs import grid_upscale
+from training.loop import CompiledStep, TrainingRun
 from training.run_options import RunOptions
 from training.schedule import ProgressiveSchedule
-from training.trainer import LOSS_PRESETS, FQSettings, SQSettings
+from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, SQSettings
 
 MODELS = ("progan", "stylegan", "stylegan2")
 CONFIGS = ("demo", "e", "f", "limited")
@@ -231,11 +240,6 @@ def build_networks(options, channels, c_dim):
 Options = TrainingOptions
 
 
-def training_loop(options, run_dir, resume=False):
-    from training.loop import training_loop as loop
-    return loop(options, run_dir, resume=resume)
-
-
 def options_from_flags(fv):
     """TrainingOptions from parsed flags; raises app.UsageError on impossible settings."""
     if fv.config not in CONFIGS:
@@ -330,7 +334,6 @@ def _sq_options_from_flags(fv):
 
 def validate(options):
     """Checks what can be checked before TensorFlow builds anything (one clear message each)."""
-    import datasets
     try:
         dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
                                         num_images=options.num_images or None)
@@ -368,9 +371,8 @@ def _validate_sq(options):
             f"--sq-dim {options.sq_dim} does not divide w_dim {w_dim} (--config "
             f"{options.config}); choose one of {','.join(map(str, divisors))} (SQ-GAN: 4).")
     if options.sq_cbi_features:
-        from fq_keras.codebook_init import load_image_features
         try:
-            load_image_features(options.sq_cbi_features)
+            codebook_init.load_image_features(options.sq_cbi_features)
         except (OSError, ValueError) as e:
             raise app.UsageError(f"--sq-cbi-features: {e}") from None
 
@@ -388,7 +390,6 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
     Returns:
       (options, {name: network}); Gs is the generator to sample from (EMA of G).
     """
-    from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
     options = TrainingOptions.load(run_dir)
     checkpoint = checkpoint or latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -401,3 +402,222 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
     state = checkpoint_state(**networks)
     Checkpoints(state, run_dir).checkpoint.read(checkpoint).expect_partial().assert_existing_objects_matched()
     return options, networks
+
+
+#----------------------------------------------------------------------------
+# The family's training run (training/loop.py drives it).
+
+
+class StyleGANRun(TrainingRun):
+    """ProGAN / StyleGAN / StyleGAN2 for `training.loop.training_loop`.
+
+    Position = images shown (nimg). Time is divided into schedule segments (constant
+    resolution, minibatch and learning rate; training/schedule.py); each segment opens its own
+    distributed input pipeline (a pure function of the seed and the segment's images consumed)
+    and its own CompiledStep, whose phases (G main, D main and the lazy regularisers of the
+    iteration) are traced on first use.
+    """
+
+    progress_keys = ("g_loss", "d_loss", "d_fq_loss", "lod")
+
+    def open_data(self):
+        options = self.options
+        self.dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
+                                             num_images=options.num_images or None)
+        info = self.dataset.info
+        if options.conditional and not info.has_labels:
+            raise TrainingConfigError(f"--conditional: dataset {info.source} has no labels; "
+                                      "prepare it with --labels or drop --conditional.")
+        # What the dataset decides, recorded so that the run can be rebuilt without it later.
+        self.options = options = dataclasses.replace(
+            options, resolution=options.resolution or info.resolution, channels=info.channels,
+            label_size=info.label_size if options.conditional else 0)
+        self.schedule = options.schedule()
+        self.segment = self.compiled = self.iterator = None
+
+    def check_replicas(self, replicas):
+        # Every segment the run reaches (the minibatch changes with the resolution).
+        start = 0.0
+        while start < self.options.kimg:
+            segment = self.schedule.segment_at(start)
+            check_batch(segment.minibatch, replicas, self.options.preset("mbstd_group"))
+            start = segment.end_kimg
+
+    def build_trainer(self):
+        options = self.options
+        G, D = build_networks(options, options.channels, options.label_size)
+        return GANTrainer(G, D, options.loss_settings(), self.schedule, options.fq_settings(),
+                          learning_rate=options.lr, mixed_precision=options.mixed_precision,
+                          seed=options.seed, sq=options.sq_settings())
+
+    def start_new_run(self, logger):
+        if self.trainer.use_sq and self.options.sq_cbi_features:
+            logger.scalars(0.0, initialize_sq_codebook(self.options, self.trainer, self.log,
+                                                       self.dataset.info.num_images))
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def position(self):
+        return int(self.trainer.nimg.numpy())
+
+    def images(self, position):
+        return position
+
+    def total(self):
+        return int(round(self.options.kimg * 1000))
+
+    def tick_values(self, position):
+        values = {"progress/resolution": self.segment.resolution,
+                  "progress/learning_rate": self.segment.learning_rate}
+        values.update(sq_tick_statistics(self.trainer))
+        return values
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def step(self, nimg):
+        segment = self.schedule.segment_at(nimg / 1000)
+        if segment != self.segment:
+            self._start_segment(segment, nimg)
+        iteration = nimg // segment.minibatch
+        settings = self.trainer.loss_settings
+        self.compiled(self.iterator, self.trainer.phases_of_iteration(
+            iteration % settings.pl_interval == 0, iteration % settings.r1_interval == 0))
+        return nimg + segment.minibatch
+
+    def _start_segment(self, segment, nimg):
+        trainer, options = self.trainer, self.options
+        self.segment = segment
+        if int(trainer.segment_start_nimg.numpy()) < segment.start_kimg * 1000 or nimg == 0:
+            # First step of this segment (not a resume inside it): NVlabs resets Adam.
+            trainer.segment_start_nimg.assign(nimg)
+            if trainer.progressive and nimg > 0:
+                trainer.reset_optimizers()
+        trainer.set_learning_rate(segment.learning_rate)
+        consumed = nimg - int(trainer.segment_start_nimg.numpy())
+        data = self.dataset.distribute(self.strategy, segment.minibatch, segment.resolution,
+                                       start_image=consumed, mirror=options.mirror,
+                                       seed=options.seed + int(segment.start_kimg))
+        self.iterator = iter(data)
+        self.compiled = CompiledStep(self.strategy, trainer, self.accumulator,
+                                     segment.resolution, segment.minibatch, options.xla)
+        self.log(f"Segment from kimg {segment.start_kimg:g}: resolution {segment.resolution}, "
+                 f"minibatch {segment.minibatch}, lr {segment.learning_rate:g}"
+                 + (" (fade-in)" if segment.fading else ""))
+
+    # -- images --------------------------------------------------------------------------------
+
+    def _stage(self, nimg):
+        # The stage of the last step taken (a snapshot right after a segment's last step shows
+        # that segment's networks), or of `nimg` before the first step.
+        return (self.segment or self.schedule.segment_at(nimg / 1000)).resolution
+
+    def _generate(self, z, labels, nimg):
+        """Gs at the stage of `nimg` (constant noise), upscaled to the final resolution."""
+        trainer, stage = self.trainer, self._stage(nimg)
+        kwargs = {}
+        if trainer.progressive:
+            kwargs = dict(lod=tf.constant(self.schedule.lod(nimg / 1000), tf.float32),
+                          resolution=stage)
+        if trainer.is_style:
+            kwargs["noise_mode"] = "const"
+        images = trainer.Gs(tf.constant(z), None if labels is None else tf.constant(labels),
+                            **kwargs).numpy()
+        return images, stage
+
+    def _grid(self, nimg):
+        """The 32 fixed latents (one label per row cycle) at full resolution, and the stage."""
+        rng = np.random.RandomState(self.options.seed + 123)
+        z = rng.randn(32, self.trainer.z_dim).astype(np.float32)
+        c_dim = self.trainer.c_dim
+        labels = np.eye(c_dim, dtype=np.float32)[np.arange(32) % c_dim] if c_dim else None
+        parts = [self._generate(z[i:i + 16], None if labels is None else labels[i:i + 16], nimg)
+                 for i in range(0, 32, 16)]
+        images, stage = np.concatenate([p[0] for p in parts]), parts[0][1]
+        factor = self.options.resolution // stage
+        if factor > 1:
+            images = images.repeat(factor, axis=1).repeat(factor, axis=2)
+        return images, grid_upscale(stage)
+
+    def initial_grids(self):
+        images, upscale = self._grid(0)
+        return [("fakes_init.png", "fakes", images, 8, upscale)]
+
+    def snapshot_grids(self, nimg):
+        images, upscale = self._grid(nimg)
+        return [(f"fakes{nimg // 1000:06d}.png", "fakes", images, 8, upscale)]
+
+    def swd_generator(self, nimg):
+        def generate(rng, count):
+            fakes = []
+            for i in range(0, count, 64):
+                n = min(64, count - i)
+                labels = None
+                if self.trainer.c_dim:
+                    labels = np.eye(self.trainer.c_dim, dtype=np.float32)[
+                        rng.randint(self.trainer.c_dim, size=n)]
+                z = rng.randn(n, self.trainer.z_dim).astype(np.float32)
+                fakes.append(self._generate(z, labels, nimg)[0])
+            return np.concatenate(fakes)
+        return self._stage(nimg), generate
+
+
+def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=None):
+    """Trains per `options` (TrainingOptions) into `run_dir`; returns the run summary
+    (training.loop.training_loop). `stop_after_kimg`: stop with a checkpoint there, as if
+    killed (tests of exact resume)."""
+    stop_at = None if stop_after_kimg is None else int(round(stop_after_kimg * 1000))
+    return loop.training_loop(StyleGANRun(options, run_dir, log), resume, stop_at)
+
+
+def check_batch(global_batch, replicas, mbstd_group):
+    """TrainingConfigError unless `global_batch` splits into per-replica batches that the
+    minibatch-stddev groups divide."""
+    distribute.check_global_batch(global_batch, replicas)
+    per_replica = global_batch // replicas
+    group = min(mbstd_group, per_replica)
+    if per_replica % group:
+        raise TrainingConfigError(f"per-replica batch {per_replica} is not divisible by the "
+                                  f"minibatch-stddev group size {group}; use a per-replica batch "
+                                  f"that is a multiple of {mbstd_group}.")
+
+
+def sq_tick_statistics(trainer):
+    """Codebook usage of G's style quantization since the last tick, then a new window.
+
+    Returns {"sq/perplexity", "sq/unused_fraction", "sq/dead_codes", "sq/uniformity"} ({}
+    without SQ): perplexity of the code counts of every w seen in the Gmain steps of the tick
+    (K = uniform use, 1 = collapse), fraction and number of entries never picked, and L_uf of
+    the current codebook (lower = more spread out).
+    """
+    if not trainer.use_sq:
+        return {}
+    stats = trainer.G.sq.usage_statistics()
+    trainer.G.sq.reset_usage()
+    return {f"sq/{k}": stats[k] for k in ("perplexity", "unused_fraction", "dead_codes",
+                                         "uniformity")}
+
+
+def initialize_sq_codebook(options, trainer, log, num_images=None):
+    """SQ-GAN codebook initialisation (CBI) from --sq-cbi-features; returns the logged values.
+
+    Runs outside strategy.scope() on one device (fq_keras.codebook_init), then copies G into Gs
+    (they are equal before the first step), so every replica and Gs start from the CBI codebook.
+    Called only for a new run: a resumed run takes its codebook from the checkpoint.
+    """
+    features = codebook_init.load_image_features(options.sq_cbi_features)
+    start = time.time()
+    history = codebook_init.initialize_codebook(
+        trainer.G.sq, features, steps=options.sq_cbi_steps, learning_rate=options.sq_cbi_lr,
+        epsilon=options.sq_cbi_epsilon, batch_size=options.sq_cbi_batch or None,
+        seed=options.seed)
+    trainer.copy_to_gs()
+    cost = history["transport_cost"]
+    # The features are an unordered set; a count unlike the dataset's is allowed, but noted.
+    note = "" if num_images in (None, features.shape[0]) else \
+        f" (the training set has {num_images} images)"
+    log(f"Codebook initialisation: {len(cost)} steps on {features.shape[0]} image features "
+        f"({features.shape[1]}-d){note}, transport cost {cost[0]:.4f} -> {cost[-1]:.4f}, "
+        f"marginal error {history['marginal_error'][-1]:.2g}, {time.time() - start:.0f} s")
+    return {"sq/cbi_transport_cost_initial": float(cost[0]),
+            "sq/cbi_transport_cost_final": float(cost[-1]),
+            "sq/cbi_marginal_error": float(history["marginal_error"][-1])}

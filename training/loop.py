@@ -1,21 +1,28 @@
-"""The training loop of run_training.py: segments, compiled steps, ticks, snapshots, resume.
+"""The training loop of run_training.py, one for every model family.
 
-    training_loop(options, run_dir, resume=False)
+    summary = training_loop(run, resume=False)      # run: a family's TrainingRun
 
-Time is divided into schedule segments (constant resolution, minibatch and learning rate; see
-training/schedule.py). For each segment the loop opens a distributed input pipeline and traces
-one step function per combination of lazy-regularisation phases; steps then run with no Python
-work beyond picking the function. Every `tick_kimg` it reads the accumulated losses, checks they
-are finite, logs them and prints a progress line; every `snapshot_ticks` ticks it writes a
-sample grid from Gs (fixed latents), optional SWD, and a checkpoint.
+The loop owns what every family shares: the strategy and the precision policy (set here and
+restored when the loop returns), seeding, building the trainer inside `strategy.scope()`,
+checkpoints and resume, the in-graph log accumulator, ticks (divergence check, TensorBoard,
+log.jsonl, the progress line), snapshots (sample grids, SWD, a checkpoint), the divergence stop
+and `summary.json` with the state fingerprint on every worker. A family supplies the rest as a
+`TrainingRun` subclass (training/config.py: ProGAN / StyleGAN / StyleGAN2,
+training/biggan_loop.py, training/ugatit_loop.py): its data, its trainer, how far one step
+goes, and its images.
 
-Exact resume: the checkpoint holds the trainer (networks, Gs, optimizers, FQ dictionaries, RNG
-states, nimg, the segment's first image) and the data stream is a pure function of the seed and
-the images consumed (`ImageDataset.distribute(start_image=...)`), so stop + resume equals an
-uninterrupted run.
+Progress is counted in the family's `position` (images shown for the StyleGAN family, whose
+minibatch changes between stages; iterations for BigGAN and U-GAT-IT); `images(position)`
+converts it into real images shown, which ticks, logs and --kimg count. Checkpoints are numbered
+by position.
+
+Exact resume: the checkpoint holds the trainer's whole state (networks, EMA generator,
+optimizers, FQ dictionaries, RNG states, counters) and each family's data stream is a pure
+function of the seed and the images consumed (`distribute(start_image=...)`), so stop + resume
+equals an uninterrupted run.
 """
 
-import dataclasses
+import abc
 import hashlib
 import json
 import os
@@ -25,12 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import datasets
-from training import TrainingConfigError, distribute
+
+from metrics.sliced_wasserstein import SlicedWassersteinDistance
+from training import distribute
 from training.checkpoints import Checkpoints, resume_or_record
-from training.config import build_networks
-from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
-from training.trainer import GANTrainer
+from training.logs import RunLogger, diverged_from, save_image_grid
 
 #----------------------------------------------------------------------------
 
@@ -60,248 +66,6 @@ class LogAccumulator(tf.Module):
         return result
 
 
-def log_keys(trainer):
-    keys = {"g_loss", "g_fq_loss", "d_loss", "d_fq_loss", "d_real_score", "d_fake_score",
-            "alpha_fq", "lod", "g_pl_penalty", "pl_mean", "d_r1_penalty", "d_gradient_penalty"}
-    for layer in trainer.D.fq_layers:
-        keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
-    if trainer.use_sq:
-        keys |= {"g_sq_loss", "d_sq_cr_loss"}
-    return keys
-
-
-def sq_tick_statistics(trainer):
-    """Codebook usage of G's style quantization since the last tick, then a new window.
-
-    Returns {"sq/perplexity", "sq/unused_fraction", "sq/dead_codes", "sq/uniformity"} ({}
-    without SQ): perplexity of the code counts of every w seen in the Gmain steps of the tick
-    (K = uniform use, 1 = collapse), fraction and number of entries never picked, and L_uf of
-    the current codebook (lower = more spread out).
-    """
-    if not trainer.use_sq:
-        return {}
-    stats = trainer.G.sq.usage_statistics()
-    trainer.G.sq.reset_usage()
-    return {f"sq/{k}": stats[k] for k in ("perplexity", "unused_fraction", "dead_codes",
-                                         "uniformity")}
-
-
-def initialize_sq_codebook(options, trainer, log, num_images=None):
-    """SQ-GAN codebook initialisation (CBI) from --sq-cbi-features; returns the logged values.
-
-    Runs outside strategy.scope() on one device (fq_keras.codebook_init), then copies G into Gs
-    (they are equal before the first step), so every replica and Gs start from the CBI codebook.
-    Called only for a new run: a resumed run takes its codebook from the checkpoint.
-    """
-    from fq_keras.codebook_init import initialize_codebook, load_image_features
-    features = load_image_features(options.sq_cbi_features)
-    start = time.time()
-    history = initialize_codebook(
-        trainer.G.sq, features, steps=options.sq_cbi_steps, learning_rate=options.sq_cbi_lr,
-        epsilon=options.sq_cbi_epsilon, batch_size=options.sq_cbi_batch or None,
-        seed=options.seed)
-    trainer.copy_to_gs()
-    cost = history["transport_cost"]
-    # The features are an unordered set; a count unlike the dataset's is allowed, but noted.
-    note = "" if num_images in (None, features.shape[0]) else \
-        f" (the training set has {num_images} images)"
-    log(f"Codebook initialisation: {len(cost)} steps on {features.shape[0]} image features "
-        f"({features.shape[1]}-d){note}, transport cost {cost[0]:.4f} -> {cost[-1]:.4f}, "
-        f"marginal error {history['marginal_error'][-1]:.2g}, {time.time() - start:.0f} s")
-    return {"sq/cbi_transport_cost_initial": float(cost[0]),
-            "sq/cbi_transport_cost_final": float(cost[-1]),
-            "sq/cbi_marginal_error": float(history["marginal_error"][-1])}
-
-
-#----------------------------------------------------------------------------
-
-
-def _resolve_options(options, dataset):
-    """Fills in what the dataset decides, so the run can be rebuilt without it later."""
-    info = dataset.info
-    if options.conditional and not info.has_labels:
-        raise TrainingConfigError(f"--conditional: dataset {info.source} has no labels; prepare "
-                                  "it with --labels or drop --conditional.")
-    return dataclasses.replace(options, resolution=options.resolution or info.resolution,
-                               channels=info.channels,
-                               label_size=info.label_size if options.conditional else 0)
-
-
-def _sample_inputs(options, trainer, info, dataset, count):
-    """Fixed latents (and labels) for sample grids: the same every snapshot and on resume."""
-    rng = np.random.RandomState(options.seed + 123)
-    z = rng.randn(count, trainer.z_dim).astype(np.float32)
-    labels = None
-    if trainer.c_dim:
-        labels = np.eye(trainer.c_dim, dtype=np.float32)[np.arange(count) % trainer.c_dim]
-    return z, labels
-
-
-def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=None):
-    """Trains per `options`, writing everything into `run_dir`. Returns the run summary dict.
-
-    Args:
-      options: TrainingOptions.
-      run_dir: output folder (created by the caller; `training_options.json` written here).
-      resume: continue from the latest checkpoint in run_dir/checkpoints.
-      stop_after_kimg: stop (with a checkpoint) once this many kimg are done, as if killed
-        there; the run can then be resumed (used to test exact resume).
-    """
-    strategy = distribute.make_strategy(options.strategy, list(options.devices) or None)
-    is_chief = distribute.is_chief(strategy)
-    dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
-                                    num_images=options.num_images or None)
-    options = _resolve_options(options, dataset)
-    info = dataset.info
-    c_dim = options.label_size
-    schedule = options.schedule()
-    replicas = strategy.num_replicas_in_sync
-
-    with distribute.precision_policy(options.mixed_precision), strategy.scope():
-        keras.utils.set_random_seed(options.seed)
-        G, D = build_networks(options, info.channels, c_dim)
-        trainer = GANTrainer(G, D, options.loss_settings(), schedule, options.fq_settings(),
-                             learning_rate=options.lr, mixed_precision=options.mixed_precision,
-                             seed=options.seed, sq=options.sq_settings())
-        accumulator = LogAccumulator(log_keys(trainer))
-    checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
-                              is_chief, distribute.task_index())
-    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
-        log(f"Resumed from {checkpoints.latest} at kimg {trainer.nimg.numpy() / 1000:.3f}")
-
-    logger = RunLogger(run_dir, options.kimg, is_chief)
-    if trainer.use_sq and options.sq_cbi_features and not resume:
-        logger.scalars(0.0, initialize_sq_codebook(options, trainer, log, info.num_images))
-    grid_z, grid_labels = _sample_inputs(options, trainer, info, dataset, 32)
-    swd_state = {}
-    settings = trainer.loss_settings
-    total_nimg = int(round(options.kimg * 1000))
-    stop_nimg = total_nimg if stop_after_kimg is None else min(total_nimg, int(round(stop_after_kimg * 1000)))
-    nimg = int(trainer.nimg.numpy())
-    tick_start_nimg, tick = nimg, 0
-    last_snapshot = None
-    segment = None
-    start_time = time.time()
-    logger.throughput(nimg / 1000)
-
-    def snapshot():
-        kimg = nimg / 1000
-        stage = segment.resolution
-        if is_chief:
-            images = sample(stage)
-            path = os.path.join(run_dir, f"fakes{nimg // 1000:06d}.png")
-            save_image_grid(path, images, columns=8, upscale=grid_upscale(stage))
-            logger.images(kimg, "fakes", images)
-        path = checkpoints.save(nimg)
-        if "swd" in options.metrics and is_chief:
-            logger.scalars(kimg, compute_swd(stage))
-        return path
-
-    def sample(stage):
-        lod = tf.constant(schedule.lod(nimg / 1000), tf.float32) if trainer.progressive else None
-        images = []
-        for i in range(0, len(grid_z), 16):
-            z = tf.constant(grid_z[i:i + 16])
-            labels = None if grid_labels is None else tf.constant(grid_labels[i:i + 16])
-            images.append(generate_gs(z, labels, lod, stage).numpy())
-        images = np.concatenate(images)
-        factor = options.resolution // stage
-        return images.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else images
-
-    def generate_gs(z, labels, lod, stage):
-        kwargs = dict(lod=lod, resolution=stage) if trainer.progressive else {}
-        if trainer.is_style:
-            kwargs["noise_mode"] = "const"
-        return trainer.Gs(z, labels, **kwargs)
-
-    def compute_swd(stage):
-        import metrics
-        if stage not in swd_state:
-            reals = dataset.pipeline(options.swd_images, stage, dtype=tf.uint8, shuffle=True,
-                                     repeat=False, seed=options.seed)
-            swd = metrics.SlicedWassersteinDistance(stage, seed=options.seed)
-            swd_state[stage] = (swd, swd.descriptors(next(iter(reals))[0].numpy()))
-        swd, real_desc = swd_state[stage]
-        rng = np.random.RandomState(options.seed + 7)
-        fakes = []
-        lod = tf.constant(schedule.lod(nimg / 1000), tf.float32) if trainer.progressive else None
-        for i in range(0, options.swd_images, 64):
-            n = min(64, options.swd_images - i)
-            labels = None
-            if trainer.c_dim:
-                labels = tf.constant(np.eye(trainer.c_dim, dtype=np.float32)[rng.randint(trainer.c_dim, size=n)])
-            z = tf.constant(rng.randn(n, trainer.z_dim).astype(np.float32))
-            # Clip as the uint8 export does: an untrained G overshoots [-1, 1] by far.
-            fakes.append(np.clip(generate_gs(z, labels, lod, stage).numpy(), -1.0, 1.0))
-        result = swd.distance(real_desc, swd.descriptors(np.concatenate(fakes)))
-        return {f"metrics/{k}": v for k, v in result.items()}
-
-    if nimg == 0 and is_chief:
-        # The starting point, for comparison: NVlabs' fakes_init.png (and SWD at kimg 0).
-        stage = schedule.segment_at(0).resolution
-        save_image_grid(os.path.join(run_dir, "fakes_init.png"), sample(stage), columns=8,
-                        upscale=grid_upscale(stage))
-        if "swd" in options.metrics:
-            logger.scalars(0.0, compute_swd(stage))
-
-    while nimg < stop_nimg:
-        current = schedule.segment_at(nimg / 1000)
-        if current != segment:
-            segment = current
-            global_batch = segment.minibatch
-            _check_batch(global_batch, replicas, options.preset("mbstd_group"))
-            if int(trainer.segment_start_nimg.numpy()) < segment.start_kimg * 1000 or nimg == 0:
-                # First step of this segment (not a resume inside it): NVlabs resets Adam.
-                trainer.segment_start_nimg.assign(nimg)
-                if trainer.progressive and nimg > 0:
-                    trainer.reset_optimizers()
-            trainer.set_learning_rate(segment.learning_rate)
-            consumed = nimg - int(trainer.segment_start_nimg.numpy())
-            data = dataset.distribute(strategy, global_batch, segment.resolution,
-                                      start_image=consumed, mirror=options.mirror,
-                                      seed=options.seed + int(segment.start_kimg))
-            iterator = iter(data)
-            step = CompiledStep(strategy, trainer, accumulator, segment.resolution,
-                                global_batch, options.xla)
-            log(f"Segment from kimg {segment.start_kimg:g}: resolution {segment.resolution}, "
-                f"minibatch {global_batch}, lr {segment.learning_rate:g}"
-                + (" (fade-in)" if segment.fading else ""))
-        iteration = nimg // global_batch
-        phases = trainer.phases_of_iteration(iteration % settings.pl_interval == 0,
-                                             iteration % settings.r1_interval == 0)
-        try:
-            step(iterator, phases)
-        except tf.errors.InvalidArgumentError as e:
-            raise diverged_from(e, f"kimg {nimg / 1000:.3f}", checkpoints.latest) or e
-        nimg += global_batch
-
-        done = nimg >= stop_nimg
-        if nimg - tick_start_nimg >= options.tick_kimg * 1000 or done:
-            tick += 1
-            kimg = nimg / 1000
-            values = accumulator.read_and_reset()
-            values.update({"progress/resolution": segment.resolution,
-                           "progress/learning_rate": segment.learning_rate})
-            values.update(sq_tick_statistics(trainer))
-            logger.tick(kimg, values, ("g_loss", "d_loss", "d_fq_loss", "lod"),
-                        last_checkpoint=checkpoints.latest)
-            tick_start_nimg = nimg
-            if tick % options.snapshot_ticks == 0 or done:
-                last_snapshot = snapshot()
-
-    if last_snapshot is None and segment is not None:
-        last_snapshot = snapshot()
-    logger.close()
-    summary = {"run_dir": run_dir, "kimg": nimg / 1000, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1), "finished": nimg >= total_nimg,
-               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    # Every worker writes its summary (into its own --out): the fingerprints show that all
-    # workers ended with the same state.
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
-
-
 def state_fingerprint(state):
     """SHA-1 over every variable's bytes, in name order (identical state -> identical hash)."""
     digest = hashlib.sha1()
@@ -311,14 +75,26 @@ def state_fingerprint(state):
     return digest.hexdigest()
 
 
-def _check_batch(global_batch, replicas, mbstd_group):
-    distribute.check_global_batch(global_batch, replicas)
-    per_replica = global_batch // replicas
-    group = min(mbstd_group, per_replica)
-    if per_replica % group:
-        raise TrainingConfigError(f"per-replica batch {per_replica} is not divisible by the "
-                                  f"minibatch-stddev group size {group}; use a per-replica batch "
-                                  f"that is a multiple of {mbstd_group}.")
+def replicated(strategy, replica_fn, accumulator, xla=False):
+    """run(*args): replica_fn(*args) on every replica, its logs reduced into `accumulator`.
+
+    `replica_fn` returns (sums, means): dicts of per-replica scalars, summed resp. averaged over
+    the replicas. Call `run` inside a tf.function. With `xla`, replica_fn is compiled by XLA.
+    No autograph anywhere: the steps have no tensor-dependent Python control flow, and
+    converting every network call they reach costs up to a third of the tracing time.
+    """
+    if xla:
+        replica_fn = tf.function(replica_fn, jit_compile=True, autograph=False)
+
+    def run(*args):
+        sums, means = strategy.run(replica_fn, args=args)
+        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in sums.items()}
+        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                     for k, v in means.items()})
+        accumulator.add(logs)
+
+    return run
 
 
 class CompiledStep:
@@ -341,32 +117,284 @@ class CompiledStep:
 
     def phase_function(self, phase):
         """The tf.function(data) running `phase` on every replica (compiled on first use)."""
-        if phase in self.functions:
-            return self.functions[phase]
-        strategy, trainer, accumulator = self.strategy, self.trainer, self.accumulator
+        if phase not in self.functions:
+            def replica_phase(data):
+                return self.trainer.run_phase(phase, data, self.resolution, self.global_batch)
 
-        def replica_phase(data):
-            return trainer.run_phase(phase, data, self.resolution, self.global_batch)
-
-        # No autograph: the phases have no tensor-dependent Python control flow, and
-        # converting every network call they reach took ~15% of a tiny StyleGAN2 run's time.
-        if self.xla:
-            replica_phase = tf.function(replica_phase, jit_compile=True, autograph=False)
-
-        @tf.function(autograph=False)
-        def run(data):
-            sums, means = strategy.run(replica_phase, args=(data,))
-            logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                    for k, v in sums.items()}
-            logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                         for k, v in means.items()})
-            accumulator.add(logs)
-
-        self.functions[phase] = run
-        return run
+            self.functions[phase] = tf.function(
+                replicated(self.strategy, replica_phase, self.accumulator, self.xla),
+                autograph=False)
+        return self.functions[phase]
 
     def __call__(self, iterator, phases):
         data = next(iterator)
         for phase in phases:
             self.phase_function(phase)(data)
         self.finish()
+
+#----------------------------------------------------------------------------
+
+
+class TrainingRun(abc.ABC):
+    """What one model family supplies to `training_loop`: data, trainer, steps and images.
+
+    The loop sets `strategy`, `is_chief`, `trainer` and `accumulator` on the instance before
+    it calls anything but `open_data` and `build_trainer`. Positions are the family's progress
+    counter (see the module docstring), read from the trainer so that a resumed run continues
+    where its checkpoint was written.
+
+    Args:
+      options: the family's Options (a RunOptions dataclass with `kimg`, `seed`, `strategy`,
+        `devices`, `mixed_precision`, `keep_checkpoints`, `snapshot_ticks`, `xla`).
+      run_dir: the run folder (created by the caller).
+      log: where one-line messages go.
+    """
+
+    # Keys of the tick's values printed on the progress line (when present).
+    progress_keys = ()
+
+    def __init__(self, options, run_dir, log=print):
+        self.options, self.run_dir, self.log = options, run_dir, log
+        self.strategy = self.is_chief = self.trainer = self.accumulator = None
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def open_data(self):
+        """Opens the dataset and fills in the options it decides (before anything is built).
+        Raises TrainingConfigError for a dataset the options cannot use."""
+
+    @abc.abstractmethod
+    def build_trainer(self):
+        """The trainer (networks, optimizers, counters): called seeded, inside strategy.scope()
+        and the precision policy. It has `checkpoint_state()` and `log_keys()`."""
+
+    def check_replicas(self, replicas):
+        """Raises TrainingConfigError if the run cannot be split over `replicas` replicas."""
+        distribute.check_global_batch(self.options.minibatch, replicas)
+
+    def start_new_run(self, logger):
+        """Called once when a run starts from scratch (not on resume), before the first step."""
+
+    def start_message(self, position, stop):
+        """A line describing the run before its first step, or None."""
+        return None
+
+    # -- progress ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def position(self):
+        """The trainer's progress counter (int)."""
+
+    @abc.abstractmethod
+    def images(self, position):
+        """Real images shown by D up to `position`."""
+
+    @abc.abstractmethod
+    def total(self):
+        """The position at which the run is finished."""
+
+    def tick_images(self):
+        """Images between ticks."""
+        return self.options.tick_kimg * 1000
+
+    def where(self, position):
+        """The position in words, for messages ("kimg 1.234", "iteration 12")."""
+        return f"kimg {self.images(position) / 1000:.3f}"
+
+    def tick_values(self, position):
+        """Extra scalars for the tick's log entry."""
+        return {}
+
+    def tick_prefix(self, position):
+        """Text that starts the progress line's details."""
+        return ""
+
+    def summary_values(self, position):
+        """Extra fields of summary.json."""
+        return {}
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def step(self, position):
+        """Runs the iteration that starts at `position`; returns the position after it."""
+
+    # -- images --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def snapshot_grids(self, position):
+        """[(file name, TensorBoard tag, images NHWC in [-1, 1], columns, upscale)] of a
+        snapshot (called on the chief only)."""
+
+    def initial_grids(self):
+        """Grids of the untrained networks (NVlabs' fakes_init.png), written by a new run."""
+        return []
+
+    def swd_generator(self, position):
+        """(resolution, generate(rng, n) -> n images in [-1, 1]) for SWD, or None."""
+        return None
+
+
+
+class IterationRun(TrainingRun):
+    """A TrainingRun counted in iterations (`trainer.iteration`), all of them one compiled
+    step over one data stream (BigGAN, U-GAT-IT); its options have `images_per_iteration`."""
+
+    _step = None
+
+    @abc.abstractmethod
+    def compile_step(self, iteration):
+        """step() -> None running one iteration, with the data stream from `iteration` on."""
+
+    def position(self):
+        return int(self.trainer.iteration.numpy())
+
+    def images(self, iteration):
+        return iteration * self.options.images_per_iteration
+
+    def where(self, iteration):
+        return f"iteration {iteration}"
+
+    def tick_values(self, iteration):
+        return {"progress/iteration": iteration}
+
+    def summary_values(self, iteration):
+        return {"iterations": iteration}
+
+    def step(self, iteration):
+        if self._step is None:
+            self._step = self.compile_step(iteration)
+        self._step()
+        return iteration + 1
+
+#----------------------------------------------------------------------------
+
+
+def training_loop(run, resume=False, stop_at=None, strategy=None):
+    """Trains `run` (a TrainingRun) into its run folder. Returns the run summary dict.
+
+    Args:
+      run: a family's TrainingRun.
+      resume: continue from the latest checkpoint in run_dir/checkpoints.
+      stop_at: stop (with a checkpoint) at this position, as if killed there; the run can then
+        be resumed (used to test exact resume).
+      strategy: a tf.distribute strategy to use instead of the options' one (tests).
+    Returns:
+      dict run_dir, kimg, checkpoint, seconds, finished, state_fingerprint, and the family's
+      `summary_values`; also written to run_dir/summary.json by every worker (its own --out),
+      so the fingerprints show that all workers ended with the same state.
+    """
+    options = run.options
+    run.strategy = strategy or distribute.make_strategy(options.strategy,
+                                                        list(options.devices) or None)
+    run.is_chief = distribute.is_chief(run.strategy)
+    with distribute.precision_policy(options.mixed_precision):
+        return _train(run, resume, stop_at)
+
+
+def _train(run, resume, stop_at):
+    run.open_data()   # may fill in options (what the dataset decides): read them after it
+    options, run_dir, strategy, is_chief = run.options, run.run_dir, run.strategy, run.is_chief
+    run.check_replicas(strategy.num_replicas_in_sync)
+    with strategy.scope():
+        keras.utils.set_random_seed(options.seed)
+        run.trainer = run.build_trainer()
+        run.accumulator = LogAccumulator(run.trainer.log_keys())
+    checkpoints = Checkpoints(run.trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
+                              is_chief, distribute.task_index())
+    position = run.position()
+    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
+        position = run.position()
+        run.log(f"Resumed from {checkpoints.latest} at {run.where(position)}")
+    total = run.total()
+    stop = total if stop_at is None else min(total, int(stop_at))
+    logger = RunLogger(run_dir, options.kimg, is_chief)
+    swd = SWDState(run, options)
+
+    def kimg(at):
+        return run.images(at) / 1000
+
+    def snapshot(at):
+        if is_chief:
+            for name, tag, images, columns, upscale in run.snapshot_grids(at):
+                save_image_grid(os.path.join(run_dir, name), images, columns=columns,
+                                upscale=upscale)
+                logger.images(kimg(at), tag, images)
+        path = checkpoints.save(at)
+        scores = swd(at) if is_chief else {}
+        if scores:
+            logger.scalars(kimg(at), scores)
+        return path
+
+    if not resume:
+        run.start_new_run(logger)
+        if is_chief:
+            for name, _, images, columns, upscale in run.initial_grids():
+                save_image_grid(os.path.join(run_dir, name), images, columns=columns,
+                                upscale=upscale)
+            scores = swd(position)
+            if scores:
+                logger.scalars(0.0, scores)
+    message = run.start_message(position, stop)
+    if message:
+        run.log(message)
+    start_time = time.time()
+    logger.throughput(kimg(position))
+    tick_start, tick, last_snapshot = position, 0, None
+    while position < stop:
+        try:
+            position = run.step(position)
+        except tf.errors.InvalidArgumentError as e:
+            raise diverged_from(e, run.where(position), checkpoints.latest) or e
+        done = position >= stop
+        if run.images(position) - run.images(tick_start) >= run.tick_images() or done:
+            tick += 1
+            values = run.accumulator.read_and_reset()
+            values.update(run.tick_values(position))
+            logger.tick(kimg(position), values, run.progress_keys,
+                        prefix=run.tick_prefix(position), last_checkpoint=checkpoints.latest,
+                        position=run.where(position))
+            tick_start = position
+            if tick % options.snapshot_ticks == 0 or done:
+                last_snapshot = snapshot(position)
+    if last_snapshot is None:   # nothing left to train: the run's latest checkpoint stands
+        last_snapshot = checkpoints.latest or snapshot(position)
+    logger.close()
+    summary = {"run_dir": run_dir, "kimg": kimg(position), **run.summary_values(position),
+               "checkpoint": last_snapshot, "seconds": round(time.time() - start_time, 1),
+               "finished": position >= total,
+               "state_fingerprint": state_fingerprint(run.trainer.checkpoint_state())}
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+class SWDState:
+    """swd(position) -> {"metrics/swd...": value} at a snapshot ({} unless --metrics swd).
+
+    The real descriptors are computed once per resolution from `options.swd_images` training
+    images (shuffled with the run's seed); the fakes come from the family's generator with a
+    fixed RNG, so the value at a snapshot is the same on resume.
+    """
+
+    def __init__(self, run, options):
+        self.run, self.options, self.reals = run, options, {}
+        self.enabled = "swd" in getattr(options, "metrics", ())
+
+    def __call__(self, position):
+        source = self.run.swd_generator(position) if self.enabled else None
+        if source is None:
+            return {}
+        resolution, generate = source
+        count, seed = self.options.swd_images, self.options.seed
+        if resolution not in self.reals:
+            reals = self.run.dataset.pipeline(count, resolution, dtype=tf.uint8, shuffle=True,
+                                              repeat=False, seed=seed)
+            swd = SlicedWassersteinDistance(resolution, seed=seed)
+            self.reals[resolution] = (swd, swd.descriptors(next(iter(reals))[0].numpy()))
+        swd, real = self.reals[resolution]
+        # Clipped as the uint8 export does: an untrained G overshoots [-1, 1] by far.
+        fakes = np.clip(generate(np.random.RandomState(seed + 7), count), -1.0, 1.0)
+        result = swd.distance(real, swd.descriptors(fakes))
+        return {f"metrics/{k}": v for k, v in result.items()}

@@ -179,6 +179,17 @@ class GANTrainer(keras.Model):
 
     # -- state outside the step ------------------------------------------------------------
 
+    def log_keys(self):
+        """Every scalar a phase can log (the training loop accumulates them per tick)."""
+        keys = {"g_loss", "g_fq_loss", "d_loss", "d_fq_loss", "d_real_score", "d_fake_score",
+                "alpha_fq", "lod", "g_pl_penalty", "pl_mean", "d_r1_penalty",
+                "d_gradient_penalty"}
+        for layer in self.D.fq_layers:
+            keys |= {f"fq/{layer.name}/perplexity", f"fq/{layer.name}/unused_fraction"}
+        if self.use_sq:
+            keys |= {"g_sq_loss", "d_sq_cr_loss"}
+        return keys
+
     def checkpoint_state(self):
         """Every variable a resumed run needs (see training/checkpoints.py)."""
         return checkpoint_state(

@@ -26,22 +26,17 @@ plain TensorFlow and which run_translation.py --network also takes.
 """
 
 import dataclasses
-import json
 import os
-import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import app
 
 import datasets
 from networks import ugatit
-from training import distribute
-from training.checkpoints import (Checkpoints, checkpoint_state, latest_checkpoint,
-                                  resume_or_record)
-from training.logs import RunLogger, diverged_from, save_image_grid
-from training.loop import LogAccumulator, state_fingerprint
+from training import loop
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.loop import IterationRun, replicated
 from training.ugatit_trainer import (NETWORK_NAMES, LossWeights, UGATITTrainer, strip,
                                      translation_panels)
 from training.run_options import RunOptions
@@ -122,6 +117,11 @@ class Options(RunOptions):
     @property
     def minibatch(self):
         return self.resolved("batch")
+
+    @property
+    def images_per_iteration(self):
+        """Image pairs one iteration trains on."""
+        return self.minibatch
 
     @property
     def lr(self):
@@ -352,123 +352,83 @@ def _fixed_samples(pair, size, count):
     return {k: np.concatenate(v) for k, v in samples.items()}
 
 
-def _compile_step(strategy, trainer, accumulator, global_batch, xla):
-    """tf.function running one iteration: next batch, strategy.run(train_step), counter, logs."""
+class UGATITRun(IterationRun):
+    """U-GAT-IT for `training.loop.training_loop`. Position = iterations (one D and one G
+    update on a minibatch of A and B images)."""
 
-    def replica_step(data):
-        return trainer.train_step(data, global_batch)
+    progress_keys = ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss", "g_cam_loss",
+                     "d_fq_loss")
 
-    if xla:
-        replica_step = tf.function(replica_step, jit_compile=True)
+    def open_data(self):
+        self.pair = open_pair(self.options)
+        self.samples = None
 
-    # No tensor-dependent Python control flow inside: autograph would only slow the tracing.
-    @tf.function(autograph=False)
-    def step(iterator):
-        sums, means = strategy.run(replica_step, args=(next(iterator),))
-        logs = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in sums.items()}
-        logs.update({k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                     for k, v in means.items()})
-        trainer.finish_step()
-        accumulator.add(logs)
-
-    return step
-
-
-def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None,
-                  strategy=None):
-    """Trains per `options`, writing everything into `run_dir`. Returns the run summary dict.
-
-    Args:
-      options: Options.
-      run_dir: output folder (created by the caller; training_options.json written here).
-      resume: continue from the latest checkpoint in run_dir/checkpoints.
-      stop_after_iterations: stop (with a checkpoint) after this many iterations, as if killed
-        there; the run can then be resumed (used to test exact resume).
-      strategy: a tf.distribute strategy to use instead of options.strategy (tests).
-    Returns:
-      dict run_dir, kimg, iterations, checkpoint, seconds, finished (all iterations done),
-      state_fingerprint. run_training.py exports the finished run (`export_finished_run`).
-    """
-    strategy = strategy or distribute.make_strategy(options.strategy,
-                                                    list(options.devices) or None)
-    is_chief = distribute.is_chief(strategy)
-    with distribute.precision_policy(options.mixed_precision):
-        return _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief)
-
-
-def _train(options, run_dir, resume, log, stop_after_iterations, strategy, is_chief):
-    pair = open_pair(options)
-    size, global_batch = options.size, options.minibatch
-    replicas = strategy.num_replicas_in_sync
-    distribute.check_global_batch(global_batch, replicas)
-    with strategy.scope():
-        keras.utils.set_random_seed(options.seed)
-        trainer = UGATITTrainer(
+    def build_trainer(self):
+        options, size = self.options, self.options.size
+        return UGATITTrainer(
             build_networks(options), (size, size, 3), options.total_iterations,
             weights=options.loss_weights(), fq_alpha=options.fq_alpha,
             learning_rate=options.lr, weight_decay=options.weight_decay,
             decay_lr=options.decay_lr, mixed_precision=options.mixed_precision)
-        accumulator = LogAccumulator(trainer.log_keys())
-    checkpoints = Checkpoints(trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
-                              is_chief, distribute.task_index())
-    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
-        log(f"Resumed from {checkpoints.latest} at iteration {int(trainer.iteration.numpy())}")
 
-    total = options.total_iterations
-    stop = total if stop_after_iterations is None else min(total, int(stop_after_iterations))
-    iteration = int(trainer.iteration.numpy())
-    tick_iterations = max(1, int(round(options.tick * 1000 / global_batch)))
-    logger = RunLogger(run_dir, options.kimg, is_chief)
-    samples = _fixed_samples(pair, size, options.sample_images) if is_chief else None
-    data = pair.distribute(strategy, global_batch, size, start_image=iteration * global_batch,
-                           seed=options.seed)
-    iterator = iter(data)
-    step = _compile_step(strategy, trainer, accumulator, global_batch, options.xla)
-    start_time = time.time()
-    tick_start, tick, last_snapshot = iteration, 0, None
-    logger.throughput(iteration * global_batch / 1000)
-    log(f"U-GAT-IT{' light' if options.light else ''} {size}x{size}, batch {global_batch}, "
-        f"{replicas} replica(s), FQ layers {list(options.fq_config()[0]) or 'none'}; "
-        f"iterations {iteration} -> {stop} of {total}")
+    def start_message(self, iteration, stop):
+        options, replicas = self.options, self.strategy.num_replicas_in_sync
+        mode = " light" if options.light else ""
+        fq_layers = list(options.fq_config()[0]) or "none"
+        return (f"U-GAT-IT{mode} {options.size}x{options.size}, batch {options.minibatch}, "
+                f"{replicas} replica(s), FQ layers {fq_layers}; iterations {iteration} -> {stop} "
+                f"of {options.total_iterations}")
 
-    def snapshot():
-        kimg = iteration * global_batch / 1000
-        if is_chief:
-            for direction, (forward, backward) in (("A2B", (trainer.genA2B, trainer.genB2A)),
-                                                   ("B2A", (trainer.genB2A, trainer.genA2B))):
-                image = strip(translation_panels(forward, backward, samples[direction[0]]))
-                save_image_grid(os.path.join(run_dir, f"fakes-{direction}-{iteration:07d}.png"),
-                                image[np.newaxis], columns=1)
-                logger.images(kimg, direction, image[np.newaxis])
-        return checkpoints.save(iteration)
+    def total(self):
+        return self.options.total_iterations
 
-    while iteration < stop:
-        try:
-            step(iterator)
-        except tf.errors.InvalidArgumentError as e:
-            raise diverged_from(e, f"iteration {iteration + 1}", checkpoints.latest) or e
-        iteration += 1
-        done = iteration >= stop
-        if iteration - tick_start >= tick_iterations or done:
-            tick += 1
-            kimg = iteration * global_batch / 1000
-            values = accumulator.read_and_reset()
-            values["progress/iteration"] = iteration
-            logger.tick(kimg, values, ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss",
-                                       "g_cam_loss", "d_fq_loss"),
-                        prefix=f"it {iteration}/{total}  ", last_checkpoint=checkpoints.latest,
-                        position=f"iteration {iteration}")
-            tick_start = iteration
-            if tick % options.snapshot_ticks == 0 or done:
-                last_snapshot = snapshot()
-    if last_snapshot is None:
-        last_snapshot = checkpoints.latest or snapshot()
-    logger.close()
-    summary = {"run_dir": run_dir, "kimg": iteration * global_batch / 1000,
-               "iterations": iteration, "checkpoint": last_snapshot,
-               "seconds": round(time.time() - start_time, 1), "finished": iteration >= total,
-               "state_fingerprint": state_fingerprint(trainer.checkpoint_state())}
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    def tick_images(self):
+        batch = self.options.minibatch
+        return max(1, int(round(self.options.tick * 1000 / batch))) * batch
+
+    def tick_prefix(self, iteration):
+        return f"it {iteration}/{self.options.total_iterations}  "
+
+    def compile_step(self, iteration):
+        options = self.options
+        iterator = iter(self.pair.distribute(self.strategy, options.minibatch, options.size,
+                                             start_image=self.images(iteration),
+                                             seed=options.seed))
+        step = compile_step(self.strategy, self.trainer, self.accumulator, options.minibatch,
+                            options.xla)
+        return lambda: step(iterator)
+
+    def snapshot_grids(self, iteration):
+        """The official 7-panel strips of A->B and B->A (one image each)."""
+        if self.samples is None:
+            self.samples = _fixed_samples(self.pair, self.options.size,
+                                          self.options.sample_images)
+        trainer, grids = self.trainer, []
+        for direction, (forward, backward) in (("A2B", (trainer.genA2B, trainer.genB2A)),
+                                               ("B2A", (trainer.genB2A, trainer.genA2B))):
+            image = strip(translation_panels(forward, backward, self.samples[direction[0]]))
+            grids.append((f"fakes-{direction}-{iteration:07d}.png", direction,
+                          image[np.newaxis], 1, 1))
+        return grids
+
+
+def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None,
+                  strategy=None):
+    """Trains per `options` (Options) into `run_dir`; returns the run summary
+    (training.loop.training_loop). `stop_after_iterations`: stop with a checkpoint there, as if
+    killed (tests of exact resume); `strategy`: one to use instead of options.strategy."""
+    return loop.training_loop(UGATITRun(options, run_dir, log), resume, stop_after_iterations,
+                              strategy)
+
+
+def compile_step(strategy, trainer, accumulator, global_batch, xla):
+    """tf.function(iterator) running one iteration on every replica, the counter, the logs."""
+    run = replicated(strategy, lambda data: trainer.train_step(data, global_batch),
+                     accumulator, xla)
+
+    @tf.function(autograph=False)
+    def step(iterator):
+        run(next(iterator))
+        trainer.finish_step()
+
+    return step
