@@ -28,9 +28,9 @@ FLAGS = flags.FLAGS
 
 # Model family -> the module with its options_from_flags(fv), validate(options), Options class
 # (save/load) and training_loop(options, run_dir, resume); imported when used.
-FAMILIES = {"progan": "training.config", "stylegan": "training.config",
-            "stylegan2": "training.config", "ugatit": "training.ugatit_loop",
-            "biggan": "training.biggan_loop"}
+FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
+            "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
+            "biggan": "training.biggan"}
 
 
 def define_flags(fv=FLAGS):

@@ -3,7 +3,7 @@
     python bench/bench_biggan_training.py                       # CIFAR size: ch 64, batch 64
     python bench/bench_biggan_training.py --ch 16 --batch 16    # a quicker look on a CPU
 
-One iteration is exactly what `run_training.py --model biggan` runs (training/biggan_loop.py's
+One iteration is exactly what `run_training.py --model biggan` runs (training/biggan.py's
 compiled step): d_steps x (G forward, D on concat([fake, real]), hinge + FQ losses, Adam update,
 one dictionary EMA update) + one G step + the G_ema update, fed by the shapes input pipeline.
 Variants: BigGAN (no FQ), FQ-BigGAN with the CIFAR-10 dictionaries (D blocks 0-3, K = 1024) and
@@ -38,7 +38,7 @@ VARIANTS = (("BigGAN (no FQ)", None), ("FQ-BigGAN K=1024 (C10)", "cifar10"),
 def make_step(fq_preset, dataset):
     import keras
     from networks import biggan
-    from training.biggan_loop import compile_step
+    from training.biggan import compile_step
     from training.biggan_trainer import BigGANSettings, BigGANTrainer
     from training.loop import LogAccumulator
     import tensorflow as tf

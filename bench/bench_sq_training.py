@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from training.config import TrainingOptions, build_networks  # noqa: E402
+from training.stylegan import TrainingOptions, build_networks  # noqa: E402
 from training.trainer import GANTrainer  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -59,6 +59,8 @@ import numpy as np
 import tensorflow as tf
 
 from export.core import Exporter, ExportError, float32_copy, image_outputs
+from training import biggan as biggan_family
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 # BigGAN-PyTorch's defaults: --num_standing_accumulations 16 forwards of G_batch_size (the CIFAR
 # scripts' batch, 64).
@@ -150,14 +152,12 @@ class BigGANExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """G_ema of a BigGAN run (latest checkpoint by default)."""
-        from training import biggan_loop
-        from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
         checkpoint = checkpoint or latest_checkpoint(run_dir)
         if checkpoint is None:
             raise ExportError(f"{run_dir}: no checkpoint in "
                               f"{run_dir.rstrip('/')}/checkpoints; has the run saved one yet?")
         try:
-            options, networks = biggan_loop.load_networks(run_dir, checkpoint, ("Gs",))
+            options, networks = biggan_family.load_networks(run_dir, checkpoint, ("Gs",))
         except (OSError, ValueError, AssertionError) as error:
             raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
                               f"({str(error).splitlines()[0]}).") from None

@@ -49,6 +49,8 @@ import math
 import tensorflow as tf
 
 from export.core import Exporter, ExportError, family_of, image_outputs
+from training import stylegan as stylegan_family
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 NOISE_MODES = ("const", "none")
 # Official truncation cutoffs: NVlabs/stylegan G_style truncation_cutoff=8; StyleGAN2 (NVlabs TF
@@ -60,7 +62,7 @@ def run_settings(options, nimg, segment_start_nimg):
     """{"resolution", "lod"} of the network a progressive run trained last ({} otherwise).
 
     Args:
-      options: training.config.TrainingOptions of the run.
+      options: training.stylegan.TrainingOptions of the run.
       nimg: images shown so far (the trainer's `nimg`).
       segment_start_nimg: the trainer's `segment_start_nimg` (first image of the current
         schedule segment): the segment, hence the stage, of the last training step.
@@ -229,14 +231,12 @@ class StyleGANExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """Gs of a run (latest checkpoint by default) at the stage it reached."""
-        from training import config
-        from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
         checkpoint = checkpoint or latest_checkpoint(run_dir)
         if checkpoint is None:
             raise ExportError(f"{run_dir}: no checkpoint in "
                               f"{run_dir.rstrip('/')}/checkpoints; has the run saved one yet?")
         try:
-            options, networks = config.load_networks(run_dir, checkpoint, ("Gs",))
+            options, networks = stylegan_family.load_networks(run_dir, checkpoint, ("Gs",))
         except (OSError, ValueError) as error:  # DatasetError is a ValueError
             raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
                               f"({str(error).splitlines()[0]}).") from None

@@ -20,7 +20,7 @@ same size is the identity, so S x S inputs are translated as they are). Resizing
 aspect ratio, as the official transform does; crop first to keep it.
 
 Heatmap: the official `cam()` of the training strips and test phase
-(training.ugatit_trainer.cam_heatmap): the generator's heatmap (N, S/4, S/4, 1) is min-max
+(networks.ugatit.cam_heatmap): the generator's heatmap (N, S/4, S/4, 1) is min-max
 normalised per image, truncated to uint8, resized bilinearly to S x S, rounded, and coloured
 with jet_colormap (OpenCV's COLORMAP_JET), here through a 256-entry table built from
 jet_colormap itself.
@@ -29,10 +29,12 @@ Light-mode networks can be exported at another size (`size=`); full-mode network
 size their MLP was built for.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from export.core import Exporter, ExportError, float32_copy, image_outputs
+from networks.ugatit import cam_heatmap, jet_table
+from training import ugatit as ugatit_family
+from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 GENERATORS = ("genA2B", "genB2A")   # a2b, b2a
 
@@ -65,38 +67,6 @@ def as_pair(networks):
         return GeneratorPair(networks["genA2B"], networks["genB2A"])
     raise ExportError(f"a U-GAT-IT export takes GeneratorPair(genA2B, genB2A) or a dict of "
                       f"them, got {type(networks).__name__}.")
-
-#----------------------------------------------------------------------------
-# The official heatmap colouring, in the graph.
-
-
-def jet_table():
-    """uint8 (256, 3): jet_colormap of every uint8 level, as cam_heatmap rounds it."""
-    from training.ugatit_trainer import jet_colormap
-    return np.uint8(np.rint(255 * jet_colormap(np.arange(256))))
-
-
-def cam_heatmap(heatmap, size, table=None):
-    """training.ugatit_trainer.cam_heatmap in TensorFlow ops (tf.function-safe).
-
-    Args:
-      heatmap: float (N, h, w, 1), the generator's channel-summed attention features.
-      size: output side S.
-      table: jet_table() (passed in so that a traced function holds it once).
-    Returns:
-      uint8 (N, S, S, 3): per image x <- (x - min) / (max - min) (0 where the map is
-      constant), uint8(255 x) (truncation, as np.uint8), bilinear resize to S x S, round,
-      JET colours.
-    """
-    table = jet_table() if table is None else table
-    x = tf.cast(heatmap, tf.float32)
-    x = x - tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
-    peak = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-    x = tf.where(peak > 0, x / tf.where(peak > 0, peak, 1.0), 0.0)
-    levels = tf.cast(tf.cast(255.0 * x, tf.uint8), tf.float32)
-    resized = tf.image.resize(levels, [size, size], "bilinear")
-    index = tf.cast(tf.clip_by_value(tf.math.rint(resized), 0.0, 255.0), tf.int32)
-    return tf.gather(tf.constant(table), index[..., 0])
 
 #----------------------------------------------------------------------------
 # Float32 export copies (the generators build their variables on first use).
@@ -200,10 +170,8 @@ class UGATITExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """Both generators of a run (latest checkpoint by default) at the run's size."""
-        from training import ugatit_loop
-        from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
         try:
-            options, nets = ugatit_loop.load_networks(run_dir, checkpoint)
+            options, nets = ugatit_family.load_networks(run_dir, checkpoint)
         except (OSError, ValueError) as error:   # no checkpoint, not a U-GAT-IT run
             raise ExportError(str(error).splitlines()[0]) from None
         checkpoint = checkpoint or latest_checkpoint(run_dir)

@@ -22,6 +22,7 @@ Conventions the trainers rely on:
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fq_keras import FeatureQuantization
@@ -148,6 +149,46 @@ def class_activation_map(x, gap_fc, gmp_fc, gap_weight, gmp_weight):
     gap = x * tf.cast(gap_weight, x.dtype)
     gmp = x * tf.cast(gmp_weight, x.dtype)
     return tf.concat([gap, gmp], axis=-1), tf.concat([gap_logit, gmp_logit], axis=-1)
+
+#----------------------------------------------------------------------------
+# The CAM heatmap as the official code shows it (`cam()` of its training strips and test phase).
+
+
+def jet_colormap(values):
+    """uint8 (...) -> float32 (..., 3) RGB in [0, 1], the JET map of cv2.COLORMAP_JET
+    (MATLAB jet: dark blue, blue, cyan, yellow, red, dark red; piecewise linear)."""
+    x = np.asarray(values, np.float32) / 255.0
+    channels = [np.clip(1.5 - np.abs(4.0 * x - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)]
+    return np.stack(channels, axis=-1)
+
+
+def jet_table():
+    """uint8 (256, 3): jet_colormap of every uint8 level, as cam_heatmap rounds it."""
+    return np.uint8(np.rint(255 * jet_colormap(np.arange(256))))
+
+
+def cam_heatmap(heatmap, size, table=None):
+    """The official `cam()` in TensorFlow ops (tf.function-safe; strips, translation, export).
+
+    Args:
+      heatmap: float (N, h, w, 1), the generator's channel-summed attention features.
+      size: output side S.
+      table: jet_table() (passed in so that a traced function holds it once).
+    Returns:
+      uint8 (N, S, S, 3): per image x <- (x - min) / (max - min) (0 where the map is
+      constant), uint8(255 x) (truncation, as np.uint8), bilinear resize to S x S, round,
+      JET colours.
+    """
+    table = jet_table() if table is None else table
+    x = tf.cast(heatmap, tf.float32)
+    x = x - tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    peak = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    x = tf.where(peak > 0, x / tf.where(peak > 0, peak, 1.0), 0.0)
+    levels = tf.cast(tf.cast(255.0 * x, tf.uint8), tf.float32)
+    resized = tf.image.resize(levels, [size, size], "bilinear")
+    index = tf.cast(tf.clip_by_value(tf.math.rint(resized), 0.0, 255.0), tf.int32)
+    return tf.gather(tf.constant(table), index[..., 0])
+
 
 #----------------------------------------------------------------------------
 # Generator.

@@ -1,4 +1,4 @@
-"""training/biggan_loop.py through run_training.py: presets, usage errors, a class-conditional
+"""training/biggan.py through run_training.py: presets, usage errors, a class-conditional
 run on the built-in labelled shapes, exact resume, divergence."""
 
 import json
@@ -14,7 +14,7 @@ from PIL import Image
 import run_training
 from datasets import synthetic
 from training import TrainingDiverged
-from training import biggan_loop
+from training import biggan as biggan_family
 from training.biggan_trainer import BigGANTrainer
 
 from test_ugatit_loop import killed_copy
@@ -44,8 +44,8 @@ def fake_dataset(resolution, label_size, num_images):
 
 def test_cifar_presets_reproduce_the_official_launch_scripts():
     for config, K, commitment, decay in (("cifar10", 1024, 1.0, 0.8), ("cifar100", 64, 10.0, 0.9)):
-        options = biggan_loop.options_from_flags(parse("--config", config))
-        biggan_loop.resolve(options, fake_dataset(32, 10, 50000))
+        options = biggan_family.options_from_flags(parse("--config", config))
+        biggan_family.resolve(options, fake_dataset(32, 10, 50000))
         s = options.settings()
         assert (options.batch, s.d_steps, s.accumulations) == (64, 4, 1)
         assert (s.g_learning_rate, s.d_learning_rate, s.betas, s.epsilon) == (
@@ -62,8 +62,8 @@ def test_cifar_presets_reproduce_the_official_launch_scripts():
 
 
 def test_imagenet64_preset_reproduces_launch_i64_bs128x4():
-    options = biggan_loop.options_from_flags(parse("--config", "imagenet64"))
-    biggan_loop.resolve(options, fake_dataset(64, 1000, 1_281_167))
+    options = biggan_family.options_from_flags(parse("--config", "imagenet64"))
+    biggan_family.resolve(options, fake_dataset(64, 1000, 1_281_167))
     s = options.settings()
     assert (options.batch, s.d_steps, s.accumulations) == (128, 1, 4)
     assert (s.g_learning_rate, s.d_learning_rate, s.epsilon, s.ema_start) == (
@@ -77,11 +77,11 @@ def test_imagenet64_preset_reproduces_launch_i64_bs128x4():
 
 
 def test_flags_override_presets_and_options_round_trip(tmp_path):
-    options = biggan_loop.options_from_flags(parse(
+    options = biggan_family.options_from_flags(parse(
         "--config", "cifar10", "--lr", "1e-3", "--batch", "32", "--d-steps", "2",
         "--fq-layers", "1,3", "--fq-preset", "paper", "--fq-num-embeddings", "256",
         "--kimg", "64"))
-    biggan_loop.resolve(options, fake_dataset(32, 10, 50000))
+    biggan_family.resolve(options, fake_dataset(32, 10, 50000))
     s = options.settings()
     assert (s.g_learning_rate, s.d_learning_rate, s.d_steps) == (1e-3, 1e-3, 2)
     assert options.iterations == 1000 and options.kimg == 64  # 64 kimg / (32 x 2) images
@@ -89,23 +89,23 @@ def test_flags_override_presets_and_options_round_trip(tmp_path):
     assert options.fq_kwargs()["forward"] == "quantized"  # paper: quantised D forward
     assert options.fq_kwargs()["num_embeddings"] == 256
     assert s.fq_warmup_iterations == 250                   # paper: alpha ramps over a quarter
-    baseline = biggan_loop.options_from_flags(parse("--config", "cifar10", "--fq-layers", ""))
+    baseline = biggan_family.options_from_flags(parse("--config", "cifar10", "--fq-layers", ""))
     assert baseline.fq_layers == ()
     options.save(str(tmp_path))
-    loaded = biggan_loop.BigGANOptions.load(str(tmp_path))
+    loaded = biggan_family.BigGANOptions.load(str(tmp_path))
     assert loaded == options
     loaded.kimg = 128  # how run_training.py extends a resumed run
     assert loaded.iterations == 2000
     text = json.loads(open(tmp_path / "training_options.json").read())
     text["model"] = "stylegan2"
     with pytest.raises(ValueError, match="not a BigGAN one .run_training.py resumes it with --model stylegan2"):
-        biggan_loop.BigGANOptions.from_json(json.dumps(text))
+        biggan_family.BigGANOptions.from_json(json.dumps(text))
 
 
 def test_demo_networks_are_cpu_sized_and_named():
-    options = biggan_loop.BigGANOptions()
-    biggan_loop.resolve(options, fake_dataset(32, 5, 4096))
-    G, D = biggan_loop.build_networks(options)
+    options = biggan_family.BigGANOptions()
+    biggan_family.resolve(options, fake_dataset(32, 5, 4096))
+    G, D = biggan_family.build_networks(options)
     assert (G.name, D.name, G.num_classes, G.ch) == ("G", "D", 5, 4)
     count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
     assert count(G) < 100_000 and count(D) < 50_000  # vs 4.3M / 4.2M at CIFAR size
@@ -183,7 +183,7 @@ def test_short_class_conditional_demo_run_generates_the_requested_classes(demo):
     assert all(np.isfinite(entry["d_loss"]) for entry in log if "d_loss" in entry)
     assert any("fq/fq0/perplexity" in entry for entry in log)
 
-    options, nets = biggan_loop.load_networks(out, which=("Gs",))
+    options, nets = biggan_family.load_networks(out, which=("Gs",))
     assert options.iterations == 200 and options.num_d_steps == 2 and options.num_classes == 5
     rng = np.random.RandomState(1)
     labels = np.arange(200) % 5
@@ -221,7 +221,7 @@ def small_options(**kwargs):
     values = dict(iterations=4, batch=8, d_steps=1, tick_kimg=0.008, snapshot_ticks=100,
                   metrics=())
     values.update(kwargs)
-    return biggan_loop.BigGANOptions(**values)
+    return biggan_family.BigGANOptions(**values)
 
 
 def checkpoint_values(path):
@@ -274,7 +274,7 @@ def test_non_finite_losses_stop_with_the_last_checkpoint_intact(tmp_path, monkey
     monkeypatch.setattr(BigGANTrainer, "train_step", diverging)
     options = small_options(iterations=3, snapshot_ticks=1)
     with pytest.raises(TrainingDiverged, match="Non-finite loss at iteration 2.*ckpt-1"):
-        biggan_loop.training_loop(options, run, log=lambda *a: None)
+        biggan_family.training_loop(options, run, log=lambda *a: None)
     latest = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
     assert latest.endswith("ckpt-1")
     assert all(np.all(np.isfinite(v)) for v in checkpoint_values(latest).values()

@@ -28,7 +28,7 @@ import run_export
 import run_generator
 from export import ExportError
 from networks import biggan, convert, stylegan2
-from training import biggan_loop
+from training import biggan as biggan_family
 from training.biggan_trainer import BigGANTrainer
 from training.checkpoints import Checkpoints
 
@@ -47,12 +47,12 @@ def write_run(run_dir):
     """A demo BigGAN run folder as the training loop leaves it (training_options.json, and the
     trainer's whole state in checkpoints/ckpt-4) after ITERATIONS eager iterations of its
     trainer (1 D step of 8 images each) on the built-in shapes."""
-    options = biggan_loop.BigGANOptions(iterations=8, batch=8, d_steps=1, metrics=())
-    dataset, counts = biggan_loop.open_training_data(options)
-    biggan_loop.resolve(options, dataset)
+    options = biggan_family.BigGANOptions(iterations=8, batch=8, d_steps=1, metrics=())
+    dataset, counts = biggan_family.open_training_data(options)
+    biggan_family.resolve(options, dataset)
     options.save(run_dir)
     keras.utils.set_random_seed(options.seed)
-    G, D = biggan_loop.build_networks(options)
+    G, D = biggan_family.build_networks(options)
     trainer = BigGANTrainer(G, D, options.settings(), class_probabilities=counts,
                             seed=options.seed)
     batches = iter(dataset.pipeline(options.batch, options.resolution, seed=options.seed))
@@ -142,7 +142,7 @@ def exported(run, hier_generator, tmp_path_factory):
                                standing_batch=batch, standing_seed=seed)
     sources = {
         "run": (summary["export"], summary["generator"],
-                biggan_loop.load_networks(run_dir)[1]["Gs"]),
+                biggan_family.load_networks(run_dir)[1]["Gs"]),
         "hier": (export.save_module(hier, str(root / "hier")),
                  export.Generator.from_module(hier, "hier"), hier_generator),
     }

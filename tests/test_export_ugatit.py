@@ -9,7 +9,7 @@ module's time), and exported into <run>/export. That SavedModel is loaded once i
 Python process that imports only TensorFlow and numpy. As in tests/test_export.py, its outputs
 are compared with the same functions traced in memory from the run folder (exact), and those,
 with TensorFlow's graph optimizer off, with the eager Keras generators and the training strips'
-numpy heatmap (training.ugatit_trainer.cam_heatmap), exactly.
+heatmap of the official `cam()` transcribed in numpy (`numpy_cam_heatmap`), exactly.
 """
 
 import contextlib
@@ -32,12 +32,12 @@ import run_generator
 import run_translation
 from datasets import open_unpaired, synthetic
 from export import ExportError
-from export.ugatit import GeneratorPair, cam_heatmap, jet_table
+from export.ugatit import GeneratorPair
 from networks import convert, ugatit
+from networks.ugatit import cam_heatmap, jet_colormap, jet_table
 from training.checkpoints import Checkpoints
-from training.ugatit_loop import Options, build_networks, load_networks, open_pair
-from training.ugatit_trainer import (UGATITTrainer, cam_heatmap as numpy_cam_heatmap,
-                                     jet_colormap, strip, to_uint8, translation_panels)
+from training.ugatit import Options, build_networks, load_networks, open_pair
+from training.ugatit_trainer import UGATITTrainer, strip, to_uint8, translation_panels
 
 from test_export import export_run_folder, graph_optimizer_off
 
@@ -295,6 +295,19 @@ def test_other_sizes_are_resized_as_the_test_pipeline_does(trained, saved, tmp_p
 
 #----------------------------------------------------------------------------
 # The heatmap colouring.
+
+
+def numpy_cam_heatmap(heatmap, size):
+    """The official `cam()` in numpy: per image min-max normalise -> uint8 -> bilinear resize
+    to size x size -> JET (N, h, w, 1) -> uint8 (N, size, size, 3)."""
+    x = np.asarray(heatmap, np.float32)
+    x = x - x.min(axis=(1, 2, 3), keepdims=True)
+    peak = x.max(axis=(1, 2, 3), keepdims=True)
+    x = np.where(peak > 0, x / np.where(peak > 0, peak, 1.0), 0.0)
+    x = np.uint8(255 * x)
+    resized = tf.image.resize(x.astype(np.float32), [size, size], "bilinear").numpy()
+    resized = np.clip(np.rint(resized), 0, 255)
+    return np.uint8(np.rint(255 * jet_colormap(resized[..., 0])))
 
 
 def test_jet_table_is_the_training_colour_map():

@@ -20,7 +20,7 @@ import run_export
 import run_generator
 import run_training
 from networks import progan, stylegan2
-from training.config import TrainingOptions, training_loop, validate
+from training.stylegan import TrainingOptions, training_loop, validate
 from training.logs import grid_upscale, image_grid
 
 from test_export import graph_optimizer_off

@@ -18,7 +18,8 @@ from absl import flags
 import run_training
 from networks import stylegan2
 from training.checkpoints import Checkpoints
-from training.config import TrainingOptions, training_loop
+from training import stylegan as stylegan_family
+from training.stylegan import TrainingOptions, training_loop
 from training.schedule import ProgressiveSchedule
 from training.trainer import GANTrainer, LossSettings, SQSettings
 
@@ -454,8 +455,7 @@ def test_cli_flags_reach_the_options():
     run_training.define_flags(fv)
     fv(["run_training.py", "--sq", "--sq-dim", "8", "--sq-codebook", "256",
         "--nosq-hyperspherical", "--sq-cr-weight", "0", "--num-images", "1000", "--mirror"])
-    from training import config
-    options = config.options_from_flags(fv)
+    options = stylegan_family.options_from_flags(fv)
     assert (options.sq, options.sq_dim, options.sq_codebook, options.sq_hyperspherical,
             options.sq_cr_weight, options.num_images) == (True, 8, 256, False, 0.0, 1000)
     assert options.sq_layer_kwargs()["sq_num_codes"] == 256

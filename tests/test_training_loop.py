@@ -18,7 +18,7 @@ from absl import flags
 import run_training
 from training import TrainingDiverged, losses
 from training.checkpoints import latest_checkpoint
-from training.config import TrainingOptions, load_networks, training_loop
+from training.stylegan import TrainingOptions, load_networks, training_loop
 
 from test_ugatit_loop import killed_copy
 
@@ -248,7 +248,7 @@ def test_two_workers_end_with_identical_state(tmp_path):
 
 
 def test_batch_and_replica_checks():
-    from training.config import check_batch as _check_batch
+    from training.stylegan import check_batch as _check_batch
     from training import TrainingConfigError
     _check_batch(16, 2, 4)
     with pytest.raises(TrainingConfigError, match="not divisible by the 2 replicas"):
@@ -266,7 +266,7 @@ def test_limited_config_is_stylegan2_ada_paper256():
     """--config limited = stylegan2-ada-pytorch `--cfg paper256`: fmaps 0.5 (channel_base 16384
     in its per-resolution convention = fmap_base 8192 here), 8-layer mapping, batch 64, lr
     0.0025, gamma 1, G_ema half-life 20 kimg, no ramp-up, minibatch-stddev groups of 8."""
-    from training.config import build_networks
+    from training.stylegan import build_networks
     options = TrainingOptions(config="limited", resolution=256, sq=True)
     loss = options.loss_settings()
     assert (options.minibatch, options.lr, loss.r1_gamma, loss.g_ema_kimg, loss.g_ema_rampup) == (
@@ -288,7 +288,7 @@ def test_progressive_paper_configs_use_the_official_per_resolution_schedule():
 def test_demo_snapshots_every_two_ticks_unless_told():
     """The README's default run (--config demo) writes a sample grid every 2 ticks (8 kimg) and
     at the end; --snapshot-ticks overrides that, and the other configs keep the flag's 10."""
-    from training.config import DEMO_SNAPSHOT_TICKS, options_from_flags
+    from training.stylegan import DEMO_SNAPSHOT_TICKS, options_from_flags
 
     def snapshot_ticks(*argv):
         fv = flags.FlagValues()

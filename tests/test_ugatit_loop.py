@@ -23,7 +23,7 @@ import run_translation
 from datasets import open_unpaired, synthetic
 from datasets.errors import DatasetError
 from training.checkpoints import latest_checkpoint
-from training.ugatit_loop import Options, build_networks, load_networks, open_pair, training_loop
+from training.ugatit import Options, build_networks, load_networks, open_pair, training_loop
 
 # 16x16 built-in pair: global D 4 layers (FQ after convs 1, 2), local D 4 layers; ticks every
 # 10 iterations, snapshots every 20.
@@ -284,9 +284,9 @@ def options_from(argv):
     fv = flags.FlagValues()
     run_training.define_flags(fv)
     fv(["run_training.py", "--model", "ugatit"] + argv)
-    from training import ugatit_loop
-    options = ugatit_loop.options_from_flags(fv)
-    ugatit_loop.validate(options)
+    from training import ugatit as ugatit_family
+    options = ugatit_family.options_from_flags(fv)
+    ugatit_family.validate(options)
     return options
 
 

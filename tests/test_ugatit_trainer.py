@@ -12,12 +12,12 @@ import tensorflow as tf
 
 import fq_keras
 from networks import ugatit
+from networks.ugatit import cam_heatmap, jet_colormap
 from training.checkpoints import Checkpoints
 from training.optimizers import TorchAdam
 from training.ugatit_trainer import (LossWeights, UGATITTrainer, bce_with_logits,
-                                     cam_heatmap, discriminator_loss, generator_loss,
-                                     jet_colormap, l1, linear_decay, mse_to, strip,
-                                     translation_panels)
+                                     discriminator_loss, generator_loss, l1, linear_decay,
+                                     mse_to, strip, translation_panels)
 
 SIZE = 16
 FQ_KWARGS = dict(num_embeddings=8, commitment_cost=2.0, decay=0.85)
@@ -408,7 +408,7 @@ def test_jet_colormap_and_cam_heatmap():
     np.testing.assert_allclose(jet_colormap([0, 255]), [[0, 0, 0.5], [0.5, 0, 0]], atol=1e-6)
     np.testing.assert_allclose(jet_colormap([128]), [[0.5, 1, 0.5]], atol=1e-2)   # middle
     heatmap = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1) * [[[[1]]], [[[-3]]]]
-    out = cam_heatmap(heatmap, 4)
+    out = cam_heatmap(heatmap, 4).numpy()
     assert out.shape == (2, 4, 4, 3) and out.dtype == np.uint8
     # Official cam(): x - min, / max, uint8(255 x), JET: min -> dark blue, max -> dark red.
     for i in range(2):
@@ -434,9 +434,9 @@ def test_translation_panels_and_strip_layout():
     fake, _, fake_heatmap = (t.numpy() for t in G(x))
     identity, _, identity_heatmap = (t.numpy() for t in F(x))
     cycle, _, cycle_heatmap = (t.numpy() for t in F(fake))
-    expected = [u8(x), cam_heatmap(identity_heatmap, SIZE), u8(identity),
-                cam_heatmap(fake_heatmap, SIZE), u8(fake), cam_heatmap(cycle_heatmap, SIZE),
-                u8(cycle)]
+    expected = [u8(x), cam_heatmap(identity_heatmap, SIZE).numpy(), u8(identity),
+                cam_heatmap(fake_heatmap, SIZE).numpy(), u8(fake),
+                cam_heatmap(cycle_heatmap, SIZE).numpy(), u8(cycle)]
     for k, panel in enumerate(expected):
         # uint8 levels: one where the panels' float (training=False calls) and this eager one
         # round to different sides of a .5 boundary.

@@ -7,8 +7,8 @@ restored when the loop returns), seeding, building the trainer inside `strategy.
 checkpoints and resume, the in-graph log accumulator, ticks (divergence check, TensorBoard,
 log.jsonl, the progress line), snapshots (sample grids, SWD, a checkpoint), the divergence stop
 and `summary.json` with the state fingerprint on every worker. A family supplies the rest as a
-`TrainingRun` subclass (training/config.py: ProGAN / StyleGAN / StyleGAN2,
-training/biggan_loop.py, training/ugatit_loop.py): its data, its trainer, how far one step
+`TrainingRun` subclass (training/stylegan.py: ProGAN / StyleGAN / StyleGAN2,
+training/biggan.py, training/ugatit.py): its data, its trainer, how far one step
 goes, and its images.
 
 Progress is counted in the family's `position` (images shown for the StyleGAN family, whose

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 import fq_keras
+from networks.ugatit import cam_heatmap, jet_table
 from training.checkpoints import checkpoint_state
 from training.optimizers import TorchAdam
 
@@ -143,27 +144,6 @@ def linear_decay(base, iterations, step):
 # Training samples: the official 7-panel strips.
 
 
-def jet_colormap(values):
-    """uint8 (...) -> float32 (..., 3) RGB in [0, 1], the JET map of cv2.COLORMAP_JET
-    (MATLAB jet: dark blue, blue, cyan, yellow, red, dark red; piecewise linear)."""
-    x = np.asarray(values, np.float32) / 255.0
-    channels = [np.clip(1.5 - np.abs(4.0 * x - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)]
-    return np.stack(channels, axis=-1)
-
-
-def cam_heatmap(heatmap, size):
-    """Official `cam()`: per image min-max normalise -> uint8 -> bilinear resize to size x size
-    -> JET. heatmap (N, h, w, 1) -> uint8 (N, size, size, 3)."""
-    x = np.asarray(heatmap, np.float32)
-    x = x - x.min(axis=(1, 2, 3), keepdims=True)
-    peak = x.max(axis=(1, 2, 3), keepdims=True)
-    x = np.where(peak > 0, x / np.where(peak > 0, peak, 1.0), 0.0)
-    x = np.uint8(255 * x)
-    resized = tf.image.resize(x.astype(np.float32), [size, size], "bilinear").numpy()
-    resized = np.clip(np.rint(resized), 0, 255)
-    return np.uint8(np.rint(255 * jet_colormap(resized[..., 0])))
-
-
 def to_uint8(images):
     """[-1, 1] float (N, H, W, 3) -> uint8."""
     return np.uint8(np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255))
@@ -184,9 +164,11 @@ def translation_panels(forward, backward, images):
     identity, _, identity_heatmap = backward(images, training=False)
     fake, _, fake_heatmap = forward(images, training=False)
     cycle, _, cycle_heatmap = backward(fake, training=False)
-    panels = [to_uint8(images), cam_heatmap(identity_heatmap, size), to_uint8(identity),
-              cam_heatmap(fake_heatmap, size), to_uint8(fake), cam_heatmap(cycle_heatmap, size),
-              to_uint8(cycle)]
+    table = jet_table()
+    panels = [to_uint8(images), cam_heatmap(identity_heatmap, size, table), to_uint8(identity),
+              cam_heatmap(fake_heatmap, size, table), to_uint8(fake),
+              cam_heatmap(cycle_heatmap, size, table), to_uint8(cycle)]
+    panels = [np.asarray(panel) for panel in panels]
     return np.stack(panels, axis=1)
 
 
