@@ -13,16 +13,20 @@ the options used (training_options.json), summary.json, and once training is fin
 generator as a SavedModel (export/, as run_export.py writes it).
 """
 
+import glob
 import importlib
 import json
 import os
 import re
 import shutil
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+
+from training.run_options import OPTIONS_FILE  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +35,12 @@ FLAGS = flags.FLAGS
 FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
             "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
             "biggan": "training.biggan"}
+# What --resume may change: the run's length and where it runs. Every other option is the run's
+# own (training_options.json); a flag that would change one is an error, never ignored.
+RESUME_MAY_CHANGE = ("kimg", "iterations", "strategy", "devices", "cpu-replicas")
+# Flags that are not options of a run, and flags whose option field has another name.
+NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes")
+FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}
 
 
 def define_flags(fv=FLAGS):
@@ -108,7 +118,13 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_integer("sq-cbi-batch", 0, "SQ: images per codebook-initialisation step; "
                          "0 = all.", **d)
     flags.DEFINE_string("out", "", "Run folder (default runs/<NNNNN>-<model>-<dataset>).", **d)
-    flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --out.", **d)
+    flags.DEFINE_boolean("resume", False, "Continue the run in --out from its latest checkpoint "
+                         "(from the beginning if it has none yet). The run keeps its options "
+                         "(--model need not be given); only --kimg / --iterations and --strategy "
+                         "/ --devices / --cpu-replicas may change.", **d)
+    flags.DEFINE_float("checkpoint-minutes", 10.0, "Also write a checkpoint (without images) "
+                       "after this many minutes since the last one; 0 = only at snapshots. "
+                       "Ctrl-C or SIGTERM writes one too, then stops.", **d)
     flags.DEFINE_integer("seed", 0, "Random seed.", **d)
     flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
                       "tf.distribute strategy (multiworker needs TF_CONFIG).", **d)
@@ -151,8 +167,13 @@ def new_run_dir(root, options):
 def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    family = importlib.import_module(FAMILIES[fv.model])
-    options = family.options_from_flags(fv)
+    if fv["checkpoint-minutes"].value < 0:
+        raise app.UsageError("--checkpoint-minutes must be >= 0 (0 = only at snapshots).")
+    if fv.resume:
+        family, options = resumed_options(fv)
+    else:
+        family = importlib.import_module(FAMILIES[fv.model])
+        options = family.options_from_flags(fv)
     family.validate(options)
     if fv["cpu-replicas"].value:
         if fv.strategy != "mirrored":
@@ -162,20 +183,13 @@ def main(argv, fv=FLAGS):
         options.devices = options.devices or tuple(devices)
     run_dir = fv.out
     created = False   # the run folder is this command's own (removed again on a config error)
-    if fv.resume:
-        if not run_dir or not os.path.isdir(run_dir):
-            raise app.UsageError("--resume needs --out pointing at an existing run folder.")
-        try:
-            saved = type(options).load(run_dir)
-        except (FileNotFoundError, ValueError) as e:
-            raise app.UsageError(f"--resume: {e}") from None
-        # A resumed run keeps its options; only its length and where it runs may change. The
-        # length flags are --kimg, and --iterations for the families with an iteration count
-        # (their options_from_flags has already applied it to `options`).
-        if fv["kimg"].present or (fv["iterations"].present and hasattr(saved, "iterations")):
-            saved.kimg = options.kimg
-        saved.strategy, saved.devices = options.strategy, options.devices
-        options = saved
+    resume = fv.resume
+    if resume:
+        from training.checkpoints import latest_checkpoint
+        if latest_checkpoint(run_dir) is None:
+            print(f"No checkpoint in {run_dir} yet: starting the run from the beginning.")
+            clear_run_outputs(run_dir)
+            resume = False
     elif run_dir:
         if os.path.exists(run_dir) and os.listdir(run_dir):
             raise app.UsageError(f"--out {run_dir} exists and is not empty; pick a new folder or "
@@ -192,8 +206,8 @@ def main(argv, fv=FLAGS):
     logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from TensorFlow
     print(f"Run folder: {run_dir}")
     try:
-        summary = export_finished_run(run_dir, family.training_loop(options, run_dir,
-                                                                      resume=fv.resume))
+        summary = family.training_loop(options, run_dir, resume=resume,
+                                       checkpoint_minutes=fv["checkpoint-minutes"].value)
     except TrainingConfigError as e:
         from training.checkpoints import latest_checkpoint
         if created and latest_checkpoint(run_dir) is None:
@@ -203,6 +217,13 @@ def main(argv, fv=FLAGS):
     except TrainingDiverged as e:
         print(f"run_training.py: error: {e}", file=sys.stderr)
         return 1
+    if summary.get("interrupted"):
+        name = summary["interrupted"]
+        print(f"Stopped by {name} at kimg {summary['kimg']:g}, checkpoint "
+              f"{summary['checkpoint']}; continue with: python run_training.py --out {run_dir} "
+              "--resume")
+        return 128 + signal.Signals[name].value if name in signal.Signals.__members__ else 1
+    summary = export_finished_run(run_dir, summary)
     print(f"Done: {summary['kimg']:g} kimg in {summary['seconds']:.0f} s.")
     for label, key in (("checkpoint", "checkpoint"), ("exported model", "export")):
         if summary.get(key):
@@ -211,6 +232,85 @@ def main(argv, fv=FLAGS):
     print(f"  {'TensorBoard:':16}tensorboard --logdir {run_dir}/tensorboard")
     print(f"  {'log:':16}{run_dir}/log.jsonl")
     return 0
+
+
+def resumed_options(fv):
+    """(family module, options) of the run in --out: its saved options, with the length and
+    placement flags applied. Raises app.UsageError (one line) for a folder that is not a run,
+    a --model other than the run's, or a flag that would change another option."""
+    run_dir = fv.out
+    if not run_dir or not os.path.isdir(run_dir):
+        raise app.UsageError("--resume needs --out pointing at an existing run folder.")
+    try:
+        model = saved_model(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise app.UsageError(f"--resume: {e}") from None
+    if fv["model"].present and fv.model != model:
+        raise app.UsageError(f"--model {fv.model}: {run_dir} is a {model} run, and a resumed "
+                             "run keeps its model; drop --model.")
+    family = importlib.import_module(FAMILIES[model])
+    try:
+        saved = family.Options.load(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise app.UsageError(f"--resume: {e}") from None
+    fv.model = model                        # the flags read as the run's family reads them
+    given = family.options_from_flags(fv)   # also checks the values of the flags given
+    changed = []
+    for name in sorted(fv):
+        field = FLAG_FIELDS.get(name, name.replace("-", "_"))
+        if (fv[name].present and name not in RESUME_MAY_CHANGE + NOT_OPTIONS
+                and hasattr(saved, field)
+                and _canonical(getattr(given, field)) != _canonical(getattr(saved, field))):
+            changed.append(f"--{name}")
+    if changed:
+        raise app.UsageError(
+            f"--resume keeps the run's options, and {', '.join(changed)} would change "
+            f"{run_dir}/training_options.json; only --kimg, --iterations, --strategy, --devices "
+            "and --cpu-replicas may change (start a new run with another --out for the rest).")
+    if fv["iterations"].present and hasattr(saved, "iterations"):
+        saved.iterations = given.iterations
+    elif fv["kimg"].present:
+        saved.kimg = fv.kimg
+    saved.strategy, saved.devices = given.strategy, given.devices
+    if getattr(saved, "xla", False) and saved.strategy != "default":
+        raise app.UsageError("this run trains with --xla, which works with --strategy default "
+                             "only.")
+    return family, saved
+
+
+def saved_model(run_dir):
+    """The model family recorded in run_dir/training_options.json (FileNotFoundError,
+    ValueError with the reason)."""
+    path = os.path.join(run_dir, OPTIONS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir}: no {OPTIONS_FILE}; not a run folder written by "
+                                "run_training.py.")
+    try:
+        with open(path) as f:
+            model = json.load(f).get("model")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}).") from None
+    if model not in FAMILIES:
+        raise ValueError(f"{path}: unknown model {model!r}; was it written by a newer version?")
+    return model
+
+
+def _canonical(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def clear_run_outputs(run_dir):
+    """Removes what a run that never reached a checkpoint wrote (logs, TensorBoard events,
+    sample grids, summary), keeping its training_options.json: the run starts again."""
+    names = ["log.jsonl", "summary.json", "tensorboard", "checkpoints", "export"]
+    paths = [os.path.join(run_dir, n) for n in names] + \
+        glob.glob(os.path.join(run_dir, "fakes*.png")) + \
+        glob.glob(os.path.join(run_dir, ".worker*-scratch"))
+    for path in paths:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def export_finished_run(run_dir, summary):

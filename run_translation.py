@@ -128,10 +128,9 @@ def translate_folder(translator, input_dir, output_dir, direction="A2B", strips=
     translates the float translation back (not its uint8 rounding), as the training strips.
     """
     import numpy as np
-    import tensorflow as tf
 
     from datasets.images import list_image_files, load_image
-    from datasets.unpaired import verify_images
+    from datasets.unpaired import inference_transform, verify_images
     from training.logs import save_image_grid
     from training.ugatit_trainer import strip, to_uint8
 
@@ -155,9 +154,7 @@ def translate_folder(translator, input_dir, output_dir, direction="A2B", strips=
         raise ValueError(f"--output {output_dir} exists and is not empty; choose a new folder.")
 
     def prepare(path):
-        # The test pipeline's resize and scaling (export/ugatit.py's uint8 signatures too).
-        image = tf.image.resize(load_image(path), [size, size], "bilinear", antialias=True)
-        return image.numpy() * (2.0 / 255.0) - 1.0
+        return inference_transform(load_image(path), size).numpy()
 
     staging = f"{os.path.normpath(output_dir)}.partial-{os.getpid()}"
     try:

@@ -76,6 +76,15 @@ def verify_images(paths, workers=None):
         return [bad for bad in pool.map(check, paths) if bad is not None]
 
 
+def inference_transform(images, size):
+    """The official test transform: resize to size x size (bilinear, antialiased, the aspect
+    not kept), then [0, 255] -> [-1, 1]. images (..., H, W, 3), uint8 or float in [0, 255] ->
+    float32 (..., size, size, 3). The test pipeline, run_translation.py and the U-GAT-IT
+    SavedModel's uint8 signatures all use it."""
+    images = tf.image.resize(images, [size, size], "bilinear", antialias=True)
+    return images * (2.0 / 255.0) - 1.0
+
+
 class UnpairedDataset:
     """Two unpaired image domains A and B for U-GAT-IT.
 
@@ -244,12 +253,8 @@ class UnpairedDataset:
         if domain not in ("A", "B"):
             raise DatasetError(f"domain must be 'A' or 'B', got {domain!r}")
         dataset = self._decode(self._images("test" + domain))
-
-        def resize(image):
-            image = tf.image.resize(image, [resolution, resolution], "bilinear", antialias=True)
-            return image * (2.0 / 255.0) - 1.0
-
-        dataset = dataset.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.map(lambda image: inference_transform(image, resolution),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
     def distribute(self, strategy, global_batch_size, resolution, start_image=0,

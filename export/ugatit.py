@@ -31,6 +31,7 @@ size their MLP was built for.
 
 import tensorflow as tf
 
+from datasets.unpaired import inference_transform
 from export.core import Exporter, ExportError, float32_copy, image_outputs
 from networks.ugatit import cam_heatmap, jet_table
 from training import ugatit as ugatit_family
@@ -125,9 +126,7 @@ class UGATITExporter(Exporter):
         float_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images_float")
 
         def to_float(images):
-            # The test pipeline (datasets/unpaired.py): resize, then [0, 255] -> [-1, 1].
-            x = tf.image.resize(images, [size, size], "bilinear", antialias=True)
-            return x * (2.0 / 255.0) - 1.0
+            return inference_transform(images, size)   # the official test pipeline's
 
         def translate(G, x):
             image, cam_logit, heatmap = G(x, training=False)

@@ -243,8 +243,12 @@ def test_stop_and_resume_equals_an_uninterrupted_run(demo, tmp_path, capsys):
     part = str(tmp_path / "part")
     os.makedirs(part)
     assert killed_copy(whole, part, 188) == os.path.join(part, "checkpoints", "ckpt-188")
-    # Continue through the command line, as a user would (the saved options are kept).
-    code, err = cli(capsys, "--out", part, "--resume")
+    # Continue through the command line, as a user would: the run keeps its saved options,
+    # its model included (no --model).
+    fv = flags.FlagValues()
+    run_training.define_flags(fv)
+    fv(["run_training.py", "--out", part, "--resume"])
+    code, err = run_training.run(["run_training.py"], fv), capsys.readouterr().err
     assert code == 0, err
     final = json.load(open(os.path.join(part, "summary.json")))
     assert final["iterations"] == 200 and final["checkpoint"].endswith("ckpt-200")

@@ -7,18 +7,20 @@ That a StyleGAN2 run through this loop learns is test_sq_training.py's short lim
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 
 import run_training
-from training import TrainingDiverged, losses
+from training import TrainingDiverged, loop, losses
 from training.checkpoints import latest_checkpoint
-from training.stylegan import TrainingOptions, load_networks, training_loop
+from training.stylegan import StyleGANRun, TrainingOptions, load_networks, training_loop
 
 from test_ugatit_loop import killed_copy
 
@@ -208,6 +210,123 @@ def test_cli_refuses_a_non_empty_out_folder(tmp_path, capsys):
     (tmp_path / "something").write_text("x")
     assert run_cli(["--out", str(tmp_path)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(
+        tmp_path, op_determinism, straight_run, monkeypatch, capsys):
+    """Stop and resume at any moment, through run_training.py, with the GROW run's options:
+    1. `--resume` on a folder with options but no checkpoint (a run killed before its first
+       one; a stale log line in it) starts the run from the beginning and says so;
+    2. with --checkpoint-minutes tiny it writes a checkpoint after every step, without sample
+       grids (its first snapshot would be at 48 images);
+    3. SIGTERM during the step that reaches 40 images (between snapshots): a checkpoint there,
+       the resume command on stdout, exit 128 + 15;
+    4. `--resume` (no --model) trains 40..96: every variable bit-identical to the straight run
+       (op determinism on for both)."""
+    straight, a = straight_run
+    out = str(tmp_path / "stopped")
+    os.makedirs(out)
+    shutil.copy(os.path.join(straight, "training_options.json"), out)
+    with open(os.path.join(out, "log.jsonl"), "w") as f:
+        f.write('{"kimg": 0.0, "stale": 1}\n')
+    original = StyleGANRun.step
+
+    def step(self, nimg):
+        nimg = original(self, nimg)
+        if nimg == 40:
+            os.kill(os.getpid(), signal.SIGTERM)   # handled: the loop stops after this step
+        return nimg
+
+    monkeypatch.setattr(StyleGANRun, "step", step)
+    code = run_cli(["--out", out, "--resume", "--deterministic", "--checkpoint-minutes", "1e-9"])
+    printed = capsys.readouterr().out
+    assert code == 128 + signal.SIGTERM
+    assert f"No checkpoint in {out} yet: starting the run from the beginning." in printed
+    ckpt = os.path.join(out, "checkpoints", "ckpt-40")
+    assert (f"Stopped by SIGTERM at kimg 0.04, checkpoint {ckpt}; continue with: "
+            f"python run_training.py --out {out} --resume") in printed
+    assert latest_checkpoint(out) == ckpt
+    names = os.listdir(os.path.join(out, "checkpoints"))
+    assert {"ckpt-24.index", "ckpt-32.index", "ckpt-40.index"} <= set(names)   # keep 3
+    assert sorted(n for n in os.listdir(out) if n.endswith(".png")) == ["fakes_init.png"]
+    entries = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+    assert not any("stale" in e for e in entries)
+    assert [e["progress/kimg"] for e in entries if "progress/kimg" in e] == pytest.approx(
+        [0.008, 0.016, 0.024, 0.032, 0.040])
+    with open(os.path.join(out, "summary.json")) as f:
+        stopped = json.load(f)
+    assert stopped["interrupted"] == "SIGTERM" and not stopped["finished"]
+
+    monkeypatch.setattr(StyleGANRun, "step", original)
+    assert run_cli(["--out", out, "--resume", "--deterministic"]) == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        b = json.load(f)
+    assert b["kimg"] == 0.096 and b["finished"] and "interrupted" not in b
+    values_a, values_b = checkpoint_values(straight), checkpoint_values(out)
+    assert sorted(values_a) == sorted(values_b)
+    for name in values_a:
+        np.testing.assert_array_equal(values_a[name], values_b[name], err_msg=name)
+    assert a["state_fingerprint"] == b["state_fingerprint"]
+
+
+def test_resume_keeps_the_runs_options_and_reports_a_changed_one(straight_run, capsys):
+    """A resumed run is the run of its folder: --model need not be given; another --model, or
+    a flag that would change an option other than the length and the placement, is one line
+    naming it (exit 2), never silently ignored."""
+    straight, _ = straight_run
+    for argv, message in (
+            (["--model", "stylegan2"], f"--model stylegan2: {straight} is a stylegan run, and a "
+                                       "resumed run keeps its model; drop --model."),
+            (["--lr", "0.01", "--fq-blocks", "8", "--seed", "3"],
+             "--resume keeps the run's options, and --lr, --seed would change"),
+            (["--xla"], "--xla would change")):
+        assert run_cli(["--out", straight, "--resume", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("run_training.py: error: "), err
+        assert message in err[0], err[0]
+
+
+@pytest.mark.parametrize("model", ["stylegan2", "biggan", "ugatit"])
+def test_run_folder_errors_are_the_same_one_line_for_every_family(model, tmp_path, capsys):
+    """A non-empty --out, and --resume on a folder that is not a run: the same message and exit
+    2 whatever the family (run_training.py checks both before the family builds anything)."""
+    (tmp_path / "something").write_text("x")
+    assert run_cli(["--model", model, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"run_training.py: error: --out {tmp_path} exists and is not empty; pick a "
+                   "new folder or add --resume to continue that run."]
+    assert run_cli(["--model", model, "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"run_training.py: error: --resume: {tmp_path}: no training_options.json; "
+                   "not a run folder written by run_training.py."]
+
+
+@pytest.mark.parametrize("family", ["stylegan", "biggan", "ugatit"])
+def test_the_loop_sets_mixed_precision_for_building_and_restores_the_policy(family, tmp_path):
+    """One place sets and restores the precision policy for every family: the networks are
+    built under mixed_float16, and the global policy is float32 again when the loop returns,
+    also when it fails."""
+    from training import biggan, ugatit
+    from test_ugatit_loop import TINY
+    run_class, run_options = {
+        "stylegan": (StyleGANRun, options(mixed_precision=True)),
+        "biggan": (biggan.BigGANRun, biggan.BigGANOptions(iterations=1, mixed_precision=True)),
+        "ugatit": (ugatit.UGATITRun, ugatit.Options(**TINY, mixed_precision=True)),
+    }[family]
+    seen = []
+
+    class Built(Exception):
+        pass
+
+    class Probe(run_class):
+        def build_trainer(self):
+            seen.append(keras.mixed_precision.global_policy().name)
+            raise Built
+
+    with pytest.raises(Built):
+        loop.training_loop(Probe(run_options, str(tmp_path), quiet))
+    assert seen == ["mixed_float16"]
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 # ---------------------------------------------------------------------------------------------

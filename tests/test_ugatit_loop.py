@@ -82,7 +82,7 @@ def runs(tmp_path_factory):
         summary = run_training.export_finished_run(   # as run_training.py does
             straight, training_loop(Options(**TINY), straight, log=quiet))
         stopped_at = killed_copy(straight, stopped, 60)
-        assert run_cli(run_training, ["--model", "ugatit", "--out", stopped, "--resume",
+        assert run_cli(run_training, ["--out", stopped, "--resume",   # no --model: kept
                                       "--deterministic"]) == 0
     finally:
         tf_config.disable_op_determinism()

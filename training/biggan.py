@@ -187,28 +187,7 @@ def _parse_fq_layers(text):
 
 
 def options_from_flags(fv):
-    """BigGANOptions from run_training.py's parsed flags; app.UsageError on bad values.
-
-    With --resume the run's saved options are returned: a resumed run keeps its preset,
-    dataset and batch, and its length unless --iterations or --kimg is given.
-    """
-    saved_path = os.path.join(fv.out or "", "training_options.json")
-    if fv.resume and fv.out and os.path.isfile(saved_path):
-        try:
-            saved = BigGANOptions.load(fv.out)
-        except ValueError as e:
-            raise app.UsageError(f"--resume: {e}") from None
-        if fv.iterations < 0 or (fv.kimg is not None and not fv.kimg > 0):
-            raise app.UsageError("--iterations and --kimg must be > 0.")
-        if fv.iterations:
-            saved.iterations = fv.iterations
-        elif fv.kimg is not None:
-            saved.kimg = fv.kimg
-        saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
-        if saved.xla and saved.strategy != "default":
-            raise app.UsageError("this run trains with --xla, which works with --strategy "
-                                 "default only.")
-        return saved
+    """BigGANOptions from run_training.py's parsed flags; app.UsageError on bad values."""
     if fv.config not in CONFIGS:
         raise app.UsageError(f"--config {fv.config!r}: biggan presets are "
                              f"{', '.join(CONFIGS)}.")
@@ -461,11 +440,13 @@ class BigGANRun(IterationRun):
         return self.options.resolution, generate
 
 
-def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None):
+def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None,
+                  **loop_options):
     """Trains per `options` (BigGANOptions) into `run_dir`; returns the run summary
-    (training.loop.training_loop). `stop_after_iterations`: stop with a checkpoint there, as
-    if killed (tests of exact resume)."""
-    return loop.training_loop(BigGANRun(options, run_dir, log), resume, stop_after_iterations)
+    (training.loop.training_loop, which takes `loop_options`). `stop_after_iterations`: stop
+    with a checkpoint there, as if killed (tests of exact resume)."""
+    return loop.training_loop(BigGANRun(options, run_dir, log), resume, stop_after_iterations,
+                              **loop_options)
 
 
 def compile_step(strategy, trainer, accumulator, global_batch, xla):

@@ -86,3 +86,26 @@ def split_virtual_cpus(count):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
     return [f"/cpu:{i}" for i in range(count)]
+
+
+def any_worker(strategy):
+    """agree(*flags) -> tuple of bools: each flag true if it is true on any worker.
+
+    Workers of a MultiWorkerMirroredStrategy must decide together to stop or to write a
+    checkpoint (a save is a collective; a worker that stops alone leaves the others waiting
+    in their next all-reduce): there `agree` is one small all-reduce (a SUM of 0/1 flags:
+    tf.distribute has no MAX). Elsewhere (one process) it returns the flags as they are.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return lambda *flags: tuple(bool(f) for f in flags)
+
+    @tf.function(autograph=False)
+    def reduce_sum(values):
+        per_replica = strategy.run(lambda: tf.identity(values))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def agree(*flags):
+        values = reduce_sum(tf.constant([float(bool(f)) for f in flags], tf.float32))
+        return tuple(bool(v > 0) for v in values.numpy())
+
+    return agree

@@ -26,6 +26,8 @@ import abc
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -271,7 +273,7 @@ class IterationRun(TrainingRun):
 #----------------------------------------------------------------------------
 
 
-def training_loop(run, resume=False, stop_at=None, strategy=None):
+def training_loop(run, resume=False, stop_at=None, strategy=None, checkpoint_minutes=10.0):
     """Trains `run` (a TrainingRun) into its run folder. Returns the run summary dict.
 
     Args:
@@ -280,20 +282,24 @@ def training_loop(run, resume=False, stop_at=None, strategy=None):
       stop_at: stop (with a checkpoint) at this position, as if killed there; the run can then
         be resumed (used to test exact resume).
       strategy: a tf.distribute strategy to use instead of the options' one (tests).
+      checkpoint_minutes: also write a checkpoint (no images) when this much wall-clock time
+        has passed since the last one; 0 = only at snapshots.
     Returns:
       dict run_dir, kimg, checkpoint, seconds, finished, state_fingerprint, and the family's
       `summary_values`; also written to run_dir/summary.json by every worker (its own --out),
-      so the fingerprints show that all workers ended with the same state.
+      so the fingerprints show that all workers ended with the same state. After SIGINT or
+      SIGTERM (`StopSignals`) the loop writes a checkpoint after the current step and returns
+      early with "interrupted": the signal's name.
     """
     options = run.options
     run.strategy = strategy or distribute.make_strategy(options.strategy,
                                                         list(options.devices) or None)
     run.is_chief = distribute.is_chief(run.strategy)
-    with distribute.precision_policy(options.mixed_precision):
-        return _train(run, resume, stop_at)
+    with distribute.precision_policy(options.mixed_precision), StopSignals() as signals:
+        return _train(run, resume, stop_at, checkpoint_minutes * 60.0, signals)
 
 
-def _train(run, resume, stop_at):
+def _train(run, resume, stop_at, checkpoint_seconds, signals):
     run.open_data()   # may fill in options (what the dataset decides): read them after it
     options, run_dir, strategy, is_chief = run.options, run.run_dir, run.strategy, run.is_chief
     run.check_replicas(strategy.num_replicas_in_sync)
@@ -311,6 +317,8 @@ def _train(run, resume, stop_at):
     stop = total if stop_at is None else min(total, int(stop_at))
     logger = RunLogger(run_dir, options.kimg, is_chief)
     swd = SWDState(run, options)
+    # Workers stop and write checkpoints together (each save is a collective).
+    any_worker = distribute.any_worker(strategy)
 
     def kimg(at):
         return run.images(at) / 1000
@@ -341,14 +349,19 @@ def _train(run, resume, stop_at):
         run.log(message)
     start_time = time.time()
     logger.throughput(kimg(position))
-    tick_start, tick, last_snapshot = position, 0, None
+    tick_start, tick, last_snapshot, interrupted = position, 0, None, None
+    saved_at, saved_time = position, time.monotonic()
     while position < stop:
         try:
             position = run.step(position)
         except tf.errors.InvalidArgumentError as e:
             raise diverged_from(e, run.where(position), checkpoints.latest) or e
         done = position >= stop
-        if run.images(position) - run.images(tick_start) >= run.tick_images() or done:
+        stop_now, save_now = any_worker(
+            signals.received is not None,
+            0 < checkpoint_seconds <= time.monotonic() - saved_time)
+        if run.images(position) - run.images(tick_start) >= run.tick_images() or done \
+                or stop_now:
             tick += 1
             values = run.accumulator.read_and_reset()
             values.update(run.tick_values(position))
@@ -358,6 +371,14 @@ def _train(run, resume, stop_at):
             tick_start = position
             if tick % options.snapshot_ticks == 0 or done:
                 last_snapshot = snapshot(position)
+                saved_at, saved_time = position, time.monotonic()
+        if (stop_now or save_now) and saved_at != position:
+            checkpoints.save(position)
+            saved_at, saved_time = position, time.monotonic()
+        if stop_now and not done:
+            interrupted = signals.received or "a signal to another worker"
+            last_snapshot = checkpoints.latest
+            break
     if last_snapshot is None:   # nothing left to train: the run's latest checkpoint stands
         last_snapshot = checkpoints.latest or snapshot(position)
     logger.close()
@@ -365,9 +386,41 @@ def _train(run, resume, stop_at):
                "checkpoint": last_snapshot, "seconds": round(time.time() - start_time, 1),
                "finished": position >= total,
                "state_fingerprint": state_fingerprint(run.trainer.checkpoint_state())}
+    if interrupted:
+        summary["interrupted"] = interrupted
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (`kill`, a preempted cloud machine) as a stop request.
+
+    Inside the `with` block the first of these signals only sets `received` (its name); the
+    training loop then finishes the current step, writes a checkpoint and returns. A second
+    SIGINT raises KeyboardInterrupt at once (the user insists). Handlers are installed only in
+    the main thread (Python allows no other) and restored on exit.
+    """
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
 
 
 class SWDState:

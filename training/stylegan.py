@@ -561,12 +561,14 @@ class StyleGANRun(TrainingRun):
         return self._stage(nimg), generate
 
 
-def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=None):
+def training_loop(options, run_dir, resume=False, log=print, stop_after_kimg=None,
+                  **loop_options):
     """Trains per `options` (TrainingOptions) into `run_dir`; returns the run summary
-    (training.loop.training_loop). `stop_after_kimg`: stop with a checkpoint there, as if
-    killed (tests of exact resume)."""
+    (training.loop.training_loop, which takes `loop_options`). `stop_after_kimg`: stop with a
+    checkpoint there, as if killed (tests of exact resume)."""
     stop_at = None if stop_after_kimg is None else int(round(stop_after_kimg * 1000))
-    return loop.training_loop(StyleGANRun(options, run_dir, log), resume, stop_at)
+    return loop.training_loop(StyleGANRun(options, run_dir, log), resume, stop_at,
+                              **loop_options)
 
 
 def check_batch(global_batch, replicas, mbstd_group):

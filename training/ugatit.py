@@ -186,20 +186,6 @@ def options_from_flags(fv):
     if foreign:
         raise app.UsageError(f"{', '.join(foreign)}: not used by --model ugatit (its length is "
                              "--iterations or --kimg, its FQ placement --fq-layers).")
-    if fv.resume and fv.out:
-        # A resumed run keeps its options (run_training.py loads them again); only its length
-        # (--iterations, when given) and where it runs may change.
-        try:
-            saved = Options.load(fv.out)
-        except (FileNotFoundError, ValueError):
-            saved = None
-        if saved is not None:
-            if fv["iterations"].present:
-                saved.iterations = fv.iterations
-            elif fv.kimg is not None:
-                saved.kimg = fv.kimg
-            saved.strategy, saved.devices = fv.strategy, tuple(fv.devices)
-            return saved
     fq_layers = None
     if fv["fq-layers"].value is not None:
         try:
@@ -413,12 +399,13 @@ class UGATITRun(IterationRun):
 
 
 def training_loop(options, run_dir, resume=False, log=print, stop_after_iterations=None,
-                  strategy=None):
+                  **loop_options):
     """Trains per `options` (Options) into `run_dir`; returns the run summary
-    (training.loop.training_loop). `stop_after_iterations`: stop with a checkpoint there, as if
-    killed (tests of exact resume); `strategy`: one to use instead of options.strategy."""
+    (training.loop.training_loop, which takes `loop_options`, e.g. `strategy`).
+    `stop_after_iterations`: stop with a checkpoint there, as if killed (tests of exact
+    resume)."""
     return loop.training_loop(UGATITRun(options, run_dir, log), resume, stop_after_iterations,
-                              strategy)
+                              **loop_options)
 
 
 def compile_step(strategy, trainer, accumulator, global_batch, xla):
