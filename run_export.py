@@ -2,8 +2,8 @@ r"""Export a trained generator as a TensorFlow SavedModel that loads without thi
 
     python run_export.py --network runs/00000-stylegan2-shapes            # -> <run>/export
     python run_export.py --network runs/00000-stylegan2-shapes/checkpoints/ckpt-300000 \
-        --out exports/ffhq-300k
-    python run_export.py --network converted/ffhq --out exports/ffhq       # run_convert.py output
+        --outdir exports/ffhq-300k
+    python run_export.py --network converted/ffhq --outdir exports/ffhq    # run_convert.py output
 
 --network: a run folder (its latest checkpoint), one checkpoint of a run, or converted official
 weights (networks.json). The generator is Gs (the EMA generator), in float32, at the stage a
@@ -26,6 +26,12 @@ import sys
 
 from absl import app, flags, logging
 
+import cli_common
+
+
+# Old spellings, kept for one release (cli_common).
+RENAMED = {"out": "outdir"}
+
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines the flags in `flag_values` (only when run as a script, or on tests' own
@@ -33,7 +39,7 @@ def define_flags(flag_values=flags.FLAGS):
     d = dict(flag_values=flag_values)
     flags.DEFINE_string("network", None, "Run folder, checkpoint (<run>/checkpoints/ckpt-N) or "
                         "converted networks folder (networks.json).", **d)
-    flags.DEFINE_string("out", None, "SavedModel folder to create (default: <run>/export, "
+    flags.DEFINE_string("outdir", None, "SavedModel folder to create (default: <run>/export, "
                         "<run>/export-ckpt-N for a checkpoint, <dir>/export for converted "
                         "networks).", **d)
     flags.DEFINE_enum("noise-mode", "const", ["const", "none"], "Noise inputs (StyleGAN, "
@@ -42,7 +48,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("truncation-cutoff", "auto", "Dlatent layers the truncation applies to: "
                         "auto = the model's official convention (StyleGAN 8, StyleGAN2 all), "
                         "all, or a number of layers.", **d)
-    flags.DEFINE_boolean("overwrite", False, "Replace an existing export at --out.", **d)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing export at --outdir.", **d)
+    cli_common.define_renamed(flag_values, RENAMED)
 
 
 def _cutoff(text):
@@ -64,6 +71,7 @@ def _cutoff(text):
 def main(argv, fv=flags.FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_common.warn_renamed("run_export.py", fv, RENAMED)
     if not fv.network:
         raise app.UsageError("--network is required (a run folder, checkpoint or converted "
                              "networks).")
@@ -73,11 +81,11 @@ def main(argv, fv=flags.FLAGS):
         kind, _ = path_kind(fv.network)
         if kind == "savedmodel":
             raise ExportError(f"{fv.network} is already an exported SavedModel.")
-        out = fv.out or default_export_dir(fv.network)
+        out = fv.outdir or default_export_dir(fv.network)
     except ExportError as error:
         raise app.UsageError(f"--network: {error}") from None
     if os.path.lexists(out) and not fv.overwrite:
-        raise app.UsageError(f"--out {out} already exists; choose another folder or add "
+        raise app.UsageError(f"--outdir {out} already exists; choose another folder or add "
                              "--overwrite.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # tf.saved_model.save logs every traced function
@@ -116,14 +124,10 @@ def main(argv, fv=flags.FLAGS):
 
 def run(argv, fv=flags.FLAGS):
     """main() with usage errors as one line on stderr and exit status 2."""
-    try:
-        return main(argv, fv)
-    except app.UsageError as error:
-        print(f"run_export.py: error: {error}", file=sys.stderr)
-        return 2
+    return cli_common.run("run_export.py", main, argv, fv)
 
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     define_flags()
-    app.run(run)
+    cli_common.start("run_export.py", run)

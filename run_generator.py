@@ -50,6 +50,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+import cli_common
+
 COMMANDS = ("generate-images", "style-mixing-example", "truncation-sweep")
 # Flags each command reads; any other command-specific flag given is a usage error.
 COMMAND_FLAGS = {
@@ -399,14 +401,10 @@ def main(argv, fv=flags.FLAGS):
 
 def run(argv, fv=flags.FLAGS):
     """main() with usage errors as one line on stderr and exit status 2."""
-    try:
-        return main(argv, fv)
-    except app.UsageError as error:
-        print(f"run_generator.py: error: {error}", file=sys.stderr)
-        return 2
+    return cli_common.run("run_generator.py", main, argv, fv)
 
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     define_flags()
-    app.run(run)
+    cli_common.start("run_generator.py", run)

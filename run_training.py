@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+import cli_common  # noqa: E402
 from training.run_options import OPTIONS_FILE  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -40,7 +41,9 @@ FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
 RESUME_MAY_CHANGE = ("kimg", "iterations", "strategy", "devices", "cpu-replicas")
 # Flags that are not options of a run, and flags whose option field has another name.
 NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes")
-FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}
+FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}   # Options.FLAG_FIELDS add to these
+# Old spellings, kept for one release (cli_common).
+RENAMED = {"img-size": "resolution"}
 
 
 def define_flags(fv=FLAGS):
@@ -56,7 +59,8 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_string("dataset", "shapes",
                         "Dataset folder (NVlabs TFRecords, see `python -m datasets.prepare`) or a "
                         "built-in synthetic dataset name (shapes).", **d)
-    flags.DEFINE_integer("resolution", 0, "Training resolution (a level of the dataset); "
+    flags.DEFINE_integer("resolution", 0, "Training resolution (a level of the dataset; U-GAT-IT: "
+                         "the image size, divisible by 4, preset 256 official / 64 demo); "
                          "0 = the dataset's full resolution.", **d)
     flags.DEFINE_boolean("conditional", False, "Condition G and D on the dataset's labels.", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
@@ -149,9 +153,8 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_integer("iterations", 0, "U-GAT-IT / BigGAN: training length in iterations "
                          "(G updates); 0 = preset.", **d)
     flags.DEFINE_boolean("light", False, "U-GAT-IT light mode (global-pooled gamma/beta MLP).", **d)
-    flags.DEFINE_integer("img-size", 0, "U-GAT-IT image size (divisible by 4; 0 = preset: 256 "
-                         "official, 64 demo).", **d)
     flags.DEFINE_integer("d-steps", 0, "BigGAN: D steps per G step (0 = preset: 4).", **d)
+    cli_common.define_renamed(fv, RENAMED)
 
 
 def new_run_dir(root, options):
@@ -167,6 +170,7 @@ def new_run_dir(root, options):
 def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_common.warn_renamed("run_training.py", fv, RENAMED)
     if fv["checkpoint-minutes"].value < 0:
         raise app.UsageError("--checkpoint-minutes must be >= 0 (0 = only at snapshots).")
     if fv.resume:
@@ -255,11 +259,11 @@ def resumed_options(fv):
         raise app.UsageError(f"--resume: {e}") from None
     fv.model = model                        # the flags read as the run's family reads them
     given = family.options_from_flags(fv)   # also checks the values of the flags given
-    changed = []
+    changed, fields = [], {**FLAG_FIELDS, **getattr(saved, "FLAG_FIELDS", {})}
     for name in sorted(fv):
-        field = FLAG_FIELDS.get(name, name.replace("-", "_"))
+        field = fields.get(name, name.replace("-", "_"))
         if (fv[name].present and name not in RESUME_MAY_CHANGE + NOT_OPTIONS
-                and hasattr(saved, field)
+                and name not in RENAMED and hasattr(saved, field)
                 and _canonical(getattr(given, field)) != _canonical(getattr(saved, field))):
             changed.append(f"--{name}")
     if changed:
@@ -331,14 +335,10 @@ def export_finished_run(run_dir, summary):
 
 
 def run(argv, fv=FLAGS):
-    """main() with usage errors as one line on stderr (absl would print the whole help)."""
-    try:
-        return main(argv, fv)
-    except app.UsageError as e:
-        print(f"run_training.py: error: {e}", file=sys.stderr)
-        return 2
+    """main() with usage errors as one line on stderr and exit status 2."""
+    return cli_common.run("run_training.py", main, argv, fv)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(run)
+    cli_common.start("run_training.py", run)

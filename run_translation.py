@@ -1,12 +1,12 @@
 """Translate a folder of images with a trained U-GAT-IT, A->B or B->A (the official test phase).
 
     python run_translation.py --network runs/00000-ugatit-selfie2anime --input selfies \\
-        --output anime
+        --outdir anime
     python run_translation.py --network runs/00000-ugatit-selfie2anime --direction B2A \\
-        --input anime --output selfies --strips
+        --input anime --outdir selfies --strips
     python run_translation.py --network runs/00000-ugatit-selfie2anime/export --input selfies \\
-        --output anime
-    python run_translation.py --network converted/selfie2anime --input selfies --output anime
+        --outdir anime
+    python run_translation.py --network converted/selfie2anime --input selfies --outdir anime
 
 --network is a run folder of `run_training.py --model ugatit` (the latest checkpoint, or
 --checkpoint runs/.../checkpoints/ckpt-N), an exported SavedModel (<run>/export, written at the
@@ -14,9 +14,9 @@ end of training, or run_export.py's output) or a folder written by `run_convert.
 ugatit-pytorch` (official PyTorch weights). All of them translate through the same functions
 (export/ugatit.py), so a run folder and its export write identical PNGs. Every image under
 --input (walked recursively) is resized to the network's size (bilinear, as the official test
-transform) and translated; the result is written as --output/<relative path>.png. --strips also
+transform) and translated; the result is written as --outdir/<relative path>.png. --strips also
 writes the official 7-panel column per image (real, identity heatmap, identity, translation
-heatmap, translation, cycle heatmap, cycle) to --output/strips/<relative path>.png. --output
+heatmap, translation, cycle heatmap, cycle) to --outdir/strips/<relative path>.png. --outdir
 must be new or empty; it appears only once every image is done.
 """
 
@@ -29,8 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
+import cli_common  # noqa: E402
+
 FLAGS = flags.FLAGS
 DIRECTIONS = ("A2B", "B2A")
+
+
+# Old spellings, kept for one release (cli_common).
+RENAMED = {"output": "outdir", "size": "resolution"}
 
 
 def define_flags(fv=FLAGS):
@@ -44,14 +50,15 @@ def define_flags(fv=FLAGS):
                         "in <network>/checkpoints).", **d)
     flags.DEFINE_string("input", None, "Folder of source-domain images (walked recursively).",
                         **d)
-    flags.DEFINE_string("output", None, "New (or empty) folder for the translations.", **d)
+    flags.DEFINE_string("outdir", None, "New (or empty) folder for the translations.", **d)
     flags.DEFINE_enum("direction", "A2B", list(DIRECTIONS), "A2B uses genA2B, B2A genB2A.", **d)
     flags.DEFINE_boolean("strips", False, "Also write the 7-panel strips with CAM heatmaps.",
                          **d)
-    flags.DEFINE_integer("size", 0, "Light-mode networks: translate at this size (divisible by "
-                         "4); 0 = the size the network was trained at (a SavedModel: the size "
-                         "it was exported at).", **d)
+    flags.DEFINE_integer("resolution", 0, "Light-mode networks: translate at this size "
+                         "(divisible by 4); 0 = the size the network was trained at (a "
+                         "SavedModel: the size it was exported at).", **d)
     flags.DEFINE_integer("batch", 8, "Images per forward pass.", **d)
+    cli_common.define_renamed(fv, RENAMED)
 
 
 SIGNATURES = ("a2b", "b2a", "a2b_float", "b2a_float")
@@ -90,8 +97,8 @@ def load_translator(network, checkpoint=None, size=0):
                              "run_export.py.")
         exported = translator_size(translator)
         if size and size != exported:
-            raise ValueError(f"--size {size}: the SavedModel {network} translates "
-                             f"{exported}x{exported} images (set at export); drop --size or "
+            raise ValueError(f"--resolution {size}: the SavedModel {network} translates "
+                             f"{exported}x{exported} images (set at export); drop --resolution or "
                              "translate from the run folder.")
         return translator
     if os.path.isfile(os.path.join(network, "training_options.json")):
@@ -151,7 +158,7 @@ def translate_folder(translator, input_dir, output_dir, direction="A2B", strips=
     if bad:
         raise ValueError(f"{bad[0][1]}" + (f" ({len(bad)} bad files)" if len(bad) > 1 else ""))
     if os.path.exists(output_dir) and os.listdir(output_dir):
-        raise ValueError(f"--output {output_dir} exists and is not empty; choose a new folder.")
+        raise ValueError(f"--outdir {output_dir} exists and is not empty; choose a new folder.")
 
     def prepare(path):
         return inference_transform(load_image(path), size).numpy()
@@ -188,42 +195,41 @@ def translate_folder(translator, input_dir, output_dir, direction="A2B", strips=
 def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("network", "input", "output"):
+    cli_common.warn_renamed("run_translation.py", fv, RENAMED)
+    for name in ("network", "input", "outdir"):
         if not fv[name].value:
             raise app.UsageError(f"--{name} is required.")
     if fv.batch < 1:
         raise app.UsageError("--batch must be at least 1.")
-    if fv.size and (fv.size % 4 or fv.size < 8):
-        raise app.UsageError(f"--size {fv.size}: must be divisible by 4 and at least 8.")
+    if fv.resolution and (fv.resolution % 4 or fv.resolution < 8):
+        raise app.UsageError(f"--resolution {fv.resolution}: must be divisible by 4 and at "
+                             "least 8.")
     if not os.path.isdir(fv.input):
         raise app.UsageError(f"--input {fv.input}: no such folder.")
-    if os.path.exists(fv.output) and (not os.path.isdir(fv.output) or os.listdir(fv.output)):
-        raise app.UsageError(f"--output {fv.output} exists and is not empty; choose a new folder.")
+    if os.path.exists(fv.outdir) and (not os.path.isdir(fv.outdir) or os.listdir(fv.outdir)):
+        raise app.UsageError(f"--outdir {fv.outdir} exists and is not empty; choose a new "
+                             "folder.")
     try:
-        translator = load_translator(fv.network, fv.checkpoint, fv.size)
+        translator = load_translator(fv.network, fv.checkpoint, fv.resolution)
     except (FileNotFoundError, ValueError) as e:   # ExportError is a ValueError
         raise app.UsageError(str(e)) from None
     size = translator_size(translator)
     from datasets import DatasetError
     try:
-        count = translate_folder(translator, fv.input, fv.output, fv.direction, fv.strips,
+        count = translate_folder(translator, fv.input, fv.outdir, fv.direction, fv.strips,
                                  fv.batch)
     except (ValueError, DatasetError) as e:
         raise app.UsageError(str(e)) from None
-    print(f"Translated {count} images {fv.direction} at {size}x{size} into {fv.output}"
-          + (f" (strips in {os.path.join(fv.output, 'strips')})" if fv.strips else "") + ".")
+    print(f"Translated {count} images {fv.direction} at {size}x{size} into {fv.outdir}"
+          + (f" (strips in {os.path.join(fv.outdir, 'strips')})" if fv.strips else "") + ".")
     return 0
 
 
 def run(argv, fv=FLAGS):
-    """main() with usage errors as one line on stderr (absl would print the whole help)."""
-    try:
-        return main(argv, fv)
-    except app.UsageError as e:
-        print(f"run_translation.py: error: {e}", file=sys.stderr)
-        return 2
+    """main() with usage errors as one line on stderr and exit status 2."""
+    return cli_common.run("run_translation.py", main, argv, fv)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(run)
+    cli_common.start("run_translation.py", run)

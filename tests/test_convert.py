@@ -470,7 +470,7 @@ def test_cli_converts_npz_and_checkpoint_round_trips(tmp_path):
     np.savez(npz, **{f"G_ema.{k}": v for k, v in g.items()}, **{f"D.{k}": v for k, v in d.items()})
     out = tmp_path / "converted"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "run_convert.py"),
-                             f"--input={npz}", f"--output={out}"],
+                             f"--network={npz}", f"--outdir={out}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Saved to" in result.stdout
@@ -482,7 +482,7 @@ def test_cli_converts_npz_and_checkpoint_round_trips(tmp_path):
     assert_matches(nets["D"](images).numpy(), np_discriminator(d, images, None, 16, "resnet"))
     # Running it again onto the same directory refuses instead of overwriting.
     again = subprocess.run([sys.executable, os.path.join(ROOT, "run_convert.py"),
-                            f"--input={npz}", f"--output={out}"],
+                            f"--network={npz}", f"--outdir={out}"],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "already holds networks" in again.stderr
 

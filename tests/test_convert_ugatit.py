@@ -318,7 +318,7 @@ def test_cli_converts_and_the_translation_cli_uses_the_result(tmp_path):
     np.savez(npz, **{f"{net}.{k}": v for net, part in state.items() for k, v in part.items()})
     out = tmp_path / "converted"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "run_convert.py"),
-                             "--source=ugatit-pytorch", f"--input={npz}", f"--output={out}"],
+                             "--source=ugatit-pytorch", f"--network={npz}", f"--outdir={out}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "genA2B: UGATITGenerator" in result.stdout and "Saved to" in result.stdout
@@ -340,7 +340,7 @@ def test_cli_converts_and_the_translation_cli_uses_the_result(tmp_path):
     Image.fromarray(np.uint8(np.clip((x[0] + 1) * 127.5, 0, 255))).save(src / "p.png")
     fv = flags.FlagValues()
     run_translation.define_flags(fv)
-    fv(["run_translation.py", "--network", str(out), "--input", str(src), "--output",
+    fv(["run_translation.py", "--network", str(out), "--input", str(src), "--outdir",
         str(tmp_path / "anime")])
     assert run_translation.run(["run_translation.py"], fv) == 0
     assert np.asarray(Image.open(tmp_path / "anime" / "p.png")).shape == (16, 16, 3)

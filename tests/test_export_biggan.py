@@ -504,7 +504,7 @@ def test_truncation_sweep_scales_z(run, tmp_path, capsys):
 def test_run_export_cli_on_a_biggan_checkpoint(run, tmp_path, capsys):
     run_dir, summary = run
     out_dir = str(tmp_path / "e")
-    status, out, err = cli(run_export, ["--network", summary["checkpoint"], "--out", out_dir],
+    status, out, err = cli(run_export, ["--network", summary["checkpoint"], "--outdir", out_dir],
                            capsys)
     assert status == 0, err
     assert "Exported biggan generator (32x32, z_dim 128, 5 label dims)" in out
@@ -512,7 +512,7 @@ def test_run_export_cli_on_a_biggan_checkpoint(run, tmp_path, capsys):
     a = plain_tf_class_images(out_dir, [5], 1)[0]
     np.testing.assert_array_equal(a, plain_tf_class_images(summary["export"], [5], 1)[0])
     status, _, err = cli(run_export, ["--network", run_dir, "--noise-mode", "none",
-                                      "--out", str(tmp_path / "f")], capsys)
+                                      "--outdir", str(tmp_path / "f")], capsys)
     assert status == 2 and err.count("\n") == 1 and "BigGAN exports take no noise_mode" in err
     assert not os.path.exists(tmp_path / "f")
 

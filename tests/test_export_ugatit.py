@@ -374,7 +374,7 @@ def test_translation_from_the_savedmodel_equals_the_run_folder(trained, saved, t
     src = source_images(str(tmp_path / "src"))
     sources = {folder: trained["run_dir"], "savedmodel": trained["summary"]["export"]}
     for name, network in sources.items():
-        argv = ["--network", network, "--input", src, "--output", str(tmp_path / name),
+        argv = ["--network", network, "--input", src, "--outdir", str(tmp_path / name),
                 "--direction", direction, "--strips", "--batch", "2"]
         if name == "checkpoint":
             argv += ["--checkpoint", trained["summary"]["checkpoint"]]
@@ -518,7 +518,7 @@ def test_bad_exports_fail_before_writing(tmp_path, network, settings, message):
 def test_run_export_cli_from_a_checkpoint(trained, tmp_path, capsys):
     out_dir = str(tmp_path / "e")
     status, out, err = run_cli(run_export, ["--network", trained["summary"]["checkpoint"],
-                                            "--out", out_dir], capsys)
+                                            "--outdir", out_dir], capsys)
     assert status == 0, err
     assert f"Exported ugatit model ({SIZE}x{SIZE} images) to {out_dir}" in out
     assert "signatures['serving_default'](images=...)" in out
@@ -548,16 +548,16 @@ def test_bad_input_gives_one_clear_line(trained, saved, tmp_path, capsys):
     path = trained["summary"]["export"]
     other = foreign_savedmodel(str(tmp_path / "stylegan2"))
     cases = [
-        (run_translation, ["--network", other, "--input", src, "--output", "{out}"],
+        (run_translation, ["--network", other, "--input", src, "--outdir", "{out}"],
          "is a stylegan2 SavedModel without the U-GAT-IT signatures (a2b, b2a"),
         (run_translation, ["--network", path, "--checkpoint", trained["summary"]["checkpoint"],
-                           "--input", src, "--output", "{out}"],
+                           "--input", src, "--outdir", "{out}"],
          "--checkpoint applies to run folders"),
-        (run_translation, ["--network", path, "--size", "24", "--input", src,
-                           "--output", "{out}"], f"translates {SIZE}x{SIZE} images"),
-        (run_translation, ["--network", str(tmp_path), "--input", src, "--output", "{out}"],
+        (run_translation, ["--network", path, "--resolution", "24", "--input", src,
+                           "--outdir", "{out}"], f"translates {SIZE}x{SIZE} images"),
+        (run_translation, ["--network", str(tmp_path), "--input", src, "--outdir", "{out}"],
          "neither a U-GAT-IT run folder"),
-        (run_export, ["--network", trained["run_dir"], "--noise-mode", "none", "--out", "{out}"],
+        (run_export, ["--network", trained["run_dir"], "--noise-mode", "none", "--outdir", "{out}"],
          "noise_mode: not a U-GAT-IT export setting"),
         (run_generator, ["generate-images", "--network", path, "--seeds", "1",
                          "--outdir", "{out}"], "a ugatit model: use run_translation.py"),

@@ -133,16 +133,16 @@ def test_run_export_cli(run_dir, run_export_dir, tmp_path, capsys):
     out_dir = str(tmp_path / "e")
     status, out, err = cli(run_export, ["--network", os.path.join(run_dir, "checkpoints",
                                                                   "ckpt-32"),
-                                        "--out", out_dir, "--truncation-cutoff", "all"], capsys)
+                                        "--outdir", out_dir, "--truncation-cutoff", "all"], capsys)
     assert status == 0, err
     assert out_dir in out and "serving_default, mapping, synthesis" in out
     meta = export.load_generator(out_dir).metadata
     assert meta["truncation_cutoff"] is None and meta["source"].endswith("ckpt-32)")
-    status, _, err = cli(run_export, ["--network", out_dir, "--out", str(tmp_path / "f")],
+    status, _, err = cli(run_export, ["--network", out_dir, "--outdir", str(tmp_path / "f")],
                          capsys)
     assert status == 2 and "already an exported SavedModel" in err and err.count("\n") == 1
     status, _, err = cli(run_export, ["--network", run_dir, "--truncation-cutoff", "x",
-                                      "--out", str(tmp_path / "g")], capsys)
+                                      "--outdir", str(tmp_path / "g")], capsys)
     assert status == 2 and "--truncation-cutoff 'x'" in err
     assert not os.path.exists(tmp_path / "f") and not os.path.exists(tmp_path / "g")
 

@@ -56,9 +56,9 @@ def run(args, cwd):
 def test_run_metrics_prints_a_table_and_writes_json(files, capsys):
     out = str(files["root"] / "result.json")
     cache = str(files["root"] / "cache")
-    args = [f"--generator={files['generator']}", "--data=shapes",
-            f"--inception={files['inception']}", "--num_images=20", "--swd_images=16",
-            "--ms_ssim_images=8", "--batch_size=8", f"--cache_dir={cache}", f"--output={out}"]
+    args = [f"--network={files['generator']}", "--dataset=shapes",
+            f"--inception={files['inception']}", "--num-images=20", "--swd-images=16",
+            "--ms-ssim-images=8", "--batch=8", f"--cache-dir={cache}", f"--out={out}"]
     proc = run(args, files["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.load(open(out))
@@ -76,7 +76,7 @@ def test_run_metrics_prints_a_table_and_writes_json(files, capsys):
     # can move a uint8 pixel by one).
     with pytest.raises(app.UsageError, match="already exists"):
         main_with_flags(args)
-    main_with_flags(args[:-1] + [f"--output={out}.2"])
+    main_with_flags(args[:-1] + [f"--out={out}.2"])
     assert "read from cache" in capsys.readouterr().out
     again = json.load(open(out + ".2"))["metrics"]
     for name in names - {"kid_std"}:
@@ -138,10 +138,10 @@ def main_with_flags(args):
 
 
 def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
-    base = [f"--generator={files['generator']}", "--data=shapes",
-            f"--output={tmp_path / 'm.json'}"]
+    base = [f"--network={files['generator']}", "--dataset=shapes",
+            f"--out={tmp_path / 'm.json'}"]
     proc = run(base, tmp_path)  # default metrics include fid/kid/is
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "--inception=/path/to/classify_image_graph_def.pb" in proc.stderr
     # Flags are checked before TensorFlow starts: the error is the only output.
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
@@ -149,10 +149,10 @@ def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
         (["--inception=/nonexistent/classify_image_graph_def.pb"],
          "/nonexistent/classify_image_graph_def.pb not found"),
         (["--metrics=swd,fidd"], r"unknown \['fidd'\]"),
-        (["--metrics=ms_ssim", "--ms_ssim_images=7"], "must be even"),
-        (["--metrics=swd", f"--generator={tmp_path}"], "--generator: .* SavedModel"),
-        (["--metrics=swd", "--data=/nonexistent/folder"], "/nonexistent/folder"),
-        (["--metrics=swd", "--data=/nonexistent/folder", "--batch_size=0"], "--batch_size"),
+        (["--metrics=ms_ssim", "--ms-ssim-images=7"], "must be even"),
+        (["--metrics=swd", f"--network={tmp_path}"], "--network: .* SavedModel"),
+        (["--metrics=swd", "--dataset=/nonexistent/folder"], "/nonexistent/folder"),
+        (["--metrics=swd", "--dataset=/nonexistent/folder", "--batch=0"], "--batch"),
     ]
     for extra, message in cases:
         with pytest.raises(app.UsageError, match=message):

@@ -209,7 +209,7 @@ def test_translation_cli_writes_translations_and_strips(runs, tmp_path, capsys):
     src = str(tmp_path / "photos")
     write_images(src, a, ["x.png", "sub/y.jpg", "z.png"])
     out = str(tmp_path / "anime")
-    assert run_cli(run_translation, ["--network", runs["straight"], "--input", src, "--output",
+    assert run_cli(run_translation, ["--network", runs["straight"], "--input", src, "--outdir",
                                      out, "--strips", "--batch", "2"]) == 0
     assert "Translated 3 images A2B at 16x16" in capsys.readouterr().out
     written = sorted(os.path.relpath(p, out) for p in glob.glob(os.path.join(out, "**", "*.png"),
@@ -232,7 +232,7 @@ def test_translation_cli_writes_translations_and_strips(runs, tmp_path, capsys):
     # B2A uses the other generator (here from the run's SavedModel, <run>/export).
     out_b = str(tmp_path / "back")
     assert run_cli(run_translation, ["--network", os.path.join(runs["straight"], "export"),
-                                     "--input", src, "--output", out_b, "--direction",
+                                     "--input", src, "--outdir", out_b, "--direction",
                                      "B2A"]) == 0
     assert not np.array_equal(np.asarray(Image.open(os.path.join(out_b, "x.png"))), got)
 
@@ -253,20 +253,20 @@ def test_translation_cli_errors_are_one_line(runs, tmp_path, capsys):
     write_images(bad, synthetic.shapes2cartoon(1, 16, seed=1)[0], ["a.png"])
     (tmp_path / "bad" / "b.png").write_bytes(b"not a png")
     cases = [
-        (["--network", no_ckpt, "--input", src, "--output", str(tmp_path / "o1")],
+        (["--network", no_ckpt, "--input", src, "--outdir", str(tmp_path / "o1")],
          f"no checkpoint in {os.path.join(no_ckpt, 'checkpoints')}"),
         (["--network", runs["straight"], "--checkpoint", os.path.join(runs["straight"], "x"),
-          "--input", src, "--output", str(tmp_path / "o2")], "looked for"),
-        (["--network", str(tmp_path), "--input", src, "--output", str(tmp_path / "o3")],
+          "--input", src, "--outdir", str(tmp_path / "o2")], "looked for"),
+        (["--network", str(tmp_path), "--input", src, "--outdir", str(tmp_path / "o3")],
          "neither a U-GAT-IT run folder"),
-        (["--network", str(other), "--input", src, "--output", str(tmp_path / "o6")],
+        (["--network", str(other), "--input", src, "--outdir", str(tmp_path / "o6")],
          "is a stylegan2 run, not a U-GAT-IT one"),
-        (["--network", runs["straight"], "--input", src, "--output", full],
+        (["--network", runs["straight"], "--input", src, "--outdir", full],
          "exists and is not empty"),
-        (["--network", runs["straight"], "--input", bad, "--output", str(tmp_path / "o4")],
+        (["--network", runs["straight"], "--input", bad, "--outdir", str(tmp_path / "o4")],
          "b.png"),
-        (["--network", runs["straight"], "--input", src, "--output", str(tmp_path / "o5"),
-          "--size", "30"], "--size 30: must be divisible by 4"),
+        (["--network", runs["straight"], "--input", src, "--outdir", str(tmp_path / "o5"),
+          "--resolution", "30"], "--resolution 30: must be divisible by 4"),
     ]
     for argv, message in cases:
         assert run_cli(run_translation, argv) == 2
@@ -300,7 +300,7 @@ def test_presets_and_flags():
             official.resolved("ndf"), official.resolved("n_blocks"), official.light) == (
         256, 1_000_000, 64, 64, 4, False)
     assert official.discriminator_layers == (7, 5)
-    paper = options_from(["--fq-preset", "paper", "--light", "--img-size", "128"])
+    paper = options_from(["--fq-preset", "paper", "--light", "--resolution", "128"])
     assert paper.fq_config() == ((2,), {"num_embeddings": 1024, "commitment_cost": 0.25,
                                         "decay": 0.8, "forward": "quantized"})
     custom = options_from(["--fq-layers", "2", "--fq-num-embeddings", "256", "--fq-decay",
@@ -311,7 +311,7 @@ def test_presets_and_flags():
     assert custom.kimg == 1.0
     assert options_from(["--kimg", "2", "--batch", "4"]).total_iterations == 500
     assert options_from(["--fq-layers", ""]).fq_config()[0] == ()
-    nets = build_networks(options_from(["--fq-layers", "2,4", "--img-size", "96"]))
+    nets = build_networks(options_from(["--fq-layers", "2,4", "--resolution", "96"]))
     assert nets["disGA"].n_layers == 7 and nets["disGA"].fq_layer_indices == (2, 4)
     assert [fq.num_embeddings for fq in nets["disGB"].fq_layers] == [128, 128]
 
@@ -322,10 +322,10 @@ def test_presets_and_flags():
                              "(6 layers); valid: 0,1,2,3,4"),
     (["--fq-layers", "a"], "--fq-layers must be comma-separated"),
     (["--fq-blocks", "16"], "--fq-blocks: not used by --model ugatit"),
-    (["--img-size", "30"], "--img-size 30: must be divisible by 4"),
+    (["--resolution", "30"], "--resolution 30: must be divisible by 4"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a folder"),
     (["--dataset", "shapes"], "--dataset: shapes: neither a folder"),
-    (["--dataset", "shapes", "--img-size", "96"], "--dataset: shapes: neither a folder"),
+    (["--dataset", "shapes", "--resolution", "96"], "--dataset: shapes: neither a folder"),
     (["--kimg", "1", "--iterations", "5"], "--kimg and --iterations both set"),
     (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
 ])
@@ -382,7 +382,7 @@ def test_a_batch_the_replicas_cannot_split_is_one_line(capsys, tmp_path, monkeyp
                                                        two_replica_strategy):
     from training import distribute
     monkeypatch.setattr(distribute, "make_strategy", lambda *args: two_replica_strategy)
-    code = run_cli(run_training, ["--model", "ugatit", "--batch", "3", "--img-size", "16",
+    code = run_cli(run_training, ["--model", "ugatit", "--batch", "3", "--resolution", "16",
                                   "--fq-layers", "1,2",
                                   "--out", str(tmp_path / "run")])
     assert code == 2 and capsys.readouterr().err.strip().splitlines() == [

@@ -2,7 +2,7 @@
 
     python run_training.py --model ugatit                       # demo: built-in pair, 64x64
     python run_training.py --model ugatit --dataset ~/data/selfie2anime --config official
-    python run_training.py --model ugatit --light --img-size 128 --fq-layers ""   # baseline
+    python run_training.py --model ugatit --light --resolution 128 --fq-layers ""   # baseline
 
 The run_training.py family contract (see run_training.FAMILIES): `Options` (dataclass with
 save / load), `options_from_flags(fv)`, `validate(options)`, `training_loop(options, run_dir,
@@ -54,7 +54,7 @@ CONFIG_PRESETS = {
 FQ_PRESETS = tuple(ugatit.FQ_PRESETS)
 SYNTHETIC = "shapes2cartoon"
 # run_training.py flags of other model families, refused when given with --model ugatit.
-FOREIGN_FLAGS = ("resolution", "conditional", "gamma", "progressive",
+FOREIGN_FLAGS = ("conditional", "gamma", "progressive",
                  "initial-resolution", "stabilize-kimg", "transition-kimg", "fq-blocks",
                  "fq-warmup-kimg", "d-steps", "metrics")
 
@@ -64,6 +64,7 @@ class Options(RunOptions):
     """One U-GAT-IT run. 0 (or None) means "the --config preset" for every sized field."""
     MODELS = ("ugatit",)
     FAMILY = "U-GAT-IT"
+    FLAG_FIELDS = {"resolution": "img_size"}   # run_training.py flag -> field, where they differ
 
     model: str = "ugatit"
     config: str = "demo"
@@ -194,7 +195,7 @@ def options_from_flags(fv):
             raise app.UsageError(f"--fq-layers must be comma-separated discriminator conv "
                                  f"indices like 1,2,3 (or \"\" for none), got "
                                  f"{fv['fq-layers'].value!r}.") from None
-    for name in ("iterations", "batch", "img-size"):
+    for name in ("iterations", "batch", "resolution"):
         if fv[name].value < 0:
             raise app.UsageError(f"--{name} must be positive (0 = preset).")
     if fv.lr < 0:
@@ -211,7 +212,7 @@ def options_from_flags(fv):
         raise app.UsageError("--kimg must be > 0.")
     dataset = fv.dataset if fv["dataset"].present else SYNTHETIC
     options = Options(
-        config=fv.config, dataset=dataset, light=fv.light, img_size=fv["img-size"].value,
+        config=fv.config, dataset=dataset, light=fv.light, img_size=fv.resolution,
         iterations=fv.iterations, batch=fv.batch, learning_rate=fv.lr,
         fq_preset=fv["fq-preset"].value, fq_layers=fq_layers,
         fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
@@ -234,7 +235,7 @@ def validate(options):
                              f"{', '.join(FQ_PRESETS)}.")
     size = options.size
     if size % 4 or size < 8:
-        raise app.UsageError(f"--img-size {size}: must be divisible by 4 and at least 8 (the "
+        raise app.UsageError(f"--resolution {size}: must be divisible by 4 and at least 8 (the "
                              "generator down-samples twice).")
     if not is_builtin(options.dataset):
         try:
