@@ -44,6 +44,24 @@ NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes")
 FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}   # Options.FLAG_FIELDS add to these
 # Old spellings, kept for one release (cli_common).
 RENAMED = {"img-size": "resolution"}
+# The range of every numeric flag (0 = "the preset's" where the help says so), checked for
+# every model before anything is read or built; the families check what depends on the data.
+POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = ((lambda v: v > 0), "> 0"), ((lambda v: v >= 0), ">= 0"), \
+    ((lambda v: v >= 1), ">= 1")
+DECAY = ((lambda v: 0 <= v < 1), "in [0, 1) (0 = the model's default)")
+FLAG_RANGES = {
+    "resolution": NON_NEGATIVE, "kimg": POSITIVE, "batch": NON_NEGATIVE, "lr": NON_NEGATIVE,
+    "initial-resolution": ((lambda v: v >= 4 and v & (v - 1) == 0), "a power of two >= 4"),
+    "stabilize-kimg": NON_NEGATIVE, "transition-kimg": POSITIVE,
+    "fq-num-embeddings": NON_NEGATIVE, "fq-decay": DECAY, "fq-alpha": NON_NEGATIVE,
+    "fq-warmup-kimg": NON_NEGATIVE, "num-images": NON_NEGATIVE, "sq-dim": AT_LEAST_ONE,
+    "sq-codebook": ((lambda v: v >= 2), ">= 2"), "sq-beta": NON_NEGATIVE,
+    "sq-weight": NON_NEGATIVE, "sq-uniformity-t": POSITIVE, "sq-cr-weight": NON_NEGATIVE,
+    "sq-cr-sigma": NON_NEGATIVE, "sq-cbi-steps": AT_LEAST_ONE, "sq-cbi-lr": POSITIVE,
+    "sq-cbi-epsilon": POSITIVE, "sq-cbi-batch": NON_NEGATIVE, "seed": NON_NEGATIVE,
+    "cpu-replicas": NON_NEGATIVE, "tick-kimg": POSITIVE, "snapshot-ticks": AT_LEAST_ONE,
+    "iterations": NON_NEGATIVE, "d-steps": NON_NEGATIVE, "checkpoint-minutes": NON_NEGATIVE,
+}
 
 
 def define_flags(fv=FLAGS):
@@ -171,8 +189,10 @@ def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     cli_common.warn_renamed("run_training.py", fv, RENAMED)
-    if fv["checkpoint-minutes"].value < 0:
-        raise app.UsageError("--checkpoint-minutes must be >= 0 (0 = only at snapshots).")
+    for name, (valid, requirement) in FLAG_RANGES.items():
+        value = fv[name].value
+        if value is not None and not valid(value):
+            raise app.UsageError(f"--{name} {value:g}: must be {requirement}.")
     if fv.resume:
         family, options = resumed_options(fv)
     else:

@@ -89,6 +89,21 @@ def num_features(stage, fmap_base, fmap_decay=1.0, fmap_min=1, fmap_max=512):
     return int(np.clip(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_min, fmap_max))
 
 
+def check_int(value, name, minimum):
+    """int(value) for an integer (Python or numpy, not bool) >= minimum; ValueError naming
+    `name` otherwise (constructor arguments of every network module)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_choice(value, choices, name):
+    """`value` if it is one of `choices`; ValueError naming `name` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+    return value
+
+
 def check_resolution(resolution, name="resolution"):
     """Returns log2(resolution); resolution must be a power of two >= 4."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or \

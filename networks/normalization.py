@@ -29,6 +29,8 @@ import math
 import keras
 import tensorflow as tf
 
+from networks.layers import check_int
+
 SN_MODES = ("pytorch", "biggan")
 # Default epsilon of the normalisation inside the power iteration, per mode:
 # torch.nn.utils.spectral_norm uses 1e-12; BigGAN-PyTorch's CIFAR scripts pass --SN_eps 1e-8
@@ -90,10 +92,6 @@ def _l2_normalize(x, epsilon):
     """x / max(||x||, epsilon), as torch.nn.functional.normalize."""
     return x / tf.maximum(tf.norm(x), epsilon)
 
-
-def _check_int(name, value, minimum, owner):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
 
 
 #----------------------------------------------------------------------------
@@ -172,7 +170,7 @@ class SpectralNormLayer(keras.layers.Layer):
             sn_epsilon = SN_DEFAULT_EPSILON[sn_mode]
         if not float(sn_epsilon) > 0.0:
             raise ValueError(f"{owner}: sn_epsilon must be > 0, got {sn_epsilon!r}.")
-        _check_int("power_iterations", power_iterations, 1, owner)
+        check_int(power_iterations, f"{owner}: power_iterations", 1)
         self.sn_mode = sn_mode
         self.sn_epsilon = float(sn_epsilon)
         self.power_iterations = power_iterations
@@ -254,9 +252,9 @@ class SNConv2D(SpectralNormLayer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", use_bias=True,
                  kernel_initializer=None, bias_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("filters", filters, 1, "SNConv2D")
-        _check_int("kernel_size", kernel_size, 1, "SNConv2D")
-        _check_int("strides", strides, 1, "SNConv2D")
+        check_int(filters, "SNConv2D: filters", 1)
+        check_int(kernel_size, "SNConv2D: kernel_size", 1)
+        check_int(strides, "SNConv2D: strides", 1)
         if padding not in ("valid", "same"):
             raise ValueError(f"SNConv2D: padding must be 'valid' or 'same', got {padding!r}.")
         self.filters = filters
@@ -338,7 +336,7 @@ class SNDense(SpectralNormLayer):
     def __init__(self, units, use_bias=True, kernel_initializer=None, bias_initializer=None,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_int("units", units, 1, "SNDense")
+        check_int(units, "SNDense: units", 1)
         self.units = units
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(
@@ -401,8 +399,8 @@ class SNEmbedding(SpectralNormLayer):
 
     def __init__(self, input_dim, output_dim, embeddings_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        _check_int("input_dim", input_dim, 1, "SNEmbedding")
-        _check_int("output_dim", output_dim, 1, "SNEmbedding")
+        check_int(input_dim, "SNEmbedding: input_dim", 1)
+        check_int(output_dim, "SNEmbedding: output_dim", 1)
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.embeddings_initializer = keras.initializers.get(
@@ -561,7 +559,7 @@ class ConditionalBatchNorm(_StoredStatisticsNorm):
         super().__init__(momentum=momentum, epsilon=epsilon, cross_replica=cross_replica,
                          **kwargs)
         if num_classes is not None:
-            _check_int("num_classes", num_classes, 1, "ConditionalBatchNorm")
+            check_int(num_classes, "ConditionalBatchNorm: num_classes", 1)
         self.num_classes = num_classes
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer or keras.initializers.RandomNormal(stddev=0.02))

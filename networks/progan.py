@@ -26,7 +26,6 @@ dense flattens NHWC; both are re-orderings of randomly initialised weights.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from networks import layers as L
@@ -41,11 +40,6 @@ def nf(stage, fmap_base=8192, fmap_decay=1.0, fmap_max=512):
     """Official ProGAN / StyleGAN v1 width: min(int(fmap_base / 2^(stage * decay)), fmap_max)."""
     return L.num_features(stage, fmap_base, fmap_decay, 1, fmap_max)
 
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _fused(fused_scale, resolution):
@@ -147,10 +141,10 @@ class Generator(keras.Model):
         super().__init__(**kwargs)
         self.log2_resolution = L.check_resolution(resolution)
         self.resolution = int(resolution)
-        self.img_channels = _check_int(img_channels, "Generator: img_channels", 1)
-        self.c_dim = _check_int(c_dim, "Generator: c_dim", 0)
+        self.img_channels = L.check_int(img_channels, "Generator: img_channels", 1)
+        self.c_dim = L.check_int(c_dim, "Generator: c_dim", 0)
         widths = dict(fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max)
-        self.latent_size = nf(0, **widths) if latent_size is None else _check_int(
+        self.latent_size = nf(0, **widths) if latent_size is None else L.check_int(
             latent_size, "Generator: latent_size", 1)
         self.z_dim = self.latent_size
         self._config = dict(resolution=resolution, img_channels=img_channels, c_dim=c_dim,
@@ -339,8 +333,8 @@ class Discriminator(keras.Model):
         super().__init__(**kwargs)
         self.log2_resolution = L.check_resolution(resolution)
         self.resolution = int(resolution)
-        self.img_channels = _check_int(img_channels, "Discriminator: img_channels", 1)
-        self.c_dim = _check_int(c_dim, "Discriminator: c_dim", 0)
+        self.img_channels = L.check_int(img_channels, "Discriminator: img_channels", 1)
+        self.c_dim = L.check_int(c_dim, "Discriminator: c_dim", 0)
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}.")
         if fused_scale not in (True, False, "auto"):

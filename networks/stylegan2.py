@@ -18,7 +18,6 @@ channel_base = 2 * fmap_base). config-e: fmap_base 8192; config-f: 16384.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from fq_keras.style_quantization import StyleQuantization
@@ -45,16 +44,6 @@ def channels_per_resolution(resolution, fmap_base=16384, fmap_max=512, fmap_min=
             for r in range(2, log2 + 1)}
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_choice(value, choices, name):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-    return value
 
 
 #----------------------------------------------------------------------------
@@ -86,16 +75,16 @@ class MappingNetwork(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.z_dim = _check_int(z_dim, "MappingNetwork: z_dim", 0)
-        self.c_dim = _check_int(c_dim, "MappingNetwork: c_dim", 0)
+        self.z_dim = L.check_int(z_dim, "MappingNetwork: z_dim", 0)
+        self.c_dim = L.check_int(c_dim, "MappingNetwork: c_dim", 0)
         if self.z_dim == 0 and self.c_dim == 0:
             raise ValueError("MappingNetwork: z_dim and c_dim cannot both be 0.")
-        self.w_dim = _check_int(w_dim, "MappingNetwork: w_dim", 1)
-        self.num_ws = None if num_ws is None else _check_int(num_ws, "MappingNetwork: num_ws", 1)
-        self.num_layers = _check_int(num_layers, "MappingNetwork: num_layers", 1)
-        self.embed_features = self.w_dim if embed_features is None else _check_int(
+        self.w_dim = L.check_int(w_dim, "MappingNetwork: w_dim", 1)
+        self.num_ws = None if num_ws is None else L.check_int(num_ws, "MappingNetwork: num_ws", 1)
+        self.num_layers = L.check_int(num_layers, "MappingNetwork: num_layers", 1)
+        self.embed_features = self.w_dim if embed_features is None else L.check_int(
             embed_features, "MappingNetwork: embed_features", 1)
-        self.layer_features = self.w_dim if layer_features is None else _check_int(
+        self.layer_features = self.w_dim if layer_features is None else L.check_int(
             layer_features, "MappingNetwork: layer_features", 1)
         self.lrmul = float(lrmul)
         if self.c_dim == 0:
@@ -249,7 +238,7 @@ class SynthesisBlock(keras.layers.Layer):
         self.resolution = int(resolution)
         self.img_channels = int(img_channels)
         self.w_dim = int(w_dim)
-        self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
+        self.architecture = L.check_choice(architecture, ARCHITECTURES, "architecture")
         self.is_last = bool(is_last)
         self.resample_kernel = tuple(resample_kernel)
         self.conv_clamp = conv_clamp
@@ -344,11 +333,11 @@ class SynthesisNetwork(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.log2_resolution = L.check_resolution(resolution)
-        self.w_dim = _check_int(w_dim, "SynthesisNetwork: w_dim", 1)
+        self.w_dim = L.check_int(w_dim, "SynthesisNetwork: w_dim", 1)
         self.resolution = int(resolution)
-        self.img_channels = _check_int(img_channels, "SynthesisNetwork: img_channels", 1)
+        self.img_channels = L.check_int(img_channels, "SynthesisNetwork: img_channels", 1)
         self.fmap_base, self.fmap_max, self.fmap_min = fmap_base, int(fmap_max), int(fmap_min)
-        self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
+        self.architecture = L.check_choice(architecture, ARCHITECTURES, "architecture")
         self.resample_kernel = tuple(resample_kernel)
         self.conv_clamp = conv_clamp
         self.fused_modconv = bool(fused_modconv)
@@ -455,9 +444,9 @@ class Generator(StyleGenerator):
                  sq_uniformity_temperature=2.0, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.z_dim = _check_int(z_dim, "Generator: z_dim", 1)
-        self.c_dim = _check_int(c_dim, "Generator: c_dim", 0)
-        self.w_dim = _check_int(w_dim, "Generator: w_dim", 1)
+        self.z_dim = L.check_int(z_dim, "Generator: z_dim", 1)
+        self.c_dim = L.check_int(c_dim, "Generator: c_dim", 0)
+        self.w_dim = L.check_int(w_dim, "Generator: w_dim", 1)
         self.resolution = int(resolution)
         self.seed = seed
         self._config = dict(
@@ -479,8 +468,8 @@ class Generator(StyleGenerator):
                                       num_layers=mapping_layers, lrmul=mapping_lrmul,
                                       name="mapping")
         self.sq = None
-        if _check_int(sq_num_codes, "Generator: sq_num_codes", 0):
-            code_dim = _check_int(sq_code_dim, "Generator: sq_code_dim", 1)
+        if L.check_int(sq_num_codes, "Generator: sq_num_codes", 0):
+            code_dim = L.check_int(sq_code_dim, "Generator: sq_code_dim", 1)
             if self.w_dim % code_dim:
                 raise ValueError(f"Generator: sq_code_dim {code_dim} does not divide w_dim "
                                  f"{self.w_dim}; choose a divisor of w_dim (SQ-GAN: 4).")
@@ -542,7 +531,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         self.out_channels = int(out_channels)
         self.resolution = int(resolution)
         self.img_channels = int(img_channels)
-        self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
+        self.architecture = L.check_choice(architecture, ARCHITECTURES, "architecture")
         self.first = bool(first)
         self.resample_kernel = tuple(resample_kernel)
         self.conv_clamp = conv_clamp
@@ -606,7 +595,7 @@ class DiscriminatorEpilogue(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_channels = int(in_channels)
         self.img_channels = int(img_channels)
-        self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
+        self.architecture = L.check_choice(architecture, ARCHITECTURES, "architecture")
         self.cmap_dim = int(cmap_dim)
         self.mbstd_group_size = int(mbstd_group_size)
         self.mbstd_num_features = int(mbstd_num_features)
@@ -699,9 +688,9 @@ class Discriminator(keras.Model):
         super().__init__(**kwargs)
         self.log2_resolution = L.check_resolution(resolution)
         self.resolution = int(resolution)
-        self.img_channels = _check_int(img_channels, "Discriminator: img_channels", 1)
-        self.c_dim = _check_int(c_dim, "Discriminator: c_dim", 0)
-        self.architecture = _check_choice(architecture, ARCHITECTURES, "architecture")
+        self.img_channels = L.check_int(img_channels, "Discriminator: img_channels", 1)
+        self.c_dim = L.check_int(c_dim, "Discriminator: c_dim", 0)
+        self.architecture = L.check_choice(architecture, ARCHITECTURES, "architecture")
         self.progressive = bool(progressive)
         if self.resolution < 8 and architecture != "skip":
             raise ValueError("Discriminator: resolution 4 needs architecture='skip' (the 4x4 "
@@ -711,7 +700,7 @@ class Discriminator(keras.Model):
                              f"(every block has a FromRGB), got {architecture!r}.")
         self.channels = channels_per_resolution(resolution, fmap_base, fmap_max, fmap_min)
         self.cmap_dim = 0 if not self.c_dim else (
-            self.channels[4] if cmap_dim is None else _check_int(cmap_dim, "cmap_dim", 1))
+            self.channels[4] if cmap_dim is None else L.check_int(cmap_dim, "cmap_dim", 1))
         self.resample_kernel = tuple(resample_kernel)
         self._config = dict(
             resolution=resolution, img_channels=img_channels, c_dim=c_dim,

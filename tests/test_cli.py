@@ -97,3 +97,59 @@ def test_old_spellings_still_work_with_a_one_line_notice(tool, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"{tool}: --{old} is deprecated and goes in the next release; use "
                        f"--{new}."]
+
+
+class ReachedTraining(Exception):
+    pass
+
+
+# run_training.py flags with values that parse but cannot work, per model: each must stop in
+# the family's checks (before the loop builds anything) with one line and exit 2.
+BAD_TRAINING_FLAGS = [
+    ("stylegan2", ["--resolution", "24"]), ("stylegan2", ["--resolution", "-8"]),
+    ("stylegan2", ["--kimg", "0"]), ("stylegan2", ["--kimg", "-1"]),
+    ("stylegan2", ["--batch", "-4"]), ("stylegan2", ["--lr", "-0.1"]),
+    ("stylegan2", ["--progressive", "--initial-resolution", "6"]),
+    ("stylegan2", ["--progressive", "--stabilize-kimg", "-1"]),
+    ("stylegan2", ["--progressive", "--transition-kimg", "0"]),
+    ("stylegan2", ["--fq-blocks", "16,16"]), ("stylegan2", ["--fq-num-embeddings", "-1"]),
+    ("stylegan2", ["--fq-decay", "1.5"]), ("stylegan2", ["--fq-decay", "-0.2"]),
+    ("stylegan2", ["--fq-alpha", "-1"]), ("stylegan2", ["--fq-warmup-kimg", "-1"]),
+    ("stylegan2", ["--num-images", "-1"]), ("stylegan2", ["--sq", "--sq-dim", "0"]),
+    ("stylegan2", ["--sq", "--sq-codebook", "0"]), ("stylegan2", ["--sq", "--sq-beta", "-1"]),
+    ("stylegan2", ["--sq", "--sq-weight", "-1"]), ("stylegan2", ["--sq", "--sq-uniformity-t", "0"]),
+    ("stylegan2", ["--sq", "--sq-cr-weight", "-1"]), ("stylegan2", ["--sq", "--sq-cr-sigma", "-1"]),
+    ("stylegan2", ["--sq", "--sq-cbi-features", "/no/such/features.npy"]),
+    ("stylegan2", ["--sq", "--sq-cbi-steps", "0"]), ("stylegan2", ["--sq", "--sq-cbi-lr", "0"]),
+    ("stylegan2", ["--sq", "--sq-cbi-epsilon", "0"]), ("stylegan2", ["--sq", "--sq-cbi-batch", "-1"]),
+    ("stylegan2", ["--sq", "--model", "stylegan"]),
+    ("stylegan2", ["--seed", "-1"]), ("stylegan2", ["--tick-kimg", "0"]),
+    ("stylegan2", ["--snapshot-ticks", "0"]), ("stylegan2", ["--metrics", "fid"]),
+    ("stylegan2", ["--checkpoint-minutes", "-1"]), ("stylegan2", ["--config", "bogus"]),
+    ("stylegan2", ["--strategy", "mirrored", "--cpu-replicas", "-1"]),
+    ("biggan", ["--iterations", "-5"]), ("biggan", ["--d-steps", "-1"]),
+    ("biggan", ["--fq-layers", "0,0"]), ("biggan", ["--fq-layers", "9"]),
+    ("biggan", ["--batch", "-1"]), ("biggan", ["--config", "bogus"]),
+    ("ugatit", ["--iterations", "-5"]), ("ugatit", ["--resolution", "30"]),
+    ("ugatit", ["--fq-layers", "1,1"]), ("ugatit", ["--fq-layers", "99"]),
+    ("ugatit", ["--batch", "-1"]), ("ugatit", ["--config", "bogus"]),
+]
+
+
+@pytest.mark.parametrize("model, argv", BAD_TRAINING_FLAGS,
+                         ids=[f"{m}:{' '.join(a)}" for m, a in BAD_TRAINING_FLAGS])
+def test_impossible_training_flags_stop_before_training(model, argv, tmp_path, capsys,
+                                                        monkeypatch):
+    from training import biggan, stylegan, ugatit
+
+    def reached(*args, **kwargs):
+        raise ReachedTraining(f"{argv} reached the training loop")
+
+    for family in (stylegan, biggan, ugatit):
+        monkeypatch.setattr(family, "training_loop", reached)
+    out = tmp_path / "run"
+    fv = tool_flags(run_training)
+    fv(["run_training.py", "--model", model, "--out", str(out), *argv])
+    assert run_training.run(["run_training.py"], fv) == 2
+    one_line(capsys, "run_training.py")
+    assert not out.exists()

@@ -257,6 +257,8 @@ def options_from_flags(fv):
         except ValueError:
             raise app.UsageError(f"--fq-blocks must be comma-separated resolutions like 16,32, "
                                  f"got {blocks!r}.") from None
+        if len(set(fq_blocks)) != len(fq_blocks):
+            raise app.UsageError(f"--fq-blocks {blocks!r} names a block twice.")
     metrics = tuple(m for m in fv.metrics if m != "none")
     if set(metrics) - {"swd"}:
         raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "
@@ -334,6 +336,10 @@ def _sq_options_from_flags(fv):
 
 def validate(options):
     """Checks what can be checked before TensorFlow builds anything (one clear message each)."""
+    resolution = options.resolution
+    if resolution and (resolution < 4 or resolution & (resolution - 1)):
+        raise app.UsageError(f"--resolution {resolution}: must be a power of two >= 4 "
+                             "(a level of the dataset), or 0 for the dataset's own.")
     try:
         dataset = datasets.open_dataset(options.dataset, resolution=options.resolution or None,
                                         num_images=options.num_images or None)
