@@ -83,9 +83,16 @@ def _open(path):
     except UnidentifiedImageError:
         raise BadImageError(path, "not an image (unknown format despite its extension)",
                             "delete it or pass --skip-bad") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, error) from None
+    except Exception as error:  # noqa: BLE001 -- any decoder failure is a bad file, one line
         raise BadImageError(path, f"truncated or corrupt image header ({error})",
                             "re-export the image or pass --skip-bad") from None
+
+
+def _too_large(path, error):
+    return BadImageError(path, f"too many pixels for Pillow's decompression-bomb limit "
+                         f"({error})", "downscale the image or pass --skip-bad")
 
 
 def probe_image(path):
@@ -142,7 +149,9 @@ def load_pil_image(path, channels=3):
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, error) from None
+    except Exception as error:  # noqa: BLE001 -- Pillow's plugins raise many kinds
         raise BadImageError(path, f"truncated or corrupt image data ({error})",
                             "re-export the image or pass --skip-bad") from None
     image = _to_rgb_or_l(image, path)

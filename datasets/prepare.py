@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from cli_common import usage_error
 from datasets import synthetic
 from datasets.errors import BadImageError, DatasetError
 from datasets.images import fit_image, list_image_files, load_pil_image, probe_image
@@ -654,13 +655,15 @@ def _command_help(command):
     return "\n".join(lines)
 
 
+TOOL = "datasets.prepare"
 _HELP = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
 
 def run(argv):
     """Runs the CLI on argv (argv[0] = program name); returns the exit status.
 
-    Prints errors as one line on stderr: status 2 for usage errors, 1 for data errors.
+    Prints every error a user can cause (a bad flag, a bad file, missing data) as one line on
+    stderr, `datasets.prepare: error: ...`, with exit status 2, as the other tools do.
     """
     args = argv[1:]
     command = args[0] if args and not args[0].startswith("-") else None
@@ -668,9 +671,8 @@ def run(argv):
         if command is None and any(a in _HELP for a in args) or not args:
             print(__doc__.strip())
             return 0 if args else 2
-        print(f"error: unknown command {command or args[0]!r}; commands: "
-              f"{', '.join(COMMANDS)} (python -m datasets.prepare --help)", file=sys.stderr)
-        return 2
+        return usage_error(TOOL, f"unknown command {command or args[0]!r}; commands: "
+                           f"{', '.join(COMMANDS)} (python -m datasets.prepare --help)")
     if any(a in _HELP for a in args[1:]):
         print(_command_help(command))
         return 0
@@ -679,21 +681,19 @@ def run(argv):
     try:
         positional = fv([argv[0]] + args[1:])[1:]
     except flags.Error as error:
-        print(f"error: {command}: {error} (python -m datasets.prepare {command} --help)",
-              file=sys.stderr)
-        return 2
+        return usage_error(TOOL, f"{command}: {error} (python -m datasets.prepare {command} "
+                                 "--help)")
     if not len(required) <= len(positional) <= len(required) + len(optional):
-        print(f"error: {command} takes {' '.join(required + [f'[{a}]' for a in optional])}, "
-              f"got {len(positional)} arguments (python -m datasets.prepare {command} --help)",
-              file=sys.stderr)
-        return 2
+        return usage_error(TOOL, f"{command} takes "
+                                 f"{' '.join(required + [f'[{a}]' for a in optional])}, got "
+                                 f"{len(positional)} arguments (python -m datasets.prepare "
+                                 f"{command} --help)")
     try:
         function(positional, fv)
     except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return usage_error(TOOL, error)
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        print(f"{TOOL}: error: interrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
 

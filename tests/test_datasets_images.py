@@ -343,3 +343,31 @@ def test_ugatit_root_with_bad_file(tmp_path):
     assert len(pair.info.skipped) == 1 and "zero.jpg: empty file" in pair.info.skipped[0]
     with pytest.raises(DatasetError, match="testA/ is missing or empty"):
         pair.test_pipeline("A", 8)
+
+
+@pytest.mark.parametrize("stage", ["header", "decode"])
+def test_decoder_safety_limits_and_unexpected_decoder_errors_are_one_line(tmp_path, monkeypatch,
+                                                                          stage):
+    """Pillow's decompression-bomb limit (an image of more than twice MAX_IMAGE_PIXELS) and
+    any other exception a decoder plugin raises become the dataset tools' one-line error."""
+    path = str(tmp_path / "big.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # 4096 pixels > 2 x 1000
+    for loader in (load_image, probe_image):
+        with pytest.raises(DatasetError) as error:
+            loader(path)
+        message = str(error.value)
+        assert "\n" not in message and "decompression-bomb limit" in message
+        assert "big.png" in message and "--skip-bad" in message
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+
+    def broken(self, *args):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    if stage == "header":
+        monkeypatch.setattr(Image, "open", lambda *args, **kwargs: broken(None))
+    else:
+        monkeypatch.setattr(Image.Image, "load", broken)
+    with pytest.raises(DatasetError) as error:
+        load_image(path)
+    assert "\n" not in str(error.value) and "unpack requires" in str(error.value)

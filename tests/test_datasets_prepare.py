@@ -167,17 +167,17 @@ def test_usage_errors_are_one_line(tmp_path, capsys):
     for argv, message in cases:
         assert run(["prepare"] + argv) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1 and err.startswith("datasets.prepare: error: ") and message in err, err
 
 
 def test_data_errors_are_one_line_with_status_1(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     assert run(["prepare", "create_from_images", str(tmp_path / "o"), str(tmp_path),
-                "--resolution=100"]) == 1
+                "--resolution=100"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: --resolution must be a power of two between 4 and 8192, got 100; use "
+    assert err == ("datasets.prepare: error: --resolution must be a power of two between 4 and 8192, got 100; use "
                    "e.g. 64\n")
-    assert run(["prepare", "info", str(tmp_path)]) == 1
+    assert run(["prepare", "info", str(tmp_path)]) == 2
     assert "no *.tfrecords files" in capsys.readouterr().err
 
 
@@ -203,12 +203,13 @@ def test_info_and_display(tmp_path, capsys):
 
 
 def test_module_entry_point(tmp_path):
-    """The real `python -m datasets.prepare` process: one error line at the end, status 1."""
+    """The real `python -m datasets.prepare` process: one error line at the end, status 2."""
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run([sys.executable, "-m", "datasets.prepare", "create_synthetic",
                              str(tmp_path / "x"), "--resolution=48"], capture_output=True,
                             text=True, env=env, cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == ("error: --resolution must be a power of two "
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("datasets.prepare: error: --resolution must be a "
+                                              "power of two "
                                               "between 4 and 8192, got 48; use e.g. 32")
     assert not os.path.exists(tmp_path / "x")
