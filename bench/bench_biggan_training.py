@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("ch", 64, "Channel multiplier (official CIFAR: 64).")
 flags.DEFINE_integer("batch", 64, "Minibatch (official CIFAR: 64).")
-flags.DEFINE_integer("d_steps", 4, "D steps per G step (official: 4).")
+flags.DEFINE_integer("d-steps", 4, "D steps per G step (official: 4).")
 flags.DEFINE_integer("iterations", 2, "Iterations per timed round.")
 flags.DEFINE_integer("rounds", 5, "Timed rounds per variant (interleaved).")
 flags.DEFINE_boolean("xla", False, "Compile the replica step with XLA.")
@@ -50,7 +50,7 @@ def make_step(fq_preset, dataset):
     G = biggan.BigGANGenerator(ch=FLAGS.ch, num_classes=5, name="G")
     D = biggan.BigGANDiscriminator(ch=FLAGS.ch, num_classes=5, fq_layers=layers,
                                    fq_kwargs=fq_kwargs if layers else None, name="D")
-    trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=FLAGS.d_steps))
+    trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=FLAGS['d-steps'].value))
     accumulator = LogAccumulator(trainer.log_keys())
     strategy = tf.distribute.get_strategy()
     step = compile_step(strategy, trainer, accumulator, FLAGS.batch, FLAGS.xla)
@@ -63,7 +63,7 @@ def main(argv):
     import datasets
     import tensorflow as tf
     dataset = datasets.open_dataset("shapes", resolution=32)
-    print(f"BigGAN training iteration: ch {FLAGS.ch}, batch {FLAGS.batch}, {FLAGS.d_steps} D "
+    print(f"BigGAN training iteration: ch {FLAGS.ch}, batch {FLAGS.batch}, {FLAGS['d-steps'].value} D "
           f"steps, XLA {'on' if FLAGS.xla else 'off'}, {len(tf.config.list_logical_devices())} "
           f"device(s), {os.cpu_count()} CPU(s)")
     steps = {}

@@ -48,7 +48,7 @@ def time_pipeline(dataset, batches, warmup):
 
 def main(argv):
     del argv
-    n, batch, batches = FLAGS["prep-images"].value, FLAGS.batch, FLAGS["loader-batches"].value
+    n, batch, batches = FLAGS['prep-images'].value, FLAGS.batch, FLAGS['loader-batches'].value
     print(f"CPU threads: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         images, _ = synthetic.shapes(n, 256, seed=0)
@@ -64,12 +64,12 @@ def main(argv):
                   f"{n / seconds:8.1f} images/s  ({n} images, {seconds:.2f} s)")
 
         folder = os.path.join(tmp, "shapes32")
-        create_synthetic(folder, "shapes", resolution=32, num_images=FLAGS["loader-images"].value,
+        create_synthetic(folder, "shapes", resolution=32, num_images=FLAGS['loader-images'].value,
                          log=lambda *_: None)
         rates = {}
         for name, source in (("TFRecord folder", folder), ("built-in shapes", "shapes")):
             dataset = open_dataset(source, resolution=32,
-                                   num_images=FLAGS["loader-images"].value)
+                                   num_images=FLAGS['loader-images'].value)
             warmup = dataset.info.num_images // batch + 20
             rates[name] = time_pipeline(dataset.pipeline(batch, mirror=True), batches, warmup)
             print(f"loader       32x32 {name:16s} full pipeline, batch {batch}: "

@@ -1,6 +1,6 @@
 """Cost of one FeatureQuantization step (lookup + EMA update) against one 3x3 convolution.
 
-    python bench/bench_fq.py [--batch 2] [--resolution 64] [--channels 256] [--num_embeddings 1024]
+    python bench/bench_fq.py [--batch 2] [--resolution 64] [--channels 256] [--num-embeddings 1024]
 
 Both are measured side by side in one run, on the same (batch, R, R, C) feature map, each as a
 compiled tf.function; repeats are interleaved and the median is reported. It also inspects the
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 2, "Feature maps per step.")
 flags.DEFINE_integer("resolution", 64, "Feature map height and width.")
 flags.DEFINE_integer("channels", 256, "Feature channels C (conv in = out = C).")
-flags.DEFINE_integer("num_embeddings", 1024, "Dictionary size K.")
+flags.DEFINE_integer("num-embeddings", 1024, "Dictionary size K.")
 flags.DEFINE_integer("repeats", 15, "Timed repeats of each function (median reported).")
 flags.DEFINE_boolean("xla", False, "Compile both functions with XLA (jit_compile=True).")
 
@@ -54,7 +54,7 @@ def median_seconds(functions, argument, repeats):
 
 def main(argv):
     del argv
-    B, R, C, K = FLAGS.batch, FLAGS.resolution, FLAGS.channels, FLAGS.num_embeddings
+    B, R, C, K = FLAGS.batch, FLAGS.resolution, FLAGS.channels, FLAGS['num-embeddings'].value
     h = tf.random.normal((B, R, R, C))
     conv = keras.layers.Conv2D(C, 3, padding="same")
     conv.build(h.shape)

@@ -1,6 +1,6 @@
 """SWD throughput (images/s) at 32x32 and 128x128, against a plain numpy transcription.
 
-    python bench/bench_metrics.py [--images 1024] [--images_128 256] [--repeats 3]
+    python bench/bench_metrics.py [--images 1024] [--images-128 256] [--repeats 3]
 
 For each resolution, two sets of N images go through the whole ProGAN SWD (pyramid, 128
 descriptors per image per level, normalisation, 4 x 128 sorted projections per level). Reported:
@@ -28,7 +28,7 @@ from test_metrics_swd import blob_images, ref_swd  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 1024, "Images per set at 32x32.")
-flags.DEFINE_integer("images_128", 256, "Images per set at 128x128.")
+flags.DEFINE_integer("images-128", 256, "Images per set at 128x128.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (median reported).")
 flags.DEFINE_integer("minibatch", 64, "Images per TensorFlow call.")
 
@@ -73,10 +73,10 @@ def bench_resolution(resolution, count, repeats, minibatch):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if min(FLAGS.images, FLAGS.images_128, FLAGS.repeats, FLAGS.minibatch) < 1:
-        raise app.UsageError("--images, --images_128, --repeats and --minibatch must be >= 1.")
+    if min(FLAGS.images, FLAGS['images-128'].value, FLAGS.repeats, FLAGS.minibatch) < 1:
+        raise app.UsageError("--images, --images-128, --repeats and --minibatch must be >= 1.")
     bench_resolution(32, FLAGS.images, FLAGS.repeats, FLAGS.minibatch)
-    bench_resolution(128, FLAGS.images_128, FLAGS.repeats, FLAGS.minibatch)
+    bench_resolution(128, FLAGS['images-128'].value, FLAGS.repeats, FLAGS.minibatch)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Forward + backward throughput of the ProGAN / StyleGAN / StyleGAN2 networks.
 
-    python bench/bench_networks.py [--resolutions 32,64] [--batch 8] [--width_divisor 16]
+    python bench/bench_networks.py [--resolutions 32,64] [--batch 8] [--width-divisor 16]
                                    [--families stylegan2,stylegan,progan] [--repeats 5]
 
 For each family and resolution it measures, side by side in one run (interleaved repeats,
@@ -10,7 +10,7 @@ of D (gradient of mean(D(x)) w.r.t. D's weights), each as a tf.function without 
 8x8 progressive stage against the full-resolution network (StyleGAN v1), and D with FQ blocks
 (16, 32) against D without.
 
-Widths: the official config-e channel formula divided by --width_divisor (default 16:
+Widths: the official config-e channel formula divided by --width-divisor (default 16:
 fmap_base 8192/16 = 512, fmap_max 512/16 = 32; w_dim and z_dim 512/16 = 32), so the numbers
 are about the shape of the computation on a CPU, not about full-size training speed.
 """
@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("resolutions", ["32", "64"], "Image resolutions to measure.")
 flags.DEFINE_list("families", ["stylegan2", "stylegan", "progan"], "Network families.")
 flags.DEFINE_integer("batch", 8, "Images per step (a multiple of 4, the mbstd group size).")
-flags.DEFINE_integer("width_divisor", 16, "Divide the config-e widths by this.")
+flags.DEFINE_integer("width-divisor", 16, "Divide the config-e widths by this.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per function (median reported).")
 
 
@@ -99,7 +99,7 @@ def main(argv):
     unknown = set(FLAGS.families) - {"stylegan2", "stylegan", "progan"}
     if unknown:
         raise app.UsageError(f"Unknown --families {sorted(unknown)}.")
-    n, div = FLAGS.batch, FLAGS.width_divisor
+    n, div = FLAGS.batch, FLAGS['width-divisor'].value
     print(f"batch {n}, config-e widths / {div}, {FLAGS.repeats} repeats (median), "
           f"{os.cpu_count()} CPUs")
     print(f"{'network':<24}{'res':>5}{'img/s':>10}{'img/s XLA':>11}{'XLA x':>8}")

@@ -63,11 +63,11 @@ def _op_flops(op):
     if kind in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"):
         # All three cost the forward convolution: out elements x kh x kw x in-per-group.
         if kind == "Conv2D":
-            x, w, y = op.inputs[0], op.inputs[1], op.outputs[0]
+            w, y = op.inputs[1], op.outputs[0]
         elif kind == "Conv2DBackpropInput":
-            w, y, x = op.inputs[1], op.inputs[2], op.outputs[0]
+            w, y = op.inputs[1], op.inputs[2]
         else:
-            x, y, w = op.inputs[0], op.inputs[2], op.outputs[0]
+            y, w = op.inputs[2], op.outputs[0]
         kh, kw, cin, _ = _dims(w)
         return 2 * int(np.prod(_dims(y))) * kh * kw * cin
     if kind.startswith("DepthwiseConv2dNative"):
@@ -145,7 +145,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        fq_blocks = tuple(int(b) for b in FLAGS["fq-blocks"].value)
+        fq_blocks = tuple(int(b) for b in FLAGS['fq-blocks'].value)
         resolutions = [int(r) for r in FLAGS.resolutions]
     except ValueError:
         raise app.UsageError("--resolutions and --fq-blocks take comma-separated integers.")

@@ -1,7 +1,7 @@
 """StyleGAN2 training throughput with SQ-GAN style quantization on vs off, side by side.
 
     python bench/bench_sq_training.py [--resolution 32] [--config demo] [--batch 16]
-        [--sq_codebook 1024] [--repeats 8] [--xla]
+        [--sq-codebook 1024] [--repeats 8] [--xla]
 
 Variants, built in one process from run_training.py's options and timed interleaved (each
 repeat runs every variant once; medians), so the ratios compare like with like on a shared
@@ -31,14 +31,14 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_string("config", "demo", "Width preset (demo, e, f).")
 flags.DEFINE_integer("batch", 16, "Global minibatch.")
-flags.DEFINE_integer("sq_codebook", 1024, "Codebook entries K.")
+flags.DEFINE_integer("sq-codebook", 1024, "Codebook entries K.")
 flags.DEFINE_integer("repeats", 8, "Timed repeats per variant (median reported).")
 flags.DEFINE_boolean("xla", False, "Compile the steps with XLA.")
 
 
 def make_step(**sq_options):
     options = TrainingOptions(resolution=FLAGS.resolution, config=FLAGS.config, channels=3,
-                              sq_codebook=FLAGS.sq_codebook, **sq_options)
+                              sq_codebook=FLAGS['sq-codebook'].value, **sq_options)
     G, D = build_networks(options, 3, 0)
     trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
                          options.fq_settings(), learning_rate=options.lr,
@@ -72,7 +72,7 @@ def main(argv):
             times[name].append(time.perf_counter() - start)
     w_dim = TrainingOptions(config=FLAGS.config).preset("latent_dim")
     print(f"StyleGAN2 --config {FLAGS.config} at {res}x{res}, batch {batch}, w_dim {w_dim}, "
-          f"K {FLAGS.sq_codebook}, code_dim 4, XLA {'on' if FLAGS.xla else 'off'}, "
+          f"K {FLAGS['sq-codebook'].value}, code_dim 4, XLA {'on' if FLAGS.xla else 'off'}, "
           f"{FLAGS.repeats} repeats")
     reference = float(np.median(times["SQ off"]))
     for name, values in times.items():

@@ -1,7 +1,7 @@
 """Cost of style quantization per StyleGAN2 generator forward, for a few codebook sizes.
 
-    python bench/bench_style_quantization.py [--batch 8] [--resolution 32] [--fmap_base 16384]
-        [--num_codes 256,1024,4096] [--code_dim 4]
+    python bench/bench_style_quantization.py [--batch 8] [--resolution 32] [--fmap-base 16384]
+        [--num-codes 256,1024,4096] [--code-dim 4]
 
 Measured side by side in one run, each a compiled tf.function, repeats interleaved, medians:
   G forward        mapping + synthesis (noise "const"), the reference cost;
@@ -30,10 +30,10 @@ from networks.stylegan2 import Generator  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 8, "Latents per forward.")
 flags.DEFINE_integer("resolution", 32, "Generator output resolution.")
-flags.DEFINE_integer("fmap_base", 16384, "Generator channel formula base (config-f: 16384).")
-flags.DEFINE_integer("w_dim", 512, "Intermediate latent size.")
-flags.DEFINE_integer("code_dim", 4, "Sub-vector length.")
-flags.DEFINE_list("num_codes", ["256", "1024", "4096"], "Codebook sizes K to measure.")
+flags.DEFINE_integer("fmap-base", 16384, "Generator channel formula base (config-f: 16384).")
+flags.DEFINE_integer("w-dim", 512, "Intermediate latent size.")
+flags.DEFINE_integer("code-dim", 4, "Sub-vector length.")
+flags.DEFINE_list("num-codes", ["256", "1024", "4096"], "Codebook sizes K to measure.")
 flags.DEFINE_integer("repeats", 11, "Timed repeats of each function (median reported).")
 
 
@@ -53,18 +53,18 @@ def median_seconds(functions, argument, repeats):
 
 def main(argv):
     del argv
-    G = Generator(z_dim=FLAGS.w_dim, w_dim=FLAGS.w_dim, resolution=FLAGS.resolution,
-                  fmap_base=FLAGS.fmap_base, seed=0)
-    z = tf.random.normal((FLAGS.batch, FLAGS.w_dim), seed=1)
+    G = Generator(z_dim=FLAGS['w-dim'].value, w_dim=FLAGS['w-dim'].value, resolution=FLAGS.resolution,
+                  fmap_base=FLAGS['fmap-base'].value, seed=0)
+    z = tf.random.normal((FLAGS.batch, FLAGS['w-dim'].value), seed=1)
 
     @tf.function
     def g_forward(latents):
         return G.synthesis(G.mapping(latents), noise_mode="const")
 
     functions = {"G forward": g_forward}
-    for k in (int(value) for value in FLAGS.num_codes):
-        sq = StyleQuantization(k, FLAGS.code_dim)
-        sq.build((None, FLAGS.w_dim))
+    for k in (int(value) for value in FLAGS['num-codes'].value):
+        sq = StyleQuantization(k, FLAGS['code-dim'].value)
+        sq.build((None, FLAGS['w-dim'].value))
 
         def on_w(latents, sq=sq):
             return sq.lookup(G.mapping(latents)[:, 0])["loss"]
@@ -84,9 +84,9 @@ def main(argv):
     # The mapping network alone, so that the look-up's own share can be read off.
     functions["mapping only"] = tf.function(lambda latents: G.mapping(latents)[:, 0])
 
-    print(f"StyleGAN2 G at {FLAGS.resolution}x{FLAGS.resolution}, fmap_base {FLAGS.fmap_base}, "
-          f"batch {FLAGS.batch}, w_dim {FLAGS.w_dim}, num_ws {G.num_ws}, code_dim "
-          f"{FLAGS.code_dim} ({FLAGS.w_dim // FLAGS.code_dim} sub-vectors per w)")
+    print(f"StyleGAN2 G at {FLAGS.resolution}x{FLAGS.resolution}, fmap_base {FLAGS['fmap-base'].value}, "
+          f"batch {FLAGS.batch}, w_dim {FLAGS['w-dim'].value}, num_ws {G.num_ws}, code_dim "
+          f"{FLAGS['code-dim'].value} ({FLAGS['w-dim'].value // FLAGS['code-dim'].value} sub-vectors per w)")
     times = median_seconds(functions, z, FLAGS.repeats)
     for name, seconds in times.items():
         print(f"{name:>26}: {seconds * 1e3:8.2f} ms   ratio to G forward: "

@@ -1,6 +1,6 @@
 """Forward + backward cost of the U-GAT-IT and BigGAN networks with FQ on and off.
 
-    python bench/bench_ugatit_biggan_networks.py [--ugatit_sizes 64,128] [--biggan_batch 16]
+    python bench/bench_ugatit_biggan_networks.py [--ugatit-sizes 64,128] [--biggan-batch 16]
 
 One timed "iteration" per model mirrors a training iteration without the optimiser update:
 - U-GAT-IT (light, one translation direction): G_A2B forward; D step = global and local D on
@@ -33,11 +33,11 @@ import fq_keras  # noqa: E402
 from networks import biggan, ugatit  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("ugatit_sizes", ["64", "128"], "U-GAT-IT image sizes (light mode).")
-flags.DEFINE_integer("ugatit_batch", 1, "U-GAT-IT batch size (official: 1).")
-flags.DEFINE_integer("ugatit_width", 64, "U-GAT-IT ngf = ndf (official: 64).")
-flags.DEFINE_integer("biggan_batch", 16, "BigGAN batch size (official: 64).")
-flags.DEFINE_integer("biggan_ch", 64, "BigGAN channel multiplier (official CIFAR: 64).")
+flags.DEFINE_list("ugatit-sizes", ["64", "128"], "U-GAT-IT image sizes (light mode).")
+flags.DEFINE_integer("ugatit-batch", 1, "U-GAT-IT batch size (official: 1).")
+flags.DEFINE_integer("ugatit-width", 64, "U-GAT-IT ngf = ndf (official: 64).")
+flags.DEFINE_integer("biggan-batch", 16, "BigGAN batch size (official: 64).")
+flags.DEFINE_integer("biggan-ch", 64, "BigGAN channel multiplier (official CIFAR: 64).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (median reported).")
 flags.DEFINE_boolean("xla", False, "Compile the steps with XLA (jit_compile=True).")
 
@@ -47,11 +47,11 @@ def global_layers(size):
 
 
 def ugatit_step(size, fq):
-    nets = ugatit.make_ugatit(light=True, img_size=size, ngf=FLAGS.ugatit_width,
-                              ndf=FLAGS.ugatit_width, fq="official" if fq else None,
+    nets = ugatit.make_ugatit(light=True, img_size=size, ngf=FLAGS['ugatit-width'].value,
+                              ndf=FLAGS['ugatit-width'].value, fq="official" if fq else None,
                               global_layers=global_layers(size))
     G, DG, DL = nets["genA2B"], nets["disGA"], nets["disLA"]
-    shape = (FLAGS.ugatit_batch, size, size, 3)
+    shape = (FLAGS['ugatit-batch'].value, size, size, 3)
     G.build(shape)
     DG.build(shape)
     DL.build(shape)
@@ -88,10 +88,10 @@ def ugatit_step(size, fq):
 
 
 def biggan_step(fq):
-    G, D = biggan.make_biggan("cifar10", fq=fq, ch=FLAGS.biggan_ch)
+    G, D = biggan.make_biggan("cifar10", fq=fq, ch=FLAGS['biggan-ch'].value)
     G.build()
     D.build()
-    batch = FLAGS.biggan_batch
+    batch = FLAGS['biggan-batch'].value
 
     @tf.function(jit_compile=FLAGS.xla)
     def step(z, labels, reals):
@@ -141,9 +141,9 @@ def report(label, seconds):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    sizes = [int(s) for s in FLAGS.ugatit_sizes]
+    sizes = [int(s) for s in FLAGS['ugatit-sizes'].value]
     if any(s < ugatit.min_discriminator_size(5) or s % 4 for s in sizes):
-        raise app.UsageError(f"--ugatit_sizes must be divisible by 4 and >= "
+        raise app.UsageError(f"--ugatit-sizes must be divisible by 4 and >= "
                              f"{ugatit.min_discriminator_size(5)} (the local discriminator).")
     print(f"Forward + backward iterations/s over {FLAGS.repeats} repeats, XLA = {FLAGS.xla}, "
           f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s), "
@@ -153,11 +153,11 @@ def main(argv):
           f"{'FQ off':>8} {'FQ on':>8} {'FQ cost':>8}")
     for size in sizes:
         variants = {"off": ugatit_step(size, False), "on": ugatit_step(size, True)}
-        report(f"U-GAT-IT light {size}x{size} b{FLAGS.ugatit_batch} w{FLAGS.ugatit_width} "
+        report(f"U-GAT-IT light {size}x{size} b{FLAGS['ugatit-batch'].value} w{FLAGS['ugatit-width'].value} "
                f"gD{global_layers(size)}",
                median_seconds(variants, FLAGS.repeats))
     variants = {"off": biggan_step(False), "on": biggan_step(True)}
-    report(f"BigGAN CIFAR-10 batch {FLAGS.biggan_batch} ch{FLAGS.biggan_ch}",
+    report(f"BigGAN CIFAR-10 batch {FLAGS['biggan-batch'].value} ch{FLAGS['biggan-ch'].value}",
            median_seconds(variants, FLAGS.repeats))
 
 

@@ -1,6 +1,6 @@
 """U-GAT-IT training iterations per second, light mode, FQ on vs off, side by side.
 
-    python bench/bench_ugatit_training.py [--sizes 64,128] [--width 64] [--n_blocks 4]
+    python bench/bench_ugatit_training.py [--sizes 64,128] [--width 64] [--n-blocks 4]
 
 One timed iteration is the full `UGATITTrainer.train_step` of the training loop (both
 directions: six generator passes, the two translations shared by the D and G steps; D step on
@@ -32,7 +32,7 @@ from training.ugatit_trainer import UGATITTrainer  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["64", "128"], "Image sizes (light mode).")
 flags.DEFINE_integer("width", 64, "ngf = ndf (official: 64).")
-flags.DEFINE_integer("n_blocks", 4, "Residual blocks per side (official: 4).")
+flags.DEFINE_integer("n-blocks", 4, "Residual blocks per side (official: 4).")
 flags.DEFINE_integer("batch", 1, "Batch size (official: 1).")
 flags.DEFINE_integer("iterations", 3, "Training iterations per timed repeat.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (median and best reported).")
@@ -42,7 +42,7 @@ flags.DEFINE_boolean("xla", False, "Compile the step with XLA (jit_compile=True)
 def training_step(size, fq):
     layers = ugatit.max_discriminator_layers(size)
     nets = ugatit.make_ugatit(light=True, img_size=size, ngf=FLAGS.width, ndf=FLAGS.width,
-                              n_blocks=FLAGS.n_blocks, fq="official" if fq else None,
+                              n_blocks=FLAGS['n-blocks'].value, fq="official" if fq else None,
                               global_layers=min(7, layers), local_layers=min(5, layers))
     trainer = UGATITTrainer(nets, (size, size, 3), iterations=1_000_000)
     batch = FLAGS.batch
@@ -85,7 +85,7 @@ def main(argv):
         raise app.UsageError(f"--sizes must be divisible by 4 and >= "
                              f"{ugatit.min_discriminator_size(5)} (the local discriminator).")
     print(f"U-GAT-IT light training iterations/s (batch {FLAGS.batch}, width {FLAGS.width}, "
-          f"{FLAGS.n_blocks} blocks, {FLAGS.iterations} iterations x {FLAGS.repeats} repeats, "
+          f"{FLAGS['n-blocks'].value} blocks, {FLAGS.iterations} iterations x {FLAGS.repeats} repeats, "
           f"XLA = {FLAGS.xla}, {len(tf.config.list_logical_devices('CPU'))} CPU device(s), "
           f"{len(tf.config.list_physical_devices('GPU'))} GPU(s))", flush=True)
     rows = []

@@ -70,7 +70,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
-        fq_blocks = tuple(int(b) for b in FLAGS["fq-blocks"].value)
+        fq_blocks = tuple(int(b) for b in FLAGS['fq-blocks'].value)
     except ValueError:
         raise app.UsageError("--fq-blocks takes comma-separated integers (empty for none).")
     res, batch = FLAGS.resolution, FLAGS.batch

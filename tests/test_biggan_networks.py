@@ -1,13 +1,12 @@
 """networks/biggan.py: official parameter counts, FQ placement, projection, attention, ImageNet 64."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from fq_keras import FeatureQuantization
 from networks import biggan
-from networks.normalization import SNConv2D, SNDense, SNEmbedding, SpectralNormLayer
+from networks.normalization import SNDense, SpectralNormLayer
 
 
 def trainable_count(model):

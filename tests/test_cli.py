@@ -153,3 +153,15 @@ def test_impossible_training_flags_stop_before_training(model, argv, tmp_path, c
     assert run_training.run(["run_training.py"], fv) == 2
     one_line(capsys, "run_training.py")
     assert not out.exists()
+
+
+def test_bench_scripts_use_dashes_too():
+    import glob
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    names = []
+    for path in glob.glob(os.path.join(root, "bench", "*.py")):
+        with open(path) as f:
+            names += re.findall(r'flags\.DEFINE_\w+\(\s*"([^"]+)"', f.read())
+    assert len(names) > 20 and not [n for n in names if "_" in n]

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fq_keras import FeatureQuantization
 from networks import ugatit
 
 

@@ -164,7 +164,6 @@ class BigGANOptions(RunOptions):
     def default_fq_layers(self):
         return tuple(self.network_preset["fq"]["layers"])
 
-    # -- persistence -------------------------------------------------------------------------
 
 
 Options = BigGANOptions

@@ -191,7 +191,6 @@ class TrainingOptions(RunOptions):
                                 else defaults["fq_commitment_cost"]),
             fq_forward="quantized" if self.fq_preset == "paper" else "continuous")
 
-    # -- persistence -------------------------------------------------------------------------
 
 
 def build_networks(options, channels, c_dim):

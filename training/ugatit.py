@@ -172,7 +172,6 @@ class Options(RunOptions):
         return LossWeights(adv=self.adv_weight, cycle=self.cycle_weight,
                            identity=self.identity_weight, cam=self.cam_weight)
 
-    # -- persistence -------------------------------------------------------------------------
 
 #----------------------------------------------------------------------------
 # run_training.py's interface.
