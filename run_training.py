@@ -31,8 +31,7 @@ from training.run_options import OPTIONS_FILE  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-# Model family -> the module with its options_from_flags(fv), validate(options), Options class
-# (save/load) and training_loop(options, run_dir, resume); imported when used.
+# Model family -> its module (a training.run_options.TrainingFamily); imported when used.
 FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
             "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
             "biggan": "training.biggan"}
@@ -192,7 +191,7 @@ def main(argv, fv=FLAGS):
     for name, (valid, requirement) in FLAG_RANGES.items():
         value = fv[name].value
         if value is not None and not valid(value):
-            raise app.UsageError(f"--{name} {value:g}: must be {requirement}.")
+            raise app.UsageError(f"--{name} must be {requirement}, got {value:g}.")
     if fv.resume:
         family, options = resumed_options(fv)
     else:

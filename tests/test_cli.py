@@ -1,6 +1,8 @@
 """One dialect for every command-line tool (cli_common): dashes, the shared flag names, usage
 errors as one line on stderr with exit status 2, old spellings working for one release."""
 
+import os
+
 import pytest
 from absl import flags
 
@@ -165,3 +167,66 @@ def test_bench_scripts_use_dashes_too():
         with open(path) as f:
             names += re.findall(r'flags\.DEFINE_\w+\(\s*"([^"]+)"', f.read())
     assert len(names) > 20 and not [n for n in names if "_" in n]
+
+
+def test_every_model_family_module_has_the_family_interface():
+    import importlib
+    from training.run_options import RunOptions, TrainingFamily
+    for model, name in run_training.FAMILIES.items():
+        module = importlib.import_module(name)
+        assert isinstance(module, TrainingFamily), name
+        assert issubclass(module.Options, RunOptions) and model in module.Options.MODELS
+
+
+# Values that parse but cannot work, for the other tools: each is one line and exit 2 before
+# anything is loaded ("{tmp}" is a fresh folder, "{missing}" a path that does not exist).
+BAD_TOOL_FLAGS = [
+    ("run_generator.py", ["generate-images", "--network", "{missing}", "--seeds", ""]),
+    ("run_generator.py", ["generate-images", "--network", "{missing}", "--seeds", "5-2"]),
+    ("run_generator.py", ["generate-images", "--network", "{missing}", "--seeds", "x"]),
+    ("run_generator.py", ["generate-images", "--network", "{missing}", "--seeds", "1",
+                          "--trunc", "abc"]),
+    ("run_generator.py", ["generate-images", "--network", "{missing}", "--seeds", "1"]),
+    ("run_generator.py", ["style-mixing-example", "--network", "{missing}", "--row-seeds", "1",
+                          "--col-seeds", "2", "--col-styles", "9-3"]),
+    ("run_generator.py", ["truncation-sweep", "--network", "{missing}", "--seeds", "1",
+                          "--psis", "a,b"]),
+    ("run_generator.py", ["no-such-command", "--network", "{missing}"]),
+    ("run_export.py", ["--network", "{missing}"]),
+    ("run_export.py", ["--network", "{tmp}", "--truncation-cutoff", "-3"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", ""]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "swd,xyz"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "swd",
+                        "--swd-images", "0"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "swd",
+                        "--batch", "-1"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "ms_ssim",
+                        "--ms-ssim-images", "7"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "fid"]),
+    ("run_metrics.py", ["--network", "{missing}", "--dataset", "shapes", "--metrics", "swd"]),
+    ("run_convert.py", ["--network", "{missing}", "--outdir", "{tmp}/o"]),
+    ("run_convert.py", ["--network", "{missing}", "--outdir", "{tmp}/o", "--resolution", "64"]),
+    ("run_convert.py", ["--network", "{tmp}", "--outdir", "{tmp}/o"]),
+    ("run_translation.py", ["--network", "{missing}", "--input", "{tmp}", "--outdir", "{tmp}/o",
+                            "--batch", "0"]),
+    ("run_translation.py", ["--network", "{missing}", "--input", "{tmp}", "--outdir", "{tmp}/o",
+                            "--resolution", "30"]),
+    ("run_translation.py", ["--network", "{missing}", "--input", "{missing}", "--outdir",
+                            "{tmp}/o"]),
+    ("run_translation.py", ["--network", "{missing}", "--input", "{tmp}", "--outdir", "{tmp}/o"]),
+]
+
+
+@pytest.mark.parametrize("tool, argv", BAD_TOOL_FLAGS,
+                         ids=[f"{t}:{' '.join(a)}" for t, a in BAD_TOOL_FLAGS])
+def test_impossible_tool_arguments_are_one_line_and_write_nothing(tool, argv, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [a.replace("{tmp}", str(work)).replace("{missing}", str(tmp_path / "missing"))
+            for a in argv]
+    module = TOOLS[tool]
+    fv = tool_flags(module)
+    rest = fv([tool, *argv])
+    assert module.run(rest, fv) == 2
+    one_line(capsys, tool)
+    assert os.listdir(work) == [] and not (tmp_path / "missing").exists()

@@ -91,16 +91,6 @@ class BigGANOptions(RunOptions):
     fq_commitment: float = -1.0        # < 0 = preset.
     fq_alpha: float = 1.0
     fq_warmup_kimg: float = 0.0        # Ramp alpha from 0 over this many kimg (paper preset).
-    seed: int = 0
-    strategy: str = "default"
-    devices: tuple = ()
-    mixed_precision: bool = False
-    xla: bool = False
-    tick_kimg: float = 4.0
-    snapshot_ticks: int = 10
-    keep_checkpoints: int = 3
-    metrics: tuple = ()                # ("swd",) computes SWD at each snapshot.
-    swd_images: int = 256
     # Filled by resolve() from the dataset, so a run's networks can be rebuilt without it.
     resolution: int = 0
     num_classes: int = 0

@@ -1,22 +1,36 @@
 """`training_options.json`: the options of a run, written at its start and read to resume it.
 
-Every model family's options dataclass inherits `RunOptions` and sets `MODELS`, the values of
-its `model` field, and `FAMILY`, the name errors use; reading a run of another family is a clear
-error.
+Every model family's options dataclass inherits `RunOptions` (the options every run has) and
+sets `MODELS`, the values of its `model` field, and `FAMILY`, the name errors use; reading a run
+of another family is a clear error.
 """
 
 import dataclasses
 import json
 import os
+import typing
 
 OPTIONS_FILE = "training_options.json"
 
 
+@dataclasses.dataclass
 class RunOptions:
-    """JSON persistence for a flat options dataclass (tuples are stored as lists)."""
+    """What every run has (where and how it runs, how often it reports), and JSON persistence
+    for the flat options dataclass of its family (tuples are stored as lists)."""
 
     MODELS = ()
     FAMILY = ""
+
+    seed: int = 0
+    strategy: str = "default"          # tf.distribute strategy (training/distribute.py).
+    devices: tuple = ()
+    mixed_precision: bool = False
+    xla: bool = False
+    tick_kimg: float = 4.0             # kimg between progress lines and log entries.
+    snapshot_ticks: int = 10           # Ticks between checkpoints and sample images.
+    keep_checkpoints: int = 3
+    metrics: tuple = ()                # ("swd",) computes SWD at each snapshot.
+    swd_images: int = 256
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -50,3 +64,30 @@ class RunOptions:
                                     "run_training.py.")
         with open(path) as f:
             return cls.from_json(f.read())
+
+
+@typing.runtime_checkable
+class TrainingFamily(typing.Protocol):
+    """What a family module (training/stylegan.py, biggan.py, ugatit.py) gives run_training.py,
+    export/ and the other tools; the training itself is its `TrainingRun` (training/loop.py).
+
+    - `Options`: its RunOptions dataclass (presets resolved by its methods).
+    - `options_from_flags(fv)`: Options from run_training.py's parsed flags (app.UsageError,
+      one line, for a value the family cannot use).
+    - `validate(options)`: every check possible before TensorFlow builds anything (opens the
+      data; app.UsageError); fills in what the data decides.
+    - `training_loop(options, run_dir, resume=False, log=print, ..., **loop_options)`: trains
+      its TrainingRun with `training.loop.training_loop` and returns the run summary.
+    - `load_networks(run_dir, checkpoint=None, which=...)`: (options, {name: network}) of a
+      run folder's checkpoint (export, generation, translation).
+    """
+
+    Options: type
+
+    def options_from_flags(self, fv): ...
+
+    def validate(self, options): ...
+
+    def training_loop(self, options, run_dir, resume=False, **kwargs): ...
+
+    def load_networks(self, run_dir, checkpoint=None, which=()): ...

@@ -110,17 +110,6 @@ class TrainingOptions(RunOptions):
     sq_cbi_epsilon: float = 0.05
     sq_cbi_batch: int = 0              # Images per CBI step; 0 = all.
     num_images: int = 0                # Use only this many training images (0 = all).
-    # Running.
-    seed: int = 0
-    strategy: str = "default"
-    devices: tuple = ()
-    mixed_precision: bool = False
-    xla: bool = False
-    tick_kimg: float = 4.0
-    snapshot_ticks: int = 10
-    keep_checkpoints: int = 3
-    metrics: tuple = ()                # ("swd",) computes SWD at each snapshot.
-    swd_images: int = 256
 
     # -- derived -----------------------------------------------------------------------------
 

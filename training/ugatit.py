@@ -90,15 +90,8 @@ class Options(RunOptions):
     fq_decay: float = 0.0              # 0 = preset (official 0.85, paper 0.8).
     fq_commitment: float = -1.0        # < 0 = preset (official 2.0, paper 0.25).
     fq_alpha: float = 1.0
-    # Running.
-    seed: int = 0
-    strategy: str = "default"
-    devices: tuple = ()
-    mixed_precision: bool = False
-    xla: bool = False
+    # Running (besides RunOptions').
     tick_kimg: float = 0.0             # 0 = preset.
-    snapshot_ticks: int = 10
-    keep_checkpoints: int = 3
     sample_images: int = 5             # Strip columns per domain from train and from test.
     synthetic_images: int = 0          # Built-in data: images per domain (0 = its default).
 
