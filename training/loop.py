@@ -323,27 +323,31 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
     def kimg(at):
         return run.images(at) / 1000
 
-    def snapshot(at):
-        if is_chief:
-            for name, tag, images, columns, upscale in run.snapshot_grids(at):
-                save_image_grid(os.path.join(run_dir, name), images, columns=columns,
-                                upscale=upscale)
+    def write_grids(grids, at, tensorboard):
+        for name, tag, images, columns, upscale in grids:
+            save_image_grid(os.path.join(run_dir, name), images, columns=columns,
+                            upscale=upscale)
+            if tensorboard:
                 logger.images(kimg(at), tag, images)
-        path = checkpoints.save(at)
-        scores = swd(at) if is_chief else {}
+
+    def log_swd(at):
+        scores = swd(at)
         if scores:
             logger.scalars(kimg(at), scores)
+
+    def snapshot(at):
+        if is_chief:
+            write_grids(run.snapshot_grids(at), at, tensorboard=True)
+        path = checkpoints.save(at)
+        if is_chief:
+            log_swd(at)
         return path
 
     if not resume:
         run.start_new_run(logger)
         if is_chief:
-            for name, _, images, columns, upscale in run.initial_grids():
-                save_image_grid(os.path.join(run_dir, name), images, columns=columns,
-                                upscale=upscale)
-            scores = swd(position)
-            if scores:
-                logger.scalars(0.0, scores)
+            write_grids(run.initial_grids(), position, tensorboard=False)
+            log_swd(position)
     message = run.start_message(position, stop)
     if message:
         run.log(message)
