@@ -360,8 +360,10 @@ def test_two_replicas_scale_by_the_global_batch_and_keep_state_identical(two_rep
                                                err_msg=wa.path)
         if cross_replica:
             for got, want in zip(logs, single_logs):
+                # The losses are taken with the weights compared above (equal to rtol 1e-3
+                # after the updates, as derived there) and are smooth in them: rel 1e-3.
                 for key in want:
-                    assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+                    assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-6), key
         assert int(local_values(mirrored.iteration, strategy)) == 2
         for layer in D2.fq_layers:
             assert int(local_values(layer.num_updates, strategy)) == 4
