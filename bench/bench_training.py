@@ -1,6 +1,7 @@
 """StyleGAN2 training throughput: FQ on vs off, XLA on vs off, and the input pipeline's margin.
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 16] [--repeats 8]
+                                   [--steps 10]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, the median is reported), so the ratios compare like with like on a shared machine. A step
@@ -30,6 +31,8 @@ flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_string("config", "demo", "Width preset (demo, e, f).")
 flags.DEFINE_integer("batch", 16, "Global minibatch.")
 flags.DEFINE_integer("repeats", 8, "Timed repeats per variant (median reported).")
+flags.DEFINE_integer("steps", 10, "Consecutive steps per timed repeat (a single ~0.1 s step is "
+                     "too short to time against the machine's noise).")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
 
 
@@ -69,8 +72,9 @@ def main(argv):
     for _ in range(FLAGS.repeats):
         for name, step in variants.items():
             start = time.perf_counter()
-            step(reals, labels)
-            times[name].append(time.perf_counter() - start)
+            for _ in range(FLAGS.steps):
+                step(reals, labels)
+            times[name].append((time.perf_counter() - start) / FLAGS.steps)
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
     dataset = datasets.open_dataset("shapes", resolution=res)
@@ -83,7 +87,7 @@ def main(argv):
     loader = count / (time.perf_counter() - start)
 
     print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, "
-          f"{os.cpu_count()} CPU threads, median of {FLAGS.repeats}")
+          f"{os.cpu_count()} CPU threads, median of {FLAGS.repeats} x {FLAGS.steps} steps")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print(f"  FQ overhead (off / on time):   {rate['FQ off'] / rate['FQ on']:.3f}x "

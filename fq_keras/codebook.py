@@ -36,10 +36,14 @@ def nearest_code_indices(flat_inputs, codebook):
 
     ||h_i||^2 is the same for every item of row i, so it is left out of the argmin: one pass
     over the (N, K) matrix less (about 25% of the look-up time at N = 8192, K = 1024, C = 256).
+    The factor -2 is applied to the (K, C) codebook, not to the (N, K) products (exact: a power
+    of two), and ||e_k||^2 is added as a bias, which the graph optimizer fuses into the matrix
+    product: the scores are bit-identical to ||e_k||^2 - 2 h_i.e_k and take one (N, K) pass.
     """
     code_norms = tf.reduce_sum(tf.square(codebook), axis=1)  # [K]
-    cross = tf.matmul(flat_inputs, codebook, transpose_b=True)  # [N, K]
-    return tf.argmin(code_norms[tf.newaxis, :] - 2.0 * cross, axis=1, output_type=tf.int32)
+    scores = tf.nn.bias_add(tf.matmul(flat_inputs, -2.0 * codebook, transpose_b=True),
+                            code_norms)  # [N, K]
+    return tf.argmin(scores, axis=1, output_type=tf.int32)
 
 
 def code_counts(indices, num_codes):

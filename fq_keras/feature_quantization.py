@@ -19,6 +19,29 @@ from fq_keras import codebook
 FORWARD_MODES = ("continuous", "quantized")
 
 
+def _commitment_per_sample(h, quantized, cost):
+    """cost * mean over each sample's elements of (h - quantized)^2: float32 (N,).
+
+    h: float32 (N, ...), the features (gradient flows to it); quantized: float32, h's shape,
+    treated as a constant (sg(e_k)). The gradient is written out, dL/dh = (h - q) * 2 cost g / M
+    per sample (M elements per sample): one product over h instead of the five passes (tile,
+    divide, two products, negation) automatic differentiation makes of mean(square(q - h)).
+    """
+    @tf.custom_gradient
+    def per_sample(h):
+        diff = tf.reshape(h - quantized, [tf.shape(h)[0], -1])  # [N, M]
+        elements = tf.cast(tf.shape(diff)[1], tf.float32)
+        value = cost * tf.reduce_mean(tf.square(diff), axis=1)
+
+        def gradient(upstream):  # upstream: [N]
+            scale = upstream * (2.0 * cost / elements)
+            return tf.reshape(diff * scale[:, tf.newaxis], tf.shape(h))
+
+        return value, gradient
+
+    return per_sample(h)
+
+
 def _default_embeddings_initializer():
     # The official FQ-StyleGAN2 code stores the dictionary as [C, K] with TF1's default
     # variance-scaling initializer (fan_in = C, truncated normal). Our layout is (K, C), so the
@@ -172,14 +195,13 @@ class FeatureQuantization(keras.layers.Layer):
         quantized32 = tf.reshape(
             tf.gather(tf.stop_gradient(embeddings), flat_indices), tf.shape(h))
         h32 = tf.cast(h, tf.float32)
-        squared_error = tf.square(quantized32 - h32)
-        per_sample = self.commitment_cost * tf.reduce_mean(
-            tf.reshape(squared_error, [tf.shape(h)[0], -1]), axis=1)
+        per_sample = _commitment_per_sample(h32, quantized32, self.commitment_cost)
         counts = codebook.code_counts(flat_indices, self.num_embeddings)
         return {
             "quantized": tf.cast(quantized32, h.dtype),
             "indices": tf.reshape(flat_indices, tf.shape(h)[:-1]),
-            "loss": self.commitment_cost * tf.reduce_mean(squared_error),
+            # Every sample has the same element count: the mean of the per-sample means.
+            "loss": tf.reduce_mean(per_sample),
             "per_sample_loss": per_sample,
             "perplexity": codebook.perplexity_from_counts(counts),
             "features": h32,
@@ -199,20 +221,31 @@ class FeatureQuantization(keras.layers.Layer):
         batch.
 
         Args:
-          h: features (N, H, W, C) or (N, C), no gradient is taken. Non-finite values raise
-            InvalidArgumentError before anything is written.
-          indices: int32 h.shape[:-1], normally `lookup(h)["indices"]`.
+          h: features (N, H, W, C) or (N, C), no gradient is taken; or a list of such batches
+            (e.g. the reals and the fakes of a D step), which update as their concatenation
+            would without building it. Non-finite values raise InvalidArgumentError before
+            anything is written.
+          indices: int32 h.shape[:-1], normally `lookup(h)["indices"]`; a list aligned with h's.
 
         Returns:
           dict of float32 scalars: perplexity and unused_fraction of this update's (global) counts.
         """
-        flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(h)))
-        flat = tf.debugging.check_numerics(
-            flat, f"FeatureQuantization '{self.name}': non-finite features passed to "
+        batches = list(h) if isinstance(h, (list, tuple)) else [h]
+        batch_indices = list(indices) if isinstance(indices, (list, tuple)) else [indices]
+        if len(batches) != len(batch_indices):
+            raise ValueError(f"FeatureQuantization '{self.name}': {len(batches)} feature batches "
+                             f"but {len(batch_indices)} index batches.")
+        counts, sums = 0.0, 0.0
+        for features, item_indices in zip(batches, batch_indices):
+            flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
+            flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
+            counts += codebook.code_counts(flat_indices, self.num_embeddings)  # [K]
+            sums += codebook.code_sums(flat, flat_indices, self.num_embeddings)  # [K, C]
+        # A non-finite feature makes its item's sum non-finite (the nearest item of a NaN row
+        # is still an item), so checking the (K, C) sums checks the (N, C) features, K/N the work.
+        sums = tf.debugging.check_numerics(
+            sums, f"FeatureQuantization '{self.name}': non-finite features passed to "
                   "update_dictionary; the dictionary was left unchanged")
-        flat_indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        counts = codebook.code_counts(flat_indices, self.num_embeddings)  # [K]
-        sums = codebook.code_sums(flat, flat_indices, self.num_embeddings)  # [K, C]
         replica_context = tf.distribute.get_replica_context()
         if replica_context is not None and replica_context.num_replicas_in_sync > 1:
             counts, sums = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [counts, sums])
@@ -234,7 +267,7 @@ class FeatureQuantization(keras.layers.Layer):
 
         # In graph mode nothing may be written before the finiteness check has passed (the
         # cluster sizes do not depend on the features, so the check must be an explicit edge).
-        with tf.control_dependencies([flat]):
+        with tf.control_dependencies([sums]):
             self.ema_cluster_size.assign(size_acc)
             self.ema_embedding_sums.assign(sums_acc)
             self.embeddings.assign(embedding_sums / smoothed[:, tf.newaxis])

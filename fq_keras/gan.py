@@ -61,7 +61,7 @@ def update_dictionaries(fq_layers, *batches_of_lookups):
             raise ValueError(
                 f"update_dictionaries: got lookups for {[len(b) for b in batches_of_lookups]} "
                 f"layers, expected {len(fq_layers)} (one per FQ layer, in order).")
-        features = tf.concat([lookups[i]["features"] for lookups in batches_of_lookups], axis=0)
-        indices = tf.concat([lookups[i]["indices"] for lookups in batches_of_lookups], axis=0)
-        stats.append(layer.update_dictionary(features, indices))
+        stats.append(layer.update_dictionary(
+            [lookups[i]["features"] for lookups in batches_of_lookups],
+            [lookups[i]["indices"] for lookups in batches_of_lookups]))
     return stats

@@ -82,7 +82,7 @@ class Recorder:
 
         def recording_update(h, indices):
             self.events.append("U")
-            self.update_rows.append(int(np.prod(h.shape[:-1])))  # feature vectors
+            self.update_rows.append(sum(int(np.prod(b.shape[:-1])) for b in h))  # vectors
             return update(h, indices)
 
         layer.update_dictionary = recording_update

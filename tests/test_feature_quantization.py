@@ -140,6 +140,21 @@ def test_commitment_gradient_and_no_dictionary_gradient():
     np.testing.assert_allclose(grad_h, expected, rtol=1e-5, atol=1e-8)
     assert tape.gradient(loss, fq.embeddings.value) is None
     assert fq.trainable_weights == []
+    # The per-sample losses under per-sample weights (as the global-batch scaling weights them)
+    # and in a graph: sample n's gradient is 2 c w_n (h - e_k) / M, M = 3 * 3 * 4 elements.
+    weights = tf.constant([0.5, 3.0])
+
+    @tf.function
+    def weighted_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tf.reduce_sum(fq.lookup(x)["per_sample_loss"] * weights)
+        return tape.gradient(value, x)
+
+    expected = (2.0 * c * (h.numpy() - out["quantized"].numpy()) / 36
+                * weights.numpy()[:, None, None, None])
+    np.testing.assert_allclose(weighted_gradient(tf.convert_to_tensor(h)).numpy(), expected,
+                               rtol=1e-5, atol=1e-8)   # as above
 
 
 def test_optimizer_step_leaves_dictionary_unchanged():
