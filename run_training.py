@@ -83,7 +83,7 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
                        "(default 30 for --config demo, 25000 otherwise).", **d)
     flags.DEFINE_integer("batch", 0, "Global minibatch (0 = preset: 16 demo, 32 e/f, 64 limited).", **d)
-    flags.DEFINE_float("lr", 0.0, "Learning rate of G and D (0 = preset: 0.002; StyleGAN2 demo 0.004).", **d)
+    flags.DEFINE_float("lr", 0.0, "Learning rate of G and D (0 = preset: 0.002).", **d)
     flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10).", **d)
     flags.DEFINE_boolean("mirror", False, "Mirror augmentation (random left-right flips).", **d)
     flags.DEFINE_boolean("progressive", False, "StyleGAN2 with progressive growing "
