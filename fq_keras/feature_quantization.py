@@ -235,12 +235,13 @@ class FeatureQuantization(keras.layers.Layer):
         if len(batches) != len(batch_indices):
             raise ValueError(f"FeatureQuantization '{self.name}': {len(batches)} feature batches "
                              f"but {len(batch_indices)} index batches.")
-        counts, sums = 0.0, 0.0
+        batch_counts, batch_sums = [], []
         for features, item_indices in zip(batches, batch_indices):
             flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
             flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
-            counts += codebook.code_counts(flat_indices, self.num_embeddings)  # [K]
-            sums += codebook.code_sums(flat, flat_indices, self.num_embeddings)  # [K, C]
+            batch_counts.append(codebook.code_counts(flat_indices, self.num_embeddings))  # [K]
+            batch_sums.append(codebook.code_sums(flat, flat_indices, self.num_embeddings))  # [K, C]
+        counts, sums = tf.add_n(batch_counts), tf.add_n(batch_sums)
         # A non-finite feature makes its item's sum non-finite (the nearest item of a NaN row
         # is still an item), so checking the (K, C) sums checks the (N, C) features, K/N the work.
         sums = tf.debugging.check_numerics(
