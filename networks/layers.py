@@ -152,10 +152,19 @@ def _spatial(x):
 
 
 def upscale2d(x, factor=2):
-    """Nearest-neighbour upsampling (ProGAN / StyleGAN v1 `upscale2d`)."""
+    """Nearest-neighbour upsampling (ProGAN / StyleGAN v1 `upscale2d`; U-GAT-IT's
+    `nn.Upsample(scale_factor=2)`): (N, H, W, C) -> (N, H * factor, W * factor, C).
+
+    One reshape, tile, reshape (a handful of graph ops with their gradient, where `tf.repeat`
+    builds ~100); H and W may be dynamic, C must be static.
+    """
     if factor == 1:
         return x
-    h, w, c = _spatial(x)
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    if c is None:
+        raise ValueError(f"Channels must be static, got shape {tuple(x.shape)}.")
+    if h is None or w is None:
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
     x = tf.reshape(x, [-1, h, 1, w, 1, c])
     x = tf.tile(x, [1, 1, factor, 1, factor, 1])
     return tf.reshape(x, [-1, h * factor, w * factor, c])

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fq_keras import FeatureQuantization
+from networks.layers import upscale2d
 from networks.normalization import (AdaptiveLayerInstanceNorm, LayerInstanceNorm, SNConv2D,
                                     SNDense, fresh_initializer, instance_norm,
                                     pytorch_bias_initializer, pytorch_kernel_initializer,
@@ -340,7 +341,7 @@ class UGATITGenerator(keras.Model):
         for block in self.up_blocks:
             x = block(x, gamma, beta)
         for conv, norm in zip(self.up_convs, self.up_norms):
-            x = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)   # nearest x2
+            x = upscale2d(x)
             x = tf.nn.relu(norm(conv(reflect_pad(x, 1))))
         return tf.tanh(self.conv_out(reflect_pad(x, 3)))
 
