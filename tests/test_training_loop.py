@@ -433,3 +433,123 @@ def test_a_config_error_leaves_no_run_folder_behind(capsys, tmp_path, monkeypatc
         "run_training.py: error: per-replica batch 6 is not divisible by the minibatch-stddev "
         "group size 4; use a per-replica batch that is a multiple of 4."]
     assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# --init-from: a new run from converted official weights, a run folder or a checkpoint.
+
+def converted_stylegan2(folder):
+    """stylegan2-ada-pytorch G_ema and D at 8x8 with the demo widths (64 channels, 64-d
+    latents, 2 mapping layers), synthetic official state dicts converted with run_convert.py's
+    importer; D has no FQ (the official networks have none)."""
+    from networks import convert
+    from test_convert import official_d_state, official_g_state
+    rng = np.random.RandomState(1)
+    state = {f"G_ema.{k}": v for k, v in official_g_state(
+        rng, resolution=8, z_dim=64, w_dim=64, channel_base=512, channel_max=64).items()}
+    state.update({f"D.{k}": v for k, v in official_d_state(
+        rng, resolution=8, channel_base=512, channel_max=64).items()})
+    nets = convert.from_stylegan2_ada_pytorch(state)
+    convert.save_networks(folder, G=nets.G, D=nets.D)
+    return nets
+
+
+def values_by_path(network):
+    """{variable path without the network's name: value} (converted networks have other
+    names than a run's G and D)."""
+    return {v.path.removeprefix(network.name + "/"): v.numpy() for v in network.variables
+            if v.name != "seed_generator_state"}   # RNG states: the new run's own
+
+
+def test_init_from_converted_weights_starts_the_first_step_from_them(tmp_path, monkeypatch):
+    """A StyleGAN2 run (8x8, FQ after block 8) from converted official G_ema and D: when its
+    first step starts, G and Gs hold the converted G's variables and D the converted D's,
+    bit for bit; D's FQ dictionary starts fresh and the log says so; then training proceeds
+    (two steps change G and D) and, with keep_checkpoints 0, both snapshots stay."""
+    source = str(tmp_path / "converted")
+    nets = converted_stylegan2(source)
+    first, messages = {}, []
+    original = StyleGANRun.step
+
+    def step(self, nimg):
+        if not first:
+            first.update({n: values_by_path(getattr(self.trainer, n)) for n in ("G", "Gs", "D")})
+        return original(self, nimg)
+
+    monkeypatch.setattr(StyleGANRun, "step", step)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    summary = training_loop(options(model="stylegan2", kimg=0.016, tick_kimg=0.008,
+                                    init_from=source, keep_checkpoints=0), run_dir,
+                            log=messages.append)
+    assert f"Initialised from {source}: G, Gs (from G), D." in messages
+    assert f"FQ dictionaries of D (fq8) start fresh: {source} has none." in messages
+    fq = {k for k in first["D"] if k.startswith("fq8/")}
+    assert fq and set(first["D"]) - fq == set(values_by_path(nets.D))
+    for name, network in (("G", nets.G), ("Gs", nets.G), ("D", nets.D)):
+        converted = values_by_path(network)
+        assert set(converted) <= set(first[name])
+        for key, value in converted.items():
+            np.testing.assert_array_equal(first[name][key], value, err_msg=f"{name} {key}")
+    assert summary["finished"] and summary["kimg"] == 0.016
+    _, trained = load_networks(run_dir, which=("G", "D"))
+    for name in ("G", "D"):
+        after = values_by_path(trained[name])
+        assert any(not np.array_equal(after[k], v) for k, v in first[name].items()), name
+    assert sorted(n for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+                  if n.endswith(".index")) == ["ckpt-16.index", "ckpt-8.index"]
+
+
+def test_init_from_a_checkpoint_takes_its_networks_only(straight_run, tmp_path):
+    """A new GROW run from the straight run's snapshot inside the fade (ckpt-48), stopped
+    before its first step: its first checkpoint (ckpt-0) holds exactly the networks of ckpt-48
+    (G, Gs, D with the FQ dictionary) and a fresh image counter and optimizer."""
+    straight, _ = straight_run
+    source = os.path.join(straight, "checkpoints", "ckpt-48")
+    run_dir = str(tmp_path)
+    messages = []
+    training_loop(options(**GROW, init_from=source), run_dir, log=messages.append,
+                  stop_after_kimg=0)
+    assert f"Initialised from {source}: G, Gs, D." in messages
+    assert latest_checkpoint(run_dir).endswith("ckpt-0")
+    new = checkpoint_values(run_dir)
+    reader = tf.train.load_checkpoint(source)
+    networks = [k for k in new if k.split(":")[0] in ("state/G", "state/Gs", "state/D")
+                and "seed_generator_state" not in k]
+    assert any("fq8" in k for k in networks)
+    for key in networks:
+        np.testing.assert_array_equal(new[key], reader.get_tensor(key), err_msg=key)
+    assert new["state/nimg/.ATTRIBUTES/VARIABLE_VALUE"] == 0
+    assert reader.get_tensor("state/nimg/.ATTRIBUTES/VARIABLE_VALUE") == 48
+    assert not any(new[k].any() for k in new if k.startswith("state/g_optimizer:")
+                   and "momentum" in k)
+
+
+@pytest.mark.parametrize("flags_, message", [
+    (["--model", "stylegan", "--resolution", "8"],
+     "its G differs from this run's: resolution 16 there, 8 here"),
+    (["--model", "stylegan", "--resolution", "16", "--fq-blocks", "16"],
+     "its D differs from this run's: fq_blocks (8,) there, (16,) here"),
+    (["--model", "stylegan2", "--resolution", "8"],
+     "is a stylegan run and this run trains stylegan2; the model family must be the same"),
+])
+def test_init_from_a_mismatched_source_is_one_line_and_leaves_no_run_folder(
+        straight_run, tmp_path, capsys, flags_, message):
+    """The straight run (StyleGAN, 16x16, FQ after block 8) as the source of runs with another
+    resolution, other FQ blocks or another model: one line naming the mismatch, exit 2, and
+    no run folder."""
+    straight, _ = straight_run
+    out = str(tmp_path / "run")
+    assert run_cli([*flags_, "--init-from", straight, "--out", out, "--metrics", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"run_training.py: error: --init-from {straight}")
+    assert message in err[0], err[0]
+    assert not os.path.exists(out)
+
+
+def test_init_from_with_resume_is_a_usage_error(straight_run, capsys):
+    straight, _ = straight_run
+    assert run_cli(["--out", straight, "--resume", "--init-from", straight]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --init-from starts a new run and --resume continues one; give "
+        "one of them."]

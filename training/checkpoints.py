@@ -137,8 +137,8 @@ def init_from(path, networks, model, log=print):
       model: the new run's model (--model); the source's must be the same.
       log: where the one-line notes go (what was loaded, what starts fresh).
 
-    Only the networks' variables are copied: optimizers, counters and the schedule of the new
-    run start fresh. A network the source lacks starts fresh (converted generator-only weights
+    Only the networks' weights and buffers are copied: optimizers, counters, the schedule and
+    random states (seeded by the new run's seed) start fresh. A network the source lacks starts fresh (converted generator-only weights
     have no D), and so do the FQ dictionaries of a network the source has without FQ; a source
     without Gs gives G's weights to Gs (run_convert.py keeps the official G_ema as G). Every
     other variable must exist on both sides with the same shape, including FQ dictionaries
@@ -204,8 +204,9 @@ def _matching_variables(path, name, target, source):
     fq_source = getattr(source, "fq_layers", [])
     fq_target = getattr(target, "fq_layers", []) if not fq_source else []
     fresh = {id(v) for layer in fq_target for v in layer.variables}
-    here = {_variable_key(target, v): v for v in target.variables if id(v) not in fresh}
-    there = {_variable_key(source, v): v for v in source.variables}
+    here = {_variable_key(target, v): v for v in target.variables
+            if id(v) not in fresh and v.name != _RNG_STATE}
+    there = {_variable_key(source, v): v for v in source.variables if v.name != _RNG_STATE}
     differ = sorted(set(here) ^ set(there)) + sorted(
         k for k in set(here) & set(there) if tuple(here[k].shape) != tuple(there[k].shape))
     if differ:
@@ -223,6 +224,9 @@ def _matching_variables(path, name, target, source):
         raise TrainingConfigError(f"--init-from {path}: its {name} differs from this run's: "
                                   f"{what}.")
     return [(here[k], there[k].numpy()) for k in here], [layer.name for layer in fq_target]
+
+
+_RNG_STATE = "seed_generator_state"   # keras.random.SeedGenerator's variable: not a weight
 
 
 def _variable_key(network, variable):
