@@ -553,3 +553,48 @@ def test_init_from_with_resume_is_a_usage_error(straight_run, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "run_training.py: error: --init-from starts a new run and --resume continues one; give "
         "one of them."]
+
+
+# ---------------------------------------------------------------------------------------------
+# run_metrics.py on a run folder: every kept snapshot (the straight run keeps ckpt-48, ckpt-96).
+
+def run_metrics_cli(argv):
+    import run_metrics
+    fv = flags.FlagValues()
+    run_metrics.define_flags(fv)
+    fv(["run_metrics.py"] + argv)
+    return run_metrics.run(["run_metrics.py"], fv)
+
+
+def test_run_metrics_measures_every_kept_snapshot_of_a_run(straight_run, tmp_path, capsys):
+    """`run_metrics.py --network RUN --snapshots all` (SWD on 16 images) measures both kept
+    snapshots, appends one record per snapshot and metric to RUN/metric-swd.jsonl and prints
+    a table marking the best; --snapshots K measures ckpt-K only; a K the run does not keep is
+    one line naming the kept ones."""
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run[0], run_dir)
+    base = ["--network", run_dir, "--dataset", "shapes", "--metrics", "swd", "--swd-images",
+            "16", "--batch", "8"]
+    assert run_metrics_cli(base + ["--snapshots", "all"]) == 0
+    printed = capsys.readouterr().out
+    path = os.path.join(run_dir, "metric-swd.jsonl")
+    records = [json.loads(line) for line in open(path)]
+    assert [(r["metric"], r["snapshot"], r["kimg"], r["num_images"]) for r in records] == [
+        ("swd", "ckpt-48", 0.048, 16), ("swd", "ckpt-96", 0.096, 16)]
+    for r in records:
+        assert set(r["results"]) == {"SWDx1e3_16", "SWDx1e3_avg"}
+        assert r["checkpoint"] == os.path.join(run_dir, "checkpoints", r["snapshot"])
+        assert r["seconds"] >= 0 and r["timestamp"] > 0
+    best = min(records, key=lambda r: r["results"]["SWDx1e3_avg"])
+    assert f"* best swd: {best['snapshot']} (lowest SWDx1e3_avg)" in printed
+    row = next(line for line in printed.splitlines() if line.startswith(best["snapshot"]))
+    assert f"{best['results']['SWDx1e3_avg']:.6g}*" in row
+    assert run_metrics_cli(base + ["--snapshots", "96"]) == 0
+    last = [json.loads(line) for line in open(path)][2:]
+    assert [r["snapshot"] for r in last] == ["ckpt-96"]
+    # The same snapshot, the same seeds: the same value.
+    assert last[0]["results"] == records[1]["results"]
+    assert run_metrics_cli(base + ["--snapshots", "50"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"run_metrics.py: error: --snapshots: {run_dir} keeps no ckpt-50; its snapshots are "
+        "48,96.")
