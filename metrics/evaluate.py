@@ -215,7 +215,7 @@ def format_snapshot_table(rows, names):
     width = max(len("snapshot"), *(len(row[0]) for row in rows))
     columns = [max(len(k), 12) for k in keys]
     lines = [f"{'snapshot':<{width}}  {'kimg':>9}  " + "  ".join(
-        f"{k:>{c}}" for k, c in zip(keys, columns))]
+        f"{k:>{c}} " for k, c in zip(keys, columns)).rstrip()]
     for i, (snapshot, kimg, results) in enumerate(rows):
         cells = [f"{results[k]:.6g}{'*' if (i, k) in marked else ' '}" for k in keys]
         lines.append(f"{snapshot:<{width}}  {kimg:>9.3f}  " + "  ".join(
