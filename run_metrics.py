@@ -191,12 +191,10 @@ def _snapshots(kind, path, which):
     from training.checkpoints import run_checkpoints
     from training.run_options import family_module
     run_dir = path if kind == "run" else run_dir_of(path)
-    kept = run_checkpoints(run_dir)
     if kind == "checkpoint":
         number = int(path.rsplit("-", 1)[-1])
-        kept = {number: path}
-        picked = [number]
-    elif not kept:
+        kept, picked = {number: path}, [number]
+    elif not (kept := run_checkpoints(run_dir)):
         raise app.UsageError(f"--network: {run_dir} has no checkpoint yet.")
     elif which in ("last", "all"):
         picked = sorted(kept)[-1:] if which == "last" else sorted(kept)

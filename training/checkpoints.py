@@ -138,11 +138,11 @@ def init_from(path, networks, model, log=print):
       log: where the one-line notes go (what was loaded, what starts fresh).
 
     Only the networks' weights and buffers are copied: optimizers, counters, the schedule and
-    random states (seeded by the new run's seed) start fresh. A network the source lacks starts fresh (converted generator-only weights
-    have no D), and so do the FQ dictionaries of a network the source has without FQ; a source
-    without Gs gives G's weights to Gs (run_convert.py keeps the official G_ema as G). Every
-    other variable must exist on both sides with the same shape, including FQ dictionaries
-    the source has.
+    random states (seeded by the new run's seed) start fresh. A network the source lacks starts
+    fresh (converted generator-only weights have no D), and so do the FQ dictionaries of a
+    network the source has without FQ; a source without Gs gives G's weights to Gs
+    (run_convert.py keeps the official G_ema as G). Every other variable must exist on both
+    sides with the same shape, including FQ dictionaries the source has.
 
     Raises:
       TrainingConfigError: one line naming the mismatch (model family, or the configuration
@@ -150,24 +150,26 @@ def init_from(path, networks, model, log=print):
         with the path. Nothing is copied then.
     """
     source = _source_networks(path, model, tuple(networks))
-    loaded, pairs = [], []
+    loaded, pairs, notes = [], [], []
     for name, network in networks.items():
         given = name if name in source else "G" if name == "Gs" and "G" in source else None
         if given is None:
-            log(f"{name} starts fresh: {path} has no {name}.")
+            notes.append(f"{name} starts fresh: {path} has no {name}.")
             continue
         matched, fresh_fq = _matching_variables(path, name, network, source[given])
         pairs += matched
         loaded.append(name if given == name else f"{name} (from {given})")
         if fresh_fq:
-            log(f"FQ dictionaries of {name} ({', '.join(fresh_fq)}) start fresh: {path} has "
-                f"none.")
+            notes.append(f"FQ dictionaries of {name} ({', '.join(fresh_fq)}) start fresh: "
+                         f"{path} has none.")
     if not loaded:
         raise TrainingConfigError(f"--init-from {path}: holds none of this run's networks "
                                   f"({', '.join(networks)}).")
     for variable, value in pairs:
         variable.assign(value)
     log(f"Initialised from {path}: {', '.join(loaded)}.")
+    for note in notes:
+        log(note)
 
 
 def _source_networks(path, model, names):
@@ -188,7 +190,7 @@ def _source_networks(path, model, names):
             raise ExportError(f"{path} is a {source_model} run and this run trains {model}; "
                               f"the model family must be the same.")
         return family_module(model).load_networks(run_dir, checkpoint, which=names)[1]
-    except (ExportError, OSError, KeyError) as error:
+    except (ValueError, OSError, KeyError) as error:   # ExportError is a ValueError
         raise TrainingConfigError(f"--init-from {error}") from None
 
 
