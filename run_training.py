@@ -4,6 +4,7 @@
     python run_training.py --model stylegan2 --fq-blocks 16,32 --dataset ~/data/ffhq --config e
     python run_training.py --fq-blocks ""                    # the baseline, without FQ
     python run_training.py --out runs/demo --resume          # continue a stopped run
+    python run_training.py --init-from converted/ffhq --dataset ~/data/faces   # fine-tune
     python run_training.py --model ugatit --dataset ~/data/selfie2anime --config official
     python run_training.py --model biggan --dataset ~/data/cifar10 --config cifar10
 
@@ -27,17 +28,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 import cli_common  # noqa: E402
-from training.run_options import OPTIONS_FILE  # noqa: E402
+from training.run_options import FAMILIES, OPTIONS_FILE  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-# Model family -> its module (a training.run_options.TrainingFamily); imported when used.
-FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
-            "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
-            "biggan": "training.biggan"}
-# What --resume may change: the run's length and where it runs. Every other option is the run's
-# own (training_options.json); a flag that would change one is an error, never ignored.
-RESUME_MAY_CHANGE = ("kimg", "iterations", "strategy", "devices", "cpu-replicas")
+# What --resume may change: the run's length, where it runs and how many checkpoints it keeps.
+# Every other option is the run's own (training_options.json); a flag that would change one is
+# an error, never ignored.
+RESUME_MAY_CHANGE = ("kimg", "iterations", "strategy", "devices", "cpu-replicas",
+                     "keep-checkpoints")
 # Flags that are not options of a run, and flags whose option field has another name.
 NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes")
 FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}   # Options.FLAG_FIELDS add to these
@@ -60,6 +59,7 @@ FLAG_RANGES = {
     "sq-cbi-epsilon": POSITIVE, "sq-cbi-batch": NON_NEGATIVE, "seed": NON_NEGATIVE,
     "cpu-replicas": NON_NEGATIVE, "tick-kimg": POSITIVE, "snapshot-ticks": AT_LEAST_ONE,
     "iterations": NON_NEGATIVE, "d-steps": NON_NEGATIVE, "checkpoint-minutes": NON_NEGATIVE,
+    "keep-checkpoints": NON_NEGATIVE,
 }
 
 
@@ -141,8 +141,17 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_string("out", "", "Run folder (default runs/<NNNNN>-<model>-<dataset>).", **d)
     flags.DEFINE_boolean("resume", False, "Continue the run in --out from its latest checkpoint "
                          "(from the beginning if it has none yet). The run keeps its options "
-                         "(--model need not be given); only --kimg / --iterations and --strategy "
-                         "/ --devices / --cpu-replicas may change.", **d)
+                         "(--model need not be given); only --kimg / --iterations, --strategy "
+                         "/ --devices / --cpu-replicas and --keep-checkpoints may change.", **d)
+    flags.DEFINE_string("init-from", "", "Start a new run from trained weights: converted "
+                        "official networks (run_convert.py --outdir), a run folder (its latest "
+                        "checkpoint) or a checkpoint (<run>/checkpoints/ckpt-N). G, Gs and D (or "
+                        "U-GAT-IT's six networks) are loaded; optimizers, counters and schedule "
+                        "start fresh; the architecture must match. A network or FQ dictionaries "
+                        "the source lacks start fresh.", **d)
+    flags.DEFINE_integer("keep-checkpoints", 3, "Newest checkpoints (snapshots and interval "
+                         "ones) kept in the run folder; 0 = keep all (NVlabs keeps every "
+                         "snapshot).", **d)
     flags.DEFINE_float("checkpoint-minutes", 10.0, "Also write a checkpoint (without images) "
                        "after this many minutes since the last one; 0 = only at snapshots. "
                        "Ctrl-C or SIGTERM writes one too, then stops.", **d)
@@ -193,10 +202,15 @@ def main(argv, fv=FLAGS):
         if value is not None and not valid(value):
             raise app.UsageError(f"--{name} must be {requirement}, got {value:g}.")
     if fv.resume:
+        if fv["init-from"].value:
+            raise app.UsageError("--init-from starts a new run and --resume continues one; "
+                                 "give one of them.")
         family, options = resumed_options(fv)
     else:
         family = importlib.import_module(FAMILIES[fv.model])
         options = family.options_from_flags(fv)
+        options.init_from = fv["init-from"].value
+        options.keep_checkpoints = fv["keep-checkpoints"].value
     family.validate(options)
     if fv["cpu-replicas"].value:
         if fv.strategy != "mirrored":
@@ -288,13 +302,16 @@ def resumed_options(fv):
     if changed:
         raise app.UsageError(
             f"--resume keeps the run's options, and {', '.join(changed)} would change "
-            f"{run_dir}/training_options.json; only --kimg, --iterations, --strategy, --devices "
-            "and --cpu-replicas may change (start a new run with another --out for the rest).")
+            f"{run_dir}/training_options.json; only --kimg, --iterations, --strategy, --devices, "
+            "--cpu-replicas and --keep-checkpoints may change (start a new run with another "
+            "--out for the rest).")
     if fv["iterations"].present and hasattr(saved, "iterations"):
         saved.iterations = given.iterations
     elif fv["kimg"].present:
         saved.kimg = fv.kimg
     saved.strategy, saved.devices = given.strategy, given.devices
+    if fv["keep-checkpoints"].present:
+        saved.keep_checkpoints = fv["keep-checkpoints"].value
     if getattr(saved, "xla", False) and saved.strategy != "default":
         raise app.UsageError("this run trains with --xla, which works with --strategy default "
                              "only.")

@@ -27,28 +27,25 @@ INCEPTION_METRICS = ("fid", "kid", "is")
 
 
 class Generator:
-    """An exported generator: z ~ N(0, 1) minibatches -> uint8 NHWC images.
+    """A generator to measure: z ~ N(0, 1) minibatches -> uint8 NHWC images.
 
-    Class-conditional exports (a `labels` input, one-hot [N, c_dim]) get classes drawn uniformly
-    at random from the same RandomState, as BigGAN-PyTorch samples for its metrics.
+    `path`: an exported SavedModel, a run folder (its latest checkpoint), a checkpoint or
+    converted networks (`export.load_generator`: the same signatures as the export).
+    Class-conditional generators (a `labels` input, one-hot [N, c_dim]) get classes drawn
+    uniformly at random from the same RandomState, as BigGAN-PyTorch samples for its metrics.
     """
 
     def __init__(self, path):
-        if not os.path.isdir(path):
-            raise ValueError(f"{path} is not a SavedModel directory.")
+        from export import ExportError, load_generator
         try:
-            loaded = tf.saved_model.load(path)
-        except Exception as error:  # SavedModel loading raises many error types
-            raise ValueError(f"cannot load a SavedModel from {path} ({error}).") from None
-        signature = getattr(loaded, "signatures", {}).get("serving_default")
-        inputs = signature.structured_input_signature[1] if signature is not None else {}
-        if signature is None or not {"z", "truncation_psi"} <= set(inputs) <= {
-                "z", "truncation_psi", "labels"} or "images" not in signature.structured_outputs:
+            self._generator = load_generator(path)
+        except ExportError as error:
+            raise ValueError(str(error)) from None
+        inputs = self._generator.inputs.get("serving_default", {})
+        if not {"z", "truncation_psi"} <= set(inputs) <= {"z", "truncation_psi", "labels"}:
             raise ValueError(
                 f"{path} lacks the signature serving_default(z, truncation_psi[, labels]) -> "
                 f"images; export the generator with the project's exporter.")
-        self._loaded = loaded  # keeps the variables alive
-        self._signature = signature
         self.z_dim = int(inputs["z"].shape[-1])
         self.c_dim = int(inputs["labels"].shape[-1]) if "labels" in inputs else 0
 
@@ -57,12 +54,16 @@ class Generator:
         rng = np.random.RandomState(seed)
         for begin in range(0, num_images, batch_size):
             count = min(batch_size, num_images - begin)
-            z = rng.randn(count, self.z_dim).astype(np.float32)
-            inputs = dict(z=tf.constant(z), truncation_psi=tf.constant(truncation_psi, tf.float32))
+            inputs = dict(z=rng.randn(count, self.z_dim).astype(np.float32),
+                          truncation_psi=np.float32(truncation_psi))
             if self.c_dim:
                 classes = rng.randint(self.c_dim, size=count)
-                inputs["labels"] = tf.constant(np.eye(self.c_dim, dtype=np.float32)[classes])
-            yield self._signature(**inputs)["images"].numpy()
+                inputs["labels"] = np.eye(self.c_dim, dtype=np.float32)[classes]
+            outputs = self._generator("serving_default", **inputs)
+            if "images" not in outputs:
+                raise ValueError(f"{self._generator.description}: serving_default returns no "
+                                 "images; export the generator with the project's exporter.")
+            yield outputs["images"]
 
 
 class RealImages:
@@ -178,6 +179,68 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
         results["ms_ssim_reals"] = streamed_ms_ssim(reals.batches(real_count, batch_size))
         seconds["ms_ssim"] = time.time() - start
     return results, seconds
+
+
+# What ranks snapshots for each metric: the result and "lowest", "highest" or "closest to" the
+# named result (MS-SSIM: a generator's diversity is judged against the training set's).
+BEST_BY = {"fid": ("fid", "lowest"), "kid": ("kid", "lowest"), "is": ("is", "highest"),
+           "swd": ("SWDx1e3_avg", "lowest"), "ms_ssim": ("ms_ssim", "closest to ms_ssim_reals")}
+
+
+def metric_results(results, name):
+    """The values of one metric among compute_metrics' results (swd -> its SWDx1e3_*)."""
+    return {k: v for k, v in results.items()
+            if (k.startswith("SWD") if name == "swd" else k == name or k.startswith(name + "_"))}
+
+
+def best_snapshots(rows, names):
+    """{metric: index of the best row} of rows [(snapshot, kimg, results)] (BEST_BY)."""
+    def badness(name, results):
+        key, rule = BEST_BY[name]
+        if rule == "highest":
+            return -results[key]
+        if rule.startswith("closest to "):
+            return abs(results[key] - results[rule[len("closest to "):]])
+        return results[key]
+    return {name: min(range(len(rows)), key=lambda i: badness(name, rows[i][2]))
+            for name in names}
+
+
+def format_snapshot_table(rows, names):
+    """One line per snapshot (rows [(snapshot, kimg, results)]), the best value of each
+    metric marked with *, and a line per metric naming its best snapshot."""
+    keys = list(rows[0][2])
+    best = best_snapshots(rows, names)
+    marked = {(best[name], BEST_BY[name][0]) for name in names}
+    width = max(len("snapshot"), *(len(row[0]) for row in rows))
+    columns = [max(len(k), 12) for k in keys]
+    lines = [f"{'snapshot':<{width}}  {'kimg':>9}  " + "  ".join(
+        f"{k:>{c}} " for k, c in zip(keys, columns)).rstrip()]
+    for i, (snapshot, kimg, results) in enumerate(rows):
+        cells = [f"{results[k]:.6g}{'*' if (i, k) in marked else ' '}" for k in keys]
+        lines.append(f"{snapshot:<{width}}  {kimg:>9.3f}  " + "  ".join(
+            f"{cell:>{c + 1}}" for cell, c in zip(cells, columns)))
+    for name in names:
+        key, rule = BEST_BY[name]
+        lines.append(f"* best {name}: {rows[best[name]][0]} ({rule} {key})")
+    return "\n".join(lines)
+
+
+def append_metric_records(run_dir, names, results, seconds, num_images, **identity):
+    """Appends one JSON line per metric to <run_dir>/metric-<name>.jsonl: {"metric", "results"
+    (its values), "num_images" ({metric: generated images}), "seconds", **identity (snapshot,
+    kimg, ...), "timestamp"}; returns the files. Lines are only ever added, each whole."""
+    paths = []
+    for name in names:
+        path = os.path.join(run_dir, f"metric-{name}.jsonl")
+        record = {"metric": name, "results": metric_results(results, name), **identity,
+                  "num_images": num_images[name],
+                  "seconds": round(seconds.get(name, seconds.get("inception", 0.0)), 2),
+                  "timestamp": round(time.time(), 3)}
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        paths.append(path)
+    return paths
 
 
 def format_table(results):

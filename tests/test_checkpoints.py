@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.checkpoints import Checkpoints, latest_checkpoint
+from training.checkpoints import Checkpoints, latest_checkpoint, run_checkpoints
 
 
 class Killed(BaseException):
@@ -57,3 +57,18 @@ def test_a_save_killed_at_any_stage_leaves_a_readable_latest_checkpoint(stage, t
     expected = 3 if stage == "sweep" else 2
     assert latest == os.path.join(run_dir, "checkpoints", f"ckpt-{expected}")
     assert restored_values(run_dir) == (float(expected), expected)
+
+
+@pytest.mark.parametrize("keep, kept", [(3, [3, 4, 5]), (0, [1, 2, 3, 4, 5])])
+def test_keep_is_the_number_of_newest_checkpoints_and_0_keeps_all(keep, kept, tmp_path):
+    """run_training.py --keep-checkpoints: the default 3 keeps the newest three; 0 keeps every
+    snapshot (NVlabs' habit), which run_checkpoints lists by number, oldest first."""
+    run_dir = str(tmp_path)
+    checkpoints = Checkpoints(state(1), run_dir, keep=keep)
+    for number in range(1, 6):
+        checkpoints.save(number)
+    files = sorted(int(n[len("ckpt-"):-len(".index")])
+                   for n in os.listdir(os.path.join(run_dir, "checkpoints")) if n.endswith(".index"))
+    assert files == kept
+    assert run_checkpoints(run_dir) == {
+        n: os.path.join(run_dir, "checkpoints", f"ckpt-{n}") for n in kept}

@@ -110,6 +110,7 @@ class ReachedTraining(Exception):
 BAD_TRAINING_FLAGS = [
     ("stylegan2", ["--resolution", "24"]), ("stylegan2", ["--resolution", "-8"]),
     ("stylegan2", ["--kimg", "0"]), ("stylegan2", ["--kimg", "-1"]),
+    ("stylegan2", ["--keep-checkpoints", "-1"]),
     ("stylegan2", ["--batch", "-4"]), ("stylegan2", ["--lr", "-0.1"]),
     ("stylegan2", ["--progressive", "--initial-resolution", "6"]),
     ("stylegan2", ["--progressive", "--stabilize-kimg", "-1"]),
@@ -155,6 +156,28 @@ def test_impossible_training_flags_stop_before_training(model, argv, tmp_path, c
     assert run_training.run(["run_training.py"], fv) == 2
     one_line(capsys, "run_training.py")
     assert not out.exists()
+
+
+def test_init_from_and_keep_checkpoints_reach_the_run_options(tmp_path, monkeypatch):
+    """--init-from and --keep-checkpoints reach the run's options (RunOptions fields, set by
+    run_training.py for every family; training_options.json records where a run started); by
+    default a run starts from random weights and keeps 3 checkpoints. (U-GAT-IT: the family
+    whose flag checks render no data.)"""
+    from training import biggan, stylegan, ugatit
+    seen = []
+
+    def reached(options, *args, **kwargs):
+        seen.append((options.init_from, options.keep_checkpoints))
+        raise ReachedTraining
+
+    for family in (stylegan, biggan, ugatit):
+        monkeypatch.setattr(family, "training_loop", reached)
+    for argv in ([], ["--init-from", "converted/x", "--keep-checkpoints", "0"]):
+        fv = tool_flags(run_training)
+        fv(["run_training.py", "--model", "ugatit", "--out", str(tmp_path / "run"), *argv])
+        with pytest.raises(ReachedTraining):
+            run_training.run(["run_training.py"], fv)
+    assert seen == [("", 3), ("converted/x", 0)]
 
 
 def test_bench_scripts_use_dashes_too():

@@ -140,6 +140,9 @@ def main_with_flags(args):
 def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
     base = [f"--network={files['generator']}", "--dataset=shapes",
             f"--out={tmp_path / 'm.json'}"]
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "training_options.json").write_text('{"model": "stylegan2"}')
     proc = run(base, tmp_path)  # default metrics include fid/kid/is
     assert proc.returncode == 2
     assert "--inception=/path/to/classify_image_graph_def.pb" in proc.stderr
@@ -153,6 +156,12 @@ def test_run_metrics_usage_errors_are_one_clear_line(files, tmp_path):
         (["--metrics=swd", f"--network={tmp_path}"], "--network: .* SavedModel"),
         (["--metrics=swd", "--dataset=/nonexistent/folder"], "/nonexistent/folder"),
         (["--metrics=swd", "--dataset=/nonexistent/folder", "--batch=0"], "--batch"),
+        (["--metrics=swd", "--snapshots=all"], "--snapshots picks snapshots of a run folder, "
+                                               "and --network .* is a savedmodel"),
+        (["--metrics=swd", f"--network={run_folder}", "--snapshots=last,9"],
+         "--snapshots must be last, all or checkpoint numbers"),
+        (["--metrics=swd", f"--network={run_folder}"], "--out: the results of a run go to its "
+                                                       "run folder"),
     ]
     for extra, message in cases:
         with pytest.raises(app.UsageError, match=message):

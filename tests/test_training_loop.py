@@ -433,3 +433,163 @@ def test_a_config_error_leaves_no_run_folder_behind(capsys, tmp_path, monkeypatc
         "run_training.py: error: per-replica batch 6 is not divisible by the minibatch-stddev "
         "group size 4; use a per-replica batch that is a multiple of 4."]
     assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# --init-from: a new run from converted official weights, a run folder or a checkpoint.
+
+def converted_stylegan2(folder):
+    """stylegan2-ada-pytorch G_ema and D at 8x8 with the demo widths (64 channels, 64-d
+    latents, 2 mapping layers), synthetic official state dicts converted with run_convert.py's
+    importer; D has no FQ (the official networks have none)."""
+    from networks import convert
+    from test_convert import official_d_state, official_g_state
+    rng = np.random.RandomState(1)
+    state = {f"G_ema.{k}": v for k, v in official_g_state(
+        rng, resolution=8, z_dim=64, w_dim=64, channel_base=512, channel_max=64).items()}
+    state.update({f"D.{k}": v for k, v in official_d_state(
+        rng, resolution=8, channel_base=512, channel_max=64).items()})
+    nets = convert.from_stylegan2_ada_pytorch(state)
+    convert.save_networks(folder, G=nets.G, D=nets.D)
+    return nets
+
+
+def values_by_path(network):
+    """{variable path without the network's name: value} (converted networks have other
+    names than a run's G and D)."""
+    return {v.path.removeprefix(network.name + "/"): v.numpy() for v in network.variables
+            if v.name != "seed_generator_state"}   # RNG states: the new run's own
+
+
+def test_init_from_converted_weights_starts_the_first_step_from_them(tmp_path, monkeypatch):
+    """A StyleGAN2 run (8x8, FQ after block 8) from converted official G_ema and D: when its
+    first step starts, G and Gs hold the converted G's variables and D the converted D's,
+    bit for bit; D's FQ dictionary starts fresh and the log says so; then training proceeds
+    (one step, with all four phases, changes G and D)."""
+    source = str(tmp_path / "converted")
+    nets = converted_stylegan2(source)
+    first, messages = {}, []
+    original = StyleGANRun.step
+
+    def step(self, nimg):
+        if not first:
+            first.update({n: values_by_path(getattr(self.trainer, n)) for n in ("G", "Gs", "D")})
+        return original(self, nimg)
+
+    monkeypatch.setattr(StyleGANRun, "step", step)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    summary = training_loop(options(model="stylegan2", kimg=0.008, tick_kimg=0.008,
+                                    init_from=source), run_dir, log=messages.append)
+    assert f"Initialised from {source}: G, Gs (from G), D." in messages
+    assert f"FQ dictionaries of D (fq8) start fresh: {source} has none." in messages
+    fq = {k for k in first["D"] if k.startswith("fq8/")}
+    assert fq and set(first["D"]) - fq == set(values_by_path(nets.D))
+    for name, network in (("G", nets.G), ("Gs", nets.G), ("D", nets.D)):
+        converted = values_by_path(network)
+        assert set(converted) <= set(first[name])
+        for key, value in converted.items():
+            np.testing.assert_array_equal(first[name][key], value, err_msg=f"{name} {key}")
+    assert summary["finished"] and summary["kimg"] == 0.008
+    _, trained = load_networks(run_dir, which=("G", "D"))
+    for name in ("G", "D"):
+        after = values_by_path(trained[name])
+        assert any(not np.array_equal(after[k], v) for k, v in first[name].items()), name
+
+
+def test_init_from_a_checkpoint_takes_its_networks_only(straight_run, tmp_path):
+    """A new GROW run from the straight run's snapshot inside the fade (ckpt-48), stopped
+    before its first step: its first checkpoint (ckpt-0) holds exactly the networks of ckpt-48
+    (G, Gs, D with the FQ dictionary) and a fresh image counter and optimizer."""
+    straight, _ = straight_run
+    source = os.path.join(straight, "checkpoints", "ckpt-48")
+    run_dir = str(tmp_path)
+    messages = []
+    training_loop(options(**GROW, init_from=source), run_dir, log=messages.append,
+                  stop_after_kimg=0)
+    assert f"Initialised from {source}: G, Gs, D." in messages
+    assert latest_checkpoint(run_dir).endswith("ckpt-0")
+    new = checkpoint_values(run_dir)
+    reader = tf.train.load_checkpoint(source)
+    networks = [k for k in new if k.split(":")[0] in ("state/G", "state/Gs", "state/D")
+                and "seed_generator_state" not in k]
+    assert any("fq8" in k for k in networks)
+    for key in networks:
+        np.testing.assert_array_equal(new[key], reader.get_tensor(key), err_msg=key)
+    assert new["state/nimg/.ATTRIBUTES/VARIABLE_VALUE"] == 0
+    assert reader.get_tensor("state/nimg/.ATTRIBUTES/VARIABLE_VALUE") == 48
+    assert not any(new[k].any() for k in new if k.startswith("state/g_optimizer:")
+                   and "momentum" in k)
+
+
+@pytest.mark.parametrize("flags_, message", [
+    (["--model", "stylegan", "--resolution", "8"],
+     "its G differs from this run's: resolution 16 there, 8 here"),
+    (["--model", "stylegan", "--resolution", "16", "--fq-blocks", "16"],
+     "its D differs from this run's: fq_blocks (8,) there, (16,) here"),
+    (["--model", "stylegan2", "--resolution", "8"],
+     "is a stylegan run and this run trains stylegan2; the model family must be the same"),
+])
+def test_init_from_a_mismatched_source_is_one_line_and_leaves_no_run_folder(
+        straight_run, tmp_path, capsys, flags_, message):
+    """The straight run (StyleGAN, 16x16, FQ after block 8) as the source of runs with another
+    resolution, other FQ blocks or another model: one line naming the mismatch, exit 2, and
+    no run folder."""
+    straight, _ = straight_run
+    out = str(tmp_path / "run")
+    assert run_cli([*flags_, "--init-from", straight, "--out", out, "--metrics", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"run_training.py: error: --init-from {straight}")
+    assert message in err[0], err[0]
+    assert not os.path.exists(out)
+
+
+def test_init_from_with_resume_is_a_usage_error(straight_run, capsys):
+    straight, _ = straight_run
+    assert run_cli(["--out", straight, "--resume", "--init-from", straight]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --init-from starts a new run and --resume continues one; give "
+        "one of them."]
+
+
+# ---------------------------------------------------------------------------------------------
+# run_metrics.py on a run folder: every kept snapshot (the straight run keeps ckpt-48, ckpt-96).
+
+def run_metrics_cli(argv):
+    import run_metrics
+    fv = flags.FlagValues()
+    run_metrics.define_flags(fv)
+    fv(["run_metrics.py"] + argv)
+    return run_metrics.run(["run_metrics.py"], fv)
+
+
+def test_run_metrics_measures_every_kept_snapshot_of_a_run(straight_run, tmp_path, capsys):
+    """`run_metrics.py --network RUN --snapshots all` (SWD on 16 images) measures both kept
+    snapshots, appends one record per snapshot and metric to RUN/metric-swd.jsonl and prints
+    a table marking the best; --snapshots K picks ckpt-K only; a K the run does not keep is
+    one line naming the kept ones."""
+    import run_metrics
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run[0], run_dir)
+    base = ["--network", run_dir, "--dataset", "shapes", "--metrics", "swd", "--swd-images",
+            "16", "--batch", "8"]
+    assert run_metrics_cli(base + ["--snapshots", "all"]) == 0
+    printed = capsys.readouterr().out
+    path = os.path.join(run_dir, "metric-swd.jsonl")
+    records = [json.loads(line) for line in open(path)]
+    assert [(r["metric"], r["snapshot"], r["kimg"], r["num_images"]) for r in records] == [
+        ("swd", "ckpt-48", 0.048, 16), ("swd", "ckpt-96", 0.096, 16)]
+    for r in records:
+        assert set(r["results"]) == {"SWDx1e3_16", "SWDx1e3_avg"}
+        assert r["checkpoint"] == os.path.join(run_dir, "checkpoints", r["snapshot"])
+        assert r["seconds"] >= 0 and r["timestamp"] > 0
+    best = min(records, key=lambda r: r["results"]["SWDx1e3_avg"])
+    assert f"* best swd: {best['snapshot']} (lowest SWDx1e3_avg)" in printed
+    row = next(line for line in printed.splitlines() if line.startswith(best["snapshot"]))
+    assert f"{best['results']['SWDx1e3_avg']:.6g}*" in row
+    assert run_metrics._snapshots("run", run_dir, "96") == [
+        ("ckpt-96", 0.096, os.path.join(run_dir, "checkpoints", "ckpt-96"))]
+    assert run_metrics_cli(base + ["--snapshots", "50"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"run_metrics.py: error: --snapshots: {run_dir} keeps no ckpt-50; its snapshots are "
+        "48,96.")

@@ -389,3 +389,38 @@ def test_a_batch_the_replicas_cannot_split_is_one_line(capsys, tmp_path, monkeyp
         "run_training.py: error: --batch 3 is not divisible by the 2 replicas; use a multiple "
         "of 2."]
     assert not os.path.exists(tmp_path / "run")   # created by this command, removed again
+
+
+def test_init_from_converted_official_weights(tmp_path):
+    """A TINY run from converted UGATIT-pytorch weights (all six networks, no FQ), stopped
+    before its first step: its first checkpoint holds the converted networks' variables bit
+    for bit, the global discriminators' FQ dictionaries start fresh (logged), and the counter
+    is 0."""
+    from networks import convert
+    from test_convert_ugatit import discriminator_state, generator_state
+    rng = np.random.RandomState(2)
+    global_layers, local_layers = Options(**TINY).discriminator_layers
+    gen = dict(ngf=8, n_blocks=1, light=True, img_size=16)
+    state = {"genA2B": generator_state(rng, **gen), "genB2A": generator_state(rng, **gen),
+             "disGA": discriminator_state(rng, ndf=8, n_layers=global_layers),
+             "disGB": discriminator_state(rng, ndf=8, n_layers=global_layers),
+             "disLA": discriminator_state(rng, ndf=8, n_layers=local_layers),
+             "disLB": discriminator_state(rng, ndf=8, n_layers=local_layers)}
+    source = str(tmp_path / "converted")
+    converted = convert.from_ugatit_pytorch(state, img_size=16)
+    convert.save_networks(source, **converted)
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    messages = []
+    training_loop(Options(**TINY, init_from=source), run_dir, log=messages.append,
+                  stop_after_iterations=0)
+    assert f"Initialised from {source}: genA2B, genB2A, disGA, disGB, disLA, disLB." in messages
+    for name in ("disGA", "disGB"):
+        assert f"FQ dictionaries of {name} (fq1, fq2) start fresh: {source} has none." in messages
+    assert latest_checkpoint(run_dir).endswith("ckpt-0")
+    _, loaded = load_networks(run_dir, which=tuple(converted))
+    for name, network in converted.items():
+        ours = {v.path.removeprefix(name + "/"): v.numpy() for v in loaded[name].variables}
+        for v in network.variables:
+            key = v.path.removeprefix(network.name + "/")
+            np.testing.assert_array_equal(ours[key], v.numpy(), err_msg=f"{name} {key}")

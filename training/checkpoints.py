@@ -10,13 +10,20 @@ auto-numbered `adam_3` would differ between processes). So a checkpoint here is 
     checkpoints = Checkpoints(state, run_dir, keep=3, is_chief=True)
 
 Restoring checks that every variable of the model received a value.
+
+A new run can start from the networks of another run's checkpoint or of converted official
+weights (`init_from`, run_training.py --init-from): weights only, checked against the new run's
+networks variable by variable.
 """
 
 import os
+import re
 import shutil
 
 import keras
 import tensorflow as tf
+
+from training import TrainingConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -63,12 +70,13 @@ class Checkpoints:
     """
 
     def __init__(self, state, run_dir, keep=3, is_chief=True, worker_index=0):
+        """keep: the newest checkpoints to keep; 0 = all."""
         self.checkpoint = tf.train.Checkpoint(state=state)
         self.is_chief = is_chief
         self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
         if not is_chief:
             self.directory = os.path.join(run_dir, f".worker{worker_index}-scratch")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, keep,
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, keep or None,
                                                   checkpoint_name="ckpt")
 
     @property
@@ -91,6 +99,14 @@ def latest_checkpoint(run_dir):
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
 
 
+def run_checkpoints(run_dir):
+    """{number: path} of the checkpoints a run folder keeps, oldest first (ckpt-N: N is the
+    loop's position, training.loop)."""
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, CHECKPOINT_DIR))
+    paths = state.all_model_checkpoint_paths if state else []
+    return {int(re.search(r"(\d+)$", path).group(1)): path for path in paths}
+
+
 def resume_or_record(checkpoints, options, run_dir, resume, is_chief):
     """Starts a run: restores the latest checkpoint (--resume) or records the new run's options.
 
@@ -104,3 +120,117 @@ def resume_or_record(checkpoints, options, run_dir, resume, is_chief):
     if is_chief:
         options.save(run_dir)
     return None
+
+#----------------------------------------------------------------------------
+# A new run from trained weights (run_training.py --init-from).
+
+
+def init_from(path, networks, model, log=print):
+    """Copies the weights of `path` into the networks of a new run.
+
+        init_from("converted/ffhq", {"G": G, "Gs": Gs, "D": D}, "stylegan2")
+
+    Args:
+      path: converted official networks (run_convert.py --outdir), a run folder (its latest
+        checkpoint) or a checkpoint <run>/checkpoints/ckpt-N.
+      networks: {name: built network} of the new run (G, Gs, D; U-GAT-IT its six networks).
+      model: the new run's model (--model); the source's must be the same.
+      log: where the one-line notes go (what was loaded, what starts fresh).
+
+    Only the networks' weights and buffers are copied: optimizers, counters, the schedule and
+    random states (seeded by the new run's seed) start fresh. A network the source lacks starts
+    fresh (converted generator-only weights have no D), and so do the FQ dictionaries of a
+    network the source has without FQ; a source without Gs gives G's weights to Gs
+    (run_convert.py keeps the official G_ema as G). Every other variable must exist on both
+    sides with the same shape, including FQ dictionaries the source has.
+
+    Raises:
+      TrainingConfigError: one line naming the mismatch (model family, or the configuration
+        values that differ: resolution, widths, label size, FQ blocks, ...) or what is wrong
+        with the path. Nothing is copied then.
+    """
+    source = _source_networks(path, model, tuple(networks))
+    loaded, pairs, notes = [], [], []
+    for name, network in networks.items():
+        given = name if name in source else "G" if name == "Gs" and "G" in source else None
+        if given is None:
+            notes.append(f"{name} starts fresh: {path} has no {name}.")
+            continue
+        matched, fresh_fq = _matching_variables(path, name, network, source[given])
+        pairs += matched
+        loaded.append(name if given == name else f"{name} (from {given})")
+        if fresh_fq:
+            notes.append(f"FQ dictionaries of {name} ({', '.join(fresh_fq)}) start fresh: "
+                         f"{path} has none.")
+    if not loaded:
+        raise TrainingConfigError(f"--init-from {path}: holds none of this run's networks "
+                                  f"({', '.join(networks)}).")
+    for variable, value in pairs:
+        variable.assign(value)
+    log(f"Initialised from {path}: {', '.join(loaded)}.")
+    for note in notes:
+        log(note)
+
+
+def _source_networks(path, model, names):
+    """{name: network} of an --init-from path (TrainingConfigError if unusable)."""
+    from export.paths import ExportError, path_kind, run_dir_of, run_family
+    from training.run_options import family_module
+    try:
+        kind, path = path_kind(path)
+        if kind == "savedmodel":
+            raise ExportError(f"{path} is an exported generator (no D, no Gs); give the run "
+                              "folder, one of its checkpoints or converted networks.")
+        if kind == "converted":
+            from networks import convert
+            return convert.load_networks(path)
+        run_dir, checkpoint = (path, None) if kind == "run" else (run_dir_of(path), path)
+        source_model = run_family(run_dir)
+        if source_model != model:
+            raise ExportError(f"{path} is a {source_model} run and this run trains {model}; "
+                              f"the model family must be the same.")
+        return family_module(model).load_networks(run_dir, checkpoint, which=names)[1]
+    except (ValueError, OSError, KeyError) as error:   # ExportError is a ValueError
+        raise TrainingConfigError(f"--init-from {error}") from None
+
+
+def _matching_variables(path, name, target, source):
+    """([(target variable, source value)], names of target FQ layers left fresh) pairing the
+    variables of two networks by path; TrainingConfigError naming what differs."""
+    if type(source) is not type(target):
+        from export import family_of
+        raise TrainingConfigError(
+            f"--init-from {path}: its {name} is a {family_of(source)} network "
+            f"({type(source).__name__}) and this run trains {family_of(target)} "
+            f"({type(target).__name__}); the model family must be the same.")
+    fq_source = getattr(source, "fq_layers", [])
+    fq_target = getattr(target, "fq_layers", []) if not fq_source else []
+    fresh = {id(v) for layer in fq_target for v in layer.variables}
+    here = {_variable_key(target, v): v for v in target.variables
+            if id(v) not in fresh and v.name != _RNG_STATE}
+    there = {_variable_key(source, v): v for v in source.variables if v.name != _RNG_STATE}
+    differ = sorted(set(here) ^ set(there)) + sorted(
+        k for k in set(here) & set(there) if tuple(here[k].shape) != tuple(there[k].shape))
+    if differ:
+        config_there, config_here = source.get_config(), target.get_config()
+        keys = [k for k in sorted(set(config_here) | set(config_there))
+                if k not in ("name", "trainable", "dtype", "seed")
+                and not (fq_target and k.startswith("fq"))
+                and config_there.get(k) != config_here.get(k)]
+        what = "; ".join(f"{k} {config_there.get(k)!r} there, {config_here.get(k)!r} here"
+                         for k in keys)
+        if not what:
+            k = differ[0]
+            shapes = [tuple(d[k].shape) if k in d else "absent" for d in (there, here)]
+            what = f"variable {k} {shapes[0]} there, {shapes[1]} here"
+        raise TrainingConfigError(f"--init-from {path}: its {name} differs from this run's: "
+                                  f"{what}.")
+    return [(here[k], there[k].numpy()) for k in here], [layer.name for layer in fq_target]
+
+
+_RNG_STATE = "seed_generator_state"   # keras.random.SeedGenerator's variable: not a weight
+
+
+def _variable_key(network, variable):
+    """A variable's path without its network's name (converted networks have other names)."""
+    return variable.path.removeprefix(network.name + "/")

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from metrics.sliced_wasserstein import SlicedWassersteinDistance
 from training import distribute
-from training.checkpoints import Checkpoints, resume_or_record
+from training.checkpoints import Checkpoints, init_from, resume_or_record
 from training.logs import RunLogger, diverged_from, save_image_grid
 
 #----------------------------------------------------------------------------
@@ -154,6 +154,8 @@ class TrainingRun(abc.ABC):
 
     # Keys of the tick's values printed on the progress line (when present).
     progress_keys = ()
+    # The trainer's networks (attributes) a new run takes from --init-from.
+    network_names = ("G", "Gs", "D")
 
     def __init__(self, options, run_dir, log=print):
         self.options, self.run_dir, self.log = options, run_dir, log
@@ -188,9 +190,9 @@ class TrainingRun(abc.ABC):
     def position(self):
         """The trainer's progress counter (int)."""
 
-    @abc.abstractmethod
     def images(self, position):
-        """Real images shown by D up to `position`."""
+        """Real images shown by D up to `position` (RunOptions.images_at)."""
+        return self.options.images_at(position)
 
     @abc.abstractmethod
     def total(self):
@@ -252,9 +254,6 @@ class IterationRun(TrainingRun):
     def position(self):
         return int(self.trainer.iteration.numpy())
 
-    def images(self, iteration):
-        return iteration * self.options.images_per_iteration
-
     def where(self, iteration):
         return f"iteration {iteration}"
 
@@ -310,6 +309,9 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
     checkpoints = Checkpoints(run.trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
                               is_chief, distribute.task_index())
     position = run.position()
+    if options.init_from and not resume:
+        init_from(options.init_from, {n: getattr(run.trainer, n) for n in run.network_names},
+                  options.model, run.log)
     if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
         position = run.position()
         run.log(f"Resumed from {checkpoints.latest} at {run.where(position)}")
@@ -428,11 +430,13 @@ class StopSignals:
 
 
 class SWDState:
-    """swd(position) -> {"metrics/swd...": value} at a snapshot ({} unless --metrics swd).
+    """swd(position) -> {"metrics/swd_256/SWDx1e3_avg": value, ...} at a snapshot ({} unless
+    --metrics swd).
 
     The real descriptors are computed once per resolution from `options.swd_images` training
     images (shuffled with the run's seed); the fakes come from the family's generator with a
-    fixed RNG, so the value at a snapshot is the same on resume.
+    fixed RNG, so the value at a snapshot is the same on resume. The image count is part of the
+    key: this quick SWD is not the 16,384-image SWD of run_metrics.py.
     """
 
     def __init__(self, run, options):
@@ -454,4 +458,4 @@ class SWDState:
         # Clipped as the uint8 export does: an untrained G overshoots [-1, 1] by far.
         fakes = np.clip(generate(np.random.RandomState(seed + 7), count), -1.0, 1.0)
         result = swd.distance(real, swd.descriptors(fakes))
-        return {f"metrics/{k}": v for k, v in result.items()}
+        return {f"metrics/swd_{count}/{k}": v for k, v in result.items()}

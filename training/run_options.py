@@ -2,15 +2,26 @@
 
 Every model family's options dataclass inherits `RunOptions` (the options every run has) and
 sets `MODELS`, the values of its `model` field, and `FAMILY`, the name errors use; reading a run
-of another family is a clear error.
+of another family is a clear error. `FAMILIES` maps each model to its family module.
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import typing
 
 OPTIONS_FILE = "training_options.json"
+# Model (run_training.py --model, the "model" of training_options.json) -> its family module
+# (a TrainingFamily, below); imported when used.
+FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
+            "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
+            "biggan": "training.biggan"}
+
+
+def family_module(model):
+    """The family module (TrainingFamily) of a model name of FAMILIES."""
+    return importlib.import_module(FAMILIES[model])
 
 
 @dataclasses.dataclass
@@ -28,9 +39,15 @@ class RunOptions:
     xla: bool = False
     tick_kimg: float = 4.0             # kimg between progress lines and log entries.
     snapshot_ticks: int = 10           # Ticks between checkpoints and sample images.
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3          # Newest checkpoints kept; 0 = all.
     metrics: tuple = ()                # ("swd",) computes SWD at each snapshot.
     swd_images: int = 256
+    init_from: str = ""                # Weights a new run starts from ("" = random init).
+
+    def images_at(self, position):
+        """Real images shown at a loop position (a checkpoint's number): the StyleGAN family
+        counts images, BigGAN and U-GAT-IT count iterations of `images_per_iteration`."""
+        return position * getattr(self, "images_per_iteration", 1)
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

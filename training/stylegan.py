@@ -459,9 +459,6 @@ class StyleGANRun(TrainingRun):
     def position(self):
         return int(self.trainer.nimg.numpy())
 
-    def images(self, position):
-        return position
-
     def total(self):
         return int(round(self.options.kimg * 1000))
 

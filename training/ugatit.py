@@ -337,6 +337,7 @@ class UGATITRun(IterationRun):
 
     progress_keys = ("d_loss", "g_adv_loss", "g_cycle_loss", "g_identity_loss", "g_cam_loss",
                      "d_fq_loss")
+    network_names = NETWORK_NAMES
 
     def open_data(self):
         self.pair = open_pair(self.options)
