@@ -130,7 +130,7 @@ def main(argv, fv=flags.FLAGS):
     cache_dir = os.path.expanduser(fv["cache-dir"].value) if fv["cache-dir"].value else None
     results, seconds = evaluate.compute_metrics(
         generator, reals, names, inception, num_images, swd_images, ms_ssim_images, trunc,
-        fv.seed, batch, cache_dir)
+        fv.seed, batch, cache_dir, progress=cli_common.progress)
     print(evaluate.format_table(results))
     evaluate.write_json_atomically(output, {
         "generator": os.path.abspath(fv.network), "data": fv.dataset,
