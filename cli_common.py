@@ -123,7 +123,8 @@ class Progress:
         else:
             eta = (self.total - self.done) / rate if rate else 0.0
             tail = f"ETA {int(eta) // 3600}:{int(eta) // 60 % 60:02d}:{int(eta) % 60:02d}"
-        line = f"{self.what}: {self.done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  {tail}"
+        line = (f"{self.what}: {self.done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  "
+                f"{tail}")
         if self.log is not None:
             self.log(line)
             return

@@ -190,13 +190,14 @@ def test_start_record_names_devices_precision_data_and_parameters(two_replica_st
 
 
 @pytest.mark.parametrize("nvidia_smi, visible, warned", [
-    (None, None, False), (None, "", False), (None, "-1", False), ("/usr/bin/nvidia-smi", None, True),
-    (None, "0,1", True), ("/usr/bin/nvidia-smi", "-1", True)])
-def test_a_gpu_machine_without_gpu_support_is_warned_once(nvidia_smi, visible, warned,
+    (None, None, False), ("/usr/bin/nvidia-smi", None, True), (None, "0,1", True),
+    ("/usr/bin/nvidia-smi", "0", True), ("/usr/bin/nvidia-smi", "", False),
+    ("/usr/bin/nvidia-smi", "-1", False)])
+def test_a_gpu_machine_without_gpu_support_gets_one_warning_line(nvidia_smi, visible, warned,
                                                            monkeypatch):
     """TensorFlow sees no GPU here; nvidia-smi on PATH or CUDA_VISIBLE_DEVICES naming devices
     says the machine has one: one line with the install command (TF_CPP_MIN_LOG_LEVEL=2 hides
-    TensorFlow's own)."""
+    TensorFlow's own). CUDA_VISIBLE_DEVICES "" or "-1" hides the GPUs on purpose."""
     from training import distribute
     monkeypatch.setattr(distribute.shutil, "which",
                         lambda name: nvidia_smi if name == "nvidia-smi" else None)

@@ -65,16 +65,18 @@ def gpu_names():
 
 def gpu_support_warning():
     """A one-line warning (or None) when TensorFlow sees no GPU on a machine that has one:
-    `nvidia-smi` on PATH, or CUDA_VISIBLE_DEVICES naming devices ("-1" hides them on purpose).
-    The usual cause is a TensorFlow without its CUDA libraries, which TensorFlow itself reports
-    only in a log line that TF_CPP_MIN_LOG_LEVEL=2 (set by the tools) hides."""
-    if tf.config.list_physical_devices("GPU"):
+    `nvidia-smi` on PATH, or CUDA_VISIBLE_DEVICES naming devices (set to "" or "-1", it hides
+    them on purpose: no warning). The usual cause is a TensorFlow without its CUDA libraries,
+    which TensorFlow itself reports only in a log line that TF_CPP_MIN_LOG_LEVEL=2 (set by the
+    tools) hides."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if tf.config.list_physical_devices("GPU") or (visible is not None
+                                                  and visible.strip() in ("", "-1")):
         return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
     if shutil.which("nvidia-smi"):
         why = "nvidia-smi is on PATH"
-    elif visible and visible != "-1":
-        why = f"CUDA_VISIBLE_DEVICES={visible}"
+    elif visible:
+        why = f"CUDA_VISIBLE_DEVICES={visible.strip()}"
     else:
         return None
     return (f"Warning: TensorFlow sees no GPU although {why}; training runs on the CPU. "

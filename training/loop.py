@@ -4,11 +4,12 @@
 
 The loop owns what every family shares: the strategy and the precision policy (set here and
 restored when the loop returns), seeding, building the trainer inside `strategy.scope()`,
-checkpoints and resume, the in-graph log accumulator, ticks (divergence check, TensorBoard,
-log.jsonl, the progress line), snapshots (sample grids, SWD, a checkpoint), the divergence stop
-and `summary.json` with the state fingerprint on every worker. A family supplies the rest as a
-`TrainingRun` subclass (training/stylegan.py: ProGAN / StyleGAN / StyleGAN2,
-training/biggan.py, training/ugatit.py): its data, its trainer, how far one step
+checkpoints and resume, the start record (devices, replicas, precision, data, parameter counts;
+printed and in log.jsonl), fakes_init.png and reals.png, the in-graph log accumulator, ticks
+(divergence check, TensorBoard, log.jsonl, the progress line), snapshots (sample grids, SWD, a
+checkpoint), the divergence stop and `summary.json` with the state fingerprint on every worker.
+A family supplies the rest as a `TrainingRun` subclass (training/stylegan.py: ProGAN / StyleGAN /
+StyleGAN2, training/biggan.py, training/ugatit.py): its data, its trainer, how far one step
 goes, and its images.
 
 Progress is counted in the family's `position` (images shown for the StyleGAN family, whose
@@ -235,11 +236,12 @@ class TrainingRun(abc.ABC):
 
     def real_images(self, count):
         """Up to `count` training images, uint8 NHWC at the training resolution, shuffled with
-        the run's seed and flipped as the data stream flips them (--mirror): reals.png."""
+        the run's seed and flipped as the data stream flips them (--mirror): reals.png. This
+        default reads `self.dataset` (an ImageDataset) at `options.resolution`."""
         options = self.options
         data = self.dataset.pipeline(count, options.resolution, dtype=tf.uint8,
                                      mirror=options.mirror, repeat=False, drop_remainder=False,
-                                     seed=options.seed)
+                                     seed=options.seed, cache=False)
         return next(iter(data))[0].numpy()
 
     def networks(self):
