@@ -194,7 +194,7 @@ def test_start_record_names_devices_precision_data_and_parameters(two_replica_st
     ("/usr/bin/nvidia-smi", "0", True), ("/usr/bin/nvidia-smi", "", False),
     ("/usr/bin/nvidia-smi", "-1", False)])
 def test_a_gpu_machine_without_gpu_support_gets_one_warning_line(nvidia_smi, visible, warned,
-                                                           monkeypatch):
+                                                                  monkeypatch):
     """TensorFlow sees no GPU here; nvidia-smi on PATH or CUDA_VISIBLE_DEVICES naming devices
     says the machine has one: one line with the install command (TF_CPP_MIN_LOG_LEVEL=2 hides
     TensorFlow's own). CUDA_VISIBLE_DEVICES "" or "-1" hides the GPUs on purpose."""
