@@ -251,7 +251,9 @@ def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag, model):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
-    for entry in logged:
+    assert logged[0]["start"]["precision"] == ("mixed_float16" if flag == "mixed_precision"
+                                               else "float32")
+    for entry in logged[1:]:   # the scalars after the start record
         for key, value in entry.items():
             assert np.isfinite(value), (key, value)
     for name, value in checkpoint_values(str(tmp_path)).items():
