@@ -7,10 +7,12 @@ one run folder or file it writes, and the same `--trunc`, `--batch`, `--num-imag
 `--resolution`, `--seeds` everywhere. A mistake a user can make is one line on stderr,
 `<tool>: error: <what and how to fix it>`, with exit status 2: a malformed flag value as well
 as a check of the tool's own. Flags renamed to that dialect keep their old spelling for one
-release, with a one-line notice.
+release, with a one-line notice. Long work (feature extraction, many images) shows one
+`Progress` line.
 """
 
 import sys
+import time
 
 from absl import app, flags
 
@@ -56,3 +58,89 @@ def warn_renamed(tool, fv, renamed):
         if old in fv and fv[old].present:
             print(f"{tool}: --{old} is deprecated and goes in the next release; use --{new}.",
                   file=sys.stderr)
+
+
+class Progress:
+    """`<what>: <done>/<total> <unit>  <rate> <unit>/s  ETA h:mm:ss` for a long loop.
+
+    On a terminal the line is rewritten in place (\\r) at most every `interval` seconds; in a
+    log (stream not a terminal) it is a plain line at each quarter of the total and after
+    `log_interval` seconds without one, never one per step. `update` costs one clock read, so
+    it can be called per image.
+
+        progress = Progress(len(seeds), "generating")
+        for seed in seeds:
+            ...
+            progress.update()
+        progress.close()          # the final line (count, rate, time taken)
+
+    Args:
+      total: items expected.
+      what: the label in front of the count.
+      unit: what is counted ("images").
+      stream: where the line goes (default sys.stdout, looked up when the Progress is made).
+      log: instead of a stream, a callable taking each line (as in a log).
+      interval, log_interval: seconds between lines on a terminal / in a log.
+    """
+
+    def __init__(self, total, what, unit="images", stream=None, log=None, interval=0.5,
+                 log_interval=60.0):
+        self.total, self.what, self.unit = max(int(total), 0), what, unit
+        self.stream = stream or sys.stdout
+        self.log = log
+        self.tty = log is None and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval if self.tty else log_interval
+        self.done, self.quarter, self.closed = 0, 1, False
+        self.start = self.last = time.monotonic()
+
+    def update(self, count=1):
+        """Counts `count` more items done; shows the line when it is due."""
+        self.done += count
+        now = time.monotonic()
+        quarter_reached = not self.tty and self.done * 4 >= self.quarter * self.total
+        if quarter_reached or now - self.last >= self.interval:
+            while self.done * 4 >= self.quarter * self.total and self.quarter <= 4:
+                self.quarter += 1
+            if self.done < self.total:   # the last line is close()'s
+                self._show(now)
+
+    def close(self):
+        """Shows the final line (once): count, rate and the time taken."""
+        if not self.closed:
+            self.closed = True
+            self._show(time.monotonic(), final=True)
+
+    def rate(self):
+        """Items per second so far."""
+        seconds = time.monotonic() - self.start
+        return self.done / seconds if seconds > 0 else 0.0
+
+    def _show(self, now, final=False):
+        self.last = now
+        seconds, rate = now - self.start, self.rate()
+        if final:
+            tail = f"{seconds:.1f} s"
+        else:
+            eta = (self.total - self.done) / rate if rate else 0.0
+            tail = f"ETA {int(eta) // 3600}:{int(eta) // 60 % 60:02d}:{int(eta) % 60:02d}"
+        line = (f"{self.what}: {self.done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  "
+                f"{tail}")
+        if self.log is not None:
+            self.log(line)
+            return
+        if self.tty:
+            self.stream.write(f"\r{line}\033[K" + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def progress(items, total, what, unit="images", count=None, stream=None):
+    """Yields `items`, showing a `Progress` of `total`: each item counts `count(item)` (e.g.
+    `len` for minibatches), or 1, once the consumer asks for the next one. The final line
+    comes when the items run out."""
+    shown = Progress(total, what, unit, stream)
+    for item in items:
+        yield item
+        shown.update(1 if count is None else count(item))
+    shown.close()

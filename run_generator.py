@@ -364,21 +364,24 @@ def main(argv, fv=flags.FLAGS):
           + (f", {generator.c_dim} classes" if generator.c_dim else ""))
 
     outputs = {}
+    if "seeds" in options:   # one progress line over the seeds (each is one or more images)
+        shown = cli_common.progress(options["seeds"], len(options["seeds"]), "Generating",
+                                    unit="seeds")
     if command == "generate-images" and options["classes"]:
         seeds, classes = options["seeds"], options["classes"]
-        images = generate_class_images(generator, seeds, classes, options["trunc"])
+        images = generate_class_images(generator, shown, classes, options["trunc"])
         outputs = {class_file(s, c): images[(s, c)] for s in seeds for c in classes}
         if options["grid"]:
             outputs["generate-images.png"] = image_grid(
                 np.stack([images[(s, c)] for s in seeds for c in classes]), columns=len(classes))
     elif command == "generate-images":
-        images = generate_images(generator, options["seeds"], options["trunc"], options["class"])
+        images = generate_images(generator, shown, options["trunc"], options["class"])
         outputs = {f"seed{s:04d}.png": image for s, image in images.items()}
         if options["grid"]:
             outputs["generate-images.png"] = image_grid(np.stack(list(images.values())))
     elif command == "truncation-sweep":
         seeds, psis = options["seeds"], options["psis"]
-        images = truncation_sweep(generator, seeds, psis, options["class"])
+        images = truncation_sweep(generator, shown, psis, options["class"])
         outputs = {f"seed{s:04d}-psi{psi_name(p)}.png": images[(s, p)]
                    for s in seeds for p in psis}
         outputs["truncation-sweep.png"] = image_grid(

@@ -167,7 +167,7 @@ def main(argv, fv=flags.FLAGS):
         return _measure_snapshots(snapshots, generator, reals, names, inception, fv, cache_dir)
     results, seconds = evaluate.compute_metrics(
         generator, reals, names, inception, num_images, swd_images, ms_ssim_images, trunc,
-        fv.seed, batch, cache_dir)
+        fv.seed, batch, cache_dir, progress=cli_common.progress)
     print(evaluate.format_table(results))
     evaluate.write_json_atomically(output, {
         "generator": os.path.abspath(fv.network), "data": fv.dataset,

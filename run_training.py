@@ -341,8 +341,8 @@ def _canonical(value):
 
 def clear_run_outputs(run_dir):
     """Removes what a run that never reached a checkpoint wrote (logs, TensorBoard events,
-    sample grids, summary), keeping its training_options.json: the run starts again."""
-    names = ["log.jsonl", "summary.json", "tensorboard", "checkpoints", "export"]
+    sample and reals grids, summary), keeping its training_options.json: the run starts again."""
+    names = ["log.jsonl", "summary.json", "tensorboard", "checkpoints", "export", "reals.png"]
     paths = [os.path.join(run_dir, n) for n in names] + \
         glob.glob(os.path.join(run_dir, "fakes*.png")) + \
         glob.glob(os.path.join(run_dir, ".worker*-scratch"))

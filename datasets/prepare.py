@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from cli_common import usage_error
+from cli_common import Progress, usage_error
 from datasets import synthetic
 from datasets.errors import BadImageError, DatasetError
 from datasets.images import fit_image, list_image_files, load_pil_image, probe_image
@@ -46,21 +46,9 @@ _BATCH = 64      # images per MultiLodWriter.add_images call
 #----------------------------------------------------------------------------
 # Progress and parallel decoding.
 
-class Progress:
-    """Prints '<done>/<total> <what>  <rate> img/s' at most every `interval` seconds."""
-
-    def __init__(self, total, what, log, interval=5.0):
-        self.total, self.what, self.log, self.interval = total, what, log, interval
-        self.start = self.last = time.perf_counter()
-
-    def rate(self, done):
-        return done / max(time.perf_counter() - self.start, 1e-9)
-
-    def update(self, done):
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.log(f"  {done}/{self.total} {self.what}  {self.rate(done):.1f} img/s")
+def _progress(total, what, log):
+    """cli_common.Progress on stdout for the CLI (log = print), else into `log`."""
+    return Progress(total, what, log=None if log is print else log)
 
 
 def _ordered_map(fn, items, workers):
@@ -161,10 +149,11 @@ def _check_sizes(paths, resolution, crop, allow_upscale, workers, log):
         (resolution, bad): the output resolution (the first image's size when `resolution` is
         None) and the BadImageErrors in file order.
     """
-    sizes, progress = {}, Progress(len(paths), "headers checked", log)
+    sizes, progress = {}, _progress(len(paths), "Checking image headers", log)
     for path, result in zip(paths, _ordered_map(lambda p: _try(probe_image, p), paths, workers)):
         sizes[path] = result
-        progress.update(len(sizes))
+        progress.update()
+    progress.close()
     bad = [error for _, error in sizes.values() if error is not None]
     good = [p for p in paths if sizes[p][1] is None]
     if resolution is None and good:
@@ -252,7 +241,7 @@ def create_from_images(out_dir, image_dir, *, resolution=None, crop=None, labels
         return fit_image(load_pil_image(path, channels), resolution, crop, allow_upscale, path)
 
     written, skipped = [], [f"{e.path}: {e.reason}" for e in bad]
-    progress = Progress(len(ordered), "images", log)
+    progress = _progress(len(ordered), "Writing", log)
     with atomic_directory(out_dir) as tmp:
         with MultiLodWriter(tmp, resolution, channels, os.path.basename(
                 os.path.abspath(out_dir))) as writer:
@@ -267,10 +256,12 @@ def create_from_images(out_dir, image_dir, *, resolution=None, crop=None, labels
                 written.append(path)
                 if len(batch) == _BATCH:
                     writer.add_images(np.stack(batch))
+                    progress.update(len(batch))
                     batch = []
-                    progress.update(len(written))
             if batch:
                 writer.add_images(np.stack(batch))
+                progress.update(len(batch))
+            progress.close()
             if not written:
                 raise DatasetError(f"{image_dir}: no usable images")
             if label_map is not None:
@@ -279,7 +270,7 @@ def create_from_images(out_dir, image_dir, *, resolution=None, crop=None, labels
                     write_label_names(tmp, names)
     log(f"Wrote {len(written)} images ({resolution}x{resolution}, {channels} channels, "
         f"{resolution.bit_length() - 2} levels) to {os.path.abspath(out_dir)} in "
-        f"{time.perf_counter() - progress.start:.1f} s ({progress.rate(len(written)):.1f} img/s)"
+        f"{time.monotonic() - progress.start:.1f} s ({progress.rate():.1f} img/s)"
         + (f"; skipped {len(skipped)} bad files" if skipped else ""))
     return dict(num_images=len(written), resolution=resolution, channels=channels,
                 skipped=skipped)
@@ -359,17 +350,18 @@ def create_cifar(out_dir, cifar_dir, which="cifar10", *, split="train", shuffle=
         raise DatasetError(f"{cifar_dir}: the pickles hold no images")
     log(f"Read {len(images)} {which} {split} images from {os.path.abspath(cifar_dir)}")
     order = shuffled_order(len(images)) if shuffle else np.arange(len(images))
-    progress = Progress(len(images), "images", log)
+    progress = _progress(len(images), "Writing", log)
     with atomic_directory(out_dir) as tmp:
         with MultiLodWriter(tmp, 32, 3, os.path.basename(os.path.abspath(out_dir))) as writer:
             for start in range(0, len(order), 1024):
                 writer.add_images(images[order[start:start + 1024]])
-                progress.update(writer.num_images)
+                progress.update(len(order[start:start + 1024]))
+            progress.close()
             writer.add_labels(one_hot(labels[order], CIFAR[which]["num_classes"]))
         if names:
             write_label_names(tmp, names)
     log(f"Wrote {len(images)} images with {CIFAR[which]['num_classes']} classes to "
-        f"{os.path.abspath(out_dir)} ({progress.rate(len(images)):.1f} img/s)")
+        f"{os.path.abspath(out_dir)} ({progress.rate():.1f} img/s)")
     return dict(num_images=len(images), resolution=32, channels=3, skipped=[])
 
 

@@ -128,7 +128,7 @@ def streamed_ms_ssim(batches):
 
 def compute_metrics(generator, reals, names, inception=None, num_images=50000, swd_images=16384,
                     ms_ssim_images=10000, truncation_psi=1.0, seed=0, batch_size=32,
-                    cache_dir=None, log=print):
+                    cache_dir=None, log=print, progress=None):
     """Computes the requested metrics; returns {metric: value} (floats) and timings.
 
     Args:
@@ -136,18 +136,26 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
       reals: object with num_images, identity and batches(num_images, batch_size) -> uint8.
       names: subset of METRICS.
       inception: metrics.InceptionV3, needed for fid, kid and is.
+      progress: None, or `cli_common.progress` (batches, total, what, count=len) -> batches,
+        which shows a progress line for every image set read.
     """
+    def shown(batches, total, what):
+        return batches if progress is None else progress(batches, total, what, count=len)
+
     results, seconds = {}, {}
     # Each metric draws its own latents (seed + offset), so adding a metric changes no other.
     if any(name in names for name in INCEPTION_METRICS):
         start = time.time()
         real_count = min(num_images, reals.num_images)
         real = cached_real_features(
-            inception, lambda: reals.batches(real_count, batch_size), reals.identity,
-            real_count, cache_dir)
+            inception, lambda: shown(reals.batches(real_count, batch_size), real_count,
+                                     "Inception features, reals"),
+            reals.identity, real_count, cache_dir)
         log(f"  reals: {real_count} images, Inception features "
             f"{'read from cache' if real['cached'] else 'computed'}")
-        fake = inception.run(generator.batches(num_images, seed, batch_size, truncation_psi))
+        fake = inception.run(shown(generator.batches(num_images, seed, batch_size,
+                                                     truncation_psi),
+                                   num_images, "Inception features, generated"))
         if "fid" in names:
             results["fid"] = frechet_inception_distance(
                 (real["mu"], real["sigma"]), fake["features"])
@@ -166,17 +174,20 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
         count = min(swd_images, reals.num_images)
         swd = SlicedWassersteinDistance(reals.resolution, seed=seed,
                                                 minibatch_size=batch_size)
-        real_desc = swd.descriptors(reals.batches(count, batch_size))
-        fake_desc = swd.descriptors(
-            generator.batches(count, seed + 1, batch_size, truncation_psi))
+        real_desc = swd.descriptors(shown(reals.batches(count, batch_size), count, "SWD, reals"))
+        fake_desc = swd.descriptors(shown(
+            generator.batches(count, seed + 1, batch_size, truncation_psi), count,
+            "SWD, generated"))
         results.update(swd.distance(real_desc, fake_desc))
         seconds["swd"] = time.time() - start
     if "ms_ssim" in names:
         start = time.time()
-        results["ms_ssim"] = streamed_ms_ssim(
-            generator.batches(ms_ssim_images, seed + 2, batch_size, truncation_psi))
+        results["ms_ssim"] = streamed_ms_ssim(shown(
+            generator.batches(ms_ssim_images, seed + 2, batch_size, truncation_psi),
+            ms_ssim_images, "MS-SSIM, generated"))
         real_count = min(ms_ssim_images, reals.num_images) // 2 * 2
-        results["ms_ssim_reals"] = streamed_ms_ssim(reals.batches(real_count, batch_size))
+        results["ms_ssim_reals"] = streamed_ms_ssim(shown(
+            reals.batches(real_count, batch_size), real_count, "MS-SSIM, reals"))
         seconds["ms_ssim"] = time.time() - start
     return results, seconds
 

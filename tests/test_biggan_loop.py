@@ -181,6 +181,11 @@ def test_short_class_conditional_demo_run_generates_the_requested_classes(demo):
     log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert all(np.isfinite(entry["d_loss"]) for entry in log if "d_loss" in entry)
     assert any("fq/fq0/perplexity" in entry for entry in log)
+    start = log[0]["start"]   # the start record; and the grid of reals beside fakes_init.png
+    assert start["data"] == {"source": "synthetic:shapes", "images": 4096, "resolution": 32}
+    assert start["parameters"]["G"] > 0 and start["parameters"]["D"] > 0
+    assert Image.open(os.path.join(out, "reals.png")).size == \
+        Image.open(os.path.join(out, "fakes_init.png")).size
 
     options, nets = biggan_family.load_networks(out, which=("Gs",))
     assert options.iterations == 200 and options.num_d_steps == 2 and options.num_classes == 5

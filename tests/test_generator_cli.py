@@ -161,6 +161,9 @@ def test_same_seeds_same_pngs_from_run_checkpoint_and_savedmodel(run_dir, run_ex
             "--class", "1", "--outdir", str(tmp_path / name)], capsys)
         assert status == 0, err
         assert "Wrote 5 PNG files" in out
+        # The progress line, not a terminal: quarters of 5 seeds (2, 3, 4) and the final line.
+        assert [line.split("  ")[0] for line in out.splitlines() if "Generating" in line] == [
+            f"Generating: {n}/5 seeds" for n in (2, 3, 4, 5)]
     files = sorted(os.listdir(tmp_path / "run"))
     assert files == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0003.png",
                      "seed0010.png"]

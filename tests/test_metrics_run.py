@@ -70,6 +70,11 @@ def test_run_metrics_prints_a_table_and_writes_json(files, capsys):
     for name, value in result["metrics"].items():
         assert f"{name} " in table and f"{value:.6g}" in table
     assert len(os.listdir(cache)) == 1
+    # A progress line per image set read (stdout is a pipe: plain lines, the last one final).
+    for what, total in (("Inception features, reals", 20), ("Inception features, generated", 20),
+                        ("SWD, reals", 16), ("SWD, generated", 16), ("MS-SSIM, generated", 8),
+                        ("MS-SSIM, reals", 8)):
+        assert f"{what}: {total}/{total} images  " in proc.stdout, what
 
     # A second run, in-process: reads the cached real features, never overwrites a result, and
     # agrees with the first (up to float differences of the generator between processes, which

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
+from PIL import Image
 
 import run_training
+from datasets import open_dataset
 from training import TrainingDiverged, loop, losses
 from training.checkpoints import latest_checkpoint
 from training.stylegan import StyleGANRun, TrainingOptions, load_networks, training_loop
@@ -106,7 +108,8 @@ def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path, op_determ
     assert a["state_fingerprint"] == b["state_fingerprint"]
     # The run really crossed the fade: lod went from 1 to 0 (logged per tick). Exact: the
     # stabilising segments' lod is the constant 1.0 or 0.0 and a tick mean of equal values is exact.
-    lods = [json.loads(line).get("lod") for line in open(os.path.join(straight, "log.jsonl"))]
+    lods = [e["lod"] for e in map(json.loads, open(os.path.join(straight, "log.jsonl")))
+            if "lod" in e]
     assert lods[0] == 1.0 and lods[-1] == 0.0
     assert any(0.0 < lod < 1.0 for lod in lods)
 
@@ -130,6 +133,87 @@ def test_run_folder_outputs_and_loading_gs(straight_run):
         np.testing.assert_array_equal(
             w.numpy(), stored[f"state/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"], err_msg=w.path)
     assert summary["checkpoint"] == latest_checkpoint(run_dir)
+    # The start record (first line): where the run ran, its data and its networks' sizes.
+    start = logged[0]["start"]
+    assert start["devices"] == ["CPU:0"] and start["replicas"] == 1
+    assert start["precision"] == "float32"
+    assert start["data"] == {"source": "synthetic:shapes", "images": 4096, "resolution": 16}
+    assert start["parameters"]["G"] == sum(int(np.prod(w.shape))
+                                           for w in nets["Gs"].trainable_weights) > 0
+
+
+def test_a_new_run_writes_reals_png_from_its_training_data(straight_run):
+    """NVlabs' reals.png beside fakes_init.png: training images at the training resolution
+    (16x16, though the run starts at 8x8), in the fakes' layout (32 in 8 columns, each shown
+    at least 128 pixels wide): every tile is an image of the dataset."""
+    run_dir, _ = straight_run
+    reals = np.asarray(Image.open(os.path.join(run_dir, "reals.png")))
+    fakes = np.asarray(Image.open(os.path.join(run_dir, "fakes_init.png")))
+    upscale = 16   # grid_upscale(8) of the first stage's samples, shown at 16x16
+    assert reals.shape == fakes.shape == (4 * 16 * upscale, 8 * 16 * upscale, 3)
+    known = {image.tobytes() for image in open_dataset("shapes", resolution=16).images()}
+    tiles = reals[::upscale, ::upscale].reshape(4, 16, 8, 16, 3).transpose(0, 2, 1, 3, 4)
+    tiles = tiles.reshape(32, 16, 16, 3)
+    assert all(tile.tobytes() in known for tile in tiles)
+    assert len({tile.tobytes() for tile in tiles}) == 32
+
+
+def test_reals_are_flipped_as_the_training_stream_with_mirror(tmp_path):
+    """With --mirror the grid's images are flipped as training flips them (about half)."""
+    run = StyleGANRun(options(mirror=True, resolution=16, num_images=256), str(tmp_path), quiet)
+    run.open_data()
+    images = run.real_images(32)
+    dataset = {image.tobytes()
+               for image in open_dataset("shapes", resolution=16, num_images=256).images()}
+    flipped = [image.tobytes() not in dataset for image in images]
+    assert all(image[:, ::-1].tobytes() in dataset for image, f in zip(images, flipped) if f)
+    assert 4 <= sum(flipped) <= 28   # Binomial(32, 1/2): outside with probability 1e-4
+
+
+def test_start_record_names_devices_precision_data_and_parameters(two_replica_strategy,
+                                                                  mixed_precision):
+    G = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])           # 16 weights
+    D = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1),
+                          keras.layers.BatchNormalization()])                  # 5 + 2 trainable
+    data = {"source": "synthetic:shapes", "images": 4096, "resolution": 32}
+    record, lines = loop.start_record(two_replica_strategy, {"G": [G], "D": [D, G]}, data)
+    assert record == {"devices": ["CPU:0", "CPU:1"], "gpus": [], "replicas": 2,
+                      "precision": "mixed_float16", "data": data,
+                      "parameters": {"G": 16, "D": 7 + 16}}
+    assert lines == ["Devices: CPU:0, CPU:1, 2 replica(s), precision mixed_float16",
+                     "Data: synthetic:shapes, 4096 images, 32x32",
+                     "Parameters: G 16, D 23"]
+    record, lines = loop.start_record(tf.distribute.get_strategy(), {"G": [G]}, dict(
+        data, images={"trainA": 3, "trainB": 5}))
+    assert record["devices"] == ["CPU:0"] and record["replicas"] == 1
+    assert lines[1] == "Data: synthetic:shapes, 3 trainA + 5 trainB images, 32x32"
+
+
+@pytest.mark.parametrize("nvidia_smi, visible, warned", [
+    (None, None, False), ("/usr/bin/nvidia-smi", None, True), (None, "0,1", True),
+    ("/usr/bin/nvidia-smi", "0", True), ("/usr/bin/nvidia-smi", "", False),
+    ("/usr/bin/nvidia-smi", "-1", False)])
+def test_a_gpu_machine_without_gpu_support_gets_one_warning_line(nvidia_smi, visible, warned,
+                                                                  monkeypatch):
+    """TensorFlow sees no GPU here; nvidia-smi on PATH or CUDA_VISIBLE_DEVICES naming devices
+    says the machine has one: one line with the install command (TF_CPP_MIN_LOG_LEVEL=2 hides
+    TensorFlow's own). CUDA_VISIBLE_DEVICES "" or "-1" hides the GPUs on purpose."""
+    from training import distribute
+    monkeypatch.setattr(distribute.shutil, "which",
+                        lambda name: nvidia_smi if name == "nvidia-smi" else None)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    warning = distribute.gpu_support_warning()
+    if not warned:
+        assert warning is None
+        return
+    assert "\n" not in warning and "TensorFlow sees no GPU" in warning
+    assert warning.endswith('pip install "tensorflow[and-cuda]==2.21.*"')
+    monkeypatch.setattr(distribute.tf.config, "list_physical_devices",
+                        lambda kind=None: ["a GPU"] if kind == "GPU" else [])
+    assert distribute.gpu_support_warning() is None   # a GPU seen: nothing to say
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, straight_run):
@@ -167,7 +251,9 @@ def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag, model):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
-    for entry in logged:
+    assert logged[0]["start"]["precision"] == ("mixed_float16" if flag == "mixed_precision"
+                                               else "float32")
+    for entry in logged[1:]:   # the scalars after the start record
         for key, value in entry.items():
             assert np.isfinite(value), (key, value)
     for name, value in checkpoint_values(str(tmp_path)).items():
@@ -248,9 +334,17 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(
     assert latest_checkpoint(out) == ckpt
     names = os.listdir(os.path.join(out, "checkpoints"))
     assert {"ckpt-24.index", "ckpt-32.index", "ckpt-40.index"} <= set(names)   # keep 3
-    assert sorted(n for n in os.listdir(out) if n.endswith(".png")) == ["fakes_init.png"]
+    assert sorted(n for n in os.listdir(out) if n.endswith(".png")) == ["fakes_init.png",
+                                                                        "reals.png"]
     entries = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     assert not any("stale" in e for e in entries)
+    # The start: devices, precision, data and parameter counts, printed and logged.
+    start = entries[0]["start"]
+    assert start["devices"] == ["CPU:0"] and start["precision"] == "float32"
+    assert (f"Devices: CPU:0, 1 replica(s), precision float32\n"
+            f"Data: synthetic:shapes, 4096 images, 16x16\n"
+            f"Parameters: G {start['parameters']['G']:,}, D {start['parameters']['D']:,}\n") \
+        in printed
     assert [e["progress/kimg"] for e in entries if "progress/kimg" in e] == pytest.approx(
         [0.008, 0.016, 0.024, 0.032, 0.040])
     with open(os.path.join(out, "summary.json")) as f:

@@ -175,6 +175,21 @@ def test_run_folder_outputs(runs):
     assert last["learning_rate"] < 0.3 * 2e-3
     saved = Options.load(run_dir)
     assert saved == Options(**TINY) and saved.kimg == pytest.approx(0.32)
+    # reals.png: 16 training images of A, then 16 of B, 8 per row, shown 128 pixels wide.
+    assert np.asarray(Image.open(os.path.join(run_dir, "reals.png"))).shape == (512, 1024, 3)
+    # Every start, the resumed one too, is logged: both generators, all four discriminators.
+    nets = build_networks(saved)
+    for net in nets.values():
+        net.build((None, 16, 16, 3))
+    parameters = {   # trainable weights (not the FQ dictionaries or spectral-norm vectors)
+        role: sum(int(np.prod(w.shape)) for name, net in nets.items()
+                  if name.startswith(prefix) for w in net.trainable_weights)
+        for role, prefix in (("G", "gen"), ("D", "dis"))}
+    for folder in (run_dir, runs["stopped"]):
+        start = json.loads(open(os.path.join(folder, "log.jsonl")).readline())["start"]
+        assert start["data"] == {"source": "synthetic:shapes2cartoon", "resolution": 16,
+                                 "images": {"trainA": 256, "trainB": 256}}
+        assert start["parameters"] == parameters
 
 
 def test_training_exports_both_generators_at_the_end(runs):

@@ -14,6 +14,7 @@ global batch (Keras' optimizers SUM gradients across replicas).
 import contextlib
 import json
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -38,6 +39,48 @@ def make_strategy(name, devices=None):
                 '"task": {"type": "worker", "index": 0}}\'.')
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
+
+
+# What installs TensorFlow's GPU support (CUDA and cuDNN as pip packages), for the warning below.
+GPU_INSTALL_COMMAND = 'pip install "tensorflow[and-cuda]==2.21.*"'
+
+
+def device_names(strategy):
+    """Short names ("CPU:0", "GPU:1") of the devices this worker's replicas run on; for the
+    default strategy the one device TensorFlow places ops on (the first GPU, else the CPU)."""
+    try:
+        names = strategy.extended.worker_devices
+    except RuntimeError:   # the default strategy has no device list of its own
+        names = [d.name for d in (tf.config.list_logical_devices("GPU")
+                                  or tf.config.list_logical_devices("CPU"))[:1]]
+    specs = [tf.DeviceSpec.from_string(name) for name in names]
+    return [f"{spec.device_type}:{spec.device_index}" for spec in specs]
+
+
+def gpu_names():
+    """Model names of the GPUs TensorFlow sees ([] without any)."""
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def gpu_support_warning():
+    """A one-line warning (or None) when TensorFlow sees no GPU on a machine that has one:
+    `nvidia-smi` on PATH, or CUDA_VISIBLE_DEVICES naming devices (set to "" or "-1", it hides
+    them on purpose: no warning). The usual cause is a TensorFlow without its CUDA libraries,
+    which TensorFlow itself reports only in a log line that TF_CPP_MIN_LOG_LEVEL=2 (set by the
+    tools) hides."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if tf.config.list_physical_devices("GPU") or (visible is not None
+                                                  and visible.strip() in ("", "-1")):
+        return None
+    if shutil.which("nvidia-smi"):
+        why = "nvidia-smi is on PATH"
+    elif visible:
+        why = f"CUDA_VISIBLE_DEVICES={visible.strip()}"
+    else:
+        return None
+    return (f"Warning: TensorFlow sees no GPU although {why}; training runs on the CPU. "
+            f"Install GPU support with: {GPU_INSTALL_COMMAND}")
 
 
 def task_index():

@@ -114,6 +114,13 @@ class RunLogger:
         with self._writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
+        self.record(kimg, values)
+
+    def record(self, kimg, values):
+        """One line of `log.jsonl`: {"kimg", "time", **values} (any JSON-serialisable values;
+        the run's start record is one)."""
+        if not self.is_chief:
+            return
         self._jsonl.write(json.dumps({"kimg": round(kimg, 3), "time": round(time.time(), 3), **values}) + "\n")
         self._jsonl.flush()
 

@@ -4,11 +4,12 @@
 
 The loop owns what every family shares: the strategy and the precision policy (set here and
 restored when the loop returns), seeding, building the trainer inside `strategy.scope()`,
-checkpoints and resume, the in-graph log accumulator, ticks (divergence check, TensorBoard,
-log.jsonl, the progress line), snapshots (sample grids, SWD, a checkpoint), the divergence stop
-and `summary.json` with the state fingerprint on every worker. A family supplies the rest as a
-`TrainingRun` subclass (training/stylegan.py: ProGAN / StyleGAN / StyleGAN2,
-training/biggan.py, training/ugatit.py): its data, its trainer, how far one step
+checkpoints and resume, the start record (devices, replicas, precision, data, parameter counts;
+printed and in log.jsonl), fakes_init.png and reals.png, the in-graph log accumulator, ticks
+(divergence check, TensorBoard, log.jsonl, the progress line), snapshots (sample grids, SWD, a
+checkpoint), the divergence stop and `summary.json` with the state fingerprint on every worker.
+A family supplies the rest as a `TrainingRun` subclass (training/stylegan.py: ProGAN / StyleGAN /
+StyleGAN2, training/biggan.py, training/ugatit.py): its data, its trainer, how far one step
 goes, and its images.
 
 Progress is counted in the family's `position` (images shown for the StyleGAN family, whose
@@ -38,7 +39,7 @@ import tensorflow as tf
 from metrics.sliced_wasserstein import SlicedWassersteinDistance
 from training import distribute
 from training.checkpoints import Checkpoints, init_from, resume_or_record
-from training.logs import RunLogger, diverged_from, save_image_grid
+from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
 
 #----------------------------------------------------------------------------
 
@@ -235,6 +236,26 @@ class TrainingRun(abc.ABC):
         """Grids of the untrained networks (NVlabs' fakes_init.png), written by a new run."""
         return []
 
+    def real_images(self, count):
+        """Up to `count` training images, uint8 NHWC at the training resolution, shuffled with
+        the run's seed and flipped as the data stream flips them (--mirror): reals.png. This
+        default reads `self.dataset` (an ImageDataset) at `options.resolution`."""
+        options = self.options
+        data = self.dataset.pipeline(count, options.resolution, dtype=tf.uint8,
+                                     mirror=options.mirror, repeat=False, drop_remainder=False,
+                                     seed=options.seed, cache=False)
+        return next(iter(data))[0].numpy()
+
+    def networks(self):
+        """{"G": [networks], "D": [networks]}: what the start record counts parameters of."""
+        return {"G": [self.trainer.G], "D": [self.trainer.D]}
+
+    def data_summary(self):
+        """{"source", "images", "resolution"} of the training data, for the start record."""
+        info = self.dataset.info
+        return {"source": info.source, "images": info.num_images,
+                "resolution": self.options.resolution}
+
     def swd_generator(self, position):
         """(resolution, generate(rng, n) -> n images in [-1, 1]) for SWD, or None."""
         return None
@@ -345,10 +366,16 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
             log_swd(at)
         return path
 
+    record, lines = start_record(strategy, run.networks(), run.data_summary())
+    for line in lines + [distribute.gpu_support_warning()]:
+        if line:
+            run.log(line)
+    logger.record(kimg(position), {"start": record})
     if not resume:
         run.start_new_run(logger)
         if is_chief:
-            write_grids(run.initial_grids(), position, tensorboard=False)
+            fakes = run.initial_grids()
+            write_grids(fakes + [reals_grid(run, fakes)], position, tensorboard=False)
             log_swd(position)
     message = run.start_message(position, stop)
     if message:
@@ -397,6 +424,42 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def start_record(strategy, networks, data):
+    """What a run prints and logs (log.jsonl "start") before its first step: where it runs,
+    its precision, its data and its networks' sizes.
+
+    Args:
+      strategy: the run's tf.distribute strategy.
+      networks: {"G": [networks], "D": [networks]} (TrainingRun.networks).
+      data: {"source", "images", "resolution"} (TrainingRun.data_summary).
+    Returns:
+      (record, lines): the JSON record and the lines to print.
+    """
+    parameters = {role: sum(int(np.prod(w.shape)) for net in nets for w in net.trainable_weights)
+                  for role, nets in networks.items()}
+    record = {"devices": distribute.device_names(strategy), "gpus": distribute.gpu_names(),
+              "replicas": int(strategy.num_replicas_in_sync),
+              "precision": keras.mixed_precision.global_policy().name, "data": data,
+              "parameters": parameters}
+    images = data["images"]
+    if isinstance(images, dict):   # several image sets (U-GAT-IT's domains)
+        images = " + ".join(f"{count} {name}" for name, count in images.items())
+    gpus = f" ({', '.join(record['gpus'])})" if record["gpus"] else ""
+    lines = [f"Devices: {', '.join(record['devices'])}{gpus}, {record['replicas']} replica(s), "
+             f"precision {record['precision']}",
+             f"Data: {data['source']}, {images} images, {data['resolution']}x{data['resolution']}",
+             "Parameters: " + ", ".join(f"{role} {count:,}" for role, count in parameters.items())]
+    return record, lines
+
+
+def reals_grid(run, fakes):
+    """NVlabs' reals.png: training images in the layout of the first initial grid (its image
+    count, columns and upscale), or 32 images in 8 columns if the family has none."""
+    _, _, images, columns, upscale = fakes[0] if fakes else ("", "", range(32), 8, None)
+    reals = run.real_images(len(images))
+    return ("reals.png", "reals", reals, columns, upscale or grid_upscale(reals.shape[1]))
 
 
 class StopSignals:

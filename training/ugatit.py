@@ -362,6 +362,21 @@ class UGATITRun(IterationRun):
     def total(self):
         return self.options.total_iterations
 
+    def networks(self):
+        return {"G": self.trainer.generators, "D": self.trainer.discriminators}
+
+    def data_summary(self):
+        counts = self.pair.info.counts
+        return {"source": self.pair.info.source, "resolution": self.options.size,
+                "images": {name: counts[name] for name in ("trainA", "trainB")}}
+
+    def real_images(self, count):
+        """Training images of domain A, then as many of B, augmented as the data stream
+        (resize, crop, flip), shuffled with the run's seed."""
+        a, b = next(iter(self.pair.train_pipeline(self.options.size, count // 2, repeat=False,
+                                                  seed=self.options.seed)))
+        return np.concatenate([a.numpy(), b.numpy()])
+
     def tick_images(self):
         batch = self.options.minibatch
         return max(1, int(round(self.options.tick * 1000 / batch))) * batch
