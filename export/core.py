@@ -30,6 +30,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.saved_model import save_context  # private, stable since TF 2.4
 
 from export.paths import (ExportError, default_export_dir, is_savedmodel, path_kind,
                           run_dir_of, run_family)
@@ -173,9 +174,13 @@ class ExportModule(tf.Module):
         if "serving_default" not in functions:
             raise ValueError("ExportModule: the functions must include serving_default.")
         captured = {}
-        for function in functions.values():
-            for variable in function.get_concrete_function().variables:
-                captured.setdefault(id(variable), variable)
+        # Traced as tf.saved_model.save traces (a save context with the default options is
+        # part of tf.function's cache key), so saving this module reuses these traces instead
+        # of tracing every function a second time.
+        with save_context.save_context(tf.saved_model.SaveOptions()):
+            for function in functions.values():
+                for variable in function.get_concrete_function().variables:
+                    captured.setdefault(id(variable), variable)
         self.network_variables = list(captured.values())
         self._metadata_json = json.dumps(metadata, sort_keys=True)
         self.metadata = tf.Variable(self._metadata_json, trainable=False, name="metadata")

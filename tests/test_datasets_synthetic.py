@@ -7,8 +7,15 @@ from datasets import DatasetError, open_dataset, open_unpaired, synthetic
 from datasets.tfrecords import lod_pyramid
 
 
+@pytest.fixture
+def no_memo(monkeypatch):
+    """Every call renders (determinism tests must compare two renders, not one memo entry)."""
+    monkeypatch.setattr(synthetic, "_MEMO_BYTES", -1)
+    monkeypatch.setattr(synthetic, "_memo", type(synthetic._memo)())
+
+
 @pytest.mark.parametrize("resolution", [8, 32, 128])
-def test_shapes_deterministic_per_seed_and_different_across_seeds(resolution):
+def test_shapes_deterministic_per_seed_and_different_across_seeds(resolution, no_memo):
     images, labels = synthetic.shapes(6, resolution, seed=1)
     again, labels_again = synthetic.shapes(6, resolution, seed=1)
     other, _ = synthetic.shapes(6, resolution, seed=2)
@@ -20,7 +27,7 @@ def test_shapes_deterministic_per_seed_and_different_across_seeds(resolution):
 
 
 @pytest.mark.parametrize("resolution", [8, 32, 128])
-def test_shapes2cartoon_deterministic_per_seed_and_different_across_seeds(resolution):
+def test_shapes2cartoon_deterministic_per_seed_and_different_across_seeds(resolution, no_memo):
     a, b = synthetic.shapes2cartoon(6, resolution, seed=1)
     a2, b2 = synthetic.shapes2cartoon(6, resolution, seed=1)
     a3, b3 = synthetic.shapes2cartoon(6, resolution, seed=2)
@@ -28,6 +35,26 @@ def test_shapes2cartoon_deterministic_per_seed_and_different_across_seeds(resolu
     np.testing.assert_array_equal(b, b2)
     assert np.abs(a.astype(float) - a3).mean() > 10 and np.abs(b.astype(float) - b3).mean() > 10
     assert a.shape == b.shape == (6, resolution, resolution, 3)
+
+
+def test_small_datasets_are_rendered_once_per_process_and_read_only(monkeypatch):
+    """A run, its SWD reals and an evaluation share one render; larger ones are not kept."""
+    monkeypatch.setattr(synthetic, "_memo", type(synthetic._memo)())
+    images, labels = synthetic.shapes(7, 16, seed=11)
+    again, labels_again = synthetic.shapes(7, 16, seed=11)
+    assert again is images and labels_again is labels
+    assert not images.flags.writeable and not labels.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        images[0, 0, 0, 0] = 1
+    a, b = synthetic.shapes2cartoon(3, 16, seed=11)
+    assert synthetic.shapes2cartoon(3, 16, seed=11)[1] is b
+    assert synthetic.shapes2cartoon(3, 16, seed=11, split="test")[0] is not a
+    monkeypatch.setattr(synthetic, "_MEMO_BYTES", 7 * 16 * 16 * 3 - 1)
+    fresh, _ = synthetic.shapes(7, 16, seed=12)
+    assert synthetic.shapes(7, 16, seed=12)[0] is not fresh and fresh.flags.writeable
+    for _ in range(synthetic._MEMO_ENTRIES + 1):   # the oldest entries go first
+        synthetic.shapes2cartoon(1, 8, seed=100 + _)
+    assert len(synthetic._memo) == synthetic._MEMO_ENTRIES
 
 
 def test_images_are_structured_not_noise():
