@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import datasets
-from metrics.frechet_inception_distance import frechet_inception_distance
+from metrics.frechet_inception_distance import frechet_inception_distance, low_rank_applies
 from metrics.inception import cached_real_features
 from metrics.inception_score import inception_score
 from metrics.kernel_inception_distance import kernel_inception_distance
@@ -157,8 +157,12 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
                                                      truncation_psi),
                                    num_images, "Inception features, generated"))
         if "fid" in names:
+            # The cached statistics where the covariance route applies; small sets take the
+            # exact, cheaper route from the features (frechet_inception_distance).
+            small = low_rank_applies(len(real["features"]), len(fake["features"]),
+                                     real["features"].shape[1])
             results["fid"] = frechet_inception_distance(
-                (real["mu"], real["sigma"]), fake["features"])
+                real["features"] if small else (real["mu"], real["sigma"]), fake["features"])
         if "kid" in names:
             kid = kernel_inception_distance(real["features"], fake["features"], seed=seed)
             results.update(kid=kid["kid"], kid_std=kid["kid_std"])

@@ -11,6 +11,13 @@ eigenvalues of the symmetric positive semi-definite S1^(1/2) S2 S1^(1/2). We com
 with two symmetric eigendecompositions (numpy.linalg.eigh), which needs no scipy and stays real
 and finite when S1 or S2 is singular (fewer images than 2048 features), where sqrtm returns
 complex or non-finite values. Tiny negative eigenvalues from rounding are clipped to 0.
+
+With fewer images than features (quick evaluations: both sets have N <= D images), the features
+themselves give the trace exactly, without any D x D decomposition: with A = (X - mean) /
+sqrt(N - 1) (N x D), S = A^T A, the non-zero eigenvalues of S1 S2 are those of
+(A1 A2^T)(A1 A2^T)^T, so Tr (S1 S2)^(1/2) = sum of the singular values of A1 A2^T (N1 x N2), and
+Tr S = sum(A^2). That is O(N1 N2 D) instead of O(D^3), and free of the D - N eigenvalues that
+are zero in exact arithmetic, whose rounding the D x D route adds as sqrt(|rounding|) each.
 """
 
 import numpy as np
@@ -50,8 +57,36 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
         sigma1, sigma2)
 
 
+def low_rank_applies(num_real, num_fake, dim):
+    """Whether FID of these set sizes is computed from the features (both N <= D)."""
+    return max(num_real, num_fake) <= dim
+
+
+def _frechet_distance_low_rank(features1, features2):
+    """Frechet distance of the two sets' Gaussians (N1, D), (N2, D), N <= D: module docstring."""
+    centred = []
+    for features in (features1, features2):
+        x = np.asarray(features, np.float64)
+        centred.append((x - x.mean(axis=0)) / np.sqrt(x.shape[0] - 1.0))
+    a1, a2 = centred
+    mean_term = float(np.sum(np.square(np.mean(features1, axis=0, dtype=np.float64)
+                                       - np.mean(features2, axis=0, dtype=np.float64))))
+    trace_sqrt = float(np.sum(np.linalg.svd(a1 @ a2.T, compute_uv=False)))
+    return mean_term + float(np.sum(a1 * a1) + np.sum(a2 * a2)) - 2.0 * trace_sqrt
+
+
 def frechet_inception_distance(real_features, fake_features):
-    """FID from two feature sets (N, 2048) each (or precomputed (mu, sigma) tuples)."""
+    """FID from two feature sets (N, 2048) each (or precomputed (mu, sigma) tuples).
+
+    Two feature sets of at most D images each take the exact low-rank route (module
+    docstring); otherwise the statistics are compared as `frechet_distance` does.
+    """
+    if not isinstance(real_features, tuple) and not isinstance(fake_features, tuple):
+        real, fake = np.asarray(real_features), np.asarray(fake_features)
+        if (real.ndim == fake.ndim == 2 and real.shape[1] == fake.shape[1]
+                and min(len(real), len(fake)) >= 2
+                and low_rank_applies(len(real), len(fake), real.shape[1])):
+            return _frechet_distance_low_rank(real, fake)
     real = real_features if isinstance(real_features, tuple) else feature_statistics(real_features)
     fake = fake_features if isinstance(fake_features, tuple) else feature_statistics(fake_features)
     return frechet_distance(real[0], real[1], fake[0], fake[1])

@@ -203,6 +203,30 @@ def test_fid_from_samples_of_known_gaussians_and_singular_covariances():
     assert np.isfinite(small) and small > 0
 
 
+def test_fid_of_fewer_images_than_features_is_the_covariance_route_exactly():
+    """N <= D: FID from the features (singular values of A1 A2^T) equals the D x D covariance
+    route, which differs only by its rounding: each of its D - N zero eigenvalues contributes
+    sqrt(|rounding|) <= sqrt(D * eps64 * ||S1|| ||S2||) ~ 3e-7 here, <= 2 * 118 * 3e-7 ~ 7e-5
+    absolute on an FID of ~ 270 (rel < 3e-7 << 1e-6)."""
+    rng = np.random.RandomState(5)
+    f1, f2 = rng.randn(10, 128) * 1.5, rng.randn(12, 128) + 0.3
+    mu1, s1 = feature_statistics(f1)
+    mu2, s2 = feature_statistics(f2)
+    low_rank = frechet_inception_distance(f1, f2)
+    assert low_rank == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+    # float32 features (Inception's) are computed in float64, as the statistics are.
+    f32 = f1.astype(np.float32)
+    assert frechet_inception_distance(f32, f2) == frechet_inception_distance(
+        f32.astype(np.float64), f2)
+    # The route is symmetric and needs no D x D work: identical sets are at distance 0.
+    assert frechet_inception_distance(f1, f1) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_inception_distance(f2, f1) == pytest.approx(low_rank, rel=1e-12)
+    # More images than features: the statistics route (one code path for both argument forms).
+    g1, g2 = rng.randn(40, 16), rng.randn(40, 16) + 0.2
+    assert frechet_inception_distance(g1, g2) == frechet_inception_distance(
+        feature_statistics(g1), feature_statistics(g2))
+
+
 # ---- KID ----
 
 def ref_kid(real, fake, num_subsets, max_subset_size, seed):
