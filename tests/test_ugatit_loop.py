@@ -22,8 +22,9 @@ import run_training
 import run_translation
 from datasets import open_unpaired, synthetic
 from datasets.errors import DatasetError
-from training.checkpoints import latest_checkpoint
+from training.checkpoints import init_from, latest_checkpoint
 from training.ugatit import Options, build_networks, load_networks, open_pair, training_loop
+from training.ugatit_trainer import UGATITTrainer
 
 # 16x16 built-in pair: global D 4 layers (FQ after convs 1, 2), local D 4 layers; ticks every
 # 10 iterations, snapshots every 20.
@@ -439,3 +440,19 @@ def test_init_from_converted_official_weights(tmp_path):
         for v in network.variables:
             key = v.path.removeprefix(network.name + "/")
             np.testing.assert_array_equal(ours[key], v.numpy(), err_msg=f"{name} {key}")
+    # And they train: one iteration of the run's trainer (eager; the compiled loop after
+    # --init-from is the family-independent one test_training_loop runs) changes every network
+    # and keeps it finite.
+    options = Options(**TINY)
+    trainer = UGATITTrainer(build_networks(options), (16, 16, 3), options.total_iterations,
+                            weights=options.loss_weights(), learning_rate=options.lr)
+    loaded = {name: getattr(trainer, name) for name in converted}
+    init_from(run_dir, loaded, "ugatit", log=quiet)   # the run's ckpt-0: the converted weights
+    before = {name: [v.numpy() for v in loaded[name].trainable_variables] for name in loaded}
+    a, b = next(iter(open_pair(options).train_pipeline(16, options.minibatch)))
+    trainer.train_step((a, b), options.minibatch)
+    trainer.finish_step()
+    for name, network in loaded.items():
+        after = [v.numpy() for v in network.trainable_variables]
+        assert all(np.all(np.isfinite(x)) for x in after), name
+        assert any(np.any(x != y) for x, y in zip(after, before[name])), name
