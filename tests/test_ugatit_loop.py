@@ -411,7 +411,7 @@ def test_init_from_converted_official_weights(tmp_path):
     """A TINY run from converted UGATIT-pytorch weights (all six networks, no FQ), stopped
     before its first step: its first checkpoint holds the converted networks' variables bit
     for bit, the global discriminators' FQ dictionaries start fresh (logged), and the counter
-    is 0."""
+    is 0; networks initialised from that run folder train (one iteration)."""
     from networks import convert
     from test_convert_ugatit import discriminator_state, generator_state
     rng = np.random.RandomState(2)
