@@ -34,13 +34,17 @@ _BINOMIAL_5 = np.float32([1.0, 4.0, 6.0, 4.0, 1.0])
 _GAUSSIAN_5X5 = np.outer(_BINOMIAL_5, _BINOMIAL_5) / 256.0
 
 
+# The smallest pyramid level (NVlabs' SWD: 16x16); smaller images have no level.
+MIN_RESOLUTION = 16
+
+
 def swd_resolutions(resolution):
     """Pyramid level resolutions for an image of `resolution` rows: [R, R/2, ..., 16]."""
-    if resolution < 16:
-        raise ValueError(f"SWD needs images of at least 16x16 (one level per resolution >= 16), "
-                         f"got {resolution} rows.")
+    if resolution < MIN_RESOLUTION:
+        raise ValueError(f"SWD needs images of at least {MIN_RESOLUTION}x{MIN_RESOLUTION} (one "
+                         f"level per resolution >= {MIN_RESOLUTION}), got {resolution} rows.")
     resolutions = []
-    while resolution >= 16:
+    while resolution >= MIN_RESOLUTION:
         resolutions.append(resolution)
         resolution //= 2
     return resolutions

@@ -687,3 +687,16 @@ def test_run_metrics_measures_every_kept_snapshot_of_a_run(straight_run, tmp_pat
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"run_metrics.py: error: --snapshots: {run_dir} keeps no ckpt-50; its snapshots are "
         "48,96.")
+
+
+def test_swd_is_skipped_below_16x16():
+    """A progressive run's 4x4 / 8x8 stages (or an 8x8 run) have no SWD pyramid level: the
+    snapshot logs no SWD there instead of failing (`--metrics swd` is the default)."""
+    import types
+
+    def generate(rng, count):
+        raise AssertionError("no fakes are drawn below 16x16")
+
+    run = types.SimpleNamespace(swd_generator=lambda position: (8, generate))
+    options = types.SimpleNamespace(metrics=("swd",), swd_images=16, seed=0)
+    assert loop.SWDState(run, options)(0) == {}

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 
-from metrics.sliced_wasserstein import SlicedWassersteinDistance
+from metrics.sliced_wasserstein import MIN_RESOLUTION, SlicedWassersteinDistance
 from training import distribute
 from training.checkpoints import Checkpoints, init_from, resume_or_record
 from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
@@ -499,7 +499,9 @@ class SWDState:
     The real descriptors are computed once per resolution from `options.swd_images` training
     images (shuffled with the run's seed); the fakes come from the family's generator with a
     fixed RNG, so the value at a snapshot is the same on resume. The image count is part of the
-    key: this quick SWD is not the 16,384-image SWD of run_metrics.py.
+    key: this quick SWD is not the 16,384-image SWD of run_metrics.py. Stages (or runs) below
+    16x16 have no SWD pyramid level: nothing is logged there (a progressive run's first SWD is
+    at its 16x16 stage).
     """
 
     def __init__(self, run, options):
@@ -511,6 +513,8 @@ class SWDState:
         if source is None:
             return {}
         resolution, generate = source
+        if resolution < MIN_RESOLUTION:
+            return {}
         count, seed = self.options.swd_images, self.options.seed
         if resolution not in self.reals:
             reals = self.run.dataset.pipeline(count, resolution, dtype=tf.uint8, shuffle=True,
