@@ -573,6 +573,16 @@ def test_a_preset_of_another_model_is_a_usage_error_before_any_run_folder(capsys
     assert not out.exists()
 
 
+def test_resuming_a_run_of_a_preset_the_model_no_longer_has_is_one_line(capsys, tmp_path):
+    """A StyleGAN run written with --config f (StyleGAN2's, before the presets were per model)."""
+    values = json.loads(TrainingOptions(model="stylegan").to_json())
+    (tmp_path / "training_options.json").write_text(json.dumps({**values, "config": "f"}))
+    assert run_cli(["--resume", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --resume: --config 'f' is a stylegan2 preset; stylegan presets "
+        "are demo, ffhq."]
+
+
 def test_config_help_lists_each_models_presets():
     """--help names every preset of each StyleGAN-family model (the table in training/stylegan.py)
     and no model offers another's."""

@@ -155,6 +155,11 @@ class TrainingOptions(RunOptions):
     sq_cbi_batch: int = 0              # Images per CBI step; 0 = all.
     num_images: int = 0                # Use only this many training images (0 = all).
 
+    def __post_init__(self):
+        # Also catches a run folder written before the presets were per model (a StyleGAN or
+        # ProGAN run of --config e / f): its networks cannot be rebuilt from today's presets.
+        config_preset(self.model, self.config)
+
     # -- derived -----------------------------------------------------------------------------
 
     def preset(self, name):
