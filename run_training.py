@@ -49,7 +49,8 @@ POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = ((lambda v: v > 0), "> 0"), ((lambda v: v
 DECAY = ((lambda v: 0 <= v < 1), "in [0, 1) (0 = the model's default)")
 FLAG_RANGES = {
     "resolution": NON_NEGATIVE, "kimg": POSITIVE, "batch": NON_NEGATIVE, "lr": NON_NEGATIVE,
-    "initial-resolution": ((lambda v: v >= 4 and v & (v - 1) == 0), "a power of two >= 4"),
+    "initial-resolution": ((lambda v: v == 0 or v >= 4 and v & (v - 1) == 0),
+                           "a power of two >= 4 (0 = the preset's)"),
     "stabilize-kimg": NON_NEGATIVE, "transition-kimg": POSITIVE,
     "fq-num-embeddings": NON_NEGATIVE, "fq-decay": DECAY, "fq-alpha": NON_NEGATIVE,
     "fq-warmup-kimg": NON_NEGATIVE, "num-images": NON_NEGATIVE, "sq-dim": AT_LEAST_ONE,
@@ -68,11 +69,13 @@ def define_flags(fv=FLAGS):
     d = dict(flag_values=fv)
     flags.DEFINE_enum("model", "stylegan2", list(FAMILIES), "Model family.", **d)
     flags.DEFINE_string("config", "demo",
-                        "Preset. demo: CPU-sized (the default for every model). ProGAN / StyleGAN "
-                        "/ StyleGAN2: e or f (StyleGAN2 paper configs: fmap_base 8192 / 16384, "
-                        "gamma 100 / 10). StyleGAN2: limited (stylegan2-ada paper256, for "
-                        "100-5,000 images; add --sq for SQ-GAN). U-GAT-IT: official. BigGAN: "
-                        "cifar10, cifar100, imagenet64.", **d)
+                        "Preset of the model's official settings (a preset of another model is "
+                        "an error). Every model: demo (CPU-sized, the default). stylegan2: e, f "
+                        "(StyleGAN2 config-e / config-f), limited (stylegan2-ada paper256, for "
+                        "100-5,000 images; add --sq for SQ-GAN). stylegan: ffhq (NVlabs/stylegan "
+                        "FFHQ, one GPU). progan: celebahq (progressive_growing_of_gans "
+                        "CelebA-HQ, one GPU). ugatit: official. biggan: cifar10, cifar100, "
+                        "imagenet64.", **d)
     flags.DEFINE_string("dataset", "shapes",
                         "Dataset folder (NVlabs TFRecords, see `python -m datasets.prepare`) or a "
                         "built-in synthetic dataset name (shapes).", **d)
@@ -81,14 +84,20 @@ def define_flags(fv=FLAGS):
                          "0 = the dataset's full resolution.", **d)
     flags.DEFINE_boolean("conditional", False, "Condition G and D on the dataset's labels.", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
-                       "(default 30 for --config demo, 25000 otherwise).", **d)
-    flags.DEFINE_integer("batch", 0, "Global minibatch (0 = preset: 16 demo, 32 e/f, 64 limited).", **d)
-    flags.DEFINE_float("lr", 0.0, "Learning rate of G and D (0 = preset: 0.002).", **d)
-    flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10).", **d)
+                       "(default: the preset's, 24 demo, 12000 celebahq, 25000 otherwise).", **d)
+    flags.DEFINE_integer("batch", 0, "Global minibatch at every resolution (0 = preset: 16 demo, "
+                         "32 e/f, 64 limited; ffhq / celebahq per resolution, 128 at 4-16 down "
+                         "to 4 at 512 and above).", **d)
+    flags.DEFINE_float("lr", 0.0, "Learning rate of G and D at every resolution (0 = preset: "
+                       "0.002 demo/e/f, 0.0025 limited; ffhq 0.001 up to 64, then 0.0015, "
+                       "0.002, 0.003; celebahq 0.001, 0.0015 at 1024).", **d)
+    flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10, "
+                       "limited 1, ffhq 10; ProGAN has no R1).", **d)
     flags.DEFINE_boolean("mirror", False, "Mirror augmentation (random left-right flips).", **d)
     flags.DEFINE_boolean("progressive", False, "StyleGAN2 with progressive growing "
                          "(ProGAN and StyleGAN always grow).", **d)
-    flags.DEFINE_integer("initial-resolution", 8, "First resolution of progressive growing.", **d)
+    flags.DEFINE_integer("initial-resolution", 0, "First resolution of progressive growing "
+                         "(0 = preset: 4 celebahq, 8 otherwise).", **d)
     flags.DEFINE_float("stabilize-kimg", 600.0, "kimg per stabilisation phase.", **d)
     flags.DEFINE_float("transition-kimg", 600.0, "kimg per fade-in phase.", **d)
     flags.DEFINE_string("fq-blocks", None,

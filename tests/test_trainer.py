@@ -286,3 +286,37 @@ def test_progan_conditional_trainer_step_runs_with_auxiliary_classifier():
     assert np.isfinite(float(sums["d_gradient_penalty"]))
     assert all(np.isfinite(float(v)) for v in sums.values())
     assert "lod" in means
+
+
+def test_gs_beta_per_step_or_from_the_half_life():
+    """Gs decay per step: ProGAN's fixed G_smoothing 0.999 whatever the minibatch; StyleGAN's
+    0.5^(minibatch / (g_ema_kimg * 1000)); stylegan2-ada's ramp-up caps the half-life at
+    rampup * images seen. float64, compared to 1e-15."""
+    progan_ema = LossSettings("wgan_gp", g_ema_kimg=0.0, g_ema_beta=0.999)
+    for batch, nimg in ((128, 0), (4, 10_000_000)):
+        assert float(progan_ema.g_ema_beta_at(batch, nimg)) == 0.999
+    half_life = LossSettings("logistic", g_ema_kimg=10.0)
+    for batch in (4, 32, 128):
+        assert abs(float(half_life.g_ema_beta_at(batch, 0)) - 0.5 ** (batch / 10_000)) < 1e-15
+    rampup = LossSettings("logistic", g_ema_kimg=10.0, g_ema_rampup=0.05)
+    # After 1000 + 16 images the half-life is 0.05 * 1016 = 50.8 images; later the 10 kimg.
+    assert abs(float(rampup.g_ema_beta_at(16, 1000)) - 0.5 ** (16 / 50.8)) < 1e-15
+    assert abs(float(rampup.g_ema_beta_at(16, 10 ** 6)) - 0.5 ** (16 / 10_000)) < 1e-15
+    with pytest.raises(ValueError, match="g_ema_beta must be in"):
+        LossSettings("wgan_gp", g_ema_beta=1.0)
+
+
+def test_finish_step_averages_gs_with_the_fixed_progan_beta():
+    """Gs <- G + (Gs - G) * 0.999 with LossSettings(g_ema_beta=0.999), any minibatch."""
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D, loss=LossSettings("logistic", g_ema_beta=0.999))
+    trainable = [i for i, w in enumerate(G.weights) if w.trainable]
+    before = [trainer.Gs.weights[i].numpy().copy() for i in trainable]
+    for i in trainable:
+        G.weights[i].assign(G.weights[i] + 1.0)
+    trainer.finish_step(128)
+    for k, i in enumerate(trainable):
+        g = G.weights[i].numpy()
+        # One lerp in float32 (<= 2 ulps), beta rounded to float32: rtol 1e-6, atol 1e-6.
+        np.testing.assert_allclose(trainer.Gs.weights[i].numpy(), g + (before[k] - g) * 0.999,
+                                   rtol=1e-6, atol=1e-6)

@@ -279,7 +279,12 @@ def run_cli(argv):
     (["--config", "cifar10"], "--config 'cifar10': stylegan2 presets are demo, e, f, limited."),
     (["--config", "limited", "--batch", "36"], "--batch 36: must be a multiple of the "
                                                "minibatch-stddev group size 8"),
-    (["--config", "limited", "--model", "stylegan"], "--config limited is a StyleGAN2 preset"),
+    (["--config", "limited", "--model", "stylegan"],
+     "--config 'limited' is a stylegan2 preset; stylegan presets are demo, ffhq."),
+    (["--config", "f", "--model", "progan"],
+     "--config 'f' is a stylegan2 preset; progan presets are demo, celebahq."),
+    (["--config", "celebahq"],
+     "--config 'celebahq' is a progan preset; stylegan2 presets are demo, e, f, limited."),
     (["--xla", "--strategy", "mirrored"], "--xla works with --strategy default only"),
     (["--cpu-replicas", "2"], "--cpu-replicas needs --strategy mirrored"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a dataset folder"),
@@ -490,12 +495,109 @@ def test_limited_config_is_stylegan2_ada_paper256():
     assert [D.channels[r] for r in (32, 64, 128, 256)] == [512, 256, 128, 64]
 
 
-def test_progressive_paper_configs_use_the_official_per_resolution_schedule():
-    schedule = TrainingOptions(model="stylegan", config="f", resolution=256).schedule()
-    assert [schedule.minibatch_at(r) for r in (8, 32, 128, 256)] == [128, 64, 16, 8]
-    assert [schedule.learning_rate_at(r) for r in (64, 128, 256)] == [0.001, 0.0015, 0.002]
-    fixed = TrainingOptions(model="stylegan", config="f", resolution=256, batch=32, learning_rate=0.003)
-    assert fixed.schedule().minibatch_at(8) == 32 and fixed.schedule().learning_rate_at(256) == 0.003
+# Channels per resolution of ProGAN's and StyleGAN's official networks at 256^2 (fmap_base 8192).
+OFFICIAL_WIDTHS_256 = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64}
+
+
+def test_stylegan_ffhq_preset_is_nvlabs_stylegan_ffhq_one_gpu():
+    """--model stylegan --config ffhq = NVlabs/stylegan train.py (FFHQ, -1gpu) and
+    networks_stylegan.py: fmap_base 8192, fmap_max 512, 512-d z and w, 8 mapping layers, R1
+    gamma 10, growing from 8^2, Gs half-life 10 kimg without ramp-up, 25000 kimg."""
+    from training.stylegan import build_networks
+    options = TrainingOptions(model="stylegan", config="ffhq", resolution=256)
+    loss = options.loss_settings()
+    assert (loss.kind, loss.r1_gamma, loss.g_ema_kimg, loss.g_ema_rampup, loss.g_ema_beta) == (
+        "logistic", 10.0, 10.0, 0.0, 0.0)
+    assert (options.first_resolution, options.preset("kimg")) == (8, 25000.0)
+    G, D = build_networks(options, 3, 0)
+    assert (G.z_dim, G.w_dim, G.get_config()["mapping_layers"]) == (512, 512, 8)
+    # nf(s) = min(8192 / 2^s, 512): 512 channels up to 32^2, then 256, 128, 64 (config-f's
+    # 16384 would double every width from 64^2 on).
+    assert G.synthesis.channels == D.channels == OFFICIAL_WIDTHS_256
+    assert D.get_config()["mbstd_group_size"] == 4
+
+
+def test_progan_celebahq_preset_is_progressive_growing_of_gans_preset_v2_1gpu():
+    """--model progan --config celebahq = progressive_growing_of_gans config.py (CelebA-HQ,
+    preset-v2-1gpu) and networks.py / train.py / loss.py defaults: fmap_base 8192, fmap_max 512,
+    latent 512, growing from 4^2, WGAN-GP (lambda 10, drift 0.001, target 1), Gs beta 0.999 per
+    step (G_smoothing), 12000 kimg."""
+    from training.stylegan import build_networks
+    options = TrainingOptions(model="progan", config="celebahq", resolution=256)
+    loss = options.loss_settings()
+    assert (loss.kind, loss.wgan_lambda, loss.wgan_epsilon, loss.wgan_target, loss.r1_gamma) == (
+        "wgan_gp", 10.0, 0.001, 1.0, 0.0)
+    assert float(loss.g_ema_beta_at(128, 0)) == float(loss.g_ema_beta_at(4, 10 ** 7)) == 0.999
+    assert (options.first_resolution, options.preset("kimg")) == (4, 12000.0)
+    G, D = build_networks(options, 3, 0)
+    assert G.latent_size == 512
+    assert G.channels == D.channels == OFFICIAL_WIDTHS_256
+    assert D.get_config()["mbstd_group_size"] == 4
+
+
+@pytest.mark.parametrize("model, config, minibatch, learning_rate", [
+    # NVlabs/stylegan train.py, FFHQ -1gpu: minibatch_base 4; G/D_lrate_dict.
+    ("stylegan", "ffhq", {8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4},
+     {8: 0.001, 64: 0.001, 128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}),
+    # progressive_growing_of_gans config.py, preset-v2-1gpu: minibatch_base 4; lrate {1024: 0.0015}.
+    ("progan", "celebahq", {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4,
+                            1024: 4},
+     {4: 0.001, 128: 0.001, 512: 0.001, 1024: 0.0015}),
+])
+def test_progressive_presets_schedule_the_official_minibatch_and_lr(model, config, minibatch,
+                                                                     learning_rate):
+    """The schedule of a 1024^2 run: minibatch and lr at each stage as the official code's
+    TrainingSchedule (the higher resolution's during a fade); --batch / --lr fix them."""
+    schedule = TrainingOptions(model=model, config=config, resolution=1024).schedule()
+    assert {r: schedule.minibatch_at(r) for r in minibatch} == minibatch
+    assert {r: schedule.learning_rate_at(r) for r in learning_rate} == learning_rate
+    first = 4 if model == "progan" else 8
+    assert schedule.initial_resolution == first
+    # The first segment, the first fade (to 2 * first, at 600 kimg) and the last stretch.
+    segments = [schedule.segment_at(k) for k in (0.0, 600.0, 1e6)]
+    assert [(s.resolution, s.minibatch, s.learning_rate, s.fading) for s in segments] == [
+        (first, minibatch[first], learning_rate.get(first, 0.001), False),
+        (2 * first, minibatch[2 * first], 0.001, True), (1024, 4, learning_rate[1024], False)]
+    fixed = TrainingOptions(model=model, config=config, resolution=256, batch=32,
+                            learning_rate=0.003).schedule()
+    assert fixed.minibatch_at(8) == fixed.minibatch_at(256) == 32
+    assert fixed.learning_rate_at(8) == fixed.learning_rate_at(256) == 0.003
+
+
+def test_a_preset_of_another_model_is_a_usage_error_before_any_run_folder(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(["--model", "stylegan", "--config", "f", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --config 'f' is a stylegan2 preset; stylegan presets are "
+        "demo, ffhq."]
+    assert not out.exists()
+
+
+def test_resuming_a_run_of_a_preset_the_model_no_longer_has_is_one_line(capsys, tmp_path):
+    """A StyleGAN run written with --config f (StyleGAN2's, before the presets were per model)."""
+    values = json.loads(TrainingOptions(model="stylegan").to_json())
+    (tmp_path / "training_options.json").write_text(json.dumps({**values, "config": "f"}))
+    assert run_cli(["--resume", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "run_training.py: error: --resume: --config 'f' is a stylegan2 preset; stylegan presets "
+        "are demo, ffhq."]
+
+
+def test_config_help_lists_each_models_presets():
+    """--help names every preset of each StyleGAN-family model (the table in training/stylegan.py)
+    and no model offers another's."""
+    from training.stylegan import CONFIG_PRESETS
+    fv = flags.FlagValues()
+    run_training.define_flags(fv)
+    text = " ".join(fv["config"].help.split())
+    wording = {"stylegan2": "stylegan2: e, f (StyleGAN2 config-e / config-f), limited",
+               "stylegan": "stylegan: ffhq", "progan": "progan: celebahq"}
+    for model, presets in CONFIG_PRESETS.items():
+        assert list(presets)[0] == "demo" and wording[model] in text
+        assert [p for p in presets if p != "demo"] == [
+            w.strip(",") for w in wording[model].split(": ")[1].split()
+            if w.strip(",") in presets]
+    assert "Every model: demo" in text
 
 
 def test_demo_snapshots_every_two_ticks_unless_told():

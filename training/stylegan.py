@@ -25,29 +25,8 @@ from training.schedule import ProgressiveSchedule
 from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, SQSettings
 
 MODELS = ("progan", "stylegan", "stylegan2")
-CONFIGS = ("demo", "e", "f", "limited")
 FQ_PRESETS = ("official", "paper")
 
-# Network widths and loss settings per --config. "demo" is sized for a CPU: small widths and a
-# 2-layer mapping, so the default run finishes in minutes; "e" and "f" are the StyleGAN2 paper's.
-# "limited" (StyleGAN2 only) is stylegan2-ada-pytorch's `--cfg paper256`, the network its paper
-# trains on 1k-5k image subsets (FFHQ, MetFaces, BreCaHAD at 256^2): half config-f's widths,
-# batch 64, lr 0.0025, gamma 1, a 20 kimg G_ema half-life and minibatch-stddev groups of 8.
-# g_ema_kimg is the Gs half-life; mbstd_group the minibatch-stddev group size of D.
-CONFIG_PRESETS = {
-    "demo": dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
-                 learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05,
-                 mbstd_group=4),
-    "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=100.0, g_ema_kimg=10.0, g_ema_rampup=0.0,
-              mbstd_group=4),
-    "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
-              learning_rate=0.002, r1_gamma=10.0, g_ema_kimg=10.0, g_ema_rampup=0.0,
-              mbstd_group=4),
-    "limited": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=64,
-                    learning_rate=0.0025, r1_gamma=1.0, g_ema_kimg=20.0, g_ema_rampup=0.0,
-                    mbstd_group=8),
-}
 # The demo's length and snapshot cadence (the README's first command): a few minutes on a 2-core
 # CPU, sample grids at DEMO_SNAPSHOT_TICKS x --tick-kimg 4 kimg intervals and at the end.
 # 24 kimg: in the 30-kimg demo the snapshot SWD (x1e3, 256 samples) read 138 / 100 / 119 / 84 /
@@ -57,11 +36,71 @@ CONFIG_PRESETS = {
 # the preset keeps the reference's 0.002.
 DEMO_KIMG = 24.0
 DEMO_SNAPSHOT_TICKS = 2
-# ProGAN / StyleGAN FFHQ schedule (NVlabs stylegan train.py, one GPU): per-resolution minibatch
-# and learning rate.
+# One GPU's per-resolution minibatch of ProGAN (progressive_growing_of_gans config.py,
+# preset-v2-1gpu) and StyleGAN (stylegan train.py, FFHQ -1gpu): the same table in both.
 PROGRESSIVE_MINIBATCH = ((4, 128), (8, 128), (16, 128), (32, 64), (64, 32), (128, 16), (256, 8),
                          (512, 4))
-PROGRESSIVE_LEARNING_RATE = ((128, 0.0015), (256, 0.002), (512, 0.003), (1024, 0.003))
+
+# --config presets per model (CONFIG_PRESETS[model][config]); PRESET_DEFAULTS fills in what a
+# preset leaves out. Every model has "demo" (the default): sized for a CPU, small widths and a
+# 2-layer mapping, so the default run finishes in minutes. The others are each family's official
+# code (sources in the README's Training section):
+#   stylegan2 e, f: the StyleGAN2 paper's config-e / config-f (NVlabs/stylegan2 run_training.py).
+#   stylegan2 limited: stylegan2-ada-pytorch's `--cfg paper256`, the network its paper trains on
+#     1k-5k image subsets (FFHQ, MetFaces, BreCaHAD at 256^2): half config-f's widths, batch 64,
+#     lr 0.0025, gamma 1, a 20 kimg G_ema half-life and minibatch-stddev groups of 8.
+#   stylegan ffhq: NVlabs/stylegan train.py's FFHQ config on one GPU (growing from 8^2).
+#   progan celebahq: progressive_growing_of_gans config.py's CelebA-HQ preset-v2-1gpu (from 4^2).
+# Fields: fmap_base / fmap_max / latent_dim / mapping_layers (mapping: StyleGAN and StyleGAN2
+# only), batch (the minibatch where minibatch_dict has no entry), learning_rate (likewise, with
+# learning_rate_dict), r1_gamma (logistic losses only), Gs EMA: g_ema_kimg (half-life),
+# g_ema_rampup (stylegan2-ada's ramp-up, 0 = off) or g_ema_beta (> 0: a fixed per-step beta,
+# ProGAN's G_smoothing), mbstd_group (D's minibatch-stddev group), initial_resolution (of
+# progressive growing), kimg (the run's length).
+PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_group=4,
+                       initial_resolution=8, minibatch_dict=(), learning_rate_dict=(),
+                       kimg=25000.0)
+DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
+            learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
+CONFIG_PRESETS = {
+    "stylegan2": {
+        "demo": DEMO,
+        "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
+                  learning_rate=0.002, r1_gamma=100.0, g_ema_kimg=10.0),
+        "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
+                  learning_rate=0.002, r1_gamma=10.0, g_ema_kimg=10.0),
+        "limited": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=64,
+                        learning_rate=0.0025, r1_gamma=1.0, g_ema_kimg=20.0, mbstd_group=8),
+    },
+    "stylegan": {
+        "demo": DEMO,
+        "ffhq": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=4,
+                     minibatch_dict=PROGRESSIVE_MINIBATCH, learning_rate=0.001,
+                     learning_rate_dict=((128, 0.0015), (256, 0.002), (512, 0.003),
+                                         (1024, 0.003)),
+                     r1_gamma=10.0, g_ema_kimg=10.0, initial_resolution=8),
+    },
+    "progan": {
+        "demo": DEMO,
+        "celebahq": dict(fmap_base=8192, fmap_max=512, latent_dim=512, batch=4,
+                         minibatch_dict=PROGRESSIVE_MINIBATCH, learning_rate=0.001,
+                         learning_rate_dict=((1024, 0.0015),), g_ema_beta=0.999,
+                         initial_resolution=4, kimg=12000.0),
+    },
+}
+
+
+def config_preset(model, config):
+    """The --config preset of a model, every field filled in (ValueError naming the model's
+    presets if it has no such preset)."""
+    if config not in CONFIG_PRESETS[model]:
+        owners = [m for m in MODELS if config in CONFIG_PRESETS[m]]
+        known = f" is a {' / '.join(owners)} preset;" if owners else ":"
+        raise ValueError(f"--config {config!r}{known} {model} presets are "
+                         f"{', '.join(CONFIG_PRESETS[model])}.")
+    return {**PRESET_DEFAULTS, **CONFIG_PRESETS[model][config]}
+
+
 # Official FQ settings per model (fq-official.md); ProGAN has no official FQ: StyleGAN v1's.
 FQ_DEFAULTS = {"progan": progan.FQ_DEFAULTS, "stylegan": stylegan.FQ_DEFAULTS,
                "stylegan2": stylegan2.FQ_DEFAULTS}
@@ -87,7 +126,7 @@ class TrainingOptions(RunOptions):
     mirror: bool = False
     # Progressive growing (always on for ProGAN / StyleGAN; an option for StyleGAN2).
     progressive: bool = False
-    initial_resolution: int = 8
+    initial_resolution: int = 0        # 0 = preset (ProGAN celebahq 4, otherwise 8).
     stabilize_kimg: float = 600.0
     transition_kimg: float = 600.0
     # Feature quantization.
@@ -116,10 +155,15 @@ class TrainingOptions(RunOptions):
     sq_cbi_batch: int = 0              # Images per CBI step; 0 = all.
     num_images: int = 0                # Use only this many training images (0 = all).
 
+    def __post_init__(self):
+        # Also catches a run folder written before the presets were per model (a StyleGAN or
+        # ProGAN run of --config e / f): its networks cannot be rebuilt from today's presets.
+        config_preset(self.model, self.config)
+
     # -- derived -----------------------------------------------------------------------------
 
     def preset(self, name):
-        return CONFIG_PRESETS[self.config][name]
+        return config_preset(self.model, self.config)[name]
 
     @property
     def minibatch(self):
@@ -133,25 +177,29 @@ class TrainingOptions(RunOptions):
     def is_progressive(self):
         return self.model != "stylegan2" or self.progressive
 
+    @property
+    def first_resolution(self):
+        """The resolution training starts at: the dataset's without progressive growing."""
+        if not self.is_progressive:
+            return self.resolution
+        return self.initial_resolution or self.preset("initial_resolution")
+
     def schedule(self):
-        initial = self.initial_resolution if self.is_progressive else self.resolution
-        minibatch_dict, lr_dict, lr_base = (), (), self.lr
-        if self.model != "stylegan2" and self.config != "demo":
-            # ProGAN / StyleGAN: the official per-resolution settings (FFHQ, one GPU) unless
-            # --batch / --lr fix them.
-            minibatch_dict = () if self.batch else PROGRESSIVE_MINIBATCH
-            lr_dict = () if self.learning_rate else PROGRESSIVE_LEARNING_RATE
-            lr_base = self.learning_rate or 0.001
+        # The preset's per-resolution minibatch and learning rate, unless --batch / --lr fix them.
         return ProgressiveSchedule(
-            resolution=self.resolution, initial_resolution=min(initial, self.resolution),
+            resolution=self.resolution,
+            initial_resolution=min(self.first_resolution, self.resolution),
             stabilize_kimg=self.stabilize_kimg, transition_kimg=self.transition_kimg,
-            minibatch_base=self.minibatch, minibatch_dict=minibatch_dict,
-            learning_rate_base=lr_base, learning_rate_dict=lr_dict)
+            minibatch_base=self.minibatch,
+            minibatch_dict=() if self.batch else self.preset("minibatch_dict"),
+            learning_rate_base=self.lr,
+            learning_rate_dict=() if self.learning_rate else self.preset("learning_rate_dict"))
 
     def loss_settings(self):
         loss = dataclasses.replace(LOSS_PRESETS[self.model],
                                    g_ema_kimg=self.preset("g_ema_kimg"),
-                                   g_ema_rampup=self.preset("g_ema_rampup"))
+                                   g_ema_rampup=self.preset("g_ema_rampup"),
+                                   g_ema_beta=self.preset("g_ema_beta"))
         if loss.r1_gamma > 0:
             gamma = self.r1_gamma if self.r1_gamma >= 0 else self.preset("r1_gamma")
             loss = dataclasses.replace(loss, r1_gamma=gamma)
@@ -235,12 +283,10 @@ Options = TrainingOptions
 
 def options_from_flags(fv):
     """TrainingOptions from parsed flags; raises app.UsageError on impossible settings."""
-    if fv.config not in CONFIGS:
-        raise app.UsageError(f"--config {fv.config!r}: {fv.model} presets are "
-                             f"{', '.join(CONFIGS)}.")
-    if fv.config == "limited" and fv.model != "stylegan2":
-        raise app.UsageError(f"--config limited is a StyleGAN2 preset (stylegan2-ada's paper256); "
-                             f"use --model stylegan2, or --config e / f for {fv.model}.")
+    try:
+        preset = config_preset(fv.model, fv.config)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     blocks = fv["fq-blocks"].value
     if blocks is None:
         fq_blocks = None  # the model's official blocks, resolved against the resolution later
@@ -256,7 +302,7 @@ def options_from_flags(fv):
     if set(metrics) - {"swd"}:
         raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "
                              "training only swd is available (run_metrics.py does the rest).")
-    kimg = fv.kimg if fv.kimg is not None else (DEMO_KIMG if fv.config == "demo" else 25000.0)
+    kimg = fv.kimg if fv.kimg is not None else preset["kimg"]
     # The demo snapshots every DEMO_SNAPSHOT_TICKS ticks, so a short run shows its progress in
     # several sample grids; other configs keep the flag's default (NVlabs-style long runs).
     snapshot_ticks = fv["snapshot-ticks"].value

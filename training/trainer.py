@@ -61,12 +61,31 @@ class LossSettings:
     g_ema_kimg: float = 10.0        # Gs half-life in kimg: beta = 0.5^(batch / (kimg * 1000)).
     g_ema_rampup: float = 0.0       # > 0: half-life <= rampup * images seen (stylegan2-ada's
                                     # short-run fix, 0.05 there); 0 = off (the paper configs).
+    g_ema_beta: float = 0.0         # > 0: this beta every step instead of the half-life
+                                    # (ProGAN's G_smoothing 0.999); 0 = the half-life.
 
     def __post_init__(self):
         if self.kind not in ("wgan_gp", "logistic"):
             raise ValueError(f"LossSettings: kind must be 'wgan_gp' or 'logistic', got {self.kind!r}.")
         if self.r1_interval < 1 or self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError("LossSettings: intervals and pl_batch_shrink must be >= 1.")
+        if not 0 <= self.g_ema_beta < 1:
+            raise ValueError(f"LossSettings: g_ema_beta must be in [0, 1), got {self.g_ema_beta}.")
+
+    def g_ema_beta_at(self, global_batch, nimg):
+        """Gs decay beta of the step that shows `global_batch` images after `nimg` (float64).
+
+        ProGAN: the fixed g_ema_beta. StyleGAN / StyleGAN2: 0.5^(global_batch / half-life), the
+        half-life g_ema_kimg * 1000 images, with the ramp-up at most g_ema_rampup * (nimg +
+        global_batch) images.
+        """
+        if self.g_ema_beta > 0:
+            return tf.constant(self.g_ema_beta, tf.float64)
+        half_life = tf.constant(self.g_ema_kimg * 1000.0, tf.float64)
+        if self.g_ema_rampup > 0:
+            seen = tf.cast(nimg + global_batch, tf.float64)
+            half_life = tf.minimum(half_life, seen * self.g_ema_rampup)
+        return 0.5 ** (tf.cast(global_batch, tf.float64) / tf.maximum(half_life, 1e-8))
 
     @property
     def lazy_r1(self):
@@ -222,12 +241,8 @@ class GANTrainer(keras.Model):
 
     def finish_step(self, global_batch):
         """Cross-replica part of an iteration: Gs EMA and the image counter."""
-        half_life = tf.constant(self.loss_settings.g_ema_kimg * 1000.0, tf.float64)
-        if self.loss_settings.g_ema_rampup > 0:
-            seen = tf.cast(self.nimg + global_batch, tf.float64)
-            half_life = tf.minimum(half_life, seen * self.loss_settings.g_ema_rampup)
-        beta = tf.cast(0.5 ** (global_batch / tf.maximum(half_life, 1e-8)), tf.float32)
-        self.copy_to_gs(beta)
+        beta = self.loss_settings.g_ema_beta_at(global_batch, self.nimg)
+        self.copy_to_gs(tf.cast(beta, tf.float32))
         self.nimg.assign_add(global_batch)
 
     @property
