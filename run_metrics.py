@@ -217,13 +217,13 @@ def _measure_snapshots(snapshots, generator, reals, names, inception, fv, cache_
     num_images = {"fid": fv["num-images"].value, "kid": fv["num-images"].value,
                   "is": fv["num-images"].value, "ms_ssim": fv["ms-ssim-images"].value,
                   "swd": min(fv["swd-images"].value, reals.num_images)}
-    rows = []
+    rows, reals_memo = [], {}
     for snapshot, kimg, path in snapshots:
         generator = generator or evaluate.Generator(path)
         results, seconds = evaluate.compute_metrics(
             generator, reals, names, inception, fv["num-images"].value,
             fv["swd-images"].value, fv["ms-ssim-images"].value, fv.trunc, fv.seed, fv.batch,
-            cache_dir)
+            cache_dir, reals_memo=reals_memo)
         files = evaluate.append_metric_records(
             run_dir, names, results, seconds, num_images, snapshot=snapshot, kimg=kimg,
             checkpoint=os.path.abspath(path), dataset=fv.dataset, truncation_psi=fv.trunc,

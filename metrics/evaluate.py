@@ -128,7 +128,7 @@ def streamed_ms_ssim(batches):
 
 def compute_metrics(generator, reals, names, inception=None, num_images=50000, swd_images=16384,
                     ms_ssim_images=10000, truncation_psi=1.0, seed=0, batch_size=32,
-                    cache_dir=None, log=print, progress=None):
+                    cache_dir=None, log=print, progress=None, reals_memo=None):
     """Computes the requested metrics; returns {metric: value} (floats) and timings.
 
     Args:
@@ -138,11 +138,14 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
       inception: metrics.InceptionV3, needed for fid, kid and is.
       progress: None, or `cli_common.progress` (batches, total, what, count=len) -> batches,
         which shows a progress line for every image set read.
+      reals_memo: None, or a dict kept across calls with the same reals and settings (the
+        snapshots of one run): the real images' SWD descriptors and MS-SSIM are computed once.
     """
     def shown(batches, total, what):
         return batches if progress is None else progress(batches, total, what, count=len)
 
     results, seconds = {}, {}
+    memo = {} if reals_memo is None else reals_memo
     # Each metric draws its own latents (seed + offset), so adding a metric changes no other.
     if any(name in names for name in INCEPTION_METRICS):
         start = time.time()
@@ -178,7 +181,15 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
         count = min(swd_images, reals.num_images)
         swd = SlicedWassersteinDistance(reals.resolution, seed=seed,
                                                 minibatch_size=batch_size)
-        real_desc = swd.descriptors(shown(reals.batches(count, batch_size), count, "SWD, reals"))
+        key = ("swd", count, batch_size, seed)
+        if key not in memo:
+            real_desc = swd.descriptors(shown(reals.batches(count, batch_size), count,
+                                              "SWD, reals"))
+            # With the RNG state after the reals' patches: the fakes' patches and the
+            # directions continue from it, as when the reals are read again.
+            memo[key] = (real_desc, swd.rng.get_state())
+        real_desc, state = memo[key]
+        swd.rng.set_state(state)
         fake_desc = swd.descriptors(shown(
             generator.batches(count, seed + 1, batch_size, truncation_psi), count,
             "SWD, generated"))
@@ -190,8 +201,11 @@ def compute_metrics(generator, reals, names, inception=None, num_images=50000, s
             generator.batches(ms_ssim_images, seed + 2, batch_size, truncation_psi),
             ms_ssim_images, "MS-SSIM, generated"))
         real_count = min(ms_ssim_images, reals.num_images) // 2 * 2
-        results["ms_ssim_reals"] = streamed_ms_ssim(shown(
-            reals.batches(real_count, batch_size), real_count, "MS-SSIM, reals"))
+        key = ("ms_ssim", real_count, batch_size)
+        if key not in memo:
+            memo[key] = streamed_ms_ssim(shown(reals.batches(real_count, batch_size),
+                                               real_count, "MS-SSIM, reals"))
+        results["ms_ssim_reals"] = memo[key]
         seconds["ms_ssim"] = time.time() - start
     return results, seconds
 

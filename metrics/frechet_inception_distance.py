@@ -64,13 +64,13 @@ def low_rank_applies(num_real, num_fake, dim):
 
 def _frechet_distance_low_rank(features1, features2):
     """Frechet distance of the two sets' Gaussians (N1, D), (N2, D), N <= D: module docstring."""
-    centred = []
+    means, centred = [], []
     for features in (features1, features2):
         x = np.asarray(features, np.float64)
-        centred.append((x - x.mean(axis=0)) / np.sqrt(x.shape[0] - 1.0))
+        means.append(x.mean(axis=0))
+        centred.append((x - means[-1]) / np.sqrt(x.shape[0] - 1.0))
     a1, a2 = centred
-    mean_term = float(np.sum(np.square(np.mean(features1, axis=0, dtype=np.float64)
-                                       - np.mean(features2, axis=0, dtype=np.float64))))
+    mean_term = float(np.sum(np.square(means[0] - means[1])))
     trace_sqrt = float(np.sum(np.linalg.svd(a1 @ a2.T, compute_uv=False)))
     return mean_term + float(np.sum(a1 * a1) + np.sum(a2 * a2)) - 2.0 * trace_sqrt
 

@@ -11,7 +11,6 @@ import sys
 import sysconfig
 import zipfile
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,9 +121,8 @@ def test_pip_install_gives_fq_keras_alone_importable_outside_the_checkout(tmp_pa
     a copy of the checkout (an in-tree build would leave build/ and *.egg-info behind),
     installed without dependencies into a fresh venv that sees this environment's TensorFlow
     through a .pth file, imported from a folder outside the checkout."""
-    for tool in ("setuptools", "wheel"):
-        if importlib.util.find_spec(tool) is None:
-            pytest.skip(f"building a wheel offline needs {tool} (requirements-test.txt)")
+    for tool in ("setuptools", "wheel"):   # requirements-test.txt installs both
+        assert importlib.util.find_spec(tool) is not None, f"building a wheel offline needs {tool}"
     source, dist, venv, elsewhere = (tmp_path / n for n in ("src", "dist", "venv", "elsewhere"))
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
