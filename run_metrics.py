@@ -223,7 +223,7 @@ def _measure_snapshots(snapshots, generator, reals, names, inception, fv, cache_
         results, seconds = evaluate.compute_metrics(
             generator, reals, names, inception, fv["num-images"].value,
             fv["swd-images"].value, fv["ms-ssim-images"].value, fv.trunc, fv.seed, fv.batch,
-            cache_dir, reals_memo=reals_memo)
+            cache_dir, progress=cli_common.progress, reals_memo=reals_memo)
         files = evaluate.append_metric_records(
             run_dir, names, results, seconds, num_images, snapshot=snapshot, kimg=kimg,
             checkpoint=os.path.abspath(path), dataset=fv.dataset, truncation_psi=fv.trunc,
