@@ -1,11 +1,15 @@
 """GANTrainer: FQ wiring, once-per-D-step dictionary updates, replicas, checkpoints, losses."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import fq_keras
+from datasets import fade_reals
+from networks import layers as L
 from networks import progan, stylegan2
 from training import losses
 from training.checkpoints import Checkpoints
@@ -219,6 +223,57 @@ def test_lazy_adam_adjustment():
     assert optimizer.beta_1 == 0.0
 
 
+def test_lazy_ratio_follows_the_intervals_even_without_the_regulariser():
+    """As both references (G_reg_interval 4 / D_reg_interval 16 set Adam's ratio whatever gamma
+    or the path-length weight): StyleGAN2 with gamma 0 keeps D's lr x 16/17 and betas ^ 16/17
+    and just has no Dreg phase; StyleGAN v1 / ProGAN (intervals 1) have plain Adam."""
+    G, D = tiny_stylegan2()
+    no_r1 = dataclasses.replace(LOSS_PRESETS["stylegan2"], r1_gamma=0.0)
+    trainer = make_trainer(G, D, loss=no_r1)
+    assert trainer.d_lr_ratio == pytest.approx(16 / 17) and trainer.g_lr_ratio == pytest.approx(0.8)
+    assert trainer.d_optimizer.beta_2 == pytest.approx(0.99 ** (16 / 17))
+    assert trainer.phases_of_iteration(True, True) == ("Gmain", "Greg", "Dmain")
+    for model in ("stylegan", "progan"):
+        plain = make_trainer(*tiny_stylegan2(), loss=LOSS_PRESETS[model])
+        assert plain.d_lr_ratio == 1.0 and plain.g_lr_ratio == 1.0
+
+
+@pytest.mark.parametrize("phase, batch", [("Gmain", 8), ("Greg", 4)])
+def test_dlatent_average_moves_in_every_training_g_pass(phase, batch):
+    """dlatent_avg <- lerp(mean of the phase's main w, avg, 0.995) in Gmain and Greg (pl batch),
+    as in every training G pass of both references (Dmain too, covered by the replica test);
+    the mixing latents do not enter it. Expected w recomputed from the phase's first draw."""
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    G.dlatent_avg.assign(np.linspace(-1, 1, 8).astype(np.float32))
+    before = G.dlatent_avg.numpy()
+    state = trainer.seed_generator.state.numpy()
+    ws = G.mapping(trainer._latents(batch), None).numpy()
+    trainer.seed_generator.state.assign(state)
+    trainer.run_phase(phase, reals_and_labels(), RES, 8)
+    expected = ws[:, 0].mean(axis=0) + (before - ws[:, 0].mean(axis=0)) * 0.995
+    # One float32 mean of <= 8 rows and one lerp: a few ulps of |w| ~ 1.
+    np.testing.assert_allclose(G.dlatent_avg.numpy(), expected, rtol=0, atol=1e-6)
+
+
+def test_pl_mean_keeps_its_gradient_path():
+    """Both references penalise (L - pl_mean)^2 with pl_mean = lerp(pl_mean, mean(L), decay) NOT
+    detached: d/dL_i sum_j (L_j - m)^2 = 2 (L_i - m) - 2 sum_j (L_j - m) * decay / n."""
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    trainer.pl_mean.assign(0.3)
+    lengths = tf.constant([0.5, 1.0, 2.0, 4.0])
+    with tf.GradientTape() as tape:
+        tape.watch(lengths)
+        m = trainer._update_pl_mean(lengths)
+        penalty = tf.reduce_sum(tf.square(lengths - m))
+    m_expected = 0.3 + 0.01 * (1.875 - 0.3)
+    assert float(trainer.pl_mean.numpy()) == pytest.approx(m_expected, rel=1e-6)
+    residual = lengths.numpy() - m_expected
+    expected = 2 * residual - 2 * residual.sum() * 0.01 / 4
+    np.testing.assert_allclose(tape.gradient(penalty, lengths).numpy(), expected, rtol=1e-5)
+
+
 def test_reset_optimizers_zeroes_moments_not_weights():
     G, D = tiny_stylegan2()
     trainer = make_trainer(G, D)
@@ -257,6 +312,59 @@ def test_r1_and_gradient_penalty_on_a_linear_critic():
     np.testing.assert_allclose(r1.numpy(), [np.sum(w.numpy() ** 2)] * 2, rtol=1e-5)
     gp = losses.wgan_gradient_penalty(critic, reals, reals * 0.0, keras.random.SeedGenerator(0))
     np.testing.assert_allclose(gp.numpy(), [(np.sqrt(np.sum(w.numpy() ** 2)) - 1) ** 2] * 2, rtol=1e-5)
+
+
+def _tiny_progan(resolution=16):
+    keras.utils.set_random_seed(0)
+    G = progan.Generator(resolution=resolution, latent_size=8, fmap_base=32, fmap_max=8, name="G")
+    D = progan.Discriminator(resolution=resolution, fmap_base=32, fmap_max=8, name="D")
+    return G, D
+
+
+@pytest.mark.parametrize("stage, lod", [(8, 1.0), (8, 1.5), (4, 2.0)])
+def test_penalties_at_a_stage_equal_the_references_on_full_resolution_images(stage, lod):
+    """Transcription of the official path: D sees x_R = nearest-upscale(x_s, R/s) and
+    average-pools it back (`process_reals`, `grow`'s downscale2d, fade-ins too); R1 and WGAN-GP
+    are taken with respect to x_R. Ours run D on x_s and scale by r = s / R (R1 x r^2, GP on
+    r ||grad||); they must agree to float32 rounding (both sides sum the same squares)."""
+    _, D = _tiny_progan(16)
+    factor = 16 // stage
+    ratio = losses.full_resolution_gradient_ratio(stage, 16)
+    assert ratio == 1.0 / factor
+    critic = lambda x: D(x, lod=lod)
+    official = lambda x: D(L.downscale2d(x, factor), lod=lod)
+    rng = np.random.RandomState(3)
+    reals, fakes = (tf.constant(np.tanh(rng.randn(4, stage, stage, 3)).astype(np.float32))
+                    for _ in range(2))
+    ours, _ = losses.r1_penalty(critic, reals, ratio)
+    reference, _ = losses.r1_penalty(official, L.upscale2d(reals, factor))
+    # Squared gradients summed over <= 16^2 * 3 pixels: float32 sums, rtol 1e-5.
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-5)
+    # The penalty really changes: unscaled, R1 is factor^2 times the reference's.
+    unscaled, _ = losses.r1_penalty(critic, reals)
+    np.testing.assert_allclose(unscaled.numpy(), reference.numpy() * factor ** 2, rtol=1e-5)
+    for target in (1.0, 750.0):   # ProGAN's 1 and its CIFAR-10 setting
+        gp = losses.wgan_gradient_penalty(critic, reals, fakes, keras.random.SeedGenerator(5),
+                                          target, ratio)
+        gp_reference = losses.wgan_gradient_penalty(
+            official, L.upscale2d(reals, factor), L.upscale2d(fakes, factor),
+            keras.random.SeedGenerator(5), target)
+        np.testing.assert_allclose(gp.numpy(), gp_reference.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_trainer_scales_r1_at_a_progressive_stage():
+    """The trainer's logged R1 at the 8x8 stage of a 16x16 run (Dmain, non-lazy) equals the
+    official penalty on the nearest-upscaled 16x16 reals through an average-pooling front."""
+    G, D = _tiny_progan(16)
+    loss = LossSettings("logistic", r1_gamma=1.0)
+    trainer = GANTrainer(G, D, loss, ProgressiveSchedule(16, 4, 1, 1), learning_rate=0.001)
+    trainer.nimg.assign(1500)  # the 4 -> 8 fade-in, lod 1.5
+    reals = np.tanh(np.random.RandomState(4).randn(4, 8, 8, 3)).astype(np.float32)
+    faded = fade_reals(tf.constant(reals), tf.constant(1.5))
+    reference, _ = losses.r1_penalty(lambda x: D(L.downscale2d(x, 2), lod=1.5),
+                                     L.upscale2d(faded, 2))
+    sums, _ = trainer.run_phase("Dmain", (reals, np.zeros((4, 0), np.float32)), 8, 4)
+    np.testing.assert_allclose(float(sums["d_r1_penalty"]), reference.numpy().mean(), rtol=1e-5)
 
 
 def test_path_length_of_a_linear_synthesis():

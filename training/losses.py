@@ -28,6 +28,23 @@ def d_logistic(real_logits, fake_logits):
 
 
 # ---------------------------------------------------------------------------------------------
+# Gradient penalties at a progressive stage.
+
+def full_resolution_gradient_ratio(stage_resolution, resolution):
+    """r = s / R: D's input gradient norm per image in the official code over the one here.
+
+    At a progressive stage of resolution s < R the official ProGAN / StyleGAN code feeds D R x R
+    images (the stage's images nearest-upscaled R/s times, `process_reals` and G's output) and
+    D average-pools them back to s x s (`downscale2d` in `grow`), during fade-ins too. The
+    gradient with respect to each of the (R/s)^2 copies of a pixel is (s/R)^2 times the one
+    with respect to that pixel, so the norm over an image is (s/R) times the norm here, where D
+    sees the s x s images. The penalties take the gradient norm on the official scale: R1 x r^2,
+    WGAN-GP on r ||grad||, so a stage trains with the reference's regularisation strength.
+    """
+    return float(stage_resolution) / float(resolution)
+
+
+# ---------------------------------------------------------------------------------------------
 # WGAN-GP (ProGAN).
 
 def g_wgan(fake_logits):
@@ -45,14 +62,16 @@ def wgan_epsilon_drift(real_logits):
     return tf.square(_per_sample(real_logits))
 
 
-def wgan_gradient_penalty(discriminate, reals, fakes, seed_generator, wgan_target=1.0):
-    """(||grad_x D(x_hat)|| - target)^2 / target^2 with x_hat = lerp(x, G(z), u), u ~ U[0, 1).
+def wgan_gradient_penalty(discriminate, reals, fakes, seed_generator, wgan_target=1.0,
+                          stage_ratio=1.0):
+    """(r ||grad_x D(x_hat)|| - target)^2 / target^2 with x_hat = lerp(x, G(z), u), u ~ U[0, 1).
 
     Args:
       discriminate: images -> logits (N, 1).
       reals, fakes: (N, H, W, C), same shape.
       seed_generator: keras.random.SeedGenerator for the per-sample mixing factors u.
       wgan_target: the target gradient norm (1).
+      stage_ratio: r = s / R, see `full_resolution_gradient_ratio` (1 at full resolution).
     """
     batch = tf.shape(reals)[0]
     mix = tf.cast(replica_random("uniform", [batch, 1, 1, 1], seed_generator), reals.dtype)
@@ -62,19 +81,20 @@ def wgan_gradient_penalty(discriminate, reals, fakes, seed_generator, wgan_targe
         total = tf.reduce_sum(tf.cast(discriminate(mixed), tf.float32))
     grads = tape.gradient(total, mixed)
     norms = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3]))
-    return tf.square(norms - wgan_target) / (wgan_target ** 2)
+    return tf.square(norms * stage_ratio - wgan_target) / (wgan_target ** 2)
 
 
 # ---------------------------------------------------------------------------------------------
 # Regularisers (StyleGAN, StyleGAN2).
 
-def r1_penalty(discriminate, reals):
-    """R1: sum over pixels of (d sum D(x) / dx)^2, for each real image.
+def r1_penalty(discriminate, reals, stage_ratio=1.0):
+    """R1: r^2 * sum over pixels of (d sum D(x) / dx)^2, for each real image.
 
     Args:
       discriminate: images -> logits (N, 1), or a tuple whose first item is the logits (so the
         same forward can also serve the main loss and FQ, as StyleGAN v1 does).
       reals: (N, H, W, C).
+      stage_ratio: r = s / R, see `full_resolution_gradient_ratio` (1 at full resolution).
 
     Returns:
       (penalty (N,), whatever `discriminate` returned). Called inside the tape of the D update,
@@ -86,7 +106,7 @@ def r1_penalty(discriminate, reals):
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
         total = tf.reduce_sum(tf.cast(logits, tf.float32))
     grads = tf.cast(tape.gradient(total, reals), tf.float32)
-    return tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]), outputs
+    return tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) * stage_ratio ** 2, outputs
 
 
 def path_lengths(synthesize, dlatents, seed_generator):

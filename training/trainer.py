@@ -53,7 +53,10 @@ class LossSettings:
     r1_gamma: float = 0.0           # R1 weight gamma (penalty gamma/2 * |grad|^2); 0 = off.
     r1_interval: int = 1            # 1 = R1 in every D step; k > 1 = lazy, every k steps (x k).
     pl_weight: float = 0.0          # Path-length weight; 0 = off.
-    pl_interval: int = 4            # Lazy path-length interval.
+    pl_interval: int = 1            # Lazy path-length interval (StyleGAN2: 4).
+    # An interval k > 1 sets Adam's lazy-regularisation ratio k / (k + 1) whatever the weight,
+    # as both references do (their G_reg_interval / D_reg_interval): StyleGAN2 with gamma 0
+    # keeps D's ratio 16/17 and simply has no Dreg update.
     pl_batch_shrink: int = 2        # pl_batch = batch / shrink.
     pl_decay: float = 0.01          # pl_mean moving-average rate.
     style_mixing_prob: float = 0.0  # Style-mixing probability (StyleGAN: 0.9).
@@ -100,7 +103,7 @@ LOSS_PRESETS = {
     "progan": LossSettings("wgan_gp"),
     "stylegan": LossSettings("logistic", r1_gamma=10.0, style_mixing_prob=0.9),
     "stylegan2": LossSettings("logistic", r1_gamma=10.0, r1_interval=16, pl_weight=2.0,
-                              style_mixing_prob=0.9),
+                              pl_interval=4, style_mixing_prob=0.9),
 }
 
 
@@ -174,10 +177,10 @@ class GANTrainer(keras.Model):
         self.c_dim = getattr(generator, "c_dim", 0)
         self.z_dim = generator.z_dim
         self.mixed_precision = mixed_precision
-        self.g_optimizer, self.g_lr_ratio = lazy_adam(
-            learning_rate, betas, epsilon, loss.pl_interval if loss.lazy_pl else 1, "g_adam")
-        self.d_optimizer, self.d_lr_ratio = lazy_adam(
-            learning_rate, betas, epsilon, loss.r1_interval if loss.lazy_r1 else 1, "d_adam")
+        self.g_optimizer, self.g_lr_ratio = lazy_adam(learning_rate, betas, epsilon,
+                                                      loss.pl_interval, "g_adam")
+        self.d_optimizer, self.d_lr_ratio = lazy_adam(learning_rate, betas, epsilon,
+                                                      loss.r1_interval, "d_adam")
         if mixed_precision:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
@@ -251,16 +254,21 @@ class GANTrainer(keras.Model):
 
     # -- networks as the phases use them -----------------------------------------------------
 
+    def _stage_ratio(self, resolution):
+        """s / R of the stage (1 without progressive growing): the penalties' gradient scale."""
+        return losses.full_resolution_gradient_ratio(resolution, self.schedule.resolution)
+
     def _stage_args(self, lod, resolution):
         return dict(lod=lod, resolution=resolution) if self.progressive else {}
 
-    def generate(self, z, labels, lod, resolution, update_dlatent_avg=False, mixing=True,
-                 perturbed=False):
+    def generate(self, z, labels, lod, resolution, mixing=True, perturbed=False):
         """G forward as in training: mapping, dlatent average, SQ, style mixing, random noise.
+
+        Every call updates G's average of the continuous w from this batch's w (not the mixing
+        w2), as both references do in every training G pass (Gmain, Greg, Dmain).
 
         Args:
           z, labels: latents (n, z_dim) and labels of this replica.
-          update_dlatent_avg: update G's average of the continuous w (Dmain).
           mixing: style mixing with a second latent (with the preset's probability).
           perturbed: SQ-GAN consistency pair: also return x' = G(z + eps), eps ~ N(0,
             cr_sigma^2), drawn for this replica's rows of the global batch. x' shares x's
@@ -274,8 +282,7 @@ class GANTrainer(keras.Model):
         if not self.is_style:
             return self.G(z, labels, **self._stage_args(lod, resolution)), None, [], None
         ws = self.G.mapping(z, labels)
-        if update_dlatent_avg:
-            self.G.update_dlatent_avg(ws, self.loss_settings.dlatent_avg_beta)
+        self.G.update_dlatent_avg(ws, self.loss_settings.dlatent_avg_beta)
         ws, lookups = self._quantize(ws, [])
         ws_p = None
         if perturbed:
@@ -457,7 +464,7 @@ class GANTrainer(keras.Model):
                 # Lazy R1 on the reals of this iteration.
                 with tf.GradientTape() as tape:
                     r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0],
-                                              reals)
+                                              reals, self._stage_ratio(resolution))
                     d_reg = tf.reduce_sum(r1) * (
                         settings.r1_gamma * 0.5 * settings.r1_interval * inv_global)
                     scaled = self._scale(self.d_optimizer, d_reg)
@@ -485,14 +492,13 @@ class GANTrainer(keras.Model):
         sums = {}
         z = self._latents(batch)
         fakes, _, _, perturbed = self.generate(z, labels, lod, resolution,
-                                               update_dlatent_avg=self.is_style,
                                                perturbed=self.use_sq_cr)
         fakes = tf.stop_gradient(fakes)
         alpha = self.fq_settings.alpha_at(self.kimg)
         r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
         if r1_in_main:
             r1, (real_logits, real_label_logits, real_fq) = losses.r1_penalty(
-                lambda x: self.discriminate(x, labels, lod), reals)
+                lambda x: self.discriminate(x, labels, lod), reals, self._stage_ratio(resolution))
         else:
             real_logits, real_label_logits, real_fq = self.discriminate(reals, labels, lod)
         fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
@@ -500,7 +506,7 @@ class GANTrainer(keras.Model):
             d_per_sample = losses.d_wgan(real_logits, fake_logits)
             gp = losses.wgan_gradient_penalty(
                 lambda x: self.discriminate(x, labels, lod)[0], reals, fakes,
-                self.seed_generator, settings.wgan_target)
+                self.seed_generator, settings.wgan_target, self._stage_ratio(resolution))
             d_per_sample += settings.wgan_lambda * gp
             d_per_sample += settings.wgan_epsilon * losses.wgan_epsilon_drift(real_logits)
             sums["d_gradient_penalty"] = tf.reduce_sum(gp) * inv_global
@@ -538,11 +544,14 @@ class GANTrainer(keras.Model):
                                                        logits=tf.cast(label_logits, tf.float32))
 
     def _update_pl_mean(self, lengths):
-        """pl_mean <- pl_mean + decay * (mean(L) - pl_mean), mean over the global pl batch."""
+        """pl_mean <- pl_mean + decay * (mean(L) - pl_mean), mean over the global pl batch.
+
+        Returns the new pl_mean WITH its gradient path through mean(L), as both references
+        penalise (L - pl_mean)^2 (the all-reduce passes the gradient on to every replica)."""
         batch_mean = tf.reduce_mean(lengths)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             batch_mean = context.all_reduce(tf.distribute.ReduceOp.MEAN, batch_mean)
         pl_mean = self.pl_mean + self.loss_settings.pl_decay * (batch_mean - self.pl_mean)
-        self.pl_mean.assign(pl_mean)
-        return tf.stop_gradient(pl_mean)
+        self.pl_mean.assign(tf.stop_gradient(pl_mean))
+        return pl_mean
