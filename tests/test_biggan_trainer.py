@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from networks import biggan
+from test_trainer import copy_weights
 from training.biggan_trainer import BigGANSettings, BigGANTrainer, d_hinge, g_hinge
 from training.checkpoints import Checkpoints
 from training.optimizers import TorchAdam
@@ -186,11 +187,7 @@ def test_paper_warmup_switch_and_official_fq_update_cadence():
         trainer.train_step(make_batches(2, seed=i), 4)
         trainer.finish_step()
         assert [float(l.quantized_forward.numpy()) for l in trainer.D.fq_layers] == [i] * 4
-        copy = discriminator("quantized" if i else "continuous")
-        values = {v.path: v for v in trainer.D.variables}
-        for variable in copy.variables:
-            if variable.name != "quantized_forward":
-                variable.assign(values[variable.path])
+        copy = copy_weights(trainer.D, discriminator("quantized" if i else "continuous"))
         np.testing.assert_array_equal(trainer.D(images, labels, training=False).numpy(),
                                       copy(images, labels, training=False).numpy())
     assert rec.events == ["D", "U"] * 6

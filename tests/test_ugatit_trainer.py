@@ -13,6 +13,7 @@ import tensorflow as tf
 import fq_keras
 from networks import ugatit
 from networks.ugatit import cam_heatmap, jet_colormap
+from test_trainer import copy_weights
 from training.checkpoints import Checkpoints
 from training.optimizers import TorchAdam
 from training.ugatit_trainer import (LossWeights, UGATITTrainer, bce_with_logits,
@@ -405,11 +406,7 @@ def test_paper_warmup_switch_and_official_fq_update_cadence():
         D = ugatit.UGATITDiscriminator(ndf=4, n_layers=4, fq_layers=(1, 2), name="disGA",
                                        fq_kwargs=dict(FQ_KWARGS, forward=forward))
         D.build((None, SIZE, SIZE, 3))
-        values = {v.path: v for v in trainer.disGA.variables}
-        for variable in D.variables:
-            if variable.name != "quantized_forward":
-                variable.assign(values[variable.path])
-        return D
+        return copy_weights(trainer.disGA, D)
 
     probe = image_batches(1, batch=2, seed=4)[0][0]
     for i, batch in enumerate(image_batches(2, batch=2)):
