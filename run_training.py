@@ -109,13 +109,21 @@ def define_flags(fv=FLAGS):
                       "official: continuous D forward, FQ only adds a loss (the released code); "
                       "paper: quantised forward, alpha ramped from 0 over --fq-warmup-kimg.", **d)
     flags.DEFINE_integer("fq-num-embeddings", 0, "Dictionary size K (0 = model default: "
-                         "StyleGAN2 128, StyleGAN/ProGAN 1024).", **d)
+                         "StyleGAN2 64 for blocks >= 128 and 128 below, as the official code; "
+                         "StyleGAN/ProGAN 1024).", **d)
     flags.DEFINE_float("fq-decay", 0.0, "Dictionary EMA decay (0 = model default 0.8).", **d)
     flags.DEFINE_float("fq-commitment", -1.0, "Commitment cost (< 0 = model default: "
                        "StyleGAN2 0.25, StyleGAN/ProGAN 5.0).", **d)
     flags.DEFINE_float("fq-alpha", 1.0, "FQ loss weight alpha.", **d)
-    flags.DEFINE_float("fq-warmup-kimg", 0.0, "Ramp alpha from 0 over this many kimg "
-                       "(paper preset default: a quarter of --kimg).", **d)
+    flags.DEFINE_float("fq-warmup-kimg", 0.0, "Ramp alpha from 0 over this many kimg; with "
+                       "--fq-preset paper D is fed the continuous features until it ends, the "
+                       "quantised ones after (paper preset default: a quarter of --kimg).", **d)
+    # fq_keras.UPDATE_CADENCES, spelled out: TensorFlow is imported after the flags parse.
+    flags.DEFINE_enum("fq-update-cadence", "step", ["step", "official"],
+                      "When the FQ dictionaries update. step: once per D step from its real and "
+                      "fake features together; official: once per D evaluation, as the released "
+                      "code (G-step fakes, D-step reals, D-step fakes: three per iteration).",
+                      **d)
     flags.DEFINE_integer("num-images", 0, "Train on only the first N images of the dataset "
                          "(built-in data: render N images); 0 = all. Limited-data runs.", **d)
     # SQ-GAN (StyleGAN2 only).

@@ -3,8 +3,8 @@
 The layer keeps a dictionary E of K items in R^C. `lookup` finds each feature vector's nearest
 item and the commitment loss; `update_dictionary` moves the items by an exponential moving average
 of the features assigned to them (paper Eq. 8). The update is explicit and separate from the
-forward pass: the trainers' custom `train_step` performs it once per discriminator step, from that
-step's real and fake features together (see `fq_keras.gan`).
+forward pass: the trainers' custom `train_step` performs it, by default once per discriminator
+step from that step's real and fake features together (`fq_keras.gan` has the cadences).
 
 Defaults follow the official code, not the paper (`../shared/reference/fq-official.md`): the
 discriminator's forward pass returns the continuous features (`forward="continuous"`), and the EMA
@@ -64,8 +64,9 @@ class FeatureQuantization(keras.layers.Layer):
         zero debiasing: accumulators start at 0 and are divided by 1 - decay^t); False = the
         PyTorch (FQ-BigGAN) variant: plain EMA, N_0 = 0, m_0 = the initial dictionary.
       forward: what `call` returns. "continuous" = h unchanged (official code: FQ only adds a loss
-        and keeps a dictionary); "quantized" = h + sg(e_k - h), the straight-through quantised
-        features of the paper.
+        and keeps a dictionary); "quantized" = h + s * sg(e_k - h), the straight-through
+        quantised features of the paper once its switch s (`quantized_forward`, 1 unless a
+        trainer's warm-up holds it at 0) is on.
       embeddings_initializer: initial dictionary (K, C). Default: variance scaling with fan-in C,
         truncated normal (official FQ-StyleGAN2). U-GAT-IT used N(0, 1):
         `keras.initializers.RandomNormal(stddev=1.0)`.
@@ -79,7 +80,10 @@ class FeatureQuantization(keras.layers.Layer):
     State (all non-trainable, float32 unless stated; no gradient ever reaches them):
       embeddings (K, C); ema_cluster_size (K,) and ema_embedding_sums (K, C), the EMA
       accumulators (biased ones when zero_debias); num_updates (int64 scalar, the debias step t);
-      last_perplexity and last_unused_fraction (scalars, usage over the last update).
+      last_perplexity and last_unused_fraction (scalars, usage over the last update);
+      with forward="quantized", quantized_forward (scalar s in {0, 1}, initially 1: the paper's
+      warm-up feeds h while a trainer holds it at 0; trainers set it from their counters, so
+      checkpoints leave it out).
 
     Example:
       >>> fq = FeatureQuantization(num_embeddings=128, decay=0.8, commitment_cost=0.25)
@@ -153,6 +157,10 @@ class FeatureQuantization(keras.layers.Layer):
             name="last_perplexity", shape=(), initializer="zeros", **state)
         self.last_unused_fraction = self.add_weight(
             name="last_unused_fraction", shape=(), initializer="ones", **state)
+        if self.forward == "quantized":
+            # A variable, not a rebuild: the paper's warm-up switches it in-graph (fq_keras.gan).
+            self.quantized_forward = self.add_weight(
+                name="quantized_forward", shape=(), initializer="ones", **state)
         self.built = True
 
     # ------------------------------------------------------------------------------------------
@@ -207,7 +215,7 @@ class FeatureQuantization(keras.layers.Layer):
             "features": h32,
         }
 
-    def update_dictionary(self, h, indices):
+    def update_dictionary(self, h, indices=None):
         """One EMA step of the dictionary (paper Eq. 8) with Laplace smoothing.
 
             N_k <- lambda N_k + (1 - lambda) n_k         n_k = #{i : k(i) = k}
@@ -226,11 +234,14 @@ class FeatureQuantization(keras.layers.Layer):
             would without building it. Non-finite values raise InvalidArgumentError before
             anything is written.
           indices: int32 h.shape[:-1], normally `lookup(h)["indices"]`; a list aligned with h's.
+            None = each vector's nearest item in the dictionary as it is now.
 
         Returns:
           dict of float32 scalars: perplexity and unused_fraction of this update's (global) counts.
         """
         batches = list(h) if isinstance(h, (list, tuple)) else [h]
+        if indices is None:
+            indices = [None] * len(batches)
         batch_indices = list(indices) if isinstance(indices, (list, tuple)) else [indices]
         if len(batches) != len(batch_indices):
             raise ValueError(f"FeatureQuantization '{self.name}': {len(batches)} feature batches "
@@ -238,7 +249,11 @@ class FeatureQuantization(keras.layers.Layer):
         batch_counts, batch_sums = [], []
         for features, item_indices in zip(batches, batch_indices):
             flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
-            flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
+            if item_indices is None:
+                flat_indices = codebook.nearest_code_indices(
+                    flat, tf.convert_to_tensor(self.embeddings))
+            else:
+                flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
             batch_counts.append(codebook.code_counts(flat_indices, self.num_embeddings))  # [K]
             batch_sums.append(codebook.code_sums(flat, flat_indices, self.num_embeddings))  # [K, C]
         counts, sums = tf.add_n(batch_counts), tf.add_n(batch_sums)
@@ -278,7 +293,8 @@ class FeatureQuantization(keras.layers.Layer):
         return {"perplexity": perplexity, "unused_fraction": unused}
 
     def call(self, h, return_lookup=False):
-        """Returns h ("continuous") or h + sg(e_k - h) ("quantized"), in h's dtype.
+        """Returns h ("continuous") or h + s * sg(e_k - h) ("quantized", s the switch
+        `quantized_forward`: 0 gives h, 1 the paper's h + sg(e_k - h)), in h's dtype.
 
         With return_lookup=True returns (output, lookup) so a discriminator can hand the trainer
         its FQ results without a second nearest-neighbour search.
@@ -289,7 +305,8 @@ class FeatureQuantization(keras.layers.Layer):
         if self.forward == "continuous":
             output = h
         else:
-            output = h + tf.stop_gradient(result["quantized"] - h)
+            switch = tf.cast(self.quantized_forward, h.dtype)
+            output = h + switch * tf.stop_gradient(result["quantized"] - h)
         return (output, result) if return_lookup else output
 
     def compute_output_shape(self, input_shape):

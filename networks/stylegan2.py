@@ -33,8 +33,17 @@ PRESETS = {
     "config-f": {"fmap_base": 16384, "fmap_max": 512},
 }
 # Official FQ-StyleGAN2 (FFHQ, config-e, `--discrete_layer 45 --decay 0.8 --commitment_cost 0.25`).
-FQ_DEFAULTS = {"fq_blocks": (16, 32), "fq_num_embeddings": 128, "fq_decay": 0.8,
+# fq_num_embeddings None = the official K per block (`official_num_embeddings`).
+FQ_DEFAULTS = {"fq_blocks": (16, 32), "fq_num_embeddings": None, "fq_decay": 0.8,
                "fq_commitment_cost": 0.25}
+
+
+def official_num_embeddings(block):
+    """Dictionary size K of the official FQ-StyleGAN2 after block `block` (input resolution):
+    64 for blocks >= 128, 128 below (`res_dictsz_mapping` of D_stylegan2_quant in FQ-GAN's
+    FQ-StyleGAN/training/networks_stylegan2.py, keyed by log2 of the block resolution)."""
+    return 64 if block >= 128 else 128
+
 
 
 def channels_per_resolution(resolution, fmap_base=16384, fmap_max=512, fmap_min=1):
@@ -674,15 +683,16 @@ class Discriminator(keras.Model):
       progressive: allow smaller input stages (architecture 'skip').
       fq_blocks: iterable of block resolutions to quantise; () = baseline.
       fq_num_embeddings, fq_decay, fq_commitment_cost, fq_forward, fq_zero_debias: FQ settings
-        (a value or a dict keyed by block); official FQ-StyleGAN2: 128, 0.8, 0.25,
-        "continuous", True.
+        (a value or a dict keyed by block); official FQ-StyleGAN2: None (K per block,
+        `official_num_embeddings`: 64 for blocks >= 128, 128 below), 0.8, 0.25, "continuous",
+        True.
     """
 
     def __init__(self, resolution=1024, img_channels=3, c_dim=0, architecture="resnet",
                  fmap_base=16384, fmap_max=512, fmap_min=1, mbstd_group_size=4,
                  mbstd_num_features=1, cmap_dim=None, mapping_layers=8,
                  resample_kernel=RESAMPLE_KERNEL, conv_clamp=None, progressive=False,
-                 fq_blocks=(), fq_num_embeddings=128, fq_decay=0.8, fq_commitment_cost=0.25,
+                 fq_blocks=(), fq_num_embeddings=None, fq_decay=0.8, fq_commitment_cost=0.25,
                  fq_forward="continuous", fq_zero_debias=True, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
@@ -725,6 +735,8 @@ class Discriminator(keras.Model):
         self.b4 = DiscriminatorEpilogue(
             self.channels[4], img_channels, architecture, self.cmap_dim, mbstd_group_size,
             mbstd_num_features, conv_clamp, name="b4")
+        if fq_num_embeddings is None:
+            fq_num_embeddings = {r: official_num_embeddings(r) for r in self.block_resolutions}
         self.fq_blocks, self.fq_layers = L.make_fq_layers(
             fq_blocks, self.block_resolutions, {r: self.channels[r // 2] for r in
                                                 self.block_resolutions},

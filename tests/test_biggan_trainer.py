@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from networks import biggan
+from test_trainer import copy_weights
 from training.biggan_trainer import BigGANSettings, BigGANTrainer, d_hinge, g_hinge
 from training.checkpoints import Checkpoints
 from training.optimizers import TorchAdam
@@ -162,6 +163,36 @@ def test_fq_alpha_warmup_ramps_from_zero():
     G, D = tiny()
     trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=1, fq_alpha=2.0, fq_warmup_iterations=4))
     assert [float(trainer.fq_alpha_at(i)) for i in (0, 1, 2, 4, 9)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+
+def test_paper_warmup_switch_and_official_fq_update_cadence():
+    """Warm-up of 1 iteration: iteration 0 feeds D h (its logits equal a forward="continuous"
+    copy's), iteration 1 h + sg(e - h) (a forward="quantized" copy's). Official cadence: one
+    update after each D step from its one D forward (fakes and reals), one after the G step."""
+    def discriminator(forward):
+        D = biggan.BigGANDiscriminator(ch=2, num_classes=CLASSES, fq_layers=(0, 1, 2, 3),
+                                       name="D", fq_kwargs=dict(num_embeddings=8, decay=0.8,
+                                                                commitment_cost=1.0,
+                                                                forward=forward))
+        D.build()
+        return D
+
+    G, _ = tiny()
+    trainer = BigGANTrainer(G, discriminator("quantized"), BigGANSettings(
+        d_steps=2, fq_warmup_iterations=1, fq_update_cadence="official"))
+    rec = Recorder(trainer)
+    images, onehot = make_batches(1, seed=3)[0]
+    labels = onehot.argmax(1)
+    for i in range(2):
+        trainer.train_step(make_batches(2, seed=i), 4)
+        trainer.finish_step()
+        assert [float(l.quantized_forward.numpy()) for l in trainer.D.fq_layers] == [i] * 4
+        copy = copy_weights(trainer.D, discriminator("quantized" if i else "continuous"))
+        np.testing.assert_array_equal(trainer.D(images, labels, training=False).numpy(),
+                                      copy(images, labels, training=False).numpy())
+    assert rec.events == ["D", "U"] * 6
+    assert rec.update_rows == [8 * 16 * 16, 8 * 16 * 16, 4 * 16 * 16] * 2
+    assert [int(l.num_updates.numpy()) for l in trainer.D.fq_layers] == [6] * 4
 
 
 def test_gradient_accumulation_one_update_from_all_minibatches():

@@ -184,6 +184,35 @@ def test_init_from_and_keep_checkpoints_reach_the_run_options(tmp_path, monkeypa
     assert seen == [("", 3), ("converted/x", 0)]
 
 
+@pytest.mark.parametrize("cadence", [None, "official"])
+def test_fq_update_cadence_and_warmup_reach_every_family(cadence):
+    """--fq-update-cadence (default step) and --fq-warmup-kimg reach the FQ settings every
+    family's trainer is built from; the flag's choices are fq_keras.UPDATE_CADENCES."""
+    import fq_keras
+    from training import biggan, stylegan, ugatit
+    assert tuple(tool_flags(run_training)["fq-update-cadence"].parser.enum_values) == \
+        fq_keras.UPDATE_CADENCES
+    argv = ["--fq-preset", "paper", "--fq-warmup-kimg", "0.004"]
+    argv += ["--fq-update-cadence", cadence] if cadence else []
+    expected = cadence or "step"
+    settings = {}
+    for model, family in (("stylegan2", stylegan), ("biggan", biggan), ("ugatit", ugatit)):
+        fv = tool_flags(run_training)
+        fv(["run_training.py", "--model", model, *argv])
+        options = family.options_from_flags(fv)
+        assert options.fq_update_cadence == expected, model
+        settings[model] = options
+    fq = settings["stylegan2"].fq_settings()
+    assert (fq.update_cadence, fq.warmup_kimg) == (expected, 0.004)
+    # --fq-num-embeddings 0: StyleGAN2's official K per block (networks.stylegan2).
+    settings["stylegan2"].fq_blocks = (16, 32)     # validate() fills it from the data
+    assert settings["stylegan2"].fq_layer_kwargs()["fq_num_embeddings"] is None
+    big = settings["biggan"].settings()
+    assert big.fq_update_cadence == expected and big.fq_warmup_iterations >= 1
+    # U-GAT-IT demo: batch 1, so 4 images of warm-up are 4 iterations.
+    assert settings["ugatit"].fq_warmup_iterations == 4
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os

@@ -187,6 +187,29 @@ def test_quantized_forward_is_straight_through():
     np.testing.assert_array_equal(tape.gradient(objective, h).numpy(), weights.numpy())
 
 
+def test_quantized_forward_switch_feeds_h_when_off_and_h_plus_sg_e_minus_h_when_on():
+    """The paper's warm-up switch: s = 0 gives h exactly, s = 1 (the default, so a layer used
+    outside a trainer behaves as before) h + sg(e - h) as float32 computes it."""
+    fq = random_layer(K=8, C=4, forward="quantized")
+    h = np.random.RandomState(9).randn(2, 3, 3, 4).astype(np.float32)
+    out_on = fq(h).numpy()
+    assert float(fq.quantized_forward.numpy()) == 1.0 and not fq.quantized_forward.trainable
+    q = fq.lookup(h)["quantized"].numpy()
+    np.testing.assert_array_equal(out_on, h + (q - h))      # same float32 ops: exact
+    fq.quantized_forward.assign(0.0)
+    np.testing.assert_array_equal(fq(h).numpy(), h)
+    # Continuous layers have no switch (their checkpoints are unchanged).
+    assert not hasattr(random_layer(K=8, C=4), "quantized_forward")
+
+
+def test_update_without_indices_assigns_to_the_current_dictionary():
+    h = np.random.RandomState(10).randn(2, 3, 3, 4).astype(np.float32)
+    given, looked_up = random_layer(K=8, C=4), random_layer(K=8, C=4)
+    given.update_dictionary(h, given.lookup(h)["indices"])
+    looked_up.update_dictionary(h)
+    np.testing.assert_array_equal(looked_up.embeddings.numpy(), given.embeddings.numpy())
+
+
 def test_continuous_forward_returns_inputs_and_lookup_on_request():
     fq = random_layer(K=8, C=4)
     h = tf.constant(np.random.RandomState(8).randn(2, 3, 3, 4).astype(np.float32))

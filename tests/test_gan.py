@@ -57,6 +57,49 @@ def test_update_dictionaries_is_one_update_over_real_and_fake():
         fq_keras.update_dictionaries([helper, direct], [helper.lookup(real)])
 
 
+def test_update_after_phase_step_and_official_cadences():
+    """step: nothing after G, one joint update after D. official: one update per D evaluation
+    in order, each assigning its features to the dictionary as the previous update left it."""
+    rng = np.random.RandomState(3)
+    g_fake, real, fake = (rng.randn(4, 2, 2, 4).astype(np.float32) for _ in range(3))
+    step, official, sequential = _layer(), _layer(), _layer()
+    assert fq_keras.update_after_phase("G", "step", [step], [step.lookup(g_fake)]) == []
+    assert int(step.num_updates.numpy()) == 0
+    # Every lookup is taken before any update (as the trainers' forward passes are).
+    g_lookup, real_lookup, fake_lookup = (official.lookup(x) for x in (g_fake, real, fake))
+    fq_keras.update_after_phase("G", "official", [official], [g_lookup])
+    usage = fq_keras.update_after_phase("D", "official", [official], [real_lookup],
+                                        [fake_lookup])
+    for features in (g_fake, real, fake):
+        sequential.update_dictionary(features, sequential.lookup(features)["indices"])
+    assert int(official.num_updates.numpy()) == 3
+    np.testing.assert_array_equal(official.embeddings.numpy(), sequential.embeddings.numpy())
+    np.testing.assert_array_equal(usage[0]["perplexity"].numpy(),
+                                  sequential.last_perplexity.numpy())
+    joint = _layer()
+    fq_keras.update_after_phase("D", "step", [joint], [joint.lookup(real)], [joint.lookup(fake)])
+    assert int(joint.num_updates.numpy()) == 1
+    with pytest.raises(ValueError, match="cadence"):
+        fq_keras.update_after_phase("D", "often", [joint], [joint.lookup(real)])
+
+
+def test_warmup_alpha_and_quantized_forward_switch_at_the_warmup_end():
+    quantized = fq_keras.FeatureQuantization(4, forward="quantized")
+    continuous = fq_keras.FeatureQuantization(4)
+    for layer in (quantized, continuous):
+        layer.build((None, 2))
+    # Warm-up of 6 (kimg or iterations): alpha = 2 min(progress / 6, 1); quantised from 6 on.
+    for progress, alpha, on in ((0, 0.0, 0.0), (1.5, 0.5, 0.0), (6 - 1e-3, 2.0, 0.0),
+                                (6, 2.0, 1.0), (9, 2.0, 1.0)):
+        np.testing.assert_allclose(fq_keras.warmup_alpha(2.0, progress, 6).numpy(), alpha,
+                                   rtol=1e-3)
+        fq_keras.set_quantized_forward([quantized, continuous], progress, 6)
+        assert float(quantized.quantized_forward.numpy()) == on, progress
+    fq_keras.set_quantized_forward([quantized], tf.constant(0, tf.int64), 0)   # no warm-up
+    assert float(quantized.quantized_forward.numpy()) == 1.0
+    assert float(fq_keras.warmup_alpha(2.0, 0, 0).numpy()) == 2.0
+
+
 def test_toy_gan_updates_dictionary_once_per_d_step():
     keras.utils.set_random_seed(0)
     gan = toy.ToyFQGAN(toy.ToyDiscriminator(dict(num_embeddings=16)))

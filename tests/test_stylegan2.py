@@ -181,6 +181,17 @@ def test_fq_blocks_shapes_order_and_defaults():
     assert fq_keras.fq_loss(lookups, 4).numpy() > 0
 
 
+def test_default_dictionary_size_is_the_official_per_block_k():
+    """Official FQ-StyleGAN2 (res_dictsz_mapping): K = 64 after blocks >= 128, 128 below; an
+    explicit K applies to every block; the config keeps None, so the rebuild is the same."""
+    D = S.Discriminator(resolution=256, fq_blocks=(256, 128, 64, 16), **SMALL)
+    assert [fq.num_embeddings for fq in D.fq_layers] == [64, 64, 128, 128]
+    assert D.get_config()["fq_num_embeddings"] is None
+    assert S.FQ_DEFAULTS["fq_num_embeddings"] is None
+    D = S.Discriminator(resolution=256, fq_blocks=(128, 16), fq_num_embeddings=32, **SMALL)
+    assert [fq.num_embeddings for fq in D.fq_layers] == [32, 32]
+
+
 def test_fq_quantized_forward_changes_logits_and_bad_blocks_are_rejected():
     kw = dict(resolution=16, **SMALL)
     D = S.Discriminator(fq_blocks=(8,), fq_forward="quantized", fq_num_embeddings=4, **kw)

@@ -169,6 +169,96 @@ def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
         assert int(layer.num_updates.numpy()) == 3  # executed updates = D steps
 
 
+def _tiny_d(forward, seed=0):
+    keras.utils.set_random_seed(seed)
+    return stylegan2.Discriminator(resolution=RES, fq_blocks=(8, 16), fq_num_embeddings=8,
+                                   fq_forward=forward, mbstd_num_features=1, name="D", **WIDTHS)
+
+
+def copy_weights(source, target):
+    """target's variables <- source's, by path (the warm-up switch is not a weight); returns
+    target. Networks of one structure and name, e.g. the same D with another FQ forward."""
+    values = {v.path: v for v in source.variables}
+    for variable in target.variables:
+        if variable.name != "quantized_forward":
+            variable.assign(values[variable.path])
+    return target
+
+
+def test_paper_warmup_feeds_h_then_quantised_features_from_its_end_and_resumes_exactly(
+        tmp_path):
+    """Warm-up of 8 images, batch 8: the iteration at nimg 0 feeds D the continuous h (logits
+    of the same weights in a forward="continuous" D), the one at nimg 8 the quantised h +
+    sg(e - h) (logits of a forward="quantized" D outside any trainer). The switch is not
+    state: a run restored at nimg 8 takes the same step bit for bit whatever its layers hold
+    (here 0, the value the run held when it wrote the checkpoint)."""
+    batches = [reals_and_labels(seed=s) for s in range(2)]
+    probe = tf.constant(batches[0][0])
+
+    def trainer_of(seed):
+        G, _ = tiny_stylegan2(seed=seed)
+        return GANTrainer(G, _tiny_d("quantized", seed), LossSettings("logistic"),
+                          ProgressiveSchedule(RES, RES), FQSettings(warmup_kimg=0.008),
+                          learning_rate=0.01, seed=seed)
+
+    def switches(trainer):
+        return [float(layer.quantized_forward.numpy()) for layer in trainer.D.fq_layers]
+
+    trainer = trainer_of(0)
+    strategy = tf.distribute.get_strategy()
+    run_iterations(strategy, trainer, batches[:1], 8)
+    assert switches(trainer) == [0.0, 0.0]            # nimg 0 < 8: warming up
+    np.testing.assert_array_equal(trainer.D(probe).numpy(),
+                                  copy_weights(trainer.D, _tiny_d("continuous"))(probe).numpy())
+    path = Checkpoints(trainer.checkpoint_state(), str(tmp_path)).save(8)
+    run_iterations(strategy, trainer, batches[1:], 8)
+    assert switches(trainer) == [1.0, 1.0]            # nimg 8: the warm-up has ended
+    quantized = copy_weights(trainer.D, _tiny_d("quantized"))(probe).numpy()
+    np.testing.assert_array_equal(trainer.D(probe).numpy(), quantized)
+    continuous = copy_weights(trainer.D, _tiny_d("continuous"))(probe).numpy()
+    assert np.abs(quantized - continuous).max() > 1e-4   # the switch changes the logits
+
+    resumed = trainer_of(7)
+    state = resumed.checkpoint_state()
+    assert not [key for key in state if "quantized_forward" in key]
+    Checkpoints(state, str(tmp_path)).restore(path)
+    for layer in resumed.D.fq_layers:
+        layer.quantized_forward.assign(0.0)
+    run_iterations(strategy, resumed, batches[1:], 8)
+    expected = trainer.checkpoint_state()
+    for key, variable in state.items():
+        np.testing.assert_array_equal(variable.numpy(), expected[key].numpy(), err_msg=key)
+
+
+def test_fq_update_cadence_official_updates_from_g_fakes_d_reals_d_fakes():
+    """official: the dictionaries after one iteration equal three sequential EMA steps on the
+    features of the G step's fakes, the D step's reals and its fakes (D's weights do not move
+    before Dmain's optimizer step, so an untrained copy of D reproduces them). The default
+    cadence ("step", one update) is test_fq_dictionaries_update_once_per_d_step_...'s."""
+    G, D = tiny_stylegan2()
+    reference = copy_weights(D, tiny_stylegan2(seed=3)[1])
+    trainer = GANTrainer(G, D, LossSettings("logistic"), ProgressiveSchedule(RES, RES),
+                         FQSettings(update_cadence="official"), learning_rate=0.01)
+    seen, discriminate = [], trainer.discriminate
+
+    def recording(images, labels, lod):
+        seen.append(tf.identity(images))
+        return discriminate(images, labels, lod)
+
+    trainer.discriminate = recording
+    run_iterations(tf.distribute.get_strategy(), trainer, [reals_and_labels()], 8)
+    assert [int(layer.num_updates.numpy()) for layer in D.fq_layers] == [3, 3]
+    assert len(seen) == 3     # Gmain fakes, Dmain reals, Dmain fakes (no R1, no consistency)
+    np.testing.assert_array_equal(seen[1].numpy(), reals_and_labels()[0])
+    for images in seen:       # each evaluation's features, then one EMA step per layer
+        _, lookups = reference(images, return_fq=True)
+        for layer, lookup in zip(reference.fq_layers, lookups):
+            features = lookup["features"]
+            layer.update_dictionary(features, layer.lookup(features)["indices"])
+    for got, want in zip(D.fq_layers, reference.fq_layers):
+        np.testing.assert_array_equal(got.embeddings.numpy(), want.embeddings.numpy())
+
+
 def test_fq_losses_reach_d_and_g_as_official():
     """G loss += alpha * fq(fake); D loss += alpha * (fq(real) + fq(fake)); FQ off: no terms.
 

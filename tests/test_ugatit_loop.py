@@ -319,6 +319,8 @@ def test_presets_and_flags():
     paper = options_from(["--fq-preset", "paper", "--light", "--resolution", "128"])
     assert paper.fq_config() == ((2,), {"num_embeddings": 1024, "commitment_cost": 0.25,
                                         "decay": 0.8, "forward": "quantized"})
+    # The paper's warm-up: a quarter of the run (alpha ramp, then the quantised forward).
+    assert (paper.fq_warmup_iterations, official.fq_warmup_iterations) == (2500, 0)
     custom = options_from(["--fq-layers", "2", "--fq-num-embeddings", "256", "--fq-decay",
                            "0.9", "--iterations", "500", "--batch", "2", "--lr", "2e-4"])
     assert custom.fq_config() == ((2,), {"num_embeddings": 256, "commitment_cost": 2.0,

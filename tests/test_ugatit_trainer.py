@@ -13,6 +13,7 @@ import tensorflow as tf
 import fq_keras
 from networks import ugatit
 from networks.ugatit import cam_heatmap, jet_colormap
+from test_trainer import copy_weights
 from training.checkpoints import Checkpoints
 from training.optimizers import TorchAdam
 from training.ugatit_trainer import (LossWeights, UGATITTrainer, bce_with_logits,
@@ -379,6 +380,45 @@ def test_fq_losses_reach_d_and_g_as_official():
     sums, means = baseline.train_step((a, b), 2)
     assert float(sums["d_fq_loss"]) == 0.0 and float(sums["g_fq_loss"]) == 0.0
     assert not any(k.startswith("fq/") for k in means)
+
+
+def test_paper_warmup_switch_and_official_fq_update_cadence():
+    """Warm-up of 1 iteration: iteration 0 feeds the global Ds h (their logits equal a
+    forward="continuous" copy's), iteration 1 h + sg(e - h) (a forward="quantized" copy's).
+    Official cadence: per iteration the D apply, an update from the D step's reals, one from
+    its fakes, the G apply, an update from the G step's fakes."""
+    keras.utils.set_random_seed(0)
+    networks = ugatit.make_ugatit(light=True, img_size=SIZE, ngf=4, ndf=4, n_blocks=1, fq=None,
+                                  fq_layers=(1, 2), fq_kwargs=dict(FQ_KWARGS, forward="quantized"),
+                                  global_layers=4, local_layers=3)
+    trainer = UGATITTrainer(networks, (SIZE, SIZE, 3), iterations=4, fq_warmup_iterations=1,
+                            fq_update_cadence="official")
+    events, layer = [], trainer.disGA.fq_layers[0]
+    update, apply = layer.update_dictionary, trainer._apply
+    layer.update_dictionary = lambda *a, **k: events.append("U") or update(*a, **k)
+    trainer._apply = lambda opt, *a: events.append(
+        "G" if opt is trainer.g_optimizer else "D") or apply(opt, *a)
+
+    def logits(D, x):
+        return D(x, training=False)[0].numpy()
+
+    def copy_of(forward):
+        D = ugatit.UGATITDiscriminator(ndf=4, n_layers=4, fq_layers=(1, 2), name="disGA",
+                                       fq_kwargs=dict(FQ_KWARGS, forward=forward))
+        D.build((None, SIZE, SIZE, 3))
+        return copy_weights(trainer.disGA, D)
+
+    probe = image_batches(1, batch=2, seed=4)[0][0]
+    for i, batch in enumerate(image_batches(2, batch=2)):
+        trainer.train_step(batch, 2)
+        trainer.finish_step()
+        on = float(i >= 1)
+        assert [float(l.quantized_forward.numpy()) for D in (trainer.disGA, trainer.disGB)
+                for l in D.fq_layers] == [on] * 4, i
+        reference = copy_of("quantized" if on else "continuous")
+        np.testing.assert_array_equal(logits(trainer.disGA, probe), logits(reference, probe))
+    assert "".join(events) == "DUUGU" * 2
+    assert int(trainer.disGB.fq_layers[1].num_updates.numpy()) == 6
 
 
 def test_mixed_precision_step_is_finite(mixed_precision):

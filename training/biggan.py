@@ -91,6 +91,7 @@ class BigGANOptions(RunOptions):
     fq_commitment: float = -1.0        # < 0 = preset.
     fq_alpha: float = 1.0
     fq_warmup_kimg: float = 0.0        # Ramp alpha from 0 over this many kimg (paper preset).
+    fq_update_cadence: str = "step"    # fq_keras.UPDATE_CADENCES.
     # Filled by resolve() from the dataset, so a run's networks can be rebuilt without it.
     resolution: int = 0
     num_classes: int = 0
@@ -129,16 +130,15 @@ class BigGANOptions(RunOptions):
     def settings(self):
         """BigGANSettings of this run (after resolve)."""
         lr = self.learning_rate
-        warmup = self.fq_warmup_kimg
-        if self.fq_preset == "paper" and warmup <= 0:
-            warmup = self.kimg / 4
+        warmup = self.fq_warmup_kimg_resolved()
         return BigGANSettings(
             d_steps=self.num_d_steps, accumulations=self.preset("accumulations"),
             g_learning_rate=lr or self.preset("g_lr"), d_learning_rate=lr or self.preset("d_lr"),
             betas=tuple(self.preset("betas")), epsilon=self.preset("adam_epsilon"),
             ema_decay=self.preset("ema_decay"), ema_start=self.preset("ema_start"),
             fq_alpha=self.fq_alpha,
-            fq_warmup_iterations=int(math.ceil(warmup * 1000.0 / self.images_per_iteration)))
+            fq_warmup_iterations=int(math.ceil(warmup * 1000.0 / self.images_per_iteration)),
+            fq_update_cadence=self.fq_update_cadence)
 
     def fq_kwargs(self):
         """FeatureQuantization arguments of the D's FQ layers (preset, then flags)."""
@@ -201,7 +201,8 @@ def options_from_flags(fv):
         fq_layers=_parse_fq_layers(fv["fq-layers"].value), fq_preset=fv["fq-preset"].value,
         fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
         fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
-        fq_warmup_kimg=fv["fq-warmup-kimg"].value, seed=fv.seed, strategy=fv.strategy,
+        fq_warmup_kimg=fv["fq-warmup-kimg"].value,
+        fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed, strategy=fv.strategy,
         devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
         tick_kimg=fv["tick-kimg"].value, snapshot_ticks=fv["snapshot-ticks"].value,
         metrics=metrics, resolution=fv.resolution)

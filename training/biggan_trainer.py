@@ -8,9 +8,12 @@ One training iteration (one G update) runs, in the official order:
                        split_D: one spectral-norm power iteration per D step), hinge loss
                        + alpha * (fq(real) + fq(fake)); gradients summed over the minibatches,
                        one Adam update; then ONE EMA update of every FQ dictionary from all of
-                       this step's real and fake features (fq_keras.update_dictionaries).
+                       this step's real and fake features (FQ update cadence "step"; at
+                       "official" one per D forward, as FQ-BigGAN updates in every training-
+                       mode forward: fq_keras.gan).
     1 x        G step: for each of `accumulations` minibatches, fresh z and y,
-                       loss -D(G(z, y)) + alpha * fq(fake); one Adam update. No FQ update.
+                       loss -D(G(z, y)) + alpha * fq(fake); one Adam update. No FQ update at
+                       "step"; one per D forward (per minibatch) at "official".
     finish_step        (cross-replica) iteration += 1; G_ema <- decay G_ema + (1 - decay) G over
                        every float variable of G, buffers included (BN running statistics, SN u
                        and sv, as BigGAN-PyTorch's `ema` over the state dict), with decay = 0
@@ -79,7 +82,10 @@ class BigGANSettings:
     ema_decay: float = 0.9999         # G_ema decay (--ema_decay).
     ema_start: int = 1000             # G_ema copies G while iteration < ema_start (--ema_start).
     fq_alpha: float = 1.0             # FQ loss weight alpha (the layers hold the commitment c).
-    fq_warmup_iterations: int = 0     # Paper option: alpha ramps from 0 over this; 0 = off.
+    fq_warmup_iterations: int = 0     # Paper option: alpha ramps from 0 over this, and
+                                      # forward="quantized" FQ layers feed h until then; 0 = off.
+    fq_update_cadence: str = "step"   # fq_keras.UPDATE_CADENCES: one dictionary update per D
+                                      # step, or "official": one per D forward (G step included).
 
     def __post_init__(self):
         for name in ("d_steps", "accumulations"):
@@ -94,6 +100,9 @@ class BigGANSettings:
         if self.ema_start < 0 or self.fq_alpha < 0 or self.fq_warmup_iterations < 0:
             raise ValueError("BigGANSettings: ema_start, fq_alpha and fq_warmup_iterations must "
                              "be >= 0.")
+        if self.fq_update_cadence not in fq_keras.UPDATE_CADENCES:
+            raise ValueError(f"BigGANSettings: fq_update_cadence must be one of "
+                             f"{fq_keras.UPDATE_CADENCES}, got {self.fq_update_cadence!r}.")
 
     @property
     def batches_per_iteration(self):
@@ -219,11 +228,8 @@ class BigGANTrainer(keras.Model):
 
     def fq_alpha_at(self, iteration):
         """alpha for the iteration after `iteration` G updates (linear warm-up if set)."""
-        alpha = tf.constant(self.settings.fq_alpha, tf.float32)
-        if self.settings.fq_warmup_iterations <= 0:
-            return alpha
-        ramp = tf.cast(iteration, tf.float32) / float(self.settings.fq_warmup_iterations)
-        return alpha * tf.minimum(ramp, 1.0)
+        return fq_keras.warmup_alpha(self.settings.fq_alpha, iteration,
+                                     self.settings.fq_warmup_iterations)
 
     def finish_step(self):
         """Cross-replica part of an iteration (after G's update): counter, then G_ema."""
@@ -285,6 +291,9 @@ class BigGANTrainer(keras.Model):
                              f"{settings.batches_per_iteration}.")
         inv_total = 1.0 / float(global_batch * settings.accumulations)
         alpha = self.fq_alpha_at(self.iteration)
+        fq_keras.set_quantized_forward(self.D.fq_layers, self.iteration,
+                                       settings.fq_warmup_iterations)
+        cadence = settings.fq_update_cadence
         d_vars = self.D.trainable_variables
         g_vars = self.G.trainable_variables
         totals = dict(d_loss_real=0.0, d_loss_fake=0.0, d_fq_loss=0.0, d_real_score=0.0,
@@ -322,10 +331,11 @@ class BigGANTrainer(keras.Model):
                 totals["d_real_score"] += tf.reduce_sum(real_logits) * inv_total
                 totals["d_fake_score"] += tf.reduce_sum(fake_logits) * inv_total
             self._apply(self.d_optimizer, grads, d_vars)
-            # The one dictionary update of this D step: all its fake and real features.
-            usage = fq_keras.update_dictionaries(self.D.fq_layers, *step_lookups)
+            # "step": the one dictionary update of this D step, from all its fake and real
+            # features; "official": one per D forward (fakes and reals together).
+            usage = fq_keras.update_after_phase("D", cadence, self.D.fq_layers, *step_lookups)
 
-        grads = None
+        grads, g_lookups = None, []
         g_gan_total = g_fq_total = 0.0
         for _ in range(settings.accumulations):
             n = tf.shape(batches[0][0])[0]
@@ -338,9 +348,11 @@ class BigGANTrainer(keras.Model):
                 g_fq = fq_keras.fq_loss(lookups, global_batch * settings.accumulations, alpha)
                 g_loss = g_gan + g_fq
             grads = self._accumulate(grads, self._gradients(self.g_optimizer, tape, g_loss, g_vars))
+            g_lookups.append(lookups)
             g_gan_total += g_gan
             g_fq_total += g_fq
         self._apply(self.g_optimizer, grads, g_vars)
+        fq_keras.update_after_phase("G", cadence, self.D.fq_layers, *g_lookups)
 
         d_steps = float(settings.d_steps)
         sums = {k: v / d_steps for k, v in totals.items()}

@@ -9,7 +9,9 @@ auto-numbered `adam_3` would differ between processes). So a checkpoint here is 
     state = checkpoint_state(G=G, D=D, g_optimizer=opt, nimg=trainer.nimg)
     checkpoints = Checkpoints(state, run_dir, keep=3, is_chief=True)
 
-Restoring checks that every variable of the model received a value.
+Restoring checks that every variable of the model received a value. Variables a trainer sets
+from its counters before every use (`RECOMPUTED`) are not state and are left out, so
+checkpoints written before such a variable existed still load.
 
 A new run can start from the networks of another run's checkpoint or of converted official
 weights (`init_from`, run_training.py --init-from): weights only, checked against the new run's
@@ -26,6 +28,11 @@ import tensorflow as tf
 from training import TrainingConfigError
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+# Variable names (Keras `variable.name`) a trainer recomputes from its counters before every
+# use: FeatureQuantization's switch to the quantised forward (fq_keras.set_quantized_forward).
+RECOMPUTED = ("quantized_forward",)
 
 
 def _tf_variable(variable):
@@ -49,6 +56,8 @@ def checkpoint_state(**objects):
         else:
             variables = [obj]
         for variable in variables:
+            if getattr(variable, "name", None) in RECOMPUTED:
+                continue
             if hasattr(obj, "variables"):
                 key = f"{name}:{variable.path}"
             else:
@@ -206,9 +215,10 @@ def _matching_variables(path, name, target, source):
     fq_source = getattr(source, "fq_layers", [])
     fq_target = getattr(target, "fq_layers", []) if not fq_source else []
     fresh = {id(v) for layer in fq_target for v in layer.variables}
+    skipped = (_RNG_STATE,) + RECOMPUTED
     here = {_variable_key(target, v): v for v in target.variables
-            if id(v) not in fresh and v.name != _RNG_STATE}
-    there = {_variable_key(source, v): v for v in source.variables if v.name != _RNG_STATE}
+            if id(v) not in fresh and v.name not in skipped}
+    there = {_variable_key(source, v): v for v in source.variables if v.name not in skipped}
     differ = sorted(set(here) ^ set(there)) + sorted(
         k for k in set(here) & set(there) if tuple(here[k].shape) != tuple(there[k].shape))
     if differ:

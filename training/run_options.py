@@ -49,6 +49,14 @@ class RunOptions:
         counts images, BigGAN and U-GAT-IT count iterations of `images_per_iteration`."""
         return position * getattr(self, "images_per_iteration", 1)
 
+    def fq_warmup_kimg_resolved(self):
+        """kimg of the FQ warm-up (alpha ramp, then the quantised D forward; fq_keras.gan) of a
+        family with `fq_preset`, `fq_warmup_kimg` and `kimg`: --fq-warmup-kimg, or with the
+        paper preset a quarter of the run when not given; 0 = none."""
+        if self.fq_preset == "paper" and self.fq_warmup_kimg <= 0:
+            return self.kimg / 4
+        return self.fq_warmup_kimg
+
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

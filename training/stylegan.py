@@ -137,6 +137,7 @@ class TrainingOptions(RunOptions):
     fq_commitment: float = -1.0        # < 0 = model default.
     fq_alpha: float = 1.0
     fq_warmup_kimg: float = 0.0        # Paper preset: alpha ramps from 0 over this many kimg.
+    fq_update_cadence: str = "step"    # fq_keras.UPDATE_CADENCES.
     # SQ-GAN style quantization in the StyleGAN2 generator (fq_keras.style_quantization).
     sq: bool = False
     sq_dim: int = 4                    # Sub-vector (code) length; must divide w_dim.
@@ -206,10 +207,8 @@ class TrainingOptions(RunOptions):
         return loss
 
     def fq_settings(self):
-        if self.fq_preset == "paper":
-            warmup = self.fq_warmup_kimg if self.fq_warmup_kimg > 0 else self.kimg / 4
-            return FQSettings(alpha=self.fq_alpha, warmup_kimg=warmup)
-        return FQSettings(alpha=self.fq_alpha, warmup_kimg=self.fq_warmup_kimg)
+        return FQSettings(alpha=self.fq_alpha, warmup_kimg=self.fq_warmup_kimg_resolved(),
+                          update_cadence=self.fq_update_cadence)
 
     def sq_settings(self):
         return SQSettings(weight=self.sq_weight, uniformity=self.sq_uniformity,
@@ -327,7 +326,8 @@ def options_from_flags(fv):
         fq_blocks=fq_blocks, fq_preset=fv["fq-preset"].value,
         fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
         fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
-        fq_warmup_kimg=fv["fq-warmup-kimg"].value, seed=fv.seed, strategy=fv.strategy,
+        fq_warmup_kimg=fv["fq-warmup-kimg"].value,
+        fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed, strategy=fv.strategy,
         devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
         tick_kimg=fv["tick-kimg"].value, snapshot_ticks=snapshot_ticks,
         metrics=metrics, num_images=fv["num-images"].value, **sq)

@@ -2,10 +2,13 @@
 
 One training iteration runs the phases of NVlabs' training loop, in their order:
 
-    Gmain   G loss on fakes (+ FQ loss of the fake features, weight alpha)
+    Gmain   G loss on fakes (+ FQ loss of the fake features, weight alpha); at the "official"
+            FQ update cadence, an EMA update of every active dictionary from those fakes
     Greg    path-length regularisation (StyleGAN2; every `pl_interval` iterations, x interval)
     Dmain   D loss on reals and fakes (+ FQ losses of both; + R1 or WGAN-GP when not lazy),
-            then ONE EMA update of every active FQ dictionary from those real + fake features
+            then the EMA updates of every active FQ dictionary: ONE from those real + fake
+            features ("step", the default), or one from the reals then one from the fakes
+            ("official"; fq_keras.gan)
     Dreg    lazy R1 (StyleGAN2; every `r1_interval` iterations, x interval)
 
 SQ-GAN (a StyleGAN2 generator built with `sq_num_codes > 0`, see `SQSettings`): w = mapping(z)
@@ -16,7 +19,8 @@ the quantisation-based consistency term weight * ||D(x) - D(x')||^2 with x' = G(
 Each phase is its own method call (`run_phase`), so the training loop traces each phase once
 and runs the ones an iteration needs (`phases_of_iteration`; tf.distribute does not allow
 optimizer updates inside `tf.cond`). Everything else that varies per step (lod, the FQ weight
-alpha) is computed in-graph from the image counter `nimg`.
+alpha, the paper warm-up's switch to the quantised D forward) is computed in-graph from the
+image counter `nimg`.
 
 Losses are per-sample sums divided by the global batch (Keras sums gradients over replicas).
 Non-trainable state stays identical on every replica: FQ dictionaries, the dlatent average and
@@ -109,14 +113,21 @@ LOSS_PRESETS = {
 
 @dataclasses.dataclass(frozen=True)
 class FQSettings:
-    """How the FQ loss enters the objective: L = L_GAN + alpha * L_FQ (the layers hold c)."""
+    """How the FQ loss enters the objective, L = L_GAN + alpha * L_FQ (the layers hold c), and
+    how often the dictionaries update."""
     alpha: float = 1.0              # Final FQ loss weight (official code: 1).
-    warmup_kimg: float = 0.0        # Paper option: alpha ramps linearly from 0 over this; 0 = off.
+    warmup_kimg: float = 0.0        # Paper option: alpha ramps linearly from 0 over this, and
+                                    # forward="quantized" layers feed h until it ends; 0 = off.
+    update_cadence: str = "step"    # fq_keras.UPDATE_CADENCES: "step" (one update per D step)
+                                    # or "official" (one per D evaluation of Gmain and Dmain).
+
+    def __post_init__(self):
+        if self.update_cadence not in fq_keras.UPDATE_CADENCES:
+            raise ValueError(f"FQSettings: update_cadence must be one of "
+                             f"{fq_keras.UPDATE_CADENCES}, got {self.update_cadence!r}.")
 
     def alpha_at(self, kimg):
-        if self.warmup_kimg <= 0:
-            return tf.constant(self.alpha, tf.float32)
-        return self.alpha * tf.minimum(tf.cast(kimg, tf.float32) / self.warmup_kimg, 1.0)
+        return fq_keras.warmup_alpha(self.alpha, kimg, self.warmup_kimg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,6 +403,8 @@ class GANTrainer(keras.Model):
         if self.progressive:
             lod = tf.cast(self.schedule.lod_tensor(kimg), tf.float32)
             reals = fade_reals(reals, lod)
+        fq_keras.set_quantized_forward(self.D.fq_layers, kimg, self.fq_settings.warmup_kimg)
+        cadence = self.fq_settings.update_cadence
         sums, means = {}, {}
 
         with tf.name_scope(phase):   # op names carry the phase (profiles)
@@ -419,6 +432,8 @@ class GANTrainer(keras.Model):
                         g_loss = g_loss + g_sq
                     scaled = self._scale(self.g_optimizer, g_loss)
                 self._apply(self.g_optimizer, tape, scaled, self.G.trainable_variables)
+                fq_keras.update_after_phase("G", cadence, self.D.active_fq_layers(resolution),
+                                            fake_fq)
                 sums.update(g_loss=g_gan, g_fq_loss=g_fq)
                 if self.use_sq:
                     # Usage of w's codes (not the mixing w2's), once per iteration, all-reduced.
@@ -451,7 +466,7 @@ class GANTrainer(keras.Model):
                         reals, labels, lod, resolution, global_batch)
                     scaled = self._scale(self.d_optimizer, d_loss)
                 self._apply(self.d_optimizer, tape, scaled, self.D.trainable_variables)
-                usage = fq_keras.update_dictionaries(fq_layers, real_fq, fake_fq)
+                usage = fq_keras.update_after_phase("D", cadence, fq_layers, real_fq, fake_fq)
                 sums.update(terms)
                 for layer, stats in zip(fq_layers, usage):
                     means[f"fq/{layer.name}/perplexity"] = stats["perplexity"]

@@ -26,6 +26,7 @@ plain TensorFlow and which run_translation.py --network also takes.
 """
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -56,7 +57,7 @@ SYNTHETIC = "shapes2cartoon"
 # run_training.py flags of other model families, refused when given with --model ugatit.
 FOREIGN_FLAGS = ("conditional", "gamma", "progressive",
                  "initial-resolution", "stabilize-kimg", "transition-kimg", "fq-blocks",
-                 "fq-warmup-kimg", "d-steps", "metrics")
+                 "d-steps", "metrics")
 
 
 @dataclasses.dataclass
@@ -90,6 +91,9 @@ class Options(RunOptions):
     fq_decay: float = 0.0              # 0 = preset (official 0.85, paper 0.8).
     fq_commitment: float = -1.0        # < 0 = preset (official 2.0, paper 0.25).
     fq_alpha: float = 1.0
+    fq_warmup_kimg: float = 0.0        # Paper preset: alpha ramps from 0 over this many kimg
+                                       # (0 = a quarter of the run), then the quantised forward.
+    fq_update_cadence: str = "step"    # fq_keras.UPDATE_CADENCES.
     # Running (besides RunOptions').
     tick_kimg: float = 0.0             # 0 = preset.
     sample_images: int = 5             # Strip columns per domain from train and from test.
@@ -161,6 +165,11 @@ class Options(RunOptions):
             kwargs["commitment_cost"] = self.fq_commitment
         return tuple(layers), kwargs
 
+    @property
+    def fq_warmup_iterations(self):
+        """The FQ warm-up in iterations (rounded up)."""
+        return int(math.ceil(self.fq_warmup_kimg_resolved() * 1000.0 / self.minibatch))
+
     def loss_weights(self):
         return LossWeights(adv=self.adv_weight, cycle=self.cycle_weight,
                            identity=self.identity_weight, cam=self.cam_weight)
@@ -208,7 +217,9 @@ def options_from_flags(fv):
         iterations=fv.iterations, batch=fv.batch, learning_rate=fv.lr,
         fq_preset=fv["fq-preset"].value, fq_layers=fq_layers,
         fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
-        fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value, seed=fv.seed,
+        fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
+        fq_warmup_kimg=fv["fq-warmup-kimg"].value,
+        fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed,
         strategy=fv.strategy, devices=tuple(fv.devices),
         mixed_precision=fv["mixed-precision"].value, xla=fv.xla, tick_kimg=tick_kimg,
         snapshot_ticks=fv["snapshot-ticks"].value)
@@ -349,7 +360,9 @@ class UGATITRun(IterationRun):
             build_networks(options), (size, size, 3), options.total_iterations,
             weights=options.loss_weights(), fq_alpha=options.fq_alpha,
             learning_rate=options.lr, weight_decay=options.weight_decay,
-            decay_lr=options.decay_lr, mixed_precision=options.mixed_precision)
+            decay_lr=options.decay_lr, mixed_precision=options.mixed_precision,
+            fq_warmup_iterations=options.fq_warmup_iterations,
+            fq_update_cadence=options.fq_update_cadence)
 
     def start_message(self, iteration, stop):
         options, replicas = self.options, self.strategy.num_replicas_in_sync

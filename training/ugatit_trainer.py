@@ -5,12 +5,17 @@ One training iteration is the official UGATIT-pytorch `train()` body, in its ord
     D step  fakes A->B, B->A (no gradient); D_GA, D_LA on (real A, fake B->A), D_GB, D_LB on
             (real B, fake A->B), LSGAN on outputs and CAM logits, + alpha * FQ(real + fake) of
             the global Ds; one Adam step on all four Ds; then ONE EMA update of every FQ
-            dictionary from that step's real + fake features.
+            dictionary from that step's real + fake features (FQ update cadence "step"; at
+            "official" one from the reals, then one from the fakes: fq_keras.gan).
     G step  A->B, B->A (the D step's translations: the official code recomputes them with the
             same weights; here they are computed once, under the G tape), the cycles A->B->A
             and B->A->B, the identities A->A (G_B->A on A) and B->B; LSGAN(fake, 1) on the 4 outputs and 4 CAM logits, cycle L1 x 10, identity
-            L1 x 10, CAM BCE x 1000, + alpha * FQ(fake) of the global Ds (no dictionary
-            update); one Adam step on both generators; then rho clipped to [0, 1].
+            L1 x 10, CAM BCE x 1000, + alpha * FQ(fake) of the global Ds; one Adam step on
+            both generators; then rho clipped to [0, 1]; at the "official" FQ update cadence an
+            EMA update of every FQ dictionary from those fakes.
+
+The paper's FQ warm-up (`fq_warmup_iterations`): alpha ramps from 0 and FQ layers built with
+forward="quantized" feed h forward until it ends, both set in-graph from the iteration counter.
 
 Every term is an element mean (MSELoss / L1Loss / BCEWithLogitsLoss). Each is computed here as
 a per-sample mean summed over the replica's batch and divided by the GLOBAL batch, so the
@@ -194,6 +199,10 @@ class UGATITTrainer(keras.Model):
       iterations: training length (the learning rate decays over its second half).
       weights: LossWeights.
       fq_alpha: FQ loss weight alpha (official 1).
+      fq_warmup_iterations: paper option: alpha ramps from 0 over this many iterations and
+        forward="quantized" FQ layers feed h until then; 0 = off.
+      fq_update_cadence: "step" (one dictionary update per D step) or "official" (one per D
+        evaluation: D step reals, D step fakes, G step fakes); fq_keras.UPDATE_CADENCES.
       learning_rate, betas, epsilon, weight_decay: TorchAdam (official 1e-4, (0.5, 0.999),
         1e-8, 1e-4).
       decay_lr: linear decay over the second half (official --decay_flag True).
@@ -203,7 +212,8 @@ class UGATITTrainer(keras.Model):
 
     def __init__(self, networks, image_shape, iterations, weights=LossWeights(), fq_alpha=1.0,
                  learning_rate=1e-4, betas=(0.5, 0.999), epsilon=1e-8, weight_decay=1e-4,
-                 decay_lr=True, mixed_precision=False, **kwargs):
+                 decay_lr=True, mixed_precision=False, fq_warmup_iterations=0,
+                 fq_update_cadence="step", **kwargs):
         super().__init__(**kwargs)
         missing = [n for n in NETWORK_NAMES if n not in networks]
         if missing:
@@ -220,7 +230,12 @@ class UGATITTrainer(keras.Model):
         self.image_shape = tuple(image_shape)
         self.total_iterations = iterations
         self.loss_settings = weights
+        if fq_update_cadence not in fq_keras.UPDATE_CADENCES:
+            raise ValueError(f"UGATITTrainer: fq_update_cadence must be one of "
+                             f"{fq_keras.UPDATE_CADENCES}, got {fq_update_cadence!r}.")
         self.fq_alpha = float(fq_alpha)
+        self.fq_warmup_iterations = int(fq_warmup_iterations)
+        self.fq_update_cadence = fq_update_cadence
         self.base_learning_rate = float(learning_rate)
         self.decay_lr = bool(decay_lr)
         self.mixed_precision = mixed_precision
@@ -313,7 +328,10 @@ class UGATITTrainer(keras.Model):
         """
         real_a, real_b = (tf.cast(x, tf.float32) for x in data)
         inv_global = 1.0 / float(global_batch)
-        alpha = self.fq_alpha
+        alpha = fq_keras.warmup_alpha(self.fq_alpha, self.iteration, self.fq_warmup_iterations)
+        fq_keras.set_quantized_forward(self.disGA.fq_layers + self.disGB.fq_layers,
+                                       self.iteration, self.fq_warmup_iterations)
+        cadence = self.fq_update_cadence
         w = self.loss_settings
         sums, means = {}, {"learning_rate": self.current_learning_rate()}
 
@@ -339,7 +357,7 @@ class UGATITTrainer(keras.Model):
         self._apply(self.d_optimizer, tape, d_loss, self.d_variables)
         for key, d_name in (("GA", "disGA"), ("GB", "disGB")):
             layers = self.fq_layers[d_name]
-            usage = fq_keras.update_dictionaries(layers, real_fq[key], fake_fq[key])
+            usage = fq_keras.update_after_phase("D", cadence, layers, real_fq[key], fake_fq[key])
             for layer, stats in zip(layers, usage):
                 means[f"fq/{d_name}/{layer.name}/perplexity"] = stats["perplexity"]
                 means[f"fq/{d_name}/{layer.name}/unused_fraction"] = stats["unused_fraction"]
@@ -366,6 +384,8 @@ class UGATITTrainer(keras.Model):
         self._apply(self.g_optimizer, g_tape, g_loss, self.g_variables)
         for G in self.generators:
             G.clip_rho()
+        for key, d_name in (("GA", "disGA"), ("GB", "disGB")):
+            fq_keras.update_after_phase("G", cadence, self.fq_layers[d_name], fake_fq[key])
         sums.update(g_loss=g_gan, g_fq_loss=g_fq, g_adv_loss=total(terms["adv"]),
                     g_cycle_loss=total(terms["cycle_l1"]),
                     g_identity_loss=total(terms["identity_l1"]), g_cam_loss=total(terms["cam"]))
