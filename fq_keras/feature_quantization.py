@@ -215,7 +215,7 @@ class FeatureQuantization(keras.layers.Layer):
             "features": h32,
         }
 
-    def update_dictionary(self, h, indices=None):
+    def update_dictionary(self, h, indices):
         """One EMA step of the dictionary (paper Eq. 8) with Laplace smoothing.
 
             N_k <- lambda N_k + (1 - lambda) n_k         n_k = #{i : k(i) = k}
@@ -234,14 +234,11 @@ class FeatureQuantization(keras.layers.Layer):
             would without building it. Non-finite values raise InvalidArgumentError before
             anything is written.
           indices: int32 h.shape[:-1], normally `lookup(h)["indices"]`; a list aligned with h's.
-            None = each vector's nearest item in the dictionary as it is now.
 
         Returns:
           dict of float32 scalars: perplexity and unused_fraction of this update's (global) counts.
         """
         batches = list(h) if isinstance(h, (list, tuple)) else [h]
-        if indices is None:
-            indices = [None] * len(batches)
         batch_indices = list(indices) if isinstance(indices, (list, tuple)) else [indices]
         if len(batches) != len(batch_indices):
             raise ValueError(f"FeatureQuantization '{self.name}': {len(batches)} feature batches "
@@ -249,11 +246,7 @@ class FeatureQuantization(keras.layers.Layer):
         batch_counts, batch_sums = [], []
         for features, item_indices in zip(batches, batch_indices):
             flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
-            if item_indices is None:
-                flat_indices = codebook.nearest_code_indices(
-                    flat, tf.convert_to_tensor(self.embeddings))
-            else:
-                flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
+            flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
             batch_counts.append(codebook.code_counts(flat_indices, self.num_embeddings))  # [K]
             batch_sums.append(codebook.code_sums(flat, flat_indices, self.num_embeddings))  # [K, C]
         counts, sums = tf.add_n(batch_counts), tf.add_n(batch_sums)

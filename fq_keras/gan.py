@@ -10,7 +10,8 @@ Dictionary updates, at one of the UPDATE_CADENCES (`update_after_phase`):
   "official": one update per D evaluation of the main phases, in the order they ran (the
     released code updates inside every D forward in training mode): the G step's fakes, the D
     step's reals, the D step's fakes (FQ-BigGAN: one D forward on fakes and reals together).
-    Each update assigns its features to the dictionary as the previous update left it.
+    Each update uses the assignments its own forward computed, as the released code (whose two
+    D-step updates run concurrently in no fixed order; here reals, then fakes).
 Never from R1, path-length, gradient-penalty or consistency-term evaluations.
 
 The paper's warm-up (`warmup_alpha`, `set_quantized_forward`): alpha ramps from 0 and layers
@@ -104,9 +105,7 @@ def update_after_phase(phase, cadence, fq_layers, *batches_of_lookups):
         return update_dictionaries(fq_layers, *batches_of_lookups) if phase == "D" else []
     stats = []
     for lookups in batches_of_lookups:
-        # The lookups' indices are those of the dictionary before this phase's first update:
-        # each update re-assigns its features to the dictionary as it is now.
-        stats = update_dictionaries(fq_layers, [dict(result, indices=None) for result in lookups])
+        stats = update_dictionaries(fq_layers, lookups)
     return stats
 
 

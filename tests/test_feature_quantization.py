@@ -202,14 +202,6 @@ def test_quantized_forward_switch_feeds_h_when_off_and_h_plus_sg_e_minus_h_when_
     assert not hasattr(random_layer(K=8, C=4), "quantized_forward")
 
 
-def test_update_without_indices_assigns_to_the_current_dictionary():
-    h = np.random.RandomState(10).randn(2, 3, 3, 4).astype(np.float32)
-    given, looked_up = random_layer(K=8, C=4), random_layer(K=8, C=4)
-    given.update_dictionary(h, given.lookup(h)["indices"])
-    looked_up.update_dictionary(h)
-    np.testing.assert_array_equal(looked_up.embeddings.numpy(), given.embeddings.numpy())
-
-
 def test_continuous_forward_returns_inputs_and_lookup_on_request():
     fq = random_layer(K=8, C=4)
     h = tf.constant(np.random.RandomState(8).randn(2, 3, 3, 4).astype(np.float32))

@@ -59,7 +59,7 @@ def test_update_dictionaries_is_one_update_over_real_and_fake():
 
 def test_update_after_phase_step_and_official_cadences():
     """step: nothing after G, one joint update after D. official: one update per D evaluation
-    in order, each assigning its features to the dictionary as the previous update left it."""
+    in order, each with the assignments its look-up (forward) computed."""
     rng = np.random.RandomState(3)
     g_fake, real, fake = (rng.randn(4, 2, 2, 4).astype(np.float32) for _ in range(3))
     step, official, sequential = _layer(), _layer(), _layer()
@@ -70,8 +70,8 @@ def test_update_after_phase_step_and_official_cadences():
     fq_keras.update_after_phase("G", "official", [official], [g_lookup])
     usage = fq_keras.update_after_phase("D", "official", [official], [real_lookup],
                                         [fake_lookup])
-    for features in (g_fake, real, fake):
-        sequential.update_dictionary(features, sequential.lookup(features)["indices"])
+    for features in (g_fake, real, fake):   # assignments to the unchanged dictionary
+        sequential.update_dictionary(features, _layer().lookup(features)["indices"])
     assert int(official.num_updates.numpy()) == 3
     np.testing.assert_array_equal(official.embeddings.numpy(), sequential.embeddings.numpy())
     np.testing.assert_array_equal(usage[0]["perplexity"].numpy(),

@@ -232,8 +232,10 @@ def test_paper_warmup_feeds_h_then_quantised_features_from_its_end_and_resumes_e
 
 def test_fq_update_cadence_official_updates_from_g_fakes_d_reals_d_fakes():
     """official: the dictionaries after one iteration equal three sequential EMA steps on the
-    features of the G step's fakes, the D step's reals and its fakes (D's weights do not move
-    before Dmain's optimizer step, so an untrained copy of D reproduces them). The default
+    features of the G step's fakes, the D step's reals and its fakes, each with the assignments
+    of its own forward: the G step's to the initial dictionary, the D step's two to the
+    dictionary after the G step's update (D's weights do not move before Dmain's optimizer
+    step, so an untrained copy of D reproduces them). The default
     cadence ("step", one update) is test_fq_dictionaries_update_once_per_d_step_...'s."""
     G, D = tiny_stylegan2()
     reference = copy_weights(D, tiny_stylegan2(seed=3)[1])
@@ -250,11 +252,14 @@ def test_fq_update_cadence_official_updates_from_g_fakes_d_reals_d_fakes():
     assert [int(layer.num_updates.numpy()) for layer in D.fq_layers] == [3, 3]
     assert len(seen) == 3     # Gmain fakes, Dmain reals, Dmain fakes (no R1, no consistency)
     np.testing.assert_array_equal(seen[1].numpy(), reals_and_labels()[0])
-    for images in seen:       # each evaluation's features, then one EMA step per layer
-        _, lookups = reference(images, return_fq=True)
+    def update(lookups):
         for layer, lookup in zip(reference.fq_layers, lookups):
-            features = lookup["features"]
-            layer.update_dictionary(features, layer.lookup(features)["indices"])
+            layer.update_dictionary(lookup["features"], lookup["indices"])
+
+    update(reference(seen[0], return_fq=True)[1])                 # Gmain
+    d_step = [reference(images, return_fq=True)[1] for images in seen[1:]]
+    for lookups in d_step:                                          # Dmain: reals, fakes
+        update(lookups)
     for got, want in zip(D.fq_layers, reference.fq_layers):
         np.testing.assert_array_equal(got.embeddings.numpy(), want.embeddings.numpy())
 
