@@ -252,13 +252,14 @@ def test_fq_update_cadence_official_updates_from_g_fakes_d_reals_d_fakes():
     assert [int(layer.num_updates.numpy()) for layer in D.fq_layers] == [3, 3]
     assert len(seen) == 3     # Gmain fakes, Dmain reals, Dmain fakes (no R1, no consistency)
     np.testing.assert_array_equal(seen[1].numpy(), reals_and_labels()[0])
+
     def update(lookups):
         for layer, lookup in zip(reference.fq_layers, lookups):
             layer.update_dictionary(lookup["features"], lookup["indices"])
 
-    update(reference(seen[0], return_fq=True)[1])                 # Gmain
-    d_step = [reference(images, return_fq=True)[1] for images in seen[1:]]
-    for lookups in d_step:                                          # Dmain: reals, fakes
+    update(reference(seen[0], return_fq=True)[1])     # Gmain's fakes, the initial dictionary
+    d_step = [reference(images, return_fq=True)[1] for images in seen[1:]]  # before D's updates
+    for lookups in d_step:                              # Dmain's reals, then its fakes
         update(lookups)
     for got, want in zip(D.fq_layers, reference.fq_layers):
         np.testing.assert_array_equal(got.embeddings.numpy(), want.embeddings.numpy())
@@ -333,11 +334,11 @@ def test_lazy_ratio_follows_the_intervals_even_without_the_regulariser():
         assert plain.d_lr_ratio == 1.0 and plain.g_lr_ratio == 1.0
 
 
-@pytest.mark.parametrize("phase, batch", [("Gmain", 8), ("Greg", 4)])
+@pytest.mark.parametrize("phase, batch", [("Gmain", 8), ("Greg", 4), ("Dmain", 8)])
 def test_dlatent_average_moves_in_every_training_g_pass(phase, batch):
-    """dlatent_avg <- lerp(mean of the phase's main w, avg, 0.995) in Gmain and Greg (pl batch),
-    as in every training G pass of both references (Dmain too, covered by the replica test);
-    the mixing latents do not enter it. Expected w recomputed from the phase's first draw."""
+    """dlatent_avg <- lerp(mean of the phase's main w, avg, 0.995) in Gmain, Greg (pl batch)
+    and Dmain's fakes, as in every training G pass of both references; the mixing latents do
+    not enter it. Expected w recomputed from the phase's first draw (its z)."""
     G, D = tiny_stylegan2()
     trainer = make_trainer(G, D)
     G.dlatent_avg.assign(np.linspace(-1, 1, 8).astype(np.float32))
