@@ -352,6 +352,24 @@ def test_dlatent_average_moves_in_every_training_g_pass(phase, batch):
     np.testing.assert_allclose(G.dlatent_avg.numpy(), expected, rtol=0, atol=1e-6)
 
 
+def test_pl_mean_keeps_its_gradient_path():
+    """Both references penalise (L - pl_mean)^2 with pl_mean = lerp(pl_mean, mean(L), decay) NOT
+    detached: d/dL_i sum_j (L_j - m)^2 = 2 (L_i - m) - 2 sum_j (L_j - m) * decay / n."""
+    G, D = tiny_stylegan2()
+    trainer = make_trainer(G, D)
+    trainer.pl_mean.assign(0.3)
+    lengths = tf.constant([0.5, 1.0, 2.0, 4.0])
+    with tf.GradientTape() as tape:
+        tape.watch(lengths)
+        m = trainer._update_pl_mean(lengths)
+        penalty = tf.reduce_sum(tf.square(lengths - m))
+    m_expected = 0.3 + 0.01 * (1.875 - 0.3)
+    assert float(trainer.pl_mean.numpy()) == pytest.approx(m_expected, rel=1e-6)
+    residual = lengths.numpy() - m_expected
+    expected = 2 * residual - 2 * residual.sum() * 0.01 / 4
+    np.testing.assert_allclose(tape.gradient(penalty, lengths).numpy(), expected, rtol=1e-5)
+
+
 def test_reset_optimizers_zeroes_moments_not_weights():
     G, D = tiny_stylegan2()
     trainer = make_trainer(G, D)

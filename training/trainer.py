@@ -561,15 +561,12 @@ class GANTrainer(keras.Model):
     def _update_pl_mean(self, lengths):
         """pl_mean <- pl_mean + decay * (mean(L) - pl_mean), mean over the global pl batch.
 
-        Returns the new pl_mean without gradient. Both references keep its path through mean(L)
-        (a term decay / n * sum(L - pl_mean) per length, ~1% of the penalty's gradient at decay
-        0.01); with it, one phase's gradients still matched between 2 replicas and 1 device to
-        2e-7, but the SQ-GAN replica test drifted to 2x its float32 tolerance after two
-        iterations on the Eigen (oneDNN off) path, not yet explained: detached until it is."""
+        Returns the new pl_mean WITH its gradient path through mean(L), as both references
+        penalise (L - pl_mean)^2 (the all-reduce passes the gradient on to every replica)."""
         batch_mean = tf.reduce_mean(lengths)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             batch_mean = context.all_reduce(tf.distribute.ReduceOp.MEAN, batch_mean)
         pl_mean = self.pl_mean + self.loss_settings.pl_decay * (batch_mean - self.pl_mean)
-        self.pl_mean.assign(pl_mean)
-        return tf.stop_gradient(pl_mean)
+        self.pl_mean.assign(tf.stop_gradient(pl_mean))
+        return pl_mean
