@@ -241,11 +241,16 @@ SQ_ALL_TERMS = SQSettings(weight=0.5, cr_weight=1.0, cr_sigma=0.5)  # large: the
 
 
 def test_two_replicas_equal_one_device_for_the_codebook(two_replica_strategy):
-    """Global batch 8, two iterations (all four phases, CR and mixing on) with SGD: codebook,
+    """Global batch 8, one iteration (all four phases, CR and mixing on) with SGD: codebook,
     usage counts, G, Gs and D after 2 replicas x 4 equal 1 device x 8 up to float32 rounding
     (assert_same_state); every replica holds the same values.
-    Minibatch stddev off (per replica by design)."""
-    batches = [batch_of_reals(seed=s) for s in range(2)]
+    Minibatch stddev off (per replica by design).
+
+    One iteration: the float32 bound holds while both runs make the same discrete choices
+    (activation kinks, nearest codes, with states that differ by rounding). A second
+    iteration crossed one (Eigen path, 2026-12-03): its G step, which has no cross-replica
+    term, changed one noise strength 2% differently from states equal to 2e-6 of an update."""
+    batches = [batch_of_reals()]
     G, D = tiny_networks(mbstd=0)
     single = make_trainer(G, D, SQ_ALL_TERMS)
     use_sgd(single)
@@ -265,16 +270,16 @@ def test_two_replicas_equal_one_device_for_the_codebook(two_replica_strategy):
 
     assert np.abs(G.sq.codebook.numpy() - initial_codebook).max() > 1e-3
     assert_same_state(local_values(G2.sq.codebook, strategy), G.sq.codebook.numpy(),
-                      initial_codebook, steps=2, err_msg="codebook")
+                      initial_codebook, steps=1, err_msg="codebook")
     np.testing.assert_array_equal(local_values(G2.sq.usage_counts, strategy),
                                   G.sq.usage_counts.numpy())
-    assert G.sq.usage_counts.numpy().sum() == 2 * 8 * W_DIM // 4
+    assert G.sq.usage_counts.numpy().sum() == 8 * W_DIM // 4
     g_values = [w.numpy() for w in G.weights]
     for name, a, b in (("G", G, G2), ("Gs", single.Gs, mirrored.Gs), ("D", D, D2)):
         for i, (wa, wb) in enumerate(zip(a.weights, b.weights)):
             # Gs's EMA G + (Gs - G) * beta rounds at G's magnitude.
             scale = max(np.abs(wa.numpy()).max(), np.abs(g_values[i]).max() if name == "Gs" else 0)
-            assert_same_state(local_values(wb, strategy), wa.numpy(), initial[name][i], steps=2,
+            assert_same_state(local_values(wb, strategy), wa.numpy(), initial[name][i], steps=1,
                               scale=scale, err_msg=f"{name} {wa.path}")
 
 
