@@ -83,6 +83,13 @@ def update_dictionaries(fq_layers, *batches_of_lookups):
     return stats
 
 
+def check_update_cadence(cadence, owner):
+    """ValueError naming `owner` unless `cadence` is one of UPDATE_CADENCES."""
+    if cadence not in UPDATE_CADENCES:
+        raise ValueError(f"{owner}: the FQ update cadence must be one of {UPDATE_CADENCES}, got "
+                         f"{cadence!r}.")
+
+
 def update_after_phase(phase, cadence, fq_layers, *batches_of_lookups):
     """The dictionary updates of one main phase at `cadence` (see the module docstring).
 
@@ -96,9 +103,7 @@ def update_after_phase(phase, cadence, fq_layers, *batches_of_lookups):
     Returns:
       per-layer usage dicts of the phase's last update; [] when the phase made none.
     """
-    if cadence not in UPDATE_CADENCES:
-        raise ValueError(f"update_after_phase: cadence must be one of {UPDATE_CADENCES}, got "
-                         f"{cadence!r}.")
+    check_update_cadence(cadence, "update_after_phase")
     if phase not in ("G", "D"):
         raise ValueError(f"update_after_phase: phase must be 'G' or 'D', got {phase!r}.")
     if cadence == "step":

@@ -45,7 +45,6 @@ def official_num_embeddings(block):
     return 64 if block >= 128 else 128
 
 
-
 def channels_per_resolution(resolution, fmap_base=16384, fmap_max=512, fmap_min=1):
     """{R: channels} for R = 4 .. resolution (official nf(log2 R - 1))."""
     log2 = L.check_resolution(resolution)

@@ -24,7 +24,6 @@ equals an uninterrupted run.
 """
 
 import dataclasses
-import math
 import os
 
 import numpy as np
@@ -130,14 +129,13 @@ class BigGANOptions(RunOptions):
     def settings(self):
         """BigGANSettings of this run (after resolve)."""
         lr = self.learning_rate
-        warmup = self.fq_warmup_kimg_resolved()
         return BigGANSettings(
             d_steps=self.num_d_steps, accumulations=self.preset("accumulations"),
             g_learning_rate=lr or self.preset("g_lr"), d_learning_rate=lr or self.preset("d_lr"),
             betas=tuple(self.preset("betas")), epsilon=self.preset("adam_epsilon"),
             ema_decay=self.preset("ema_decay"), ema_start=self.preset("ema_start"),
             fq_alpha=self.fq_alpha,
-            fq_warmup_iterations=int(math.ceil(warmup * 1000.0 / self.images_per_iteration)),
+            fq_warmup_iterations=self.fq_warmup_iterations,
             fq_update_cadence=self.fq_update_cadence)
 
     def fq_kwargs(self):

@@ -100,9 +100,7 @@ class BigGANSettings:
         if self.ema_start < 0 or self.fq_alpha < 0 or self.fq_warmup_iterations < 0:
             raise ValueError("BigGANSettings: ema_start, fq_alpha and fq_warmup_iterations must "
                              "be >= 0.")
-        if self.fq_update_cadence not in fq_keras.UPDATE_CADENCES:
-            raise ValueError(f"BigGANSettings: fq_update_cadence must be one of "
-                             f"{fq_keras.UPDATE_CADENCES}, got {self.fq_update_cadence!r}.")
+        fq_keras.check_update_cadence(self.fq_update_cadence, "BigGANSettings")
 
     @property
     def batches_per_iteration(self):

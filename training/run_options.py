@@ -6,6 +6,7 @@ of another family is a clear error. `FAMILIES` maps each model to its family mod
 """
 
 import dataclasses
+import math
 import importlib
 import json
 import os
@@ -56,6 +57,13 @@ class RunOptions:
         if self.fq_preset == "paper" and self.fq_warmup_kimg <= 0:
             return self.kimg / 4
         return self.fq_warmup_kimg
+
+    @property
+    def fq_warmup_iterations(self):
+        """The FQ warm-up in iterations of `images_per_iteration` images, rounded up (BigGAN,
+        U-GAT-IT)."""
+        return int(math.ceil(self.fq_warmup_kimg_resolved() * 1000.0
+                             / getattr(self, "images_per_iteration", 1)))
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

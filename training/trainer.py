@@ -122,9 +122,7 @@ class FQSettings:
                                     # or "official" (one per D evaluation of Gmain and Dmain).
 
     def __post_init__(self):
-        if self.update_cadence not in fq_keras.UPDATE_CADENCES:
-            raise ValueError(f"FQSettings: update_cadence must be one of "
-                             f"{fq_keras.UPDATE_CADENCES}, got {self.update_cadence!r}.")
+        fq_keras.check_update_cadence(self.update_cadence, "FQSettings")
 
     def alpha_at(self, kimg):
         return fq_keras.warmup_alpha(self.alpha, kimg, self.warmup_kimg)

@@ -26,7 +26,6 @@ plain TensorFlow and which run_translation.py --network also takes.
 """
 
 import dataclasses
-import math
 import os
 
 import numpy as np
@@ -164,11 +163,6 @@ class Options(RunOptions):
         if self.fq_commitment >= 0:
             kwargs["commitment_cost"] = self.fq_commitment
         return tuple(layers), kwargs
-
-    @property
-    def fq_warmup_iterations(self):
-        """The FQ warm-up in iterations (rounded up)."""
-        return int(math.ceil(self.fq_warmup_kimg_resolved() * 1000.0 / self.minibatch))
 
     def loss_weights(self):
         return LossWeights(adv=self.adv_weight, cycle=self.cycle_weight,

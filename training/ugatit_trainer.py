@@ -230,9 +230,7 @@ class UGATITTrainer(keras.Model):
         self.image_shape = tuple(image_shape)
         self.total_iterations = iterations
         self.loss_settings = weights
-        if fq_update_cadence not in fq_keras.UPDATE_CADENCES:
-            raise ValueError(f"UGATITTrainer: fq_update_cadence must be one of "
-                             f"{fq_keras.UPDATE_CADENCES}, got {fq_update_cadence!r}.")
+        fq_keras.check_update_cadence(fq_update_cadence, "UGATITTrainer")
         self.fq_alpha = float(fq_alpha)
         self.fq_warmup_iterations = int(fq_warmup_iterations)
         self.fq_update_cadence = fq_update_cadence
