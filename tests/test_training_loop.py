@@ -600,6 +600,31 @@ def test_config_help_lists_each_models_presets():
     assert "Every model: demo" in text
 
 
+def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
+    """The StyleGAN2 demo runs as stylegan2-ada's small cifar config: no path-length phase and
+    no style mixing (lr 0.004 for its widths); --config e / f keep StyleGAN2's (path length 2
+    every 4 iterations, mixing 0.9), StyleGAN v1 its mixing in the demo and ffhq, and the
+    progressive demos lr 0.002."""
+    from training.trainer import GANTrainer
+
+    def iteration(options):
+        loss = options.loss_settings()
+        # Only the loss settings decide the phases (an unbuilt trainer is enough).
+        phases = GANTrainer.phases_of_iteration(
+            type("Trainer", (), {"loss_settings": loss})(), True, True)
+        return phases, loss.pl_weight, loss.style_mixing_prob
+
+    demo = TrainingOptions()
+    assert (demo.config, demo.lr) == ("demo", 0.004)
+    assert iteration(demo) == (("Gmain", "Dmain", "Dreg"), 0.0, 0.0)
+    for config in ("e", "f"):
+        assert iteration(TrainingOptions(config=config)) == (
+            ("Gmain", "Greg", "Dmain", "Dreg"), 2.0, 0.9)
+    for config in ("demo", "ffhq"):
+        assert iteration(TrainingOptions(model="stylegan", config=config))[2] == 0.9
+    assert TrainingOptions(model="stylegan").lr == TrainingOptions(model="progan").lr == 0.002
+
+
 def test_demo_snapshots_every_two_ticks_unless_told():
     """The README's default run (--config demo) writes a sample grid every 2 ticks (8 kimg) and
     at the end; --snapshot-ticks overrides that, and the other configs keep the flag's 10."""

@@ -29,12 +29,7 @@ FQ_PRESETS = ("official", "paper")
 
 # The demo's length and snapshot cadence (the README's first command): a few minutes on a 2-core
 # CPU, sample grids at DEMO_SNAPSHOT_TICKS x --tick-kimg 4 kimg intervals and at the end.
-# 24 kimg: in the 30-kimg demo the snapshot SWD (x1e3, 256 samples) read 138 / 100 / 119 / 84 /
-# 84 at kimg 0 / 8 / 16 / 24 / 30 (Intel Xeon, 2 threads): the last 6 kimg (a fifth of the run)
-# bought nothing measurable. Learning rates 0.003 / 0.004 gave 75 / 66 at 24 kimg in
-# single-threaded runs but 86 at 0.004 with 2 threads (another float path): not a clear win, so
-# the preset keeps the reference's 0.002.
-DEMO_KIMG = 24.0
+DEMO_KIMG = 28.0
 DEMO_SNAPSHOT_TICKS = 2
 # One GPU's per-resolution minibatch of ProGAN (progressive_growing_of_gans config.py,
 # preset-v2-1gpu) and StyleGAN (stylegan train.py, FFHQ -1gpu): the same table in both.
@@ -56,15 +51,29 @@ PROGRESSIVE_MINIBATCH = ((4, 128), (8, 128), (16, 128), (32, 64), (64, 32), (128
 # learning_rate_dict), r1_gamma (logistic losses only), Gs EMA: g_ema_kimg (half-life),
 # g_ema_rampup (stylegan2-ada's ramp-up, 0 = off) or g_ema_beta (> 0: a fixed per-step beta,
 # ProGAN's G_smoothing), mbstd_group (D's minibatch-stddev group), initial_resolution (of
-# progressive growing), kimg (the run's length).
+# progressive growing), kimg (the run's length), pl_weight / style_mixing_prob (None = the model's
+# LOSS_PRESETS value).
 PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_group=4,
                        initial_resolution=8, minibatch_dict=(), learning_rate_dict=(),
-                       kimg=25000.0)
+                       kimg=25000.0, pl_weight=None, style_mixing_prob=None)
+# The StyleGAN2 demo is tuned for image quality per FLOP on a CPU, the way stylegan2-ada-pytorch's
+# small `--cfg cifar` is (2-layer mapping, no path-length regularisation, no style mixing: both
+# pay off only late in long runs), with a higher learning rate for its small widths (the
+# progressive models' demos keep 0.002). SWD x1e3 (256 images) on the built-in shapes, Intel
+# Xeon, 2026-12-03:
+#   1 thread, seed 0, kimg 0 -> 24: lr 0.002 with path length and mixing 138 -> 84..110 over
+#   runs; without them 78; lr 0.004 62 (0.003: 76, 0.006: 71; gamma 1: 71, 0.1: 86; Gs ramp-up
+#   0.15 / 0.3 instead of 0.05: 64 / 70). Other seeds at lr 0.004, kimg 24 / 32: 76 of 156 /
+#   -, 62 / 58 of 136, 78 / 82 of 131 (seed 3; batch 32: 104 / 85, gamma 0.2: 75 / 83).
+#   2 threads (the default run), seed 0: 138 -> 95 / 95 / 69 / 59 / 54 at kimg 8 / 16 / 24 / 28
+#   / 32, hence 28 kimg (181 s of training, 3.5 minutes in all). Without the path-length phase an
+#   iteration costs ~12% less.
 DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
+STYLEGAN2_DEMO = dict(DEMO, learning_rate=0.004, pl_weight=0.0, style_mixing_prob=0.0)
 CONFIG_PRESETS = {
     "stylegan2": {
-        "demo": DEMO,
+        "demo": STYLEGAN2_DEMO,
         "e": dict(fmap_base=8192, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
                   learning_rate=0.002, r1_gamma=100.0, g_ema_kimg=10.0),
         "f": dict(fmap_base=16384, fmap_max=512, latent_dim=512, mapping_layers=8, batch=32,
@@ -204,7 +213,9 @@ class TrainingOptions(RunOptions):
         if loss.r1_gamma > 0:
             gamma = self.r1_gamma if self.r1_gamma >= 0 else self.preset("r1_gamma")
             loss = dataclasses.replace(loss, r1_gamma=gamma)
-        return loss
+        overrides = {name: self.preset(name) for name in ("pl_weight", "style_mixing_prob")
+                     if self.preset(name) is not None}
+        return dataclasses.replace(loss, **overrides)
 
     def fq_settings(self):
         return FQSettings(alpha=self.fq_alpha, warmup_kimg=self.fq_warmup_kimg_resolved(),
