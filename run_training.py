@@ -259,7 +259,6 @@ def main(argv, fv=FLAGS):
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
     logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from TensorFlow
-    print(f"Run folder: {run_dir}")
     try:
         summary = family.training_loop(options, run_dir, resume=resume,
                                        checkpoint_minutes=fv["checkpoint-minutes"].value)

@@ -755,11 +755,13 @@ def test_init_from_a_mismatched_source_is_one_line_and_leaves_no_run_folder(
         straight_run, tmp_path, capsys, flags_, message):
     """The straight run (StyleGAN, 16x16, FQ after block 8) as the source of runs with another
     resolution, other FQ blocks or another model: one line naming the mismatch, exit 2, and
-    no run folder."""
+    no run folder (nor a "Run folder:" line naming one)."""
     straight, _ = straight_run
     out = str(tmp_path / "run")
     assert run_cli([*flags_, "--init-from", straight, "--out", out, "--metrics", "none"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    assert "Run folder" not in captured.out
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"run_training.py: error: --init-from {straight}")
     assert message in err[0], err[0]
     assert not os.path.exists(out)

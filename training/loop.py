@@ -333,7 +333,11 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
     if options.init_from and not resume:
         init_from(options.init_from, {n: getattr(run.trainer, n) for n in run.network_names},
                   options.model, run.log)
-    if resume_or_record(checkpoints, options, run_dir, resume, is_chief):
+    resumed = resume_or_record(checkpoints, options, run_dir, resume, is_chief)
+    # Printed once nothing can stop the run any more (a bad dataset or --init-from is one line
+    # of error and leaves no folder behind, so naming the folder before it would mislead).
+    run.log(f"Run folder: {run_dir}")
+    if resumed:
         position = run.position()
         run.log(f"Resumed from {checkpoints.latest} at {run.where(position)}")
     total = run.total()
