@@ -184,8 +184,12 @@ def test_short_class_conditional_demo_run_generates_the_requested_classes(demo):
     start = log[0]["start"]   # the start record; and the grid of reals beside fakes_init.png
     assert start["data"] == {"source": "synthetic:shapes", "images": 4096, "resolution": 32}
     assert start["parameters"]["G"] > 0 and start["parameters"]["D"] > 0
-    assert Image.open(os.path.join(out, "reals.png")).size == \
-        Image.open(os.path.join(out, "fakes_init.png")).size
+    reals = np.asarray(Image.open(os.path.join(out, "reals.png")).convert("RGB"))
+    assert reals.shape == np.asarray(Image.open(os.path.join(out, "fakes_init.png"))).shape
+    # reals.png in the fakes' layout, one class per column (5 columns of 32x32 cells, shown 4x).
+    cells = reals[::4, ::4].reshape(-1, 32, 5, 32, 3).transpose(0, 2, 1, 3, 4)
+    classes = synthetic.classify_shapes(cells.reshape(-1, 32, 32, 3)).reshape(-1, 5)
+    np.testing.assert_array_equal(classes, np.tile(np.arange(5), (len(classes), 1)))
 
     options, nets = biggan_family.load_networks(out, which=("Gs",))
     assert options.iterations == 200 and options.num_d_steps == 2 and options.num_classes == 5

@@ -408,6 +408,22 @@ class BigGANRun(IterationRun):
                                   training=training).numpy()
             for i in range(0, len(z), 64)])
 
+    def real_images(self, count):
+        """reals.png in the layout of the sample grids: the cell of class c (column c) holds the
+        next training image of class c in `real_stream` (black if the class has too few)."""
+        _, labels, _ = grid_inputs(self.options, self.trainer.z_dim, count)
+        wanted = np.bincount(labels, minlength=self.options.num_classes)
+        found = [[] for _ in wanted]
+        for images, one_hot in self.real_stream(256):
+            for image, label in zip(images.numpy(), np.argmax(one_hot.numpy(), axis=1)):
+                if len(found[label]) < wanted[label]:
+                    found[label].append(image)
+            if all(len(f) == w for f, w in zip(found, wanted)):
+                break
+        blank = np.zeros_like(images[0].numpy())
+        cells = [found[label].pop(0) if found[label] else blank for label in labels]
+        return np.stack(cells)
+
     def _grid(self, name):
         z, labels, columns = grid_inputs(self.options, self.trainer.z_dim)
         return [(name, "fakes", self._generate(z, labels), columns,

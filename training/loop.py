@@ -239,12 +239,17 @@ class TrainingRun(abc.ABC):
     def real_images(self, count):
         """Up to `count` training images, uint8 NHWC at the training resolution, shuffled with
         the run's seed and flipped as the data stream flips them (--mirror): reals.png. This
-        default reads `self.dataset` (an ImageDataset) at `options.resolution`."""
+        default reads the first batch of `real_stream`."""
+        return next(iter(self.real_stream(count)))[0].numpy()
+
+    def real_stream(self, batch_size):
+        """One epoch of `self.dataset` (an ImageDataset) at `options.resolution` as reals.png
+        shows it: (uint8 images, labels) batches, shuffled with the run's seed, flipped as the
+        training stream flips them."""
         options = self.options
-        data = self.dataset.pipeline(count, options.resolution, dtype=tf.uint8,
+        return self.dataset.pipeline(batch_size, options.resolution, dtype=tf.uint8,
                                      mirror=options.mirror, repeat=False, drop_remainder=False,
                                      seed=options.seed, cache=False)
-        return next(iter(data))[0].numpy()
 
     def networks(self):
         """{"G": [networks], "D": [networks]}: what the start record counts parameters of."""
