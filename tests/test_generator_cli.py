@@ -127,6 +127,25 @@ def test_export_of_a_run_is_its_last_sample_grid(run_dir, run_export_dir):
     np.testing.assert_array_equal(grid[::16, ::16], image_grid(images, columns=8))
 
 
+def test_reals_grid_of_a_conditional_run_has_the_fakes_class_layout(run_dir):
+    """Cell i of the class-conditional run's fakes grid shows class i % 5 (8 columns, 32 cells);
+    reals.png holds, in the same cell, a training image of that class (every cell is one of
+    the dataset's images, no two the same)."""
+    import datasets
+    data = datasets.open_dataset("shapes", resolution=8).pipeline(
+        4096, dtype=tf.uint8, shuffle=False, repeat=False, drop_remainder=False)
+    images, labels = next(iter(data))
+    class_of = {image.tobytes(): label for image, label in
+                zip(images.numpy(), np.argmax(labels.numpy(), axis=1))}
+    grid = np.asarray(Image.open(os.path.join(run_dir, "reals.png")).convert("RGB"))
+    upscale = grid.shape[1] // (8 * 8)   # fakes_init's: grid_upscale of the first stage (4)
+    assert upscale == grid_upscale(4)
+    cells = grid[::upscale, ::upscale].reshape(4, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4)
+    cells = cells.reshape(32, 8, 8, 3)
+    assert len({cell.tobytes() for cell in cells}) == 32
+    assert [class_of[cell.tobytes()] for cell in cells] == [i % 5 for i in range(32)]
+
+
 def test_run_export_cli(run_dir, run_export_dir, tmp_path, capsys):
     status, _, err = cli(run_export, ["--network", run_dir], capsys)
     assert status == 2 and err.count("\n") == 1 and "already exists" in err

@@ -348,14 +348,19 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
 # The loop.
 
 
-def grid_inputs(options, z_dim, count=None):
-    """Fixed latents and labels of the sample grids: one class per column (at most 10)."""
+def grid_labels(options, count=None):
+    """Labels of the sample grids' cells (int32) and the grid's columns: one class per column
+    (at most 10 columns), 8 rows unless `count` cells are asked for."""
     columns = min(options.num_classes, 10)
     rows = max(1, (count or 8 * columns) // columns)
+    return np.tile(np.arange(columns), rows).astype(np.int32), columns
+
+
+def grid_inputs(options, z_dim):
+    """Fixed latents, labels and columns of the sample grids (`grid_labels`)."""
+    labels, columns = grid_labels(options)
     rng = np.random.RandomState(options.seed + 123)
-    z = rng.randn(rows * columns, z_dim).astype(np.float32)
-    labels = np.tile(np.arange(columns), rows).astype(np.int32)
-    return z, labels, columns
+    return rng.randn(len(labels), z_dim).astype(np.float32), labels, columns
 
 #----------------------------------------------------------------------------
 # The family's training run (training/loop.py drives it).
@@ -408,21 +413,8 @@ class BigGANRun(IterationRun):
                                   training=training).numpy()
             for i in range(0, len(z), 64)])
 
-    def real_images(self, count):
-        """reals.png in the layout of the sample grids: the cell of class c (column c) holds the
-        next training image of class c in `real_stream` (black if the class has too few)."""
-        _, labels, _ = grid_inputs(self.options, self.trainer.z_dim, count)
-        wanted = np.bincount(labels, minlength=self.options.num_classes)
-        found = [[] for _ in wanted]
-        for images, one_hot in self.real_stream(256):
-            for image, label in zip(images.numpy(), np.argmax(one_hot.numpy(), axis=1)):
-                if len(found[label]) < wanted[label]:
-                    found[label].append(image)
-            if all(len(f) == w for f, w in zip(found, wanted)):
-                break
-        blank = np.zeros_like(images[0].numpy())
-        cells = [found[label].pop(0) if found[label] else blank for label in labels]
-        return np.stack(cells)
+    def grid_classes(self, count):
+        return grid_labels(self.options, count)[0]
 
     def _grid(self, name):
         z, labels, columns = grid_inputs(self.options, self.trainer.z_dim)

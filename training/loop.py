@@ -236,11 +236,29 @@ class TrainingRun(abc.ABC):
         """Grids of the untrained networks (NVlabs' fakes_init.png), written by a new run."""
         return []
 
+    def grid_classes(self, count):
+        """The class of each cell of a `count`-image sample grid (int (count,)), or None when
+        the grids are not class-conditional (this default)."""
+        return None
+
     def real_images(self, count):
-        """Up to `count` training images, uint8 NHWC at the training resolution, shuffled with
-        the run's seed and flipped as the data stream flips them (--mirror): reals.png. This
-        default reads the first batch of `real_stream`."""
-        return next(iter(self.real_stream(count)))[0].numpy()
+        """reals.png: up to `count` training images, uint8 NHWC at the training resolution,
+        shuffled with the run's seed and flipped as the data stream flips them (--mirror). With
+        `grid_classes`, cell i holds the next image of class grid_classes(count)[i] in that
+        stream (black if the class has too few), so reals and fakes share the layout."""
+        classes = self.grid_classes(count)
+        if classes is None:
+            return next(iter(self.real_stream(count)))[0].numpy()
+        wanted = np.bincount(classes, minlength=max(classes) + 1)
+        found = [[] for _ in wanted]
+        for images, labels in self.real_stream(256):
+            for image, label in zip(images.numpy(), np.argmax(labels.numpy(), axis=1)):
+                if label < len(wanted) and len(found[label]) < wanted[label]:
+                    found[label].append(image)
+            if all(len(f) == w for f, w in zip(found, wanted)):
+                break
+        blank = np.zeros_like(images[0].numpy())
+        return np.stack([found[label].pop(0) if found[label] else blank for label in classes])
 
     def real_stream(self, batch_size):
         """One epoch of `self.dataset` (an ImageDataset) at `options.resolution` as reals.png

@@ -582,7 +582,7 @@ class StyleGANRun(TrainingRun):
         rng = np.random.RandomState(self.options.seed + 123)
         z = rng.randn(32, self.trainer.z_dim).astype(np.float32)
         c_dim = self.trainer.c_dim
-        labels = np.eye(c_dim, dtype=np.float32)[np.arange(32) % c_dim] if c_dim else None
+        labels = np.eye(c_dim, dtype=np.float32)[self.grid_classes(32)] if c_dim else None
         parts = [self._generate(z[i:i + 16], None if labels is None else labels[i:i + 16], nimg)
                  for i in range(0, 32, 16)]
         images, stage = np.concatenate([p[0] for p in parts]), parts[0][1]
@@ -590,6 +590,12 @@ class StyleGANRun(TrainingRun):
         if factor > 1:
             images = images.repeat(factor, axis=1).repeat(factor, axis=2)
         return images, grid_upscale(stage)
+
+    def grid_classes(self, count):
+        """Conditional runs: the classes cycle along the grid's cells (label_size: filled in
+        when the data opens, before any grid)."""
+        c_dim = self.options.label_size
+        return np.arange(count) % c_dim if c_dim else None
 
     def initial_grids(self):
         images, upscale = self._grid(0)
