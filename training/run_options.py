@@ -6,9 +6,9 @@ of another family is a clear error. `FAMILIES` maps each model to its family mod
 """
 
 import dataclasses
-import math
 import importlib
 import json
+import math
 import os
 import typing
 

@@ -581,8 +581,9 @@ class StyleGANRun(TrainingRun):
         """The 32 fixed latents (one label per row cycle) at full resolution, and the stage."""
         rng = np.random.RandomState(self.options.seed + 123)
         z = rng.randn(32, self.trainer.z_dim).astype(np.float32)
-        c_dim = self.trainer.c_dim
-        labels = np.eye(c_dim, dtype=np.float32)[self.grid_classes(32)] if c_dim else None
+        classes = self.grid_classes(32)
+        labels = (None if classes is None
+                  else np.eye(self.options.label_size, dtype=np.float32)[classes])
         parts = [self._generate(z[i:i + 16], None if labels is None else labels[i:i + 16], nimg)
                  for i in range(0, 32, 16)]
         images, stage = np.concatenate([p[0] for p in parts]), parts[0][1]
