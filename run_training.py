@@ -104,8 +104,8 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_string("fq-blocks", None,
                         "Discriminator blocks to quantise, by input resolution (block R takes "
                         "RxR and FQ quantises its R/2 output); \"\" = baseline. Default: the "
-                        "official blocks (StyleGAN2 16,32; StyleGAN/ProGAN 8) that exist at the "
-                        "training resolution.", **d)
+                        "preset's (StyleGAN2 demo: 16), else the official blocks (StyleGAN2 "
+                        "16,32; StyleGAN/ProGAN 8) that exist at the training resolution.", **d)
     flags.DEFINE_enum("fq-preset", "official", ["official", "paper"],
                       "official: continuous D forward, FQ only adds a loss (the released code); "
                       "paper: quantised forward, alpha ramped from 0 over --fq-warmup-kimg.", **d)

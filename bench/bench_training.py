@@ -1,7 +1,7 @@
 """StyleGAN2 training throughput: FQ on vs off, XLA on vs off, and the input pipeline's margin.
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 16] [--repeats 8]
-                                   [--steps 10]
+                                   [--steps 10] [--fq-blocks 16,32]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, the median is reported), so the ratios compare like with like on a shared machine. A step
@@ -35,11 +35,20 @@ flags.DEFINE_integer("repeats", 8, "Timed repeats per variant (median reported).
 flags.DEFINE_integer("steps", 10, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
+flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
+                  "as run_training.py: demo 16, e / f 16,32).")
+
+
+def fq_blocks():
+    """The 'FQ on' blocks: --fq-blocks, else the preset's (run_training.py's default)."""
+    if FLAGS["fq-blocks"].value is not None:
+        return tuple(int(b) for b in FLAGS["fq-blocks"].value)
+    return TrainingOptions(config=FLAGS.config).default_fq_blocks()
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
     options = TrainingOptions(resolution=FLAGS.resolution, config=FLAGS.config, channels=3,
-                              fq_blocks=(16, 32) if fq else ())
+                              fq_blocks=fq_blocks() if fq else ())
     G, D = build_networks(options, 3, 0)
     trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
                          options.fq_settings(), learning_rate=options.lr)
@@ -90,8 +99,9 @@ def main(argv):
         count += int(next(iterator)[0].shape[0])
     loader = count / (time.perf_counter() - start)
 
-    print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, "
-          f"{os.cpu_count()} CPU threads, median of {FLAGS.repeats} x {FLAGS.steps} steps")
+    print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, FQ blocks "
+          f"{','.join(map(str, fq_blocks()))}, {os.cpu_count()} CPU threads, median of "
+          f"{FLAGS.repeats} x {FLAGS.steps} steps")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print(f"  FQ overhead (off / on time):   {rate['FQ off'] / rate['FQ on']:.3f}x "

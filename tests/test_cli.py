@@ -213,6 +213,27 @@ def test_fq_update_cadence_and_warmup_reach_every_family(cadence):
     assert settings["ugatit"].fq_warmup_iterations == 4
 
 
+def test_fq_blocks_default_to_the_preset_then_the_official_blocks():
+    """Without --fq-blocks the StyleGAN2 demo quantises block 16 (the paper's single 8x8 FQ layer
+    for small images), config e / f StyleGAN2's official 16,32 (those the resolution has) and
+    StyleGAN v1 its official 8; the flag overrides every preset."""
+    from training import stylegan
+
+    def resolved(*argv):
+        fv = tool_flags(run_training)
+        fv(["run_training.py", *argv])
+        options = stylegan.options_from_flags(fv)
+        stylegan.validate(options)
+        return options.fq_blocks
+
+    assert resolved() == (16,)
+    assert resolved("--config", "e") == (16, 32)
+    assert resolved("--config", "e", "--resolution", "16") == (16,)
+    assert resolved("--model", "stylegan") == (8,)
+    assert resolved("--fq-blocks", "16,32") == (16, 32)
+    assert resolved("--fq-blocks", "") == ()
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os
