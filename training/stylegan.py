@@ -73,9 +73,10 @@ DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=1
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
 # Its FQ is one layer, after block 16 (D's 8x8 features, K 128): the FQ-GAN paper's placement for
 # StyleGAN at 32^2-128^2 (a single FQ layer at 8x8) rather than config-e's 16,32 for 1024^2. At
-# demo widths (16-64 channels) a look-up's (N, K) products and arg-min weigh against convolutions
-# of a few channels: on the 16x16x32 features of block 32 they cost ~3% of a step, on block 16's
-# 8x8x64 ~0.8% (kernel time, 1 thread); SWD at 28 kimg 57 (block 16) vs 54 (16,32), seed 0.
+# demo widths (16-64 channels) a look-up's (N, K) products, arg-min and segment sums weigh
+# against convolutions of a few channels: bench/bench_training.py, Intel Xeon 2 cores,
+# 2026-12-04, FQ on / off step time +0.5..+1.1% (block 16) vs +4.7..+6.1% (16,32); SWD at 28 kimg
+# (1 thread, seed 0) 57 vs 54.
 STYLEGAN2_DEMO = dict(DEMO, learning_rate=0.004, pl_weight=0.0, style_mixing_prob=0.0,
                       fq_blocks=(16,))
 CONFIG_PRESETS = {
