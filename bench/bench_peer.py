@@ -1,14 +1,15 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
-    python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--cycles 2] [--repeats 3]
+    python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--cycles 1] [--repeats 8]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
 batch 32, minibatch-stddev groups of 4, float32, R1 gamma 10 every 16 iterations, path length
 (weight 2, batch / 2) every 4, Adam (0, 0.99, 1e-8) with the lazy ratios, lr 0.0025. One
 "cycle" is 16 iterations of that schedule (12 main-only, 3 with path length, 1 with both
-regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, cycle by cycle, and the
-median cycle gives img/s (real images consumed per second).
+regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, back to back in alternating
+order (bench/timing.py), and the median cycle gives img/s (real images consumed per second), the
+median of the repeats' paired on / off ratios the FQ overhead.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
@@ -24,6 +25,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -33,11 +35,12 @@ from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep, LogAccumulator  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
+from timing import describe_overhead, repeat_order  # noqa: E402
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
-flags.DEFINE_integer("cycles", 2, "Timed 16-iteration cycles per repeat and variant.")
-flags.DEFINE_integer("repeats", 3, "Interleaved repeats (median cycle reported).")
+flags.DEFINE_integer("cycles", 1, "Timed 16-iteration cycles per repeat and variant.")
+flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
 FLAGS = flags.FLAGS
 
@@ -180,12 +183,13 @@ def main(argv):
             print(f"  {res}x{res} {name}: traced in {time.perf_counter() - start:.1f} s")
         times = {name: [] for name in variants}
         conv_times = []
-        for _ in range(FLAGS.repeats):
+        for repeat in range(FLAGS.repeats):
             start = time.perf_counter()
             for _ in range(5):
                 conv_step(conv_x)[0].numpy()
             conv_times.append((time.perf_counter() - start) / 5)
-            for name, step in variants.items():
+            for name in repeat_order(variants, repeat):
+                step = variants[name]
                 cycle = cycle_phases(step.trainer)
                 for _ in range(FLAGS.cycles):
                     start = time.perf_counter()
@@ -197,15 +201,13 @@ def main(argv):
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
         print(f"  {'variant':<8}{'img/s':>8}{'GFLOP/img main':>16}{'GFLOP/img sched':>17}"
               f"{'FLOP-limited img/s':>20}{'fraction':>10}")
-        rates = {}
         for name in variants:
             rate = len(CYCLE) * batch / float(np.median(times[name]))
-            rates[name] = rate
             main_gf, sched_gf = flops[name][0] / batch / 1e9, flops[name][1] / batch / 1e9
             limit = gflops_s / sched_gf
             print(f"  {name:<8}{rate:>8.2f}{main_gf:>16.2f}{sched_gf:>17.2f}{limit:>20.2f}"
                   f"{rate / limit:>10.2f}")
-        print(f"  FQ on / off step time: {rates['FQ off'] / rates['FQ on']:.3f}x")
+        print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"]))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -27,6 +28,7 @@ from absl import app, flags  # noqa: E402
 import datasets  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks  # noqa: E402
 from training.trainer import GANTrainer  # noqa: E402
+from timing import describe_overhead, repeat_order  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -44,7 +46,7 @@ def fq_blocks():
     """The 'FQ on' blocks: --fq-blocks, else the preset's (run_training.py's default)."""
     if FLAGS["fq-blocks"].value is not None:
         return tuple(int(b) for b in FLAGS["fq-blocks"].value)
-    return TrainingOptions(config=FLAGS.config).default_fq_blocks()
+    return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution).default_fq_blocks()
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
@@ -83,18 +85,13 @@ def main(argv):
         print(f"  compiled {name:30s} in {time.perf_counter() - start:6.1f} s")
         step(reals, labels)
     times = {name: [] for name in variants}
-    for repeat in range(FLAGS.repeats):
-        # FQ on and off run back to back, in alternating order, so each repeat's on / off ratio
-        # compares two blocks timed under the same load: the machine's drift over a repeat is
-        # several percent, the FQ overhead ~1-4%.
-        names = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
-        for name in names:
+    for repeat in range(FLAGS.repeats):  # FQ on and off are neighbours: back to back
+        for name in repeat_order(variants, repeat):
             start = time.perf_counter()
             for _ in range(FLAGS.steps):
                 variants[name](reals, labels)
             times[name].append((time.perf_counter() - start) / FLAGS.steps)
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
-    ratios = np.array(times["FQ on"]) / np.array(times["FQ off"])
 
     dataset = datasets.open_dataset("shapes", resolution=res)
     iterator = iter(dataset.pipeline(batch, mirror=True))
@@ -110,10 +107,8 @@ def main(argv):
           f"{FLAGS.repeats} x {FLAGS.steps} steps")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
-    print(f"  FQ overhead (on / off time, median of the {FLAGS.repeats} paired repeats): "
-          f"{np.median(ratios):.3f}x ({(np.median(ratios) - 1) * 100:+.1f}%; mean "
-          f"{(ratios.mean() - 1) * 100:+.1f}% +- "
-          f"{ratios.std(ddof=1) / np.sqrt(len(ratios)) * 100:.1f})")
+    print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],
+                                   times["FQ off"]))
     if FLAGS.xla:
         print(f"  XLA speed-up, FQ on:           {rate['FQ on, XLA'] / rate['FQ on']:.3f}x")
         print(f"  XLA speed-up, FQ off:          {rate['FQ off, XLA'] / rate['FQ off']:.3f}x")

@@ -234,6 +234,19 @@ def test_fq_blocks_default_to_the_preset_then_the_official_blocks():
     assert resolved("--fq-blocks", "") == ()
 
 
+def test_bench_timing_pairs_each_repeat(monkeypatch):
+    """bench/timing.py: variants alternate their order, overheads are per-repeat ratios (a drift
+    that slows both variants of a repeat alike cancels)."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    from timing import paired_ratio, repeat_order
+    assert repeat_order({"on": 0, "off": 0}, 0) == ["on", "off"]
+    assert repeat_order({"on": 0, "off": 0}, 3) == ["off", "on"]
+    median, mean, error = paired_ratio([1.1, 2.2, 3.3, 1.05], [1.0, 2.0, 3.0, 1.0])
+    assert np.isclose(median, 1.1) and np.isclose(mean, (3 * 1.1 + 1.05) / 4)
+    assert np.isclose(error, np.std([1.1, 1.1, 1.1, 1.05], ddof=1) / 2)
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os

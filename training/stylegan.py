@@ -68,7 +68,11 @@ PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_
 #   -, 62 / 58 of 136, 78 / 82 of 131 (seed 3; batch 32: 104 / 85, gamma 0.2: 75 / 83).
 #   2 threads (the default run), seed 0: 138 -> 95 / 95 / 69 / 59 / 54 at kimg 8 / 16 / 24 / 28
 #   / 32, hence 28 kimg (181 s of training, 3.5 minutes in all). Without the path-length phase an
-#   iteration costs ~12% less.
+#   iteration costs ~12% less. 2026-12-04, FQ on block 16 only (below): 138 -> 88 / 73 / 76 / 63
+#   at kimg 8 / 16 / 24 / 28 (180 s). Longer (1 thread, FQ 16,32): 75 / 57 / 46 / 35 / 40 / 42
+#   at kimg 16 / 32 / 48 / 64 / 80 / 96; the grids show round colour blobs (red discs and blue
+#   rings recognisable) up to ~48 kimg, the five classes' colours with polygonal outlines
+#   (squares, crosses starting) from ~64 kimg.
 DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
 # Its FQ is one layer, after block 16 (D's 8x8 features, K 128): the FQ-GAN paper's placement for
@@ -105,6 +109,12 @@ CONFIG_PRESETS = {
                          initial_resolution=4, kimg=12000.0),
     },
 }
+
+
+def discriminator_blocks(resolution):
+    """The blocks of a StyleGAN-family D at `resolution`, by input resolution, high to low (the
+    ones FQ may follow; the 4x4 epilogue is not one): 32 -> [32, 16, 8]."""
+    return [2 ** r for r in range(resolution.bit_length() - 1, 2, -1)]
 
 
 def config_preset(model, config):
@@ -147,7 +157,7 @@ class TrainingOptions(RunOptions):
     stabilize_kimg: float = 600.0
     transition_kimg: float = 600.0
     # Feature quantization.
-    fq_blocks: tuple = (16, 32)        # Block resolutions; validate() fills None from the preset.
+    fq_blocks: tuple = None            # Block resolutions; None = default_fq_blocks().
     fq_preset: str = "official"
     fq_num_embeddings: int = 0         # 0 = model default.
     fq_decay: float = 0.0              # 0 = model default.
@@ -187,11 +197,15 @@ class TrainingOptions(RunOptions):
     def minibatch(self):
         return self.batch or self.preset("batch")
 
-    def default_fq_blocks(self):
-        """FQ blocks without --fq-blocks: the preset's, else the model's official ones (all of
-        them; validate() keeps those the training resolution has)."""
+    def default_fq_blocks(self, resolution=0):
+        """FQ blocks without --fq-blocks: the preset's, else the model's official ones, those of
+        them a discriminator at `resolution` (default the options'; 0 = unknown: all) has."""
         blocks = self.preset("fq_blocks")
-        return tuple(FQ_DEFAULTS[self.model]["fq_blocks"] if blocks is None else blocks)
+        blocks = FQ_DEFAULTS[self.model]["fq_blocks"] if blocks is None else blocks
+        resolution = resolution or self.resolution
+        if resolution:
+            blocks = [b for b in blocks if b in discriminator_blocks(resolution)]
+        return tuple(blocks)
 
     @property
     def lr(self):
@@ -250,7 +264,8 @@ class TrainingOptions(RunOptions):
     def fq_layer_kwargs(self):
         defaults = FQ_DEFAULTS[self.model]
         return dict(
-            fq_blocks=tuple(self.fq_blocks),
+            fq_blocks=tuple(self.default_fq_blocks() if self.fq_blocks is None
+                            else self.fq_blocks),
             fq_num_embeddings=self.fq_num_embeddings or defaults["fq_num_embeddings"],
             fq_decay=self.fq_decay or defaults["fq_decay"],
             fq_commitment_cost=(self.fq_commitment if self.fq_commitment >= 0
@@ -416,9 +431,9 @@ def validate(options):
     if options.is_progressive and options.initial_resolution > resolution:
         raise app.UsageError(f"--initial-resolution {options.initial_resolution} is above the "
                              f"training resolution {resolution}.")
-    valid_blocks = [2 ** r for r in range(resolution.bit_length() - 1, 2, -1)]
+    valid_blocks = discriminator_blocks(resolution)
     if options.fq_blocks is None:
-        options.fq_blocks = tuple(b for b in options.default_fq_blocks() if b in valid_blocks)
+        options.fq_blocks = options.default_fq_blocks(resolution)
     wrong = [b for b in options.fq_blocks if b not in valid_blocks]
     if wrong:
         raise app.UsageError(f"--fq-blocks {','.join(map(str, wrong))}: not a discriminator block "

@@ -1,0 +1,40 @@
+"""Interleaved timing shared by the benchmarks.
+
+Variants built in one process run back to back, in an order that alternates from repeat to
+repeat (`repeat_order`), and an overhead is the median of the repeats' paired ratios
+(`paired_ratio`): the machine's drift between repeats (several percent on a shared host) cancels
+in each ratio, which whole-run medians of each variant do not resolve at the ~1% level.
+"""
+
+import numpy as np
+
+
+def repeat_order(names, repeat):
+    """The variants' order in repeat `repeat` (0-based): as given on even repeats, reversed on
+    odd ones, so neighbours run back to back and each goes first half of the time."""
+    names = list(names)
+    return names if repeat % 2 == 0 else names[::-1]
+
+
+def paired_ratio(numerator, denominator):
+    """Per-repeat ratios numerator[i] / denominator[i] of two variants' times, summarised.
+
+    Args:
+      numerator, denominator: equal-length sequences of seconds, entry i of both timed in the
+        same repeat.
+
+    Returns:
+      (median, mean, standard error of the mean) of the ratios; the error is nan for one repeat.
+    """
+    ratios = np.asarray(numerator, np.float64) / np.asarray(denominator, np.float64)
+    if ratios.size < 2:
+        return float(np.median(ratios)), float(ratios.mean()), float("nan")
+    error = ratios.std(ddof=1) / np.sqrt(ratios.size)
+    return float(np.median(ratios)), float(ratios.mean()), float(error)
+
+
+def describe_overhead(label, numerator, denominator):
+    """One line: `label` x.xxx (median of n paired repeats, +y.y%; mean +z.z% +- e.e)."""
+    median, mean, error = paired_ratio(numerator, denominator)
+    return (f"{label} {median:.3f}x (median of {len(numerator)} paired repeats, "
+            f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}% +- {error * 100:.1f})")
