@@ -114,6 +114,18 @@ def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path, op_determ
     assert any(0.0 < lod < 1.0 for lod in lods)
 
 
+def test_a_run_records_its_default_fq_blocks(tmp_path):
+    """Options built without fq_blocks get the preset's default at the data's resolution, and
+    the run records it (training_options.json then rebuilds the same D after a preset change)."""
+    run = StyleGANRun(options(fq_blocks=None, resolution=0), str(tmp_path))
+    run.open_data()
+    assert (run.options.resolution, run.options.fq_blocks) == (32, (8,))
+    run = StyleGANRun(options(model="stylegan2", fq_blocks=None, resolution=0), str(tmp_path))
+    run.open_data()
+    assert run.options.fq_blocks == (16,)
+    assert TrainingOptions.from_json(run.options.to_json()).fq_blocks == (16,)
+
+
 def test_run_folder_outputs_and_loading_gs(straight_run):
     run_dir, summary = straight_run
     names = set(os.listdir(run_dir))

@@ -512,10 +512,14 @@ class StyleGANRun(TrainingRun):
         if options.conditional and not info.has_labels:
             raise TrainingConfigError(f"--conditional: dataset {info.source} has no labels; "
                                       "prepare it with --labels or drop --conditional.")
-        # What the dataset decides, recorded so that the run can be rebuilt without it later.
+        # What the dataset decides, recorded so that the run can be rebuilt without it later
+        # (the FQ blocks too: a resumed run keeps them even if the preset's default changes).
+        resolution = options.resolution or info.resolution
         self.options = options = dataclasses.replace(
-            options, resolution=options.resolution or info.resolution, channels=info.channels,
-            label_size=info.label_size if options.conditional else 0)
+            options, resolution=resolution, channels=info.channels,
+            label_size=info.label_size if options.conditional else 0,
+            fq_blocks=(options.default_fq_blocks(resolution) if options.fq_blocks is None
+                       else tuple(options.fq_blocks)))
         self.schedule = options.schedule()
         self.segment = self.compiled = self.iterator = None
 
