@@ -46,7 +46,7 @@ def fq_blocks():
     """The 'FQ on' blocks: --fq-blocks, else the preset's (run_training.py's default)."""
     if FLAGS["fq-blocks"].value is not None:
         return tuple(int(b) for b in FLAGS["fq-blocks"].value)
-    return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution).default_fq_blocks()
+    return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution).fq_blocks_at()
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):

@@ -157,7 +157,7 @@ class TrainingOptions(RunOptions):
     stabilize_kimg: float = 600.0
     transition_kimg: float = 600.0
     # Feature quantization.
-    fq_blocks: tuple = None            # Block resolutions; None = default_fq_blocks().
+    fq_blocks: tuple = None            # Block resolutions; None = the default (fq_blocks_at).
     fq_preset: str = "official"
     fq_num_embeddings: int = 0         # 0 = model default.
     fq_decay: float = 0.0              # 0 = model default.
@@ -197,9 +197,12 @@ class TrainingOptions(RunOptions):
     def minibatch(self):
         return self.batch or self.preset("batch")
 
-    def default_fq_blocks(self, resolution=0):
-        """FQ blocks without --fq-blocks: the preset's, else the model's official ones, those of
-        them a discriminator at `resolution` (default the options'; 0 = unknown: all) has."""
+    def fq_blocks_at(self, resolution=0):
+        """The FQ blocks: `fq_blocks` as given (--fq-blocks), else the preset's, else the model's
+        official ones, those of them a discriminator at `resolution` (default the options'; 0 =
+        unknown: all) has."""
+        if self.fq_blocks is not None:
+            return tuple(self.fq_blocks)
         blocks = self.preset("fq_blocks")
         blocks = FQ_DEFAULTS[self.model]["fq_blocks"] if blocks is None else blocks
         resolution = resolution or self.resolution
@@ -264,8 +267,7 @@ class TrainingOptions(RunOptions):
     def fq_layer_kwargs(self):
         defaults = FQ_DEFAULTS[self.model]
         return dict(
-            fq_blocks=tuple(self.default_fq_blocks() if self.fq_blocks is None
-                            else self.fq_blocks),
+            fq_blocks=self.fq_blocks_at(),
             fq_num_embeddings=self.fq_num_embeddings or defaults["fq_num_embeddings"],
             fq_decay=self.fq_decay or defaults["fq_decay"],
             fq_commitment_cost=(self.fq_commitment if self.fq_commitment >= 0
@@ -432,8 +434,7 @@ def validate(options):
         raise app.UsageError(f"--initial-resolution {options.initial_resolution} is above the "
                              f"training resolution {resolution}.")
     valid_blocks = discriminator_blocks(resolution)
-    if options.fq_blocks is None:
-        options.fq_blocks = options.default_fq_blocks(resolution)
+    options.fq_blocks = options.fq_blocks_at(resolution)
     wrong = [b for b in options.fq_blocks if b not in valid_blocks]
     if wrong:
         raise app.UsageError(f"--fq-blocks {','.join(map(str, wrong))}: not a discriminator block "
@@ -518,8 +519,7 @@ class StyleGANRun(TrainingRun):
         self.options = options = dataclasses.replace(
             options, resolution=resolution, channels=info.channels,
             label_size=info.label_size if options.conditional else 0,
-            fq_blocks=(options.default_fq_blocks(resolution) if options.fq_blocks is None
-                       else tuple(options.fq_blocks)))
+            fq_blocks=options.fq_blocks_at(resolution))
         self.schedule = options.schedule()
         self.segment = self.compiled = self.iterator = None
 
