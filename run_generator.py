@@ -1,11 +1,12 @@
 r"""Generate images with a trained generator: images for seeds, style mixing, truncation sweeps.
 
     python run_generator.py generate-images --network runs/00000-stylegan2-shapes \
-        --seeds 0-99 --trunc 0.7 --outdir out/seeds
+        --seeds 0-99 --trunc 0.7 --class 3 --outdir out/seeds
     python run_generator.py style-mixing-example --network runs/00000-stylegan2-shapes/export \
-        --row-seeds 85,100,75,458,1500 --col-seeds 55,821,1789,293 --col-styles 0-6 --outdir out/mix
+        --row-seeds 85,100,75,458,1500 --col-seeds 55,821,1789,293 --col-styles 0-6 --class 0 \
+        --outdir out/mix
     python run_generator.py truncation-sweep --network runs/00000-stylegan2-shapes \
-        --seeds 0-5 --psis 1,0.7,0.5,0,-0.5,-1 --outdir out/truncation
+        --seeds 0-5 --psis 1,0.7,0.5,0,-0.5,-1 --class 4 --outdir out/truncation
     python run_generator.py generate-images --network runs/00001-biggan-shapes \
         --seeds 0-9 --classes 0-4 --grid --outdir out/classes
 

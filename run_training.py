@@ -82,7 +82,9 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_integer("resolution", 0, "Training resolution (a level of the dataset; U-GAT-IT: "
                          "the image size, divisible by 4, preset 256 official / 64 demo); "
                          "0 = the dataset's full resolution.", **d)
-    flags.DEFINE_boolean("conditional", False, "Condition G and D on the dataset's labels.", **d)
+    flags.DEFINE_boolean("conditional", None, "Condition G and D on the dataset's labels (default: "
+                         "the preset's: the StyleGAN2 demo when the data has labels, otherwise "
+                         "not; --noconditional turns it off).", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
                        "(default: the preset's, 28 demo, 12000 celebahq, 25000 otherwise).", **d)
     flags.DEFINE_integer("batch", 0, "Global minibatch at every resolution (0 = preset: 16 demo, "

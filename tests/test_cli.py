@@ -234,6 +234,35 @@ def test_fq_blocks_default_to_the_preset_then_the_official_blocks():
     assert resolved("--fq-blocks", "") == ()
 
 
+def test_the_stylegan2_demo_is_conditional_when_the_data_has_labels(tmp_path):
+    """The StyleGAN2 demo conditions G and D on the labels of labelled data (the built-in
+    shapes) and trains unconditionally on data without them; --noconditional turns it off,
+    --conditional on; the official presets and the other models' demos stay unconditional unless
+    --conditional is given; --conditional on data without labels is a usage error."""
+    from absl import app
+
+    from test_biggan_loop import unlabelled_dataset
+    from training import stylegan
+    unlabelled = unlabelled_dataset(tmp_path)
+
+    def resolved(*argv):
+        fv = tool_flags(run_training)
+        fv(["run_training.py", *argv])
+        options = stylegan.options_from_flags(fv)
+        stylegan.validate(options)
+        return options.conditional
+
+    assert resolved() is True
+    assert resolved("--noconditional") is False
+    assert resolved("--dataset", unlabelled) is False
+    assert resolved("--config", "e") is False
+    assert resolved("--config", "e", "--conditional") is True
+    assert resolved("--model", "stylegan") is False
+    assert resolved("--model", "progan", "--conditional") is True
+    with pytest.raises(app.UsageError, match="has no labels"):
+        resolved("--dataset", unlabelled, "--conditional")
+
+
 def test_bench_timing_pairs_each_repeat(monkeypatch):
     """bench/timing.py: variants alternate their order, overheads are per-repeat ratios (a drift
     that slows both variants of a repeat alike cancels)."""

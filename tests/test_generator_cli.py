@@ -115,21 +115,22 @@ def test_export_of_a_run_is_its_last_sample_grid(run_dir, run_export_dir):
     with graph_optimizer_off():
         gen = export.load_generator(run_dir)  # the same functions, traced in memory
         assert gen.metadata["lod"] == 0.5 and gen.metadata["resolution"] == 8
-        # The loop's grid latents and labels (training/loop.py _sample_inputs), 16 per call.
-        z = np.random.RandomState(0 + 123).randn(32, gen.z_dim).astype(np.float32)
-        labels = np.eye(gen.c_dim, dtype=np.float32)[np.arange(32) % gen.c_dim]
+        # The loop's grid latents and labels (StyleGANRun._grid: one class per column, 8 rows),
+        # 16 per call.
+        z = np.random.RandomState(0 + 123).randn(40, gen.z_dim).astype(np.float32)
+        labels = np.eye(gen.c_dim, dtype=np.float32)[np.arange(40) % gen.c_dim]
         images = np.concatenate([gen("serving_default", z=z[i:i + 16], truncation_psi=1.0,
-                                     labels=labels[i:i + 16])["images"] for i in (0, 16)])
+                                     labels=labels[i:i + 16])["images"] for i in (0, 16, 32)])
     grid = read_png(os.path.join(run_dir, "fakes000000.png"))
     # The PNG shows each 8x8 sample as 128x128 (16x nearest neighbour, training/logs.py).
-    assert grid.shape == (4 * 128, 8 * 128, 3) and grid_upscale(8) == 16
-    np.testing.assert_array_equal(image_grid(images, columns=8, upscale=16), grid)
-    np.testing.assert_array_equal(grid[::16, ::16], image_grid(images, columns=8))
+    assert grid.shape == (8 * 128, 5 * 128, 3) and grid_upscale(8) == 16
+    np.testing.assert_array_equal(image_grid(images, columns=5, upscale=16), grid)
+    np.testing.assert_array_equal(grid[::16, ::16], image_grid(images, columns=5))
 
 
 def test_reals_grid_of_a_conditional_run_has_the_fakes_class_layout(run_dir):
-    """Cell i of the class-conditional run's fakes grid shows class i % 5 (8 columns, 32 cells);
-    reals.png holds, in the same cell, a training image of that class (every cell is one of
+    """Column c of the class-conditional run's fakes grid shows class c (5 columns, 8 rows: cell
+    i has class i % 5); reals.png holds, in the same cell, a training image of that class (every cell is one of
     the dataset's images, no two the same)."""
     import datasets
     data = datasets.open_dataset("shapes", resolution=8).pipeline(
@@ -138,12 +139,12 @@ def test_reals_grid_of_a_conditional_run_has_the_fakes_class_layout(run_dir):
     class_of = {image.tobytes(): label for image, label in
                 zip(images.numpy(), np.argmax(labels.numpy(), axis=1))}
     grid = np.asarray(Image.open(os.path.join(run_dir, "reals.png")).convert("RGB"))
-    upscale = grid.shape[1] // (8 * 8)   # fakes_init's: grid_upscale of the first stage (4)
-    assert upscale == grid_upscale(4)
-    cells = grid[::upscale, ::upscale].reshape(4, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4)
-    cells = cells.reshape(32, 8, 8, 3)
-    assert len({cell.tobytes() for cell in cells}) == 32
-    assert [class_of[cell.tobytes()] for cell in cells] == [i % 5 for i in range(32)]
+    upscale = grid.shape[1] // (5 * 8)   # fakes_init's: grid_upscale of the first stage (4)
+    assert upscale == grid_upscale(4) and grid.shape[0] == 8 * 8 * upscale
+    cells = grid[::upscale, ::upscale].reshape(8, 8, 5, 8, 3).transpose(0, 2, 1, 3, 4)
+    cells = cells.reshape(40, 8, 8, 3)
+    assert len({cell.tobytes() for cell in cells}) == 40
+    assert [class_of[cell.tobytes()] for cell in cells] == [i % 5 for i in range(40)]
 
 
 def test_run_export_cli(run_dir, run_export_dir, tmp_path, capsys):

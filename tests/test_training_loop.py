@@ -4,6 +4,7 @@ That a StyleGAN2 run through this loop learns is test_sq_training.py's short lim
 (StyleGAN2 with FQ in D, plus style quantization): one learning run of the loop, not two.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from PIL import Image
 
 import run_training
 from datasets import open_dataset
-from training import TrainingDiverged, loop, losses
+from training import TrainingConfigError, TrainingDiverged, loop, losses
 from training.checkpoints import latest_checkpoint
 from training.stylegan import StyleGANRun, TrainingOptions, load_networks, training_loop
 
@@ -114,16 +115,23 @@ def test_resume_across_a_fade_in_equals_an_uninterrupted_run(tmp_path, op_determ
     assert any(0.0 < lod < 1.0 for lod in lods)
 
 
-def test_a_run_records_its_default_fq_blocks(tmp_path):
-    """Options built without fq_blocks get the preset's default at the data's resolution, and
-    the run records it (training_options.json then rebuilds the same D after a preset change)."""
+def test_a_run_records_its_default_fq_blocks_and_conditioning(tmp_path):
+    """Options built without fq_blocks / conditional get the preset's defaults for the data
+    (resolution, labels), and the run records them (training_options.json then rebuilds the
+    same networks after a preset change); a conditional run names its classes at the start."""
     run = StyleGANRun(options(fq_blocks=None, resolution=0), str(tmp_path))
     run.open_data()
     assert (run.options.resolution, run.options.fq_blocks) == (32, (8,))
+    assert (run.options.conditional, run.options.label_size) == (False, 0)
+    assert "classes" not in run.data_summary()
     run = StyleGANRun(options(model="stylegan2", fq_blocks=None, resolution=0), str(tmp_path))
     run.open_data()
     assert run.options.fq_blocks == (16,)
-    assert TrainingOptions.from_json(run.options.to_json()).fq_blocks == (16,)
+    assert (run.options.conditional, run.options.label_size) == (True, 5)
+    saved = TrainingOptions.from_json(run.options.to_json())
+    assert (saved.fq_blocks, saved.conditional, saved.label_size) == ((16,), True, 5)
+    _, lines = loop.start_record(tf.distribute.get_strategy(), {}, run.data_summary())
+    assert lines[1] == "Data: synthetic:shapes, 4096 images, 32x32, 5 classes (conditional)"
 
 
 def test_run_folder_outputs_and_loading_gs(straight_run):
@@ -712,8 +720,15 @@ def test_init_from_converted_weights_starts_the_first_step_from_them(tmp_path, m
     monkeypatch.setattr(StyleGANRun, "step", step)
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
-    summary = training_loop(options(model="stylegan2", kimg=0.008, tick_kimg=0.008,
-                                    init_from=source), run_dir, log=messages.append)
+    # The StyleGAN2 demo conditions on the labelled shapes; the converted networks have no
+    # label input, and the mismatch names the flag that removes it.
+    run = options(model="stylegan2", kimg=0.008, tick_kimg=0.008, init_from=source)
+    with pytest.raises(TrainingConfigError, match=r"c_dim 0 there, 5 here.* \(--conditional / "
+                       r"--noconditional choose this run's label input\)\.$"):
+        training_loop(run, str(tmp_path), log=messages.append)
+    assert not first
+    summary = training_loop(dataclasses.replace(run, conditional=False), run_dir,
+                            log=messages.append)
     assert f"Initialised from {source}: G, Gs (from G), D." in messages
     assert f"FQ dictionaries of D (fq8) start fresh: {source} has none." in messages
     fq = {k for k in first["D"] if k.startswith("fq8/")}

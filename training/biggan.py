@@ -348,17 +348,9 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
 # The loop.
 
 
-def grid_labels(options, count=None):
-    """Labels of the sample grids' cells (int32) and the grid's columns: one class per column
-    (at most 10 columns), 8 rows unless `count` cells are asked for."""
-    columns = min(options.num_classes, 10)
-    rows = max(1, (count or 8 * columns) // columns)
-    return np.tile(np.arange(columns), rows).astype(np.int32), columns
-
-
 def grid_inputs(options, z_dim):
-    """Fixed latents, labels and columns of the sample grids (`grid_labels`)."""
-    labels, columns = grid_labels(options)
+    """Fixed latents, labels and columns of the sample grids (`loop.class_grid`)."""
+    labels, columns = loop.class_grid(options.num_classes)
     rng = np.random.RandomState(options.seed + 123)
     return rng.randn(len(labels), z_dim).astype(np.float32), labels, columns
 
@@ -414,7 +406,7 @@ class BigGANRun(IterationRun):
             for i in range(0, len(z), 64)])
 
     def grid_classes(self, count):
-        return grid_labels(self.options, count)[0]
+        return loop.class_grid(self.options.num_classes, count)[0]
 
     def _grid(self, name):
         z, labels, columns = grid_inputs(self.options, self.trainer.z_dim)

@@ -233,8 +233,10 @@ def _matching_variables(path, name, target, source):
             k = differ[0]
             shapes = [tuple(d[k].shape) if k in d else "absent" for d in (there, here)]
             what = f"variable {k} {shapes[0]} there, {shapes[1]} here"
+        hint = (" (--conditional / --noconditional choose this run's label input)"
+                if "c_dim" in keys else "")
         raise TrainingConfigError(f"--init-from {path}: its {name} differs from this run's: "
-                                  f"{what}.")
+                                  f"{what}{hint}.")
     return [(here[k], there[k].numpy()) for k in here], [layer.name for layer in fq_target]
 
 

@@ -460,7 +460,8 @@ def start_record(strategy, networks, data):
     Args:
       strategy: the run's tf.distribute strategy.
       networks: {"G": [networks], "D": [networks]} (TrainingRun.networks).
-      data: {"source", "images", "resolution"} (TrainingRun.data_summary).
+      data: {"source", "images", "resolution"[, "classes"]} (TrainingRun.data_summary; "classes":
+        a conditional run's label count).
     Returns:
       (record, lines): the JSON record and the lines to print.
     """
@@ -476,9 +477,18 @@ def start_record(strategy, networks, data):
     gpus = f" ({', '.join(record['gpus'])})" if record["gpus"] else ""
     lines = [f"Devices: {', '.join(record['devices'])}{gpus}, {record['replicas']} replica(s), "
              f"precision {record['precision']}",
-             f"Data: {data['source']}, {images} images, {data['resolution']}x{data['resolution']}",
+             f"Data: {data['source']}, {images} images, {data['resolution']}x{data['resolution']}"
+             + (f", {data['classes']} classes (conditional)" if data.get("classes") else ""),
              "Parameters: " + ", ".join(f"{role} {count:,}" for role, count in parameters.items())]
     return record, lines
+
+
+def class_grid(num_classes, count=None):
+    """The cells of a class-conditional sample grid: one class per column (at most 10 columns),
+    8 rows unless `count` cells are asked for. Returns (classes int32 (cells,), columns)."""
+    columns = min(num_classes, 10)
+    rows = max(1, (count or 8 * columns) // columns)
+    return np.tile(np.arange(columns), rows).astype(np.int32), columns
 
 
 def reals_grid(run, fakes):

@@ -53,10 +53,12 @@ PROGRESSIVE_MINIBATCH = ((4, 128), (8, 128), (16, 128), (32, 64), (64, 32), (128
 # ProGAN's G_smoothing), mbstd_group (D's minibatch-stddev group), initial_resolution (of
 # progressive growing), kimg (the run's length), pl_weight / style_mixing_prob (None = the model's
 # LOSS_PRESETS value), fq_blocks (None = the model's official FQ blocks, FQ_DEFAULTS; --fq-blocks
-# overrides either).
+# overrides either), conditional_if_labelled (condition G and D on the labels when the dataset
+# has them; otherwise, as in the official code, only with --conditional).
 PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_group=4,
                        initial_resolution=8, minibatch_dict=(), learning_rate_dict=(),
-                       kimg=25000.0, pl_weight=None, style_mixing_prob=None, fq_blocks=None)
+                       kimg=25000.0, pl_weight=None, style_mixing_prob=None, fq_blocks=None,
+                       conditional_if_labelled=False)
 # The StyleGAN2 demo is tuned for image quality per FLOP on a CPU, the way stylegan2-ada-pytorch's
 # small `--cfg cifar` is (2-layer mapping, no path-length regularisation, no style mixing: both
 # pay off only late in long runs), with a higher learning rate for its small widths (the
@@ -82,7 +84,7 @@ DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=1
 # 2026-12-04, FQ on / off step time +0.5..+1.1% (block 16) vs +4.7..+6.1% (16,32); SWD at 28 kimg
 # (1 thread, seed 0) 57 vs 54.
 STYLEGAN2_DEMO = dict(DEMO, learning_rate=0.004, pl_weight=0.0, style_mixing_prob=0.0,
-                      fq_blocks=(16,))
+                      fq_blocks=(16,), conditional_if_labelled=True)
 CONFIG_PRESETS = {
     "stylegan2": {
         "demo": STYLEGAN2_DEMO,
@@ -145,7 +147,7 @@ class TrainingOptions(RunOptions):
     resolution: int = 0                # 0 = the dataset's resolution (32 for built-in data).
     channels: int = 0                  # Image channels; filled in from the dataset.
     label_size: int = 0                # Label length used (0 = unconditional); filled in.
-    conditional: bool = False          # Use the dataset's labels.
+    conditional: bool = None           # Use the dataset's labels; None = conditional_on().
     kimg: float = 30.0
     batch: int = 0                     # 0 = preset.
     learning_rate: float = 0.0         # 0 = preset.
@@ -209,6 +211,13 @@ class TrainingOptions(RunOptions):
         if resolution:
             blocks = [b for b in blocks if b in discriminator_blocks(resolution)]
         return tuple(blocks)
+
+    def conditional_on(self, has_labels):
+        """Whether G and D take the dataset's labels: `conditional` as given (--conditional /
+        --noconditional), else the preset's rule (the StyleGAN2 demo: when the data has them)."""
+        if self.conditional is not None:
+            return bool(self.conditional)
+        return bool(has_labels and self.preset("conditional_if_labelled"))
 
     @property
     def lr(self):
@@ -430,6 +439,7 @@ def validate(options):
     resolution = options.resolution or info.resolution
     if options.conditional and not info.has_labels:
         raise app.UsageError(f"--conditional: {info.source} has no labels.")
+    options.conditional = options.conditional_on(info.has_labels)
     if options.is_progressive and options.initial_resolution > resolution:
         raise app.UsageError(f"--initial-resolution {options.initial_resolution} is above the "
                              f"training resolution {resolution}.")
@@ -514,14 +524,23 @@ class StyleGANRun(TrainingRun):
             raise TrainingConfigError(f"--conditional: dataset {info.source} has no labels; "
                                       "prepare it with --labels or drop --conditional.")
         # What the dataset decides, recorded so that the run can be rebuilt without it later
-        # (the FQ blocks too: a resumed run keeps them even if the preset's default changes).
+        # (the FQ blocks and conditioning too: a resumed run keeps them even if the preset's
+        # default changes).
         resolution = options.resolution or info.resolution
+        conditional = options.conditional_on(info.has_labels)
         self.options = options = dataclasses.replace(
-            options, resolution=resolution, channels=info.channels,
-            label_size=info.label_size if options.conditional else 0,
+            options, resolution=resolution, channels=info.channels, conditional=conditional,
+            label_size=info.label_size if conditional else 0,
             fq_blocks=options.fq_blocks_at(resolution))
         self.schedule = options.schedule()
         self.segment = self.compiled = self.iterator = None
+
+    def data_summary(self):
+        # A conditional run names its classes in the start record ("Data: ..., 5 classes").
+        summary = super().data_summary()
+        if self.options.label_size:
+            summary["classes"] = self.options.label_size
+        return summary
 
     def check_replicas(self, replicas):
         # Every segment the run reaches (the minibatch changes with the resolution).
@@ -609,34 +628,34 @@ class StyleGANRun(TrainingRun):
                             **kwargs).numpy()
         return images, stage
 
-    def _grid(self, nimg):
-        """The 32 fixed latents (one label per row cycle) at full resolution, and the stage."""
+    def _grid(self, name, nimg):
+        """The sample grid of Gs at `nimg` from fixed latents, at full resolution: 32 cells in
+        8 columns, or for a conditional run one class per column (`loop.class_grid`)."""
+        c_dim = self.options.label_size
+        classes, columns = loop.class_grid(c_dim) if c_dim else (None, 8)
+        count = 32 if classes is None else len(classes)
         rng = np.random.RandomState(self.options.seed + 123)
-        z = rng.randn(32, self.trainer.z_dim).astype(np.float32)
-        classes = self.grid_classes(32)
-        labels = (None if classes is None
-                  else np.eye(self.options.label_size, dtype=np.float32)[classes])
+        z = rng.randn(count, self.trainer.z_dim).astype(np.float32)
+        labels = None if classes is None else np.eye(c_dim, dtype=np.float32)[classes]
         parts = [self._generate(z[i:i + 16], None if labels is None else labels[i:i + 16], nimg)
-                 for i in range(0, 32, 16)]
+                 for i in range(0, count, 16)]
         images, stage = np.concatenate([p[0] for p in parts]), parts[0][1]
         factor = self.options.resolution // stage
         if factor > 1:
             images = images.repeat(factor, axis=1).repeat(factor, axis=2)
-        return images, grid_upscale(stage)
+        return [(name, "fakes", images, columns, grid_upscale(stage))]
 
     def grid_classes(self, count):
-        """Conditional runs: the classes cycle along the grid's cells (label_size: filled in
-        when the data opens, before any grid)."""
+        """Conditional runs: one class per column (label_size: filled in when the data opens,
+        before any grid)."""
         c_dim = self.options.label_size
-        return np.arange(count) % c_dim if c_dim else None
+        return loop.class_grid(c_dim, count)[0] if c_dim else None
 
     def initial_grids(self):
-        images, upscale = self._grid(0)
-        return [("fakes_init.png", "fakes", images, 8, upscale)]
+        return self._grid("fakes_init.png", 0)
 
     def snapshot_grids(self, nimg):
-        images, upscale = self._grid(nimg)
-        return [(f"fakes{nimg // 1000:06d}.png", "fakes", images, 8, upscale)]
+        return self._grid(f"fakes{nimg // 1000:06d}.png", nimg)
 
     def swd_generator(self, nimg):
         def generate(rng, count):
