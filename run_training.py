@@ -38,8 +38,16 @@ FLAGS = flags.FLAGS
 RESUME_MAY_CHANGE = ("kimg", "iterations", "strategy", "devices", "cpu-replicas",
                      "keep-checkpoints")
 # Flags that are not options of a run, and flags whose option field has another name.
-NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes")
+NOT_OPTIONS = ("model", "out", "resume", "deterministic", "checkpoint-minutes", "intra-op-threads")
 FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}   # Options.FLAG_FIELDS add to these
+# --intra-op-threads defaults to 1 for the demo presets on a machine without GPUs
+# (training.distribute.set_intra_op_threads): their ops are small (16-64 channels at 32x32), so
+# splitting one op over the cores costs more than it gains, and TensorFlow's inter-op threads
+# (one per core) then run independent ops side by side. img/s of each model's default run with 1
+# vs TensorFlow's default (every core), Intel Xeon 2 cores, 2026-12-04: StyleGAN2 215 vs 187,
+# StyleGAN (8x8 stage) 990 vs 730, BigGAN 1225 vs 945, U-GAT-IT 12.4 vs 7.8 it/s. The reference
+# setting (256 channels, bench/bench_peer.py) is the opposite case, 19.6 vs 22.8 img/s, so the
+# other presets keep TensorFlow's default.
 # Old spellings, kept for one release (cli_common).
 RENAMED = {"img-size": "resolution"}
 # The range of every numeric flag (0 = "the preset's" where the help says so), checked for
@@ -60,7 +68,7 @@ FLAG_RANGES = {
     "sq-cbi-epsilon": POSITIVE, "sq-cbi-batch": NON_NEGATIVE, "seed": NON_NEGATIVE,
     "cpu-replicas": NON_NEGATIVE, "tick-kimg": POSITIVE, "snapshot-ticks": AT_LEAST_ONE,
     "iterations": NON_NEGATIVE, "d-steps": NON_NEGATIVE, "checkpoint-minutes": NON_NEGATIVE,
-    "keep-checkpoints": NON_NEGATIVE,
+    "keep-checkpoints": NON_NEGATIVE, "intra-op-threads": NON_NEGATIVE,
 }
 
 
@@ -181,6 +189,11 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_list("devices", [], "Devices for --strategy mirrored (default: all GPUs).", **d)
     flags.DEFINE_integer("cpu-replicas", 0, "Split the CPU into this many logical devices for "
                          "--strategy mirrored on a machine without GPUs.", **d)
+    flags.DEFINE_integer("intra-op-threads", None, "Threads one TensorFlow op may use (0 = "
+                         "TensorFlow's default, every core). Default: 1 for --config demo on a "
+                         "machine without GPUs (independent small ops then run side by side "
+                         "on the inter-op threads: 1.15-1.6x the demos' img/s on 2 cores), "
+                         "else 0. May change on --resume.", **d)
     flags.DEFINE_boolean("mixed-precision", False, "mixed_float16 policy with loss scaling.", **d)
     flags.DEFINE_boolean("xla", False, "Compile the training step with XLA "
                          "(--strategy default only).", **d)
@@ -231,6 +244,8 @@ def main(argv, fv=FLAGS):
         options = family.options_from_flags(fv)
         options.init_from = fv["init-from"].value
         options.keep_checkpoints = fv["keep-checkpoints"].value
+    from training.distribute import set_intra_op_threads
+    set_intra_op_threads(fv["intra-op-threads"].value, small_ops=options.config == "demo")
     family.validate(options)
     if fv["cpu-replicas"].value:
         if fv.strategy != "mirrored":

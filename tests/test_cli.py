@@ -263,6 +263,32 @@ def test_the_stylegan2_demo_is_conditional_when_the_data_has_labels(tmp_path):
         resolved("--dataset", unlabelled, "--conditional")
 
 
+def test_intra_op_threads_default_to_one_for_the_demos_on_a_cpu():
+    """training.distribute.set_intra_op_threads in a fresh process (TensorFlow's thread pools
+    are fixed once it runs): 1 for a demo preset on this GPU-less machine, TensorFlow's default
+    (0) for the others, the flag's value when given; a process whose TensorFlow already runs
+    keeps its setting."""
+    import subprocess
+    import sys
+    code = ("import sys; import tensorflow as tf; from training.distribute import "
+            "set_intra_op_threads as s; threads = eval(sys.argv[1]); small = sys.argv[2] == '1'; "
+            "print(s(threads, small_ops=small), tf.config.threading."
+            "get_intra_op_parallelism_threads(), end=' '); tf.ones(1) + 1; print(s(5), end='')")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="3")
+
+    def threads(*argv):
+        done = subprocess.run([sys.executable, "-c", code, *argv], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    assert threads("None", "1") == ["1", "1", "1"]    # once an op ran, 5 is not set
+    assert threads("None", "0") == ["0", "0", "0"]
+    assert threads("3", "1") == ["3", "3", "3"]
+    assert threads("0", "1") == ["0", "0", "0"]
+
+
 def test_bench_timing_pairs_each_repeat(monkeypatch):
     """bench/timing.py: variants alternate their order, overheads are per-repeat ratios (a drift
     that slows both variants of a repeat alike cancels)."""

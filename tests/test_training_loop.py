@@ -191,7 +191,7 @@ def test_reals_are_flipped_as_the_training_stream_with_mirror(tmp_path):
 
 
 def test_start_record_names_devices_precision_data_and_parameters(two_replica_strategy,
-                                                                  mixed_precision):
+                                                                  mixed_precision, monkeypatch):
     G = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])           # 16 weights
     D = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1),
                           keras.layers.BatchNormalization()])                  # 5 + 2 trainable
@@ -199,13 +199,20 @@ def test_start_record_names_devices_precision_data_and_parameters(two_replica_st
     record, lines = loop.start_record(two_replica_strategy, {"G": [G], "D": [D, G]}, data)
     assert record == {"devices": ["CPU:0", "CPU:1"], "gpus": [], "replicas": 2,
                       "precision": "mixed_float16", "data": data,
-                      "parameters": {"G": 16, "D": 7 + 16}}
+                      "parameters": {"G": 16, "D": 7 + 16},
+                      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    record, lines = loop.start_record(two_replica_strategy, {"G": [G], "D": [D, G]}, data)
     assert lines == ["Devices: CPU:0, CPU:1, 2 replica(s), precision mixed_float16",
                      "Data: synthetic:shapes, 4096 images, 32x32",
                      "Parameters: G 16, D 23"]
+    # One thread per op (run_training.py's default for the demos on a CPU) is named.
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 1)
     record, lines = loop.start_record(tf.distribute.get_strategy(), {"G": [G]}, dict(
         data, images={"trainA": 3, "trainB": 5}))
     assert record["devices"] == ["CPU:0"] and record["replicas"] == 1
+    assert record["intra_op_threads"] == 1
+    assert lines[0] == "Devices: CPU:0, 1 replica(s), precision mixed_float16, 1 thread(s) per op"
     assert lines[1] == "Data: synthetic:shapes, 3 trainA + 5 trainB images, 32x32"
 
 
@@ -366,7 +373,9 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(
     # The start: devices, precision, data and parameter counts, printed and logged.
     start = entries[0]["start"]
     assert start["devices"] == ["CPU:0"] and start["precision"] == "float32"
-    assert (f"Devices: CPU:0, 1 replica(s), precision float32\n"
+    threads = start["intra_op_threads"]   # 1 if this process's first run_cli set it (a demo)
+    assert ("Devices: CPU:0, 1 replica(s), precision float32"
+            + (f", {threads} thread(s) per op" if threads else "") + "\n"
             f"Data: synthetic:shapes, 4096 images, 16x16\n"
             f"Parameters: G {start['parameters']['G']:,}, D {start['parameters']['D']:,}\n") \
         in printed

@@ -119,6 +119,26 @@ def precision_policy(mixed_precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def set_intra_op_threads(threads, small_ops=False):
+    """Threads one op may use (call before TensorFlow initialises): `threads`, or when it is
+    None 1 for `small_ops` (a CPU-sized preset) on a machine without GPUs and otherwise
+    TensorFlow's default, every core (0 also keeps it). Returns the number set (0 = default).
+
+    Small ops gain little from being split over the cores and pay its synchronisation; with one
+    thread each, TensorFlow's inter-op threads (one per core) run independent ops side by side
+    (run_training.py has the measurements). In a process whose TensorFlow already runs (a
+    caller of run_training.main, as the tests), the setting in force stays and is returned.
+    """
+    if threads is None:
+        threads = 1 if small_ops and not tf.config.list_physical_devices("GPU") else 0
+    if threads and threads != tf.config.threading.get_intra_op_parallelism_threads():
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:   # TensorFlow is initialised: its thread pools exist already
+            pass
+    return tf.config.threading.get_intra_op_parallelism_threads()
+
+
 def split_virtual_cpus(count):
     """Splits the CPU into `count` logical devices (call before TensorFlow initialises).
 

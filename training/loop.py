@@ -454,8 +454,8 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
 
 
 def start_record(strategy, networks, data):
-    """What a run prints and logs (log.jsonl "start") before its first step: where it runs,
-    its precision, its data and its networks' sizes.
+    """What a run prints and logs (log.jsonl "start") before its first step: where it runs
+    (devices, replicas, threads per op), its precision, its data and its networks' sizes.
 
     Args:
       strategy: the run's tf.distribute strategy.
@@ -470,13 +470,16 @@ def start_record(strategy, networks, data):
     record = {"devices": distribute.device_names(strategy), "gpus": distribute.gpu_names(),
               "replicas": int(strategy.num_replicas_in_sync),
               "precision": keras.mixed_precision.global_policy().name, "data": data,
-              "parameters": parameters}
+              "parameters": parameters,
+              "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
     images = data["images"]
     if isinstance(images, dict):   # several image sets (U-GAT-IT's domains)
         images = " + ".join(f"{count} {name}" for name, count in images.items())
     gpus = f" ({', '.join(record['gpus'])})" if record["gpus"] else ""
+    threads = record["intra_op_threads"]   # 0 = TensorFlow's default (every core)
     lines = [f"Devices: {', '.join(record['devices'])}{gpus}, {record['replicas']} replica(s), "
-             f"precision {record['precision']}",
+             f"precision {record['precision']}"
+             + (f", {threads} thread(s) per op" if threads else ""),
              f"Data: {data['source']}, {images} images, {data['resolution']}x{data['resolution']}"
              + (f", {data['classes']} classes (conditional)" if data.get("classes") else ""),
              "Parameters: " + ", ".join(f"{role} {count:,}" for role, count in parameters.items())]
