@@ -94,12 +94,13 @@ def define_flags(fv=FLAGS):
                          "the preset's: the StyleGAN2 demo when the data has labels, otherwise "
                          "not; --noconditional turns it off).", **d)
     flags.DEFINE_float("kimg", None, "Training length in thousands of real images "
-                       "(default: the preset's, 28 demo, 12000 celebahq, 25000 otherwise).", **d)
-    flags.DEFINE_integer("batch", 0, "Global minibatch at every resolution (0 = preset: 16 demo, "
-                         "32 e/f, 64 limited; ffhq / celebahq per resolution, 128 at 4-16 down "
-                         "to 4 at 512 and above).", **d)
+                       "(default: the preset's: demo 40 stylegan2, 28 stylegan / progan; 12000 "
+                       "celebahq, 25000 otherwise).", **d)
+    flags.DEFINE_integer("batch", 0, "Global minibatch at every resolution (0 = preset: demo 8 "
+                         "stylegan2, 16 stylegan / progan, 32 e/f, 64 limited; ffhq / celebahq "
+                         "per resolution, 128 at 4-16 down to 4 at 512 and above).", **d)
     flags.DEFINE_float("lr", 0.0, "Learning rate of G and D at every resolution (0 = preset: "
-                       "demo 0.004 (StyleGAN2) or 0.002, e/f 0.002, limited 0.0025; ffhq 0.001 "
+                       "demo 0.003 (StyleGAN2) or 0.002, e/f 0.002, limited 0.0025; ffhq 0.001 "
                        "up to 64, then 0.0015, 0.002, 0.003; celebahq 0.001, 0.0015 at 1024).",
                        **d)
     flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10, "

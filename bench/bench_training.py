@@ -1,7 +1,8 @@
 """StyleGAN2 training throughput: FQ on vs off, XLA on vs off, and the input pipeline's margin.
 
-    python bench/bench_training.py [--resolution 32] [--config demo] [--batch 16] [--repeats 24]
-                                   [--steps 5] [--fq-blocks 16,32]
+    python bench/bench_training.py [--resolution 32] [--config demo] [--batch 8] [--repeats 24]
+                                   [--steps 5] [--fq-blocks 16,32] [--classes 5]
+                                   [--intra-op-threads N]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, the median is reported), so the ratios compare like with like on a shared machine; the
@@ -10,7 +11,9 @@ back). A step is one full iteration of the official schedule's common case (G ma
 with the FQ update); an iteration with every lazy phase of the preset (R1, every 16 steps;
 config e / f add path length, every 4, which the demo leaves out) is timed separately.
 The input pipeline (built-in shapes, full tf.data pipeline) is timed in the same run; the
-project's rule is that it must deliver >= 10x what training consumes.
+project's rule is that it must deliver >= 10x what training consumes. Networks and threads are
+the default run's: the demo conditions on the built-in shapes' 5 classes (--classes 0 for the
+unconditional model) and runs one thread per op on a CPU (run_training.py --intra-op-threads).
 """
 
 import os
@@ -26,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
+from training.distribute import set_intra_op_threads  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks  # noqa: E402
 from training.trainer import GANTrainer  # noqa: E402
 from timing import describe_overhead, repeat_order  # noqa: E402
@@ -33,13 +37,17 @@ from timing import describe_overhead, repeat_order  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_string("config", "demo", "Width preset (demo, e, f).")
-flags.DEFINE_integer("batch", 16, "Global minibatch.")
+flags.DEFINE_integer("batch", 0, "Global minibatch (0 = the preset's: demo 8, e / f 32).")
 flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported).")
 flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 16, e / f 16,32).")
+flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
+                     "the demo, which conditions on them; 0 otherwise).")
+flags.DEFINE_integer("intra-op-threads", None, "Threads per op (default as run_training.py: 1 "
+                     "for the demo on a CPU, else TensorFlow's default).")
 
 
 def fq_blocks():
@@ -49,13 +57,19 @@ def fq_blocks():
     return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution).fq_blocks_at()
 
 
+def classes():
+    if FLAGS.classes is not None:
+        return FLAGS.classes
+    return 5 if TrainingOptions(config=FLAGS.config).preset("conditional_if_labelled") else 0
+
+
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
     options = TrainingOptions(resolution=FLAGS.resolution, config=FLAGS.config, channels=3,
-                              fq_blocks=fq_blocks() if fq else ())
-    G, D = build_networks(options, 3, 0)
+                              batch=FLAGS.batch, fq_blocks=fq_blocks() if fq else ())
+    G, D = build_networks(options, 3, classes())
     trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
                          options.fq_settings(), learning_rate=options.lr)
-    batch = FLAGS.batch
+    batch = options.minibatch
 
     @tf.function(jit_compile=xla)
     def step(reals, labels):
@@ -68,10 +82,14 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
 
 def main(argv):
     del argv
-    res, batch = FLAGS.resolution, FLAGS.batch
+    threads = set_intra_op_threads(FLAGS["intra-op-threads"].value,
+                                   small_ops=FLAGS.config == "demo")
+    res = FLAGS.resolution
+    batch = TrainingOptions(config=FLAGS.config, batch=FLAGS.batch).minibatch
     rng = np.random.RandomState(0)
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
-    labels = tf.zeros((batch, 0))
+    labels = tf.constant(np.eye(max(classes(), 1), dtype=np.float32)[
+        rng.randint(max(classes(), 1), size=batch)][:, :classes()])
     variants = {"FQ on": make_step(True, False), "FQ off": make_step(False, False)}
     # Every lazy phase of the preset (the demo has lazy R1 only, config e / f path length too).
     every_phase = make_step(True, False, True, True)
@@ -103,8 +121,8 @@ def main(argv):
     loader = count / (time.perf_counter() - start)
 
     print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, FQ blocks "
-          f"{','.join(map(str, fq_blocks()))}, {os.cpu_count()} CPU threads, median of "
-          f"{FLAGS.repeats} x {FLAGS.steps} steps")
+          f"{','.join(map(str, fq_blocks()))}, {classes()} classes, {os.cpu_count()} CPU threads "
+          f"({threads or 'all'} per op), median of {FLAGS.repeats} x {FLAGS.steps} steps")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],

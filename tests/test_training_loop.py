@@ -631,9 +631,9 @@ def test_config_help_lists_each_models_presets():
 
 def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
     """The StyleGAN2 demo runs as stylegan2-ada's small cifar config: no path-length phase and
-    no style mixing (lr 0.004 for its widths); --config e / f keep StyleGAN2's (path length 2
-    every 4 iterations, mixing 0.9), StyleGAN v1 its mixing in the demo and ffhq, and the
-    progressive demos lr 0.002."""
+    no style mixing (batch 8, lr 0.003, 40 kimg for its widths); --config e / f keep
+    StyleGAN2's (path length 2 every 4 iterations, mixing 0.9), StyleGAN v1 its mixing in the
+    demo and ffhq, and the progressive demos batch 16, lr 0.002 and 28 kimg."""
     from training.trainer import GANTrainer
 
     def iteration(options):
@@ -644,14 +644,16 @@ def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
         return phases, loss.pl_weight, loss.style_mixing_prob
 
     demo = TrainingOptions()
-    assert (demo.config, demo.lr) == ("demo", 0.004)
+    assert (demo.config, demo.minibatch, demo.lr, demo.preset("kimg")) == ("demo", 8, 0.003, 40)
     assert iteration(demo) == (("Gmain", "Dmain", "Dreg"), 0.0, 0.0)
     for config in ("e", "f"):
         assert iteration(TrainingOptions(config=config)) == (
             ("Gmain", "Greg", "Dmain", "Dreg"), 2.0, 0.9)
     for config in ("demo", "ffhq"):
         assert iteration(TrainingOptions(model="stylegan", config=config))[2] == 0.9
-    assert TrainingOptions(model="stylegan").lr == TrainingOptions(model="progan").lr == 0.002
+    for model in ("stylegan", "progan"):
+        options = TrainingOptions(model=model)
+        assert (options.minibatch, options.lr, options.preset("kimg")) == (16, 0.002, 28)
 
 
 def test_demo_snapshots_every_two_ticks_unless_told():

@@ -27,9 +27,11 @@ from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, SQSettings
 MODELS = ("progan", "stylegan", "stylegan2")
 FQ_PRESETS = ("official", "paper")
 
-# The demo's length and snapshot cadence (the README's first command): a few minutes on a 2-core
-# CPU, sample grids at DEMO_SNAPSHOT_TICKS x --tick-kimg 4 kimg intervals and at the end.
+# The demos' length and snapshot cadence (the README's first command trains the StyleGAN2 demo,
+# STYLEGAN2_DEMO_KIMG): a few minutes on a 2-core CPU, sample grids at DEMO_SNAPSHOT_TICKS x
+# --tick-kimg 4 kimg intervals and at the end.
 DEMO_KIMG = 28.0
+STYLEGAN2_DEMO_KIMG = 40.0
 DEMO_SNAPSHOT_TICKS = 2
 # One GPU's per-resolution minibatch of ProGAN (progressive_growing_of_gans config.py,
 # preset-v2-1gpu) and StyleGAN (stylegan train.py, FFHQ -1gpu): the same table in both.
@@ -75,6 +77,17 @@ PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_
 #   at kimg 16 / 32 / 48 / 64 / 80 / 96; the grids show round colour blobs (red discs and blue
 #   rings recognisable) up to ~48 kimg, the five classes' colours with polygonal outlines
 #   (squares, crosses starting) from ~64 kimg.
+# 2026-12-04, class-conditional (below) with one thread per op (run_training.py), which made an
+# iteration ~15% cheaper and leaves room for 40 kimg in the old time: seed 0, 1 thread, kimg 8 /
+# 16 / 24 / 32 / 40 (of 146 at kimg 0): lr 0.004 batch 16: 101 / 61 / 47 / 44 / 46; lr 0.003: 115
+# / 48 / 42 / 53 / 40; lr 0.003 gamma 0.2: 105 / 50 / 39 / 45 / 41; lr 0.003 batch 8: 101 / 45
+# / 39 / 39 / 41; lr 0.002 batch 8: 77 / 52 / 45 / 37 / 44; lr 0.002 batch 4: 78 / 47 / 41 / 40
+# / 33. SWD hardly separates them, the grids do: with batch 16 every class is a round blob
+# (discs and rings right, squares, triangles and crosses not) at 40 kimg; with batch 8 or 4
+# (twice / four times the steps for the same images) the crosses have four arms, the triangles
+# corners starting, the background its weave. Batch 8 costs ~3% img/s on 2 cores (213 vs 219),
+# batch 4 ~25% (166), hence batch 8, lr 0.003, 40 kimg. fmap_max 128 or fmap_base 1024: 35-40%
+# slower for no clear gain per kimg (SWD 40 / 55 at 24 kimg vs 47).
 DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
 # Its FQ is one layer, after block 16 (D's 8x8 features, K 128): the FQ-GAN paper's placement for
@@ -82,9 +95,11 @@ DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=1
 # demo widths (16-64 channels) a look-up's (N, K) products, arg-min and segment sums weigh
 # against convolutions of a few channels: bench/bench_training.py, Intel Xeon 2 cores,
 # 2026-12-04, FQ on / off step time +0.5..+1.1% (block 16) vs +4.7..+6.1% (16,32); SWD at 28 kimg
-# (1 thread, seed 0) 57 vs 54.
-STYLEGAN2_DEMO = dict(DEMO, learning_rate=0.004, pl_weight=0.0, style_mixing_prob=0.0,
-                      fq_blocks=(16,), conditional_if_labelled=True)
+# (1 thread, seed 0) 57 vs 54. It is class-conditional on labelled data (the built-in shapes),
+# as `--cfg cifar` is: the class input takes over the colour and kind of each sample, which the
+# unconditional model must find first (SWD at 28 kimg 0.30x the initial vs 0.41-0.46x).
+STYLEGAN2_DEMO = dict(DEMO, batch=8, learning_rate=0.003, pl_weight=0.0, style_mixing_prob=0.0,
+                      fq_blocks=(16,), conditional_if_labelled=True, kimg=STYLEGAN2_DEMO_KIMG)
 CONFIG_PRESETS = {
     "stylegan2": {
         "demo": STYLEGAN2_DEMO,
