@@ -60,7 +60,8 @@ def fq_blocks():
 def classes():
     if FLAGS.classes is not None:
         return FLAGS.classes
-    return 5 if TrainingOptions(config=FLAGS.config).preset("conditional_if_labelled") else 0
+    conditional = TrainingOptions(config=FLAGS.config).preset("conditional_if_labelled")
+    return datasets.synthetic.NUM_CLASSES if conditional else 0
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
@@ -88,8 +89,9 @@ def main(argv):
     batch = TrainingOptions(config=FLAGS.config, batch=FLAGS.batch).minibatch
     rng = np.random.RandomState(0)
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
-    labels = tf.constant(np.eye(max(classes(), 1), dtype=np.float32)[
-        rng.randint(max(classes(), 1), size=batch)][:, :classes()])
+    c_dim = classes()
+    labels = tf.constant(np.eye(c_dim, dtype=np.float32)[rng.randint(c_dim, size=batch)]
+                         if c_dim else np.zeros((batch, 0), np.float32))
     variants = {"FQ on": make_step(True, False), "FQ off": make_step(False, False)}
     # Every lazy phase of the preset (the demo has lazy R1 only, config e / f path length too).
     every_phase = make_step(True, False, True, True)
