@@ -69,7 +69,8 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
                               batch=FLAGS.batch, fq_blocks=fq_blocks() if fq else ())
     G, D = build_networks(options, 3, classes())
     trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
-                         options.fq_settings(), learning_rate=options.lr)
+                         options.fq_settings(), learning_rate=options.lr,
+                         d_lr_multiplier=options.preset("d_lr_multiplier"))
     batch = options.minibatch
 
     @tf.function(jit_compile=xla)

@@ -334,6 +334,20 @@ def test_lazy_ratio_follows_the_intervals_even_without_the_regulariser():
         assert plain.d_lr_ratio == 1.0 and plain.g_lr_ratio == 1.0
 
 
+def test_d_lr_multiplier_scales_d_only_on_top_of_the_lazy_ratio():
+    """d_lr_multiplier 2 (the StyleGAN2 demo): D's Adam runs at 2 x lr x 16/17, G's at lr x 4/5,
+    from construction and after every set_learning_rate; betas keep only the lazy ratio."""
+    G, D = tiny_stylegan2()
+    trainer = GANTrainer(G, D, LOSS_PRESETS["stylegan2"], ProgressiveSchedule(RES, RES),
+                         learning_rate=0.002, d_lr_multiplier=2.0)
+    for lr in (0.002, 0.003):
+        if lr != 0.002:
+            trainer.set_learning_rate(lr)
+        assert float(trainer.d_optimizer.learning_rate) == pytest.approx(2 * lr * 16 / 17)
+        assert float(trainer.g_optimizer.learning_rate) == pytest.approx(lr * 0.8)
+    assert trainer.d_optimizer.beta_2 == pytest.approx(0.99 ** (16 / 17))
+
+
 @pytest.mark.parametrize("phase, batch", [("Gmain", 8), ("Greg", 4), ("Dmain", 8)])
 def test_dlatent_average_moves_in_every_training_g_pass(phase, batch):
     """dlatent_avg <- lerp(mean of the phase's main w, avg, 0.995) in Gmain, Greg (pl batch)

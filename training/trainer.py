@@ -163,6 +163,8 @@ class GANTrainer(keras.Model):
       fq: FQSettings (alpha and its warm-up).
       sq: SQSettings (SQ-GAN loss weights); used when the generator has `sq`.
       learning_rate, betas, epsilon: Adam (official: 0.001 or 0.002, (0, 0.99), 1e-8).
+      d_lr_multiplier: D's learning rate over G's (official: 1, equal rates; the StyleGAN2
+        demo preset's is 2). Both also take their lazy-regularisation ratio.
       mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
@@ -170,7 +172,7 @@ class GANTrainer(keras.Model):
 
     def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
                  learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, mixed_precision=False,
-                 seed=0, sq=SQSettings(), **kwargs):
+                 seed=0, sq=SQSettings(), d_lr_multiplier=1.0, **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
         self.Gs = type(generator).from_config({**generator.get_config(), "name": "Gs"})
@@ -188,8 +190,9 @@ class GANTrainer(keras.Model):
         self.mixed_precision = mixed_precision
         self.g_optimizer, self.g_lr_ratio = lazy_adam(learning_rate, betas, epsilon,
                                                       loss.pl_interval, "g_adam")
-        self.d_optimizer, self.d_lr_ratio = lazy_adam(learning_rate, betas, epsilon,
-                                                      loss.r1_interval, "d_adam")
+        self.d_optimizer, self.d_lr_ratio = lazy_adam(learning_rate * d_lr_multiplier, betas,
+                                                      epsilon, loss.r1_interval, "d_adam")
+        self.d_lr_multiplier = d_lr_multiplier
         if mixed_precision:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
@@ -230,9 +233,10 @@ class GANTrainer(keras.Model):
             seed_generator=self.seed_generator)
 
     def set_learning_rate(self, learning_rate):
-        """Sets both learning rates (times the lazy-regularisation ratio c)."""
+        """Sets G's learning rate and D's (times d_lr_multiplier), each times its
+        lazy-regularisation ratio c."""
         for optimizer, ratio in ((self.g_optimizer, self.g_lr_ratio),
-                                 (self.d_optimizer, self.d_lr_ratio)):
+                                 (self.d_optimizer, self.d_lr_ratio * self.d_lr_multiplier)):
             optimizer.learning_rate.assign(learning_rate * ratio)
 
     def reset_optimizers(self):
