@@ -102,7 +102,7 @@ def define_flags(fv=FLAGS):
     flags.DEFINE_float("lr", 0.0, "Learning rate of G and D at every resolution (0 = preset: "
                        "demo 0.003 (StyleGAN2) or 0.002, e/f 0.002, limited 0.0025; ffhq 0.001 "
                        "up to 64, then 0.0015, 0.002, 0.003; celebahq 0.001, 0.0015 at 1024). "
-                       "The StyleGAN2 demo's D learns at twice G's rate, the others at G's.",
+                       "The StyleGAN2 demo's D learns at three times G's rate, the others at G's.",
                        **d)
     flags.DEFINE_float("gamma", -1.0, "R1 weight (< 0 = preset: demo 0.5, e 100, f 10, "
                        "limited 1, ffhq 10; ProGAN has no R1).", **d)

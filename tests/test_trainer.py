@@ -335,7 +335,7 @@ def test_lazy_ratio_follows_the_intervals_even_without_the_regulariser():
 
 
 def test_d_lr_multiplier_scales_d_only_on_top_of_the_lazy_ratio():
-    """d_lr_multiplier 2 (the StyleGAN2 demo): D's Adam runs at 2 x lr x 16/17, G's at lr x 4/5,
+    """d_lr_multiplier 2: D's Adam runs at 2 x lr x 16/17, G's at lr x 4/5,
     from construction and after every set_learning_rate; betas keep only the lazy ratio."""
     G, D = tiny_stylegan2()
     trainer = GANTrainer(G, D, LOSS_PRESETS["stylegan2"], ProgressiveSchedule(RES, RES),

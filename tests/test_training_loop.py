@@ -645,8 +645,9 @@ def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
 
     demo = TrainingOptions()
     assert (demo.config, demo.minibatch, demo.lr, demo.preset("kimg")) == ("demo", 8, 0.003, 40)
-    # Its D learns at twice G's rate and Gs follows G closely early on; the others as official.
-    assert (demo.preset("d_lr_multiplier"), demo.loss_settings().g_ema_rampup) == (2.0, 0.01)
+    # Its D learns at three times G's rate and Gs follows G closely early on; the others as
+    # official.
+    assert (demo.preset("d_lr_multiplier"), demo.loss_settings().g_ema_rampup) == (3.0, 0.01)
     for model, config in (("stylegan2", "e"), ("stylegan2", "f"), ("stylegan2", "limited"),
                           ("stylegan", "demo"), ("progan", "demo"), ("progan", "celebahq")):
         assert TrainingOptions(model=model, config=config).preset("d_lr_multiplier") == 1.0

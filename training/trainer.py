@@ -164,7 +164,7 @@ class GANTrainer(keras.Model):
       sq: SQSettings (SQ-GAN loss weights); used when the generator has `sq`.
       learning_rate, betas, epsilon: Adam (official: 0.001 or 0.002, (0, 0.99), 1e-8).
       d_lr_multiplier: D's learning rate over G's (official: 1, equal rates; the StyleGAN2
-        demo preset's is 2). Both also take their lazy-regularisation ratio.
+        demo preset's is 3). Both also take their lazy-regularisation ratio.
       mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
