@@ -100,7 +100,7 @@ def define_flags(fv=FLAGS):
                          "stylegan2, 16 stylegan / progan, 32 e/f, 64 limited; ffhq / celebahq "
                          "per resolution, 128 at 4-16 down to 4 at 512 and above).", **d)
     flags.DEFINE_float("lr", 0.0, "Learning rate of G and D at every resolution (0 = preset: "
-                       "demo 0.003 (StyleGAN2) or 0.002, e/f 0.002, limited 0.0025; ffhq 0.001 "
+                       "demo 0.004 (StyleGAN2) or 0.002, e/f 0.002, limited 0.0025; ffhq 0.001 "
                        "up to 64, then 0.0015, 0.002, 0.003; celebahq 0.001, 0.0015 at 1024). "
                        "The StyleGAN2 demo's D learns at three times G's rate, the others at G's.",
                        **d)

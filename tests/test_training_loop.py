@@ -631,7 +631,7 @@ def test_config_help_lists_each_models_presets():
 
 def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
     """The StyleGAN2 demo runs as stylegan2-ada's small cifar config: no path-length phase and
-    no style mixing (batch 8, lr 0.003, 40 kimg for its widths); --config e / f keep
+    no style mixing (batch 8, lr 0.004, 40 kimg for its widths); --config e / f keep
     StyleGAN2's (path length 2 every 4 iterations, mixing 0.9), StyleGAN v1 its mixing in the
     demo and ffhq, and the progressive demos batch 16, lr 0.002 and 28 kimg."""
     from training.trainer import GANTrainer
@@ -644,7 +644,7 @@ def test_demo_drops_path_length_and_mixing_and_the_paper_configs_keep_them():
         return phases, loss.pl_weight, loss.style_mixing_prob
 
     demo = TrainingOptions()
-    assert (demo.config, demo.minibatch, demo.lr, demo.preset("kimg")) == ("demo", 8, 0.003, 40)
+    assert (demo.config, demo.minibatch, demo.lr, demo.preset("kimg")) == ("demo", 8, 0.004, 40)
     # Its D learns at three times G's rate and Gs follows G closely early on; the others as
     # official.
     assert (demo.preset("d_lr_multiplier"), demo.loss_settings().g_ema_rampup) == (3.0, 0.01)
