@@ -114,8 +114,9 @@ PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_
 # G's rate 0.85 / 0.86 (49 / 45); gamma 0.2 0.90 / 0.84; batch 4 for 30 kimg (equal time) 0.79 /
 # 0.84; lr 0.004 with D at 0.012 (kept) 0.89 / 0.89 / 0.89 (SWD 48.6 / 35.8 / 35.2), ahead in
 # longer runs as well: 0.92 / 0.93 at 48 kimg (the preset above 0.85 / 0.81), 0.95 / 0.95 at
-# 56 (0.93 / 0.87), squares 0.82 / 0.83 and triangles 0.95 / 0.97 there. --kimg 56 is the
-# shortest run whose grids show all five outlines on both seeds.
+# 56 (0.93 / 0.87), squares 0.82 / 0.83 and triangles 0.95 / 0.97 there; by eye all five
+# outlines are drawn at 56 kimg on seeds 0 and 1, while seed 2's squares are still irregular
+# quadrilaterals (0.92 at 48 and 56 kimg; seed 3 at 40 kimg 0.86).
 DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
 # Its FQ is one layer, after block 16 (D's 8x8 features, K 128): the FQ-GAN paper's placement for
