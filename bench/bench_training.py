@@ -50,23 +50,28 @@ flags.DEFINE_integer("intra-op-threads", None, "Threads per op (default as run_t
                      "for the demo on a CPU, else TensorFlow's default).")
 
 
+def bench_options(**overrides):
+    """The TrainingOptions this benchmark trains with: --config, --resolution, --batch, RGB."""
+    return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution, channels=3,
+                           batch=FLAGS.batch, **overrides)
+
+
 def fq_blocks():
     """The 'FQ on' blocks: --fq-blocks, else the preset's (run_training.py's default)."""
     if FLAGS["fq-blocks"].value is not None:
         return tuple(int(b) for b in FLAGS["fq-blocks"].value)
-    return TrainingOptions(config=FLAGS.config, resolution=FLAGS.resolution).fq_blocks_at()
+    return bench_options().fq_blocks_at()
 
 
 def classes():
     if FLAGS.classes is not None:
         return FLAGS.classes
-    conditional = TrainingOptions(config=FLAGS.config).preset("conditional_if_labelled")
+    conditional = bench_options().preset("conditional_if_labelled")
     return datasets.synthetic.NUM_CLASSES if conditional else 0
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
-    options = TrainingOptions(resolution=FLAGS.resolution, config=FLAGS.config, channels=3,
-                              batch=FLAGS.batch, fq_blocks=fq_blocks() if fq else ())
+    options = bench_options(fq_blocks=fq_blocks() if fq else ())
     G, D = build_networks(options, 3, classes())
     trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
                          options.fq_settings(), learning_rate=options.lr,
@@ -87,7 +92,7 @@ def main(argv):
     threads = set_intra_op_threads(FLAGS["intra-op-threads"].value,
                                    small_ops=FLAGS.config == "demo")
     res = FLAGS.resolution
-    batch = TrainingOptions(config=FLAGS.config, batch=FLAGS.batch).minibatch
+    batch = bench_options().minibatch
     rng = np.random.RandomState(0)
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
     c_dim = classes()
