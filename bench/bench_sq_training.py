@@ -24,8 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from training.stylegan import TrainingOptions, build_networks  # noqa: E402
-from training.trainer import GANTrainer  # noqa: E402
+from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -40,9 +39,7 @@ def make_step(**sq_options):
     options = TrainingOptions(resolution=FLAGS.resolution, config=FLAGS.config, channels=3,
                               sq_codebook=FLAGS['sq-codebook'].value, **sq_options)
     G, D = build_networks(options, 3, 0)
-    trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
-                         options.fq_settings(), learning_rate=options.lr,
-                         sq=options.sq_settings())
+    trainer = build_trainer(options, G, D)
     batch = FLAGS.batch
 
     @tf.function(jit_compile=FLAGS.xla)

@@ -30,8 +30,7 @@ from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
 from training.distribute import set_intra_op_threads  # noqa: E402
-from training.stylegan import TrainingOptions, build_networks  # noqa: E402
-from training.trainer import GANTrainer  # noqa: E402
+from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from timing import describe_overhead, repeat_order  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -73,9 +72,7 @@ def classes():
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
     options = bench_options(fq_blocks=fq_blocks() if fq else ())
     G, D = build_networks(options, 3, classes())
-    trainer = GANTrainer(G, D, options.loss_settings(), options.schedule(),
-                         options.fq_settings(), learning_rate=options.lr,
-                         d_lr_multiplier=options.preset("d_lr_multiplier"))
+    trainer = build_trainer(options, G, D)
     batch = options.minibatch
 
     @tf.function(jit_compile=xla)

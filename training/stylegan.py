@@ -330,6 +330,17 @@ class TrainingOptions(RunOptions):
 
 
 
+def build_trainer(options, G, D, schedule=None):
+    """The GANTrainer the options train G and D with (losses, FQ / SQ settings, learning rates
+    with the preset's D multiplier, precision, seed); `schedule` defaults to
+    `options.schedule()`. Call inside `strategy.scope()`."""
+    return GANTrainer(G, D, options.loss_settings(), schedule or options.schedule(),
+                      options.fq_settings(), learning_rate=options.lr,
+                      mixed_precision=options.mixed_precision, seed=options.seed,
+                      sq=options.sq_settings(),
+                      d_lr_multiplier=options.preset("d_lr_multiplier"))
+
+
 def build_networks(options, channels, c_dim):
     """(G, D) for the options; call inside `strategy.scope()`.
 
@@ -598,10 +609,7 @@ class StyleGANRun(TrainingRun):
     def build_trainer(self):
         options = self.options
         G, D = build_networks(options, options.channels, options.label_size)
-        return GANTrainer(G, D, options.loss_settings(), self.schedule, options.fq_settings(),
-                          learning_rate=options.lr, mixed_precision=options.mixed_precision,
-                          seed=options.seed, sq=options.sq_settings(),
-                          d_lr_multiplier=options.preset("d_lr_multiplier"))
+        return build_trainer(options, G, D, self.schedule)
 
     def start_new_run(self, logger):
         if self.trainer.use_sq and self.options.sq_cbi_features:
