@@ -173,7 +173,7 @@ def main(argv):
             start = time.perf_counter()
             per_phase = {}
             for phase in PHASES:
-                fn = step.phase_function(phase)
+                fn = step.function((phase,))
                 per_phase[phase] = graph_flops(fn.get_concrete_function(data).graph)
             for phases in set(cycle_phases(step.trainer)):
                 step(batches, phases)

@@ -494,6 +494,49 @@ def test_two_workers_end_with_identical_state(tmp_path):
     assert not os.path.exists(tmp_path / "worker1" / "log.jsonl")
 
 
+@pytest.mark.parametrize("lazy_pl", [False, True])
+def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, op_determinism):
+    """CompiledStep runs G main and D main in one function when no path-length phase can come
+    between them; the state and logs after iterations with and without lazy R1 are the same
+    bits as with every phase in its own function. With path length (config e) nothing fuses."""
+    from training.loop import CompiledStep, LogAccumulator
+    from training.stylegan import build_networks, build_trainer
+    res, batch = 8, 8
+    rng = np.random.RandomState(0)
+    reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
+    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=batch)])
+    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,),
+                                  config="e" if lazy_pl else "demo")
+    results = []
+    for fuse in (True, False):
+        keras.utils.set_random_seed(3)
+        G, D = build_networks(run_options, 3, 5)
+        trainer = build_trainer(run_options, G, D)
+        step = CompiledStep(tf.distribute.get_strategy(), trainer,
+                            LogAccumulator(trainer.log_keys()), res, batch, xla=False)
+        assert step.fuse_main == (not lazy_pl)
+        step.fuse_main = fuse and step.fuse_main
+        batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
+        groups = []
+        for iteration in range(4):
+            phases = trainer.phases_of_iteration(iteration % 2 == 1, iteration % 2 == 1)
+            groups.append(step.groups(phases))
+            step(batches, phases)
+        state = {v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights
+                 + trainer.Gs.weights}
+        results.append((groups, state, step.accumulator.read_and_reset()))
+    (fused_groups, fused, fused_logs), (split_groups, split, split_logs) = results
+    if lazy_pl:
+        assert fused_groups == split_groups == [
+            [("Gmain",), ("Dmain",)], [("Gmain",), ("Greg",), ("Dmain",), ("Dreg",)]] * 2
+    else:
+        assert fused_groups == [[("Gmain", "Dmain")], [("Gmain", "Dmain"), ("Dreg",)]] * 2
+        assert split_groups == [[("Gmain",), ("Dmain",)], [("Gmain",), ("Dmain",), ("Dreg",)]] * 2
+    assert fused.keys() == split.keys() and fused_logs == split_logs
+    for name in fused:
+        np.testing.assert_array_equal(fused[name], split[name], err_msg=name)
+
+
 def test_batch_and_replica_checks():
     from training.stylegan import check_batch as _check_batch
     from training import TrainingConfigError

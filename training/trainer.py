@@ -17,8 +17,9 @@ continuous w); Gmain adds weight * (L_sq + L_uf) and counts the codebook usage o
 the quantisation-based consistency term weight * ||D(x) - D(x')||^2 with x' = G(z + eps).
 
 Each phase is its own method call (`run_phase`), so the training loop traces each phase once
-and runs the ones an iteration needs (`phases_of_iteration`; tf.distribute does not allow
-optimizer updates inside `tf.cond`). Everything else that varies per step (lod, the FQ weight
+(G main and D main together when nothing runs between them; `loop.CompiledStep`) and runs the
+ones an iteration needs (`phases_of_iteration`; tf.distribute does not allow optimizer updates
+inside `tf.cond`). Everything else that varies per step (lod, the FQ weight
 alpha, the paper warm-up's switch to the quantised D forward) is computed in-graph from the
 image counter `nimg`.
 
@@ -374,8 +375,14 @@ class GANTrainer(keras.Model):
           (sums, means): dicts of float32 scalars; `sums` are per-replica shares of global
           means (reduce with SUM), `means` are identical on every replica (reduce with MEAN).
         """
+        return self.run_phases(self.phases_of_iteration(run_g_reg, run_d_reg), data, resolution,
+                               global_batch)
+
+    def run_phases(self, phases, data, resolution, global_batch):
+        """`run_phase` for each name in `phases`, in order, with their logs merged (arguments
+        and results as in `train_step`)."""
         sums, means = {}, {}
-        for phase in self.phases_of_iteration(run_g_reg, run_d_reg):
+        for phase in phases:
             phase_sums, phase_means = self.run_phase(phase, data, resolution, global_batch)
             sums.update(phase_sums)
             means.update(phase_means)
@@ -392,8 +399,9 @@ class GANTrainer(keras.Model):
         """One phase (a name in PHASES) on one replica's share of the batch: its loss, its
         optimizer step and its state updates. Arguments and results as in `train_step`.
 
-        The training loop traces each phase once (not each combination of phases), so the lazy
-        regularisers cost one extra trace each, not one per iteration kind."""
+        The training loop traces each phase once (not each combination of phases; see
+        `loop.CompiledStep`), so the lazy regularisers cost one extra trace each, not one per
+        iteration kind."""
         settings = self.loss_settings
         reals, labels = data
         reals = tf.cast(reals, tf.float32)
