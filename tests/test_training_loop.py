@@ -805,6 +805,41 @@ def test_init_from_converted_weights_starts_the_first_step_from_them(tmp_path, m
         assert any(not np.array_equal(after[k], v) for k, v in first[name].items()), name
 
 
+def test_init_from_plain_weights_into_an_sq_run_keeps_its_fresh_sq_codebook(tmp_path):
+    """SQ-GAN fine-tuning of official weights (--init-from converted --sq): G and Gs take every
+    converted variable and keep their own fresh SQ codebook and usage counts, and the log says
+    so. Back from an SQ generator into a plain one is one line naming the --sq flags."""
+    from networks import convert
+    from training.checkpoints import init_from
+    from training.stylegan import build_networks, build_trainer
+    source = str(tmp_path / "converted")
+    nets = converted_stylegan2(source)
+    run = options(model="stylegan2", resolution=8, conditional=False, sq=True, fq_blocks=())
+    trainer = build_trainer(run, *build_networks(run, 3, 0))
+    networks = {name: getattr(trainer, name) for name in ("G", "Gs", "D")}
+    fresh = {name: values_by_path(networks[name]) for name in ("G", "Gs")}
+    messages = []
+    init_from(source, networks, "stylegan2", log=messages.append)
+    assert messages == [f"Initialised from {source}: G, Gs (from G), D.",
+                        f"The SQ codebook of G (sq) starts fresh: {source} has none.",
+                        f"The SQ codebook of Gs (sq) starts fresh: {source} has none."]
+    converted = values_by_path(nets.G)
+    for name in ("G", "Gs"):
+        after = values_by_path(networks[name])
+        sq = {k for k in after if k.startswith("sq/")}
+        assert sq == {"sq/codebook", "sq/usage_counts"} and set(after) - sq == set(converted)
+        for key in sq:
+            np.testing.assert_array_equal(after[key], fresh[name][key], err_msg=key)
+        for key, value in converted.items():
+            np.testing.assert_array_equal(after[key], value, err_msg=f"{name} {key}")
+    sq_source = convert.save_networks(str(tmp_path / "sq"), G=networks["G"])
+    plain, _ = build_networks(dataclasses.replace(run, sq=False), 3, 0)
+    with pytest.raises(TrainingConfigError, match=(
+            r"its G differs from this run's: sq_num_codes \d+ there, 0 here.* \(--sq and the "
+            r"--sq-\* flags choose this run's style quantization\)\.$")):
+        init_from(sq_source, {"G": plain}, "stylegan2", log=quiet)
+
+
 def test_init_from_a_checkpoint_takes_its_networks_only(straight_run, tmp_path):
     """A new GROW run from the straight run's snapshot inside the fade (ckpt-48), stopped
     before its first step: its first checkpoint (ckpt-0) holds exactly the networks of ckpt-48

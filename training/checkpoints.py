@@ -149,9 +149,11 @@ def init_from(path, networks, model, log=print):
     Only the networks' weights and buffers are copied: optimizers, counters, the schedule and
     random states (seeded by the new run's seed) start fresh. A network the source lacks starts
     fresh (converted generator-only weights have no D), and so do the FQ dictionaries of a
-    network the source has without FQ; a source without Gs gives G's weights to Gs
+    network the source has without FQ and the SQ codebook of a generator the source has
+    without style quantization (SQ-GAN fine-tuning of official or plain StyleGAN2 weights:
+    --init-from converted/ffhq --sq); a source without Gs gives G's weights to Gs
     (run_convert.py keeps the official G_ema as G). Every other variable must exist on both
-    sides with the same shape, including FQ dictionaries the source has.
+    sides with the same shape, including FQ dictionaries and SQ codebooks the source has.
 
     Raises:
       TrainingConfigError: one line naming the mismatch (model family, or the configuration
@@ -165,12 +167,15 @@ def init_from(path, networks, model, log=print):
         if given is None:
             notes.append(f"{name} starts fresh: {path} has no {name}.")
             continue
-        matched, fresh_fq = _matching_variables(path, name, network, source[given])
+        matched, fresh_fq, fresh_sq = _matching_variables(path, name, network, source[given])
         pairs += matched
         loaded.append(name if given == name else f"{name} (from {given})")
         if fresh_fq:
             notes.append(f"FQ dictionaries of {name} ({', '.join(fresh_fq)}) start fresh: "
                          f"{path} has none.")
+        if fresh_sq:
+            notes.append(f"The SQ codebook of {name} ({fresh_sq}) starts fresh: {path} has "
+                         "none.")
     if not loaded:
         raise TrainingConfigError(f"--init-from {path}: holds none of this run's networks "
                                   f"({', '.join(networks)}).")
@@ -204,8 +209,9 @@ def _source_networks(path, model, names):
 
 
 def _matching_variables(path, name, target, source):
-    """([(target variable, source value)], names of target FQ layers left fresh) pairing the
-    variables of two networks by path; TrainingConfigError naming what differs."""
+    """([(target variable, source value)], names of target FQ layers left fresh, name of the
+    target SQ layer left fresh or None) pairing the variables of two networks by path;
+    TrainingConfigError naming what differs."""
     if type(source) is not type(target):
         from export import family_of
         raise TrainingConfigError(
@@ -214,7 +220,9 @@ def _matching_variables(path, name, target, source):
             f"({type(target).__name__}); the model family must be the same.")
     fq_source = getattr(source, "fq_layers", [])
     fq_target = getattr(target, "fq_layers", []) if not fq_source else []
-    fresh = {id(v) for layer in fq_target for v in layer.variables}
+    sq_target = getattr(target, "sq", None) if getattr(source, "sq", None) is None else None
+    fresh = {id(v) for layer in fq_target + [sq_target] if layer is not None
+             for v in layer.variables}
     skipped = (_RNG_STATE,) + RECOMPUTED
     here = {_variable_key(target, v): v for v in target.variables
             if id(v) not in fresh and v.name not in skipped}
@@ -226,6 +234,7 @@ def _matching_variables(path, name, target, source):
         keys = [k for k in sorted(set(config_here) | set(config_there))
                 if k not in ("name", "trainable", "dtype", "seed")
                 and not (fq_target and k.startswith("fq"))
+                and not (sq_target is not None and k.startswith("sq_"))
                 and config_there.get(k) != config_here.get(k)]
         what = "; ".join(f"{k} {config_there.get(k)!r} there, {config_here.get(k)!r} here"
                          for k in keys)
@@ -234,10 +243,13 @@ def _matching_variables(path, name, target, source):
             shapes = [tuple(d[k].shape) if k in d else "absent" for d in (there, here)]
             what = f"variable {k} {shapes[0]} there, {shapes[1]} here"
         hint = (" (--conditional / --noconditional choose this run's label input)"
-                if "c_dim" in keys else "")
+                if "c_dim" in keys else
+                " (--sq and the --sq-* flags choose this run's style quantization)"
+                if any(k.startswith("sq_") for k in keys) else "")
         raise TrainingConfigError(f"--init-from {path}: its {name} differs from this run's: "
                                   f"{what}{hint}.")
-    return [(here[k], there[k].numpy()) for k in here], [layer.name for layer in fq_target]
+    return ([(here[k], there[k].numpy()) for k in here], [layer.name for layer in fq_target],
+            None if sq_target is None else sq_target.name)
 
 
 _RNG_STATE = "seed_generator_state"   # keras.random.SeedGenerator's variable: not a weight
