@@ -1,15 +1,22 @@
 """Where a StyleGAN2 training step spends its time: a per-op breakdown from the TF profiler.
 
-    python bench/profile_training.py [--resolution 32] [--fq-blocks 16,32] [--batch 32]
-                                     [--steps 4] [--top 25]
+    python bench/profile_training.py [--setting reference] [--resolution 32] [--fq-blocks 16,32]
+                                     [--batch 32] [--steps 4] [--top 25]
+    python bench/profile_training.py --setting demo      # the default run's step
 
-The network and schedule are bench/bench_peer.py's (stylegan2-ada-pytorch's setting). Each
-iteration kind of the lazy schedule is profiled on its own after a warm-up: main (G main + D
-main), main + path length, main + path length + R1. Every kernel the TensorFlow executor ran is
-read from the trace (the XPlane protobuf the profiler writes) and its time attributed to its op
-type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain / Dreg). The
-table is per iteration of that kind, in milliseconds of kernel time summed over threads, so
-parallel kernels count once per thread; each kind's heading gives the wall time per iteration.
+--setting reference (default): the network and schedule of bench/bench_peer.py
+(stylegan2-ada-pytorch's setting). --setting demo: the StyleGAN2 demo preset as
+`python run_training.py` trains it (class-conditional on the 5 built-in classes, batch 8 unless
+--batch is given, FQ block 16 unless --fq-blocks is given, one thread per op), G and D main in
+one function as the loop runs them. Both steps are the training loop's CompiledStep.
+
+Each iteration kind of the lazy schedule is profiled on its own after a warm-up: Gmain + Dmain,
++ Greg (path length; not in the demo), + Greg + Dreg (R1). Every kernel the TensorFlow executor
+ran is read from the trace (the XPlane protobuf the profiler writes) and its time attributed to
+its op type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain /
+Dreg). The table is per iteration of that kind, in milliseconds of kernel time summed over
+threads, so parallel kernels count once per thread; each kind's heading (its phases) gives the
+wall time per iteration.
 """
 
 import collections
@@ -29,8 +36,15 @@ from absl import app, flags  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
+from datasets.synthetic import NUM_CLASSES  # noqa: E402
+from training.distribute import set_intra_op_threads  # noqa: E402
+from training.loop import CompiledStep, LogAccumulator  # noqa: E402
+from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from training.trainer import PHASES  # noqa: E402
 
+flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
+                  "reference: bench_peer.py's stylegan2-ada-pytorch setting; demo: the default "
+                  "run's StyleGAN2 demo preset.")
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_integer("steps", 4, "Profiled iterations per iteration kind.")
 flags.DEFINE_integer("top", 25, "Rows of the op-type table.")
@@ -66,6 +80,14 @@ def kernel_times(logdir):
     return totals
 
 
+def demo_step(resolution, batch, fq_blocks):
+    """The training loop's CompiledStep for the StyleGAN2 demo preset (`.trainer`)."""
+    options = TrainingOptions(resolution=resolution, batch=batch, fq_blocks=tuple(fq_blocks))
+    trainer = build_trainer(options, *build_networks(options, 3, NUM_CLASSES))
+    return CompiledStep(tf.distribute.get_strategy(), trainer,
+                        LogAccumulator(trainer.log_keys()), resolution, batch, xla=False)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -74,14 +96,29 @@ def main(argv):
     except ValueError:
         raise app.UsageError("--fq-blocks takes comma-separated integers (empty for none).")
     res, batch = FLAGS.resolution, FLAGS.batch
-    step = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
-    reals = tf.constant(np.tanh(np.random.RandomState(0).randn(batch, res, res, 3)), tf.float32)
-    labels = tf.zeros((batch, 0))
+    rng = np.random.RandomState(0)
+    if FLAGS.setting == "demo":
+        threads = set_intra_op_threads(None, small_ops=True)   # as run_training.py's demo
+        batch = batch if FLAGS["batch"].present else 8
+        fq_blocks = fq_blocks if FLAGS["fq-blocks"].present else (16,)
+        step = demo_step(res, batch, fq_blocks)
+        labels = tf.constant(np.eye(NUM_CLASSES, dtype=np.float32)[
+            rng.randint(NUM_CLASSES, size=batch)])
+        setting = f"demo preset, {NUM_CLASSES} classes, {threads} thread(s) per op"
+    else:
+        step = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
+        labels = tf.zeros((batch, 0))
+        setting = "bench_peer setting"
+    reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)), tf.float32)
     batches = bench_peer.constant_batches(reals, labels)
-    print(f"StyleGAN2 {res}x{res}, bench_peer setting, batch {batch}, FQ blocks "
+    print(f"StyleGAN2 {res}x{res}, {setting}, batch {batch}, FQ blocks "
           f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads; ms per iteration")
+    seen = set()
     for kind, (g_reg, d_reg) in KINDS.items():
         phases = step.trainer.phases_of_iteration(g_reg, d_reg)
+        if phases in seen:   # a kind the preset does not have (the demo has no path length)
+            continue
+        seen.add(phases)
         for _ in range(3):   # trace and warm up
             step(batches, phases)
         step.trainer.nimg.numpy()
@@ -100,7 +137,7 @@ def main(argv):
             per_phase[phase] += seconds
             per_type[op_type] += seconds
         scale = 1e3 / FLAGS.steps
-        print(f"\n{kind}: wall {wall * 1e3:.0f} ms, kernel time "
+        print(f"\n{' + '.join(phases)}: wall {wall * 1e3:.0f} ms, kernel time "
               f"{sum(per_type.values()) * scale:.0f} ms; by phase: " + ", ".join(
                   f"{p} {per_phase[p] * scale:.0f}" for p in PHASES + ("other",)
                   if per_phase[p]))
