@@ -32,6 +32,9 @@ class RunOptions:
 
     MODELS = ()
     FAMILY = ""
+    # Real images per loop position: the StyleGAN family's position is the image count (1);
+    # BigGAN and U-GAT-IT override it with a property (their position counts iterations).
+    images_per_iteration = 1
 
     seed: int = 0
     strategy: str = "default"          # tf.distribute strategy (training/distribute.py).
@@ -48,7 +51,7 @@ class RunOptions:
     def images_at(self, position):
         """Real images shown at a loop position (a checkpoint's number): the StyleGAN family
         counts images, BigGAN and U-GAT-IT count iterations of `images_per_iteration`."""
-        return position * getattr(self, "images_per_iteration", 1)
+        return position * self.images_per_iteration
 
     def fq_warmup_kimg_resolved(self):
         """kimg of the FQ warm-up (alpha ramp, then the quantised D forward; fq_keras.gan) of a
@@ -63,7 +66,7 @@ class RunOptions:
         """The FQ warm-up in iterations of `images_per_iteration` images, rounded up (BigGAN,
         U-GAT-IT)."""
         return int(math.ceil(self.fq_warmup_kimg_resolved() * 1000.0
-                             / getattr(self, "images_per_iteration", 1)))
+                             / self.images_per_iteration))
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
