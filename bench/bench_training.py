@@ -8,7 +8,7 @@ All variants are built in one process and timed interleaved (each repeat runs ev
 once, the median is reported), so the ratios compare like with like on a shared machine; the
 FQ overhead is the median of the repeats' paired on / off ratios (FQ on and off run back to
 back). A step is one full iteration of the official schedule's common case (G main + D main
-with the FQ update); an iteration with every lazy phase of the preset (R1, every 16 steps;
+with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration with every lazy phase of the preset (R1, every 16 steps;
 config e / f add path length, every 4, which the demo leaves out) is timed separately.
 The input pipeline (built-in shapes, full tf.data pipeline) is timed in the same run; the
 project's rule is that it must deliver >= 10x what training consumes. Networks and threads are
@@ -30,6 +30,7 @@ from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
 from training.distribute import set_intra_op_threads  # noqa: E402
+from training.loop import CompiledStep, LogAccumulator  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from timing import describe_overhead, repeat_order  # noqa: E402
 
@@ -70,17 +71,21 @@ def classes():
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
+    """step(batches): one iteration with the given lazy phases, run as the training loop runs
+    it (its CompiledStep: the phase groups' functions, then Gs and nimg), on the next batch of
+    the iterator `batches`; `.phases`, `.trainer`."""
     options = bench_options(fq_blocks=fq_blocks() if fq else ())
     G, D = build_networks(options, 3, classes())
     trainer = build_trainer(options, G, D)
-    batch = options.minibatch
+    compiled = CompiledStep(tf.distribute.get_strategy(), trainer,
+                            LogAccumulator(trainer.log_keys()), FLAGS.resolution,
+                            options.minibatch, xla)
+    phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
 
-    @tf.function(jit_compile=xla)
-    def step(reals, labels):
-        trainer.train_step((reals, labels), FLAGS.resolution, batch, run_g_reg, run_d_reg)
-        trainer.finish_step(batch)
+    def step(batches):
+        compiled(batches, phases)
 
-    step.phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
+    step.phases, step.trainer = phases, trainer
     return step
 
 
@@ -102,17 +107,21 @@ def main(argv):
     if FLAGS.xla:
         variants["FQ on, XLA"] = make_step(True, True)
         variants["FQ off, XLA"] = make_step(False, True)
+    batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
     for name, step in variants.items():  # trace / compile, then one warm step
         start = time.perf_counter()
-        step(reals, labels)
+        step(batches)
+        step.trainer.nimg.numpy()
         print(f"  compiled {name:30s} in {time.perf_counter() - start:6.1f} s")
-        step(reals, labels)
+        step(batches)
     times = {name: [] for name in variants}
     for repeat in range(FLAGS.repeats):  # FQ on and off are neighbours: back to back
         for name in repeat_order(variants, repeat):
+            step = variants[name]
             start = time.perf_counter()
             for _ in range(FLAGS.steps):
-                variants[name](reals, labels)
+                step(batches)
+            step.trainer.nimg.numpy()   # wait for the last step's updates
             times[name].append((time.perf_counter() - start) / FLAGS.steps)
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
