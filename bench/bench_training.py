@@ -2,7 +2,7 @@
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 8] [--repeats 24]
                                    [--steps 5] [--fq-blocks 16,32] [--classes 5]
-                                   [--intra-op-threads N]
+                                   [--intra-op-threads N] [--noxla] [--bf16]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, the median is reported), so the ratios compare like with like on a shared machine; the
@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -42,6 +43,9 @@ flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported)
 flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
+flags.DEFINE_boolean("bf16", False, "Also time FQ on under Keras' mixed_bfloat16 policy "
+                     "(float32 variables, no loss scaling; run_training.py has no such option yet): "
+                     "fast on CPUs with AMX, emulated and slow without.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 16, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
@@ -70,13 +74,19 @@ def classes():
     return datasets.synthetic.NUM_CLASSES if conditional else 0
 
 
-def make_step(fq, xla, run_g_reg=False, run_d_reg=False):
+def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy="float32"):
     """step(batches): one iteration with the given lazy phases, run as the training loop runs
     it (its CompiledStep: the phase groups' functions, then Gs and nimg), on the next batch of
-    the iterator `batches`; `.phases`, `.trainer`."""
+    the iterator `batches`; `.phases`, `.trainer`. The networks are built under the Keras
+    dtype `policy`."""
     options = bench_options(fq_blocks=fq_blocks() if fq else ())
-    G, D = build_networks(options, 3, classes())
-    trainer = build_trainer(options, G, D)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        G, D = build_networks(options, 3, classes())
+        trainer = build_trainer(options, G, D)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     compiled = CompiledStep(tf.distribute.get_strategy(), trainer,
                             LogAccumulator(trainer.log_keys()), FLAGS.resolution,
                             options.minibatch, xla)
@@ -107,6 +117,8 @@ def main(argv):
     if FLAGS.xla:
         variants["FQ on, XLA"] = make_step(True, True)
         variants["FQ off, XLA"] = make_step(False, True)
+    if FLAGS.bf16:
+        variants["FQ on, bf16"] = make_step(True, False, policy="mixed_bfloat16")
     batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
     for name, step in variants.items():  # trace / compile, then one warm step
         start = time.perf_counter()
@@ -144,6 +156,8 @@ def main(argv):
     if FLAGS.xla:
         print(f"  XLA speed-up, FQ on:           {rate['FQ on, XLA'] / rate['FQ on']:.3f}x")
         print(f"  XLA speed-up, FQ off:          {rate['FQ off, XLA'] / rate['FQ off']:.3f}x")
+    if FLAGS.bf16:
+        print(f"  bf16 speed-up, FQ on:          {rate['FQ on, bf16'] / rate['FQ on']:.3f}x")
     print(f"  input pipeline (built-in shapes, full tf.data): {loader:.0f} img/s = "
           f"{loader / rate['FQ on']:.0f}x what training consumes (target >= 10x)")
 
