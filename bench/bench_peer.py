@@ -33,9 +33,9 @@ from absl import app, flags  # noqa: E402
 
 from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
-from training.loop import CompiledStep, LogAccumulator  # noqa: E402
+from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
-from timing import describe_overhead, repeat_order  # noqa: E402
+from timing import constant_batches, describe_overhead, repeat_order  # noqa: E402
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
@@ -113,18 +113,12 @@ def make_variant(resolution, batch, fq_blocks):
                                 fq_blocks=fq_blocks)
     trainer = GANTrainer(G, D, LOSS, ProgressiveSchedule(resolution, resolution),
                          learning_rate=0.0025)
-    return CompiledStep(tf.distribute.get_strategy(), trainer, LogAccumulator(trainer.log_keys()),
-                        resolution, batch, xla=False)
+    return CompiledStep.standalone(trainer, resolution, batch)
 
 
 def cycle_phases(trainer):
     """The phase names of each iteration of CYCLE."""
     return [trainer.phases_of_iteration(g_reg, d_reg) for g_reg, d_reg in CYCLE]
-
-
-def constant_batches(reals, labels):
-    """An iterator repeating one batch (the step's input, without data-pipeline time)."""
-    return iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
 
 
 def conv_benchmark():

@@ -8,8 +8,9 @@ All variants are built in one process and timed interleaved (each repeat runs ev
 once, the median is reported), so the ratios compare like with like on a shared machine; the
 FQ overhead is the median of the repeats' paired on / off ratios (FQ on and off run back to
 back). A step is one full iteration of the official schedule's common case (G main + D main
-with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration with every lazy phase of the preset (R1, every 16 steps;
-config e / f add path length, every 4, which the demo leaves out) is timed separately.
+with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration
+with every lazy phase of the preset (R1, every 16 steps; config e / f add path length, every 4,
+which the demo leaves out) is timed separately.
 The input pipeline (built-in shapes, full tf.data pipeline) is timed in the same run; the
 project's rule is that it must deliver >= 10x what training consumes. Networks and threads are
 the default run's: the demo conditions on the built-in shapes' 5 classes (--classes 0 for the
@@ -24,16 +25,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
 from training.distribute import set_intra_op_threads  # noqa: E402
-from training.loop import CompiledStep, LogAccumulator  # noqa: E402
+from training.distribute import dtype_policy  # noqa: E402
+from training.loop import CompiledStep  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
-from timing import describe_overhead, repeat_order  # noqa: E402
+from timing import constant_batches, describe_overhead, repeat_order  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -74,22 +75,15 @@ def classes():
     return datasets.synthetic.NUM_CLASSES if conditional else 0
 
 
-def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy="float32"):
+def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
     """step(batches): one iteration with the given lazy phases, run as the training loop runs
     it (its CompiledStep: the phase groups' functions, then Gs and nimg), on the next batch of
     the iterator `batches`; `.phases`, `.trainer`. The networks are built under the Keras
-    dtype `policy`."""
+    dtype policy `policy` (None: the current one, float32)."""
     options = bench_options(fq_blocks=fq_blocks() if fq else ())
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        G, D = build_networks(options, 3, classes())
-        trainer = build_trainer(options, G, D)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    compiled = CompiledStep(tf.distribute.get_strategy(), trainer,
-                            LogAccumulator(trainer.log_keys()), FLAGS.resolution,
-                            options.minibatch, xla)
+    with dtype_policy(policy):
+        trainer = build_trainer(options, *build_networks(options, 3, classes()))
+    compiled = CompiledStep.standalone(trainer, FLAGS.resolution, options.minibatch, xla)
     phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
 
     def step(batches):
@@ -119,7 +113,7 @@ def main(argv):
         variants["FQ off, XLA"] = make_step(False, True)
     if FLAGS.bf16:
         variants["FQ on, bf16"] = make_step(True, False, policy="mixed_bfloat16")
-    batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
+    batches = constant_batches(reals, labels)
     for name, step in variants.items():  # trace / compile, then one warm step
         start = time.perf_counter()
         step(batches)

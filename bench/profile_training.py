@@ -38,9 +38,10 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
 from datasets.synthetic import NUM_CLASSES  # noqa: E402
 from training.distribute import set_intra_op_threads  # noqa: E402
-from training.loop import CompiledStep, LogAccumulator  # noqa: E402
+from training.loop import CompiledStep  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from training.trainer import PHASES  # noqa: E402
+from timing import constant_batches  # noqa: E402
 
 flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
                   "reference: bench_peer.py's stylegan2-ada-pytorch setting; demo: the default "
@@ -84,8 +85,7 @@ def demo_step(resolution, batch, fq_blocks):
     """The training loop's CompiledStep for the StyleGAN2 demo preset (`.trainer`)."""
     options = TrainingOptions(resolution=resolution, batch=batch, fq_blocks=tuple(fq_blocks))
     trainer = build_trainer(options, *build_networks(options, 3, NUM_CLASSES))
-    return CompiledStep(tf.distribute.get_strategy(), trainer,
-                        LogAccumulator(trainer.log_keys()), resolution, batch, xla=False)
+    return CompiledStep.standalone(trainer, resolution, batch)
 
 
 def main(argv):
@@ -110,7 +110,7 @@ def main(argv):
         labels = tf.zeros((batch, 0))
         setting = "bench_peer setting"
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)), tf.float32)
-    batches = bench_peer.constant_batches(reals, labels)
+    batches = constant_batches(reals, labels)
     print(f"StyleGAN2 {res}x{res}, {setting}, batch {batch}, FQ blocks "
           f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads; ms per iteration")
     seen = set()

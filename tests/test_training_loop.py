@@ -499,7 +499,7 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
     """CompiledStep runs G main and D main in one function when no path-length phase can come
     between them; the state and logs after iterations with and without lazy R1 are the same
     bits as with every phase in its own function. With path length (config e) nothing fuses."""
-    from training.loop import CompiledStep, LogAccumulator
+    from training.loop import CompiledStep
     from training.stylegan import build_networks, build_trainer
     res, batch = 8, 8
     rng = np.random.RandomState(0)
@@ -512,8 +512,7 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
         keras.utils.set_random_seed(3)
         G, D = build_networks(run_options, 3, 5)
         trainer = build_trainer(run_options, G, D)
-        step = CompiledStep(tf.distribute.get_strategy(), trainer,
-                            LogAccumulator(trainer.log_keys()), res, batch, xla=False)
+        step = CompiledStep.standalone(trainer, res, batch)
         assert step.fuse_main == (not lazy_pl)
         step.fuse_main = fuse and step.fuse_main
         batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())

@@ -104,15 +104,21 @@ def check_global_batch(global_batch, replicas):
                                   f"replicas; use a multiple of {replicas}.")
 
 
-@contextlib.contextmanager
 def precision_policy(mixed_precision):
     """Keras' global dtype policy mixed_float16 inside (when `mixed_precision`), the previous
-    policy restored on exit. Layers keep the policy they were built with, so the networks and
-    trainer are built inside; nothing else in the process sees the change."""
+    policy restored on exit (`dtype_policy`)."""
+    return dtype_policy("mixed_float16" if mixed_precision else None)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy `name` inside (None: unchanged), the previous policy
+    restored on exit. Layers keep the policy they were built with, so the networks and trainer
+    are built inside; nothing else in the process sees the change."""
     import keras
     previous = keras.mixed_precision.global_policy()
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if name is not None:
+        keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:

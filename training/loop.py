@@ -125,6 +125,13 @@ class CompiledStep:
         self.functions = {}
         self.finish = tf.function(lambda: trainer.finish_step(global_batch), autograph=False)
 
+    @classmethod
+    def standalone(cls, trainer, resolution, global_batch, xla=False):
+        """The step outside a training run (benchmarks, tests): the current strategy and a
+        LogAccumulator of its own (`.accumulator`)."""
+        return cls(tf.distribute.get_strategy(), trainer, LogAccumulator(trainer.log_keys()),
+                   resolution, global_batch, xla)
+
     def groups(self, phases):
         """The phase groups (tuples of names, in order) that run `phases`, one function each."""
         groups = []
