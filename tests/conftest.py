@@ -7,6 +7,7 @@ collection time, before any test module touches TensorFlow.
 
 import os
 import sys
+import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Under pytest-xdist each worker gets its share of the cores for TensorFlow's thread pools
@@ -41,10 +42,32 @@ def two_replica_strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+class Half(typing.NamedTuple):
+    """A mixed policy's compute type: `unit_roundoff` is the largest relative error of one
+    rounding to it (2^-(mantissa bits + 1)), the unit test tolerances are counted in."""
+    policy: str
+    name: str
+    dtype: tf.dtypes.DType
+    unit_roundoff: float
+
+
+HALVES = {"mixed_float16": Half("mixed_float16", "float16", tf.float16, 2.0 ** -11),
+          "mixed_bfloat16": Half("mixed_bfloat16", "bfloat16", tf.bfloat16, 2.0 ** -8)}
+
+
+@pytest.fixture(params=list(HALVES))
+def mixed_precision(request):
+    """Each mixed policy of --precision in turn (a Half); float32 again afterwards."""
+    keras.mixed_precision.set_global_policy(request.param)
+    yield HALVES[request.param]
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture
-def mixed_precision():
+def mixed_float16():
+    """mixed_float16 only: loss scaling, which bfloat16 does not need."""
     keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
+    yield HALVES["mixed_float16"]
     keras.mixed_precision.set_global_policy("float32")
 
 

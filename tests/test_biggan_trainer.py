@@ -308,9 +308,10 @@ def test_checkpoint_round_trip_restores_every_variable(tmp_path):
 
 
 def test_mixed_precision_step_is_finite(mixed_precision):
+    """float16 with loss scaling, bfloat16 without (as RunOptions.loss_scaling)."""
     G, D = tiny()
-    trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=1), mixed_precision=True)
-    assert G.compute_dtype == "float16"
+    trainer = BigGANTrainer(G, D, BigGANSettings(d_steps=1), loss_scaling=mixed_precision.name == "float16")
+    assert G.compute_dtype == mixed_precision.name
     sums, means = trainer.train_step(make_batches(1), 4)
     assert all(np.isfinite(float(v)) for v in list(sums.values()) + list(means.values()))
     assert D.fq_layers[0].embeddings.dtype == "float32"

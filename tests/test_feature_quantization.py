@@ -278,13 +278,14 @@ def test_two_replicas_equal_one_device(two_replica_strategy, zero_debias):
         np.testing.assert_array_equal(replicas[0].numpy(), getattr(single, name).numpy())
 
 
-def test_mixed_float16(mixed_precision):
+def test_mixed_precision(mixed_precision):
+    half = mixed_precision
     fq = random_layer(K=8, C=4, forward="quantized")
-    h = tf.constant(np.random.RandomState(10).randn(2, 3, 3, 4) * 100, tf.float16)
+    h = tf.constant(np.random.RandomState(10).randn(2, 3, 3, 4) * 100, half.dtype)
     out = fq(h)
-    assert out.dtype == tf.float16
+    assert out.dtype == half.dtype
     result = fq.lookup(h)
-    assert result["quantized"].dtype == tf.float16
+    assert result["quantized"].dtype == half.dtype
     assert result["loss"].dtype == tf.float32
     for _ in range(3):
         fq.update_dictionary(h, fq.lookup(h)["indices"])

@@ -275,9 +275,9 @@ def test_sn_two_replicas_equal_one_device(two_replica_strategy, mode):
 
 def test_sn_mixed_precision(mixed_precision):
     layer = nz.SNConv2D(4, 3, padding="same", sn_mode="biggan")
-    x = tf.constant(np.random.RandomState(9).randn(2, 5, 5, 3), tf.float16)
+    x = tf.constant(np.random.RandomState(9).randn(2, 5, 5, 3), mixed_precision.dtype)
     out = layer(x, training=True)
-    assert out.dtype == tf.float16
+    assert out.dtype == mixed_precision.dtype
     assert layer.kernel.dtype == "float32" and layer.sn_u.dtype == "float32"
     assert np.isfinite(layer.sn_sv.numpy())
 
@@ -425,9 +425,9 @@ def test_batch_norm_two_replicas(two_replica_strategy, cross_replica):
 
 def test_batch_norm_mixed_precision(mixed_precision):
     layer = nz.ConditionalBatchNorm(num_classes=2)
-    x = tf.constant(np.random.RandomState(14).randn(4, 2, 2, 3) * 50 + 100, tf.float16)
+    x = tf.constant(np.random.RandomState(14).randn(4, 2, 2, 3) * 50 + 100, mixed_precision.dtype)
     out = layer(x, np.array([0, 1, 0, 1]), training=True)
-    assert out.dtype == tf.float16 and layer.stored_var.dtype == "float32"
+    assert out.dtype == mixed_precision.dtype and layer.stored_var.dtype == "float32"
     assert np.all(np.isfinite(out.numpy())) and np.all(np.isfinite(layer.stored_var.numpy()))
 
 

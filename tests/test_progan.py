@@ -255,7 +255,7 @@ def test_progressive_step_under_mirrored_strategy(two_replica_strategy):
 def test_mixed_precision(mixed_precision):
     G, D = _nets()
     images = G(tf.random.normal((4, 8)), lod=1.5, resolution=16)
-    assert images.dtype == tf.float32 and G.b16.conv1.compute_dtype == "float16"
+    assert images.dtype == tf.float32 and G.b16.conv1.compute_dtype == mixed_precision.name
     logits, lookups = D(images, lod=1.5, return_fq=True)
     assert logits.dtype == tf.float32 and np.all(np.isfinite(logits.numpy()))
     assert lookups[0]["loss"].dtype == tf.float32

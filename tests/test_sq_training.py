@@ -41,9 +41,9 @@ def tiny_networks(sq_num_codes=16, mbstd=1, seed=0, **sq_kwargs):
 
 
 def make_trainer(G, D, sq=SQSettings(), loss=FAST_LAZY, learning_rate=0.01,
-                 mixed_precision=False):
+                 loss_scaling=False):
     return GANTrainer(G, D, loss, ProgressiveSchedule(RES, RES), learning_rate=learning_rate,
-                      sq=sq, mixed_precision=mixed_precision, seed=0)
+                      sq=sq, loss_scaling=loss_scaling, seed=0)
 
 
 def batch_of_reals(batch=8, seed=0):
@@ -289,13 +289,13 @@ def test_two_replicas_equal_one_device_for_the_codebook(two_replica_strategy):
 NO_PATH_LENGTH = LossSettings("logistic", r1_gamma=1.0, style_mixing_prob=0.9)
 
 
-def test_mixed_precision_equals_float32_for_the_codebook(mixed_precision):
+def test_mixed_precision_equals_float32_for_the_codebook(mixed_float16):
     """mixed_float16 (loss scaling, float16 synthesis and D, CR on) vs float32 from the same
     weights: after two iterations the float32 codebook agrees to 1e-5 of its scale (measured
     7e-7 absolute) and the usage counts are identical."""
     batches = [batch_of_reals(seed=s) for s in range(2)]
     G16, D16 = tiny_networks()
-    half = make_trainer(G16, D16, SQ_ALL_TERMS, NO_PATH_LENGTH, mixed_precision=True)
+    half = make_trainer(G16, D16, SQ_ALL_TERMS, NO_PATH_LENGTH, loss_scaling=True)
     assert G16.synthesis.b16.conv1.compute_dtype == "float16"
     keras.mixed_precision.set_global_policy("float32")
     G32, D32 = tiny_networks()

@@ -387,7 +387,8 @@ def test_consistency_gradient_reaches_discriminator_only():
 # ---------------------------------------------------------------------------------------------
 # Mixed precision, XLA, tf.distribute.
 
-def test_mixed_float16(mixed_precision):
+def test_mixed_precision(mixed_precision):
+    half = mixed_precision
     rng = np.random.RandomState(11)
     codebook = rng.randn(16, 4).astype(np.float32)
     inputs = keras.Input((6,))
@@ -396,15 +397,15 @@ def test_mixed_float16(mixed_precision):
     model = keras.Model(inputs, keras.layers.Dense(1)(sq(w)))
     z = rng.randn(4, 6).astype(np.float32)
     w16 = model.layers[1](z)
-    assert w16.dtype == tf.float16
+    assert w16.dtype == half.dtype
     out = sq.lookup(w16)
-    assert out["quantized"].dtype == tf.float16
+    assert out["quantized"].dtype == half.dtype
     assert out["loss"].dtype == tf.float32 and out["per_sample_loss"].dtype == tf.float32
     assert sq.codebook.dtype == "float32"
     ref = numpy_sq(w16.numpy().astype(np.float32), codebook, True)
     np.testing.assert_array_equal(out["indices"].numpy(), ref["indices"])
-    # Unit vectors rounded to float16: <= ulp(1) / 2 = 2^-11 ~ 4.9e-4 < 1e-3.
-    np.testing.assert_allclose(out["quantized"].numpy(), ref["quantized"], atol=1e-3)
+    # Unit vectors rounded to the half type: <= ulp(1) / 2 = the unit roundoff.
+    np.testing.assert_allclose(out["quantized"].numpy(), ref["quantized"], atol=2 * half.unit_roundoff)
 
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.01))
     with tf.GradientTape() as tape:

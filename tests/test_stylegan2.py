@@ -382,6 +382,7 @@ def test_mirrored_strategy_training_step(two_replica_strategy):
 
 
 def test_mixed_precision_matches_float32(mixed_precision):
+    half = mixed_precision
     G16 = S.Generator(resolution=16, **G_SMALL)
     D16 = S.Discriminator(resolution=16, fq_blocks=(16,), **SMALL)
     keras.mixed_precision.set_global_policy("float32")
@@ -391,9 +392,10 @@ def test_mixed_precision_matches_float32(mixed_precision):
     D32.set_weights(D16.get_weights())
     z = tf.random.normal((4, 8))
     img16, img32 = G16(z), G32(z)
-    assert img16.dtype == tf.float32 and G16.synthesis.b16.conv1.compute_dtype == "float16"
-    # float16 rounds each op by <= 2^-11 ~ 5e-4 relative; ~10 layers of several ops each: ~5%.
-    np.testing.assert_allclose(img16.numpy(), img32.numpy(), atol=5e-2 * np.abs(img32).max())
+    assert img16.dtype == tf.float32 and G16.synthesis.b16.conv1.compute_dtype == half.name
+    # float16 rounds each op by <= 2^-11 ~ 5e-4 relative; ~10 layers of several ops each: ~5%
+    # (bfloat16, 2^-8: 8x).
+    np.testing.assert_allclose(img16.numpy(), img32.numpy(), atol=5e-2 * (half.unit_roundoff / 2.0 ** -11) * np.abs(img32).max())
     logits16, lookups = D16(img32, return_fq=True)
     assert logits16.dtype == tf.float32 and lookups[0]["loss"].dtype == tf.float32
-    np.testing.assert_allclose(logits16.numpy(), D32(img32).numpy(), atol=5e-2, rtol=5e-2)
+    np.testing.assert_allclose(logits16.numpy(), D32(img32).numpy(), atol=5e-2 * (half.unit_roundoff / 2.0 ** -11), rtol=5e-2 * (half.unit_roundoff / 2.0 ** -11))

@@ -198,12 +198,12 @@ def test_start_record_names_devices_precision_data_and_parameters(two_replica_st
     data = {"source": "synthetic:shapes", "images": 4096, "resolution": 32}
     record, lines = loop.start_record(two_replica_strategy, {"G": [G], "D": [D, G]}, data)
     assert record == {"devices": ["CPU:0", "CPU:1"], "gpus": [], "replicas": 2,
-                      "precision": "mixed_float16", "data": data,
+                      "precision": mixed_precision.policy, "data": data,
                       "parameters": {"G": 16, "D": 7 + 16},
                       "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
     monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
     record, lines = loop.start_record(two_replica_strategy, {"G": [G], "D": [D, G]}, data)
-    assert lines == ["Devices: CPU:0, CPU:1, 2 replica(s), precision mixed_float16",
+    assert lines == [f"Devices: CPU:0, CPU:1, 2 replica(s), precision {mixed_precision.policy}",
                      "Data: synthetic:shapes, 4096 images, 32x32",
                      "Parameters: G 16, D 23"]
     # One thread per op (run_training.py's default for the demos on a CPU) is named.
@@ -212,7 +212,8 @@ def test_start_record_names_devices_precision_data_and_parameters(two_replica_st
         data, images={"trainA": 3, "trainB": 5}))
     assert record["devices"] == ["CPU:0"] and record["replicas"] == 1
     assert record["intra_op_threads"] == 1
-    assert lines[0] == "Devices: CPU:0, 1 replica(s), precision mixed_float16, 1 thread(s) per op"
+    assert lines[0] == (f"Devices: CPU:0, 1 replica(s), precision {mixed_precision.policy}, "
+                        "1 thread(s) per op")
     assert lines[1] == "Data: synthetic:shapes, 3 trainA + 5 trainB images, 32x32"
 
 
@@ -243,6 +244,81 @@ def test_a_gpu_machine_without_gpu_support_gets_one_warning_line(nvidia_smi, vis
     assert distribute.gpu_support_warning() is None   # a GPU seen: nothing to say
 
 
+@pytest.mark.parametrize("flags_lines, small_ops, onednn, gpus, expected", [
+    ("fpu avx512f amx_bf16 amx_tile", True, None, [], "mixed_bfloat16"),
+    ("fpu avx512f amx_bf16 amx_tile", True, "1", [], "mixed_bfloat16"),
+    ("fpu avx512f amx_bf16 amx_tile", False, None, [], "float32"),     # a paper-sized preset
+    ("fpu avx512f amx_bf16 amx_tile", True, "0", [], "float32"),       # oneDNN off
+    ("fpu avx512f amx_bf16 amx_tile", True, None, ["a GPU"], "float32"),
+    ("fpu avx2 avx512_bf16", True, None, [], "float32"),   # bfloat16 dot products, no AMX tiles
+    ("fpu avx2 xamx_bf16x", True, None, [], "float32"),    # a whole flag only
+    (None, True, None, [], "float32"),                     # no /proc/cpuinfo
+])
+def test_auto_precision_is_bfloat16_for_the_demos_on_a_cpu_with_amx(
+        flags_lines, small_ops, onednn, gpus, expected, tmp_path, monkeypatch):
+    from training import distribute
+    cpuinfo = str(tmp_path / "cpuinfo")
+    if flags_lines is not None:
+        with open(cpuinfo, "w") as f:
+            f.write(f"processor\t: 0\nflags\t\t: {flags_lines}\n\nprocessor\t: 1\n"
+                    f"flags\t\t: {flags_lines}\n")
+    if onednn is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    monkeypatch.setattr(distribute.tf.config, "list_physical_devices",
+                        lambda kind=None: gpus if kind == "GPU" else [])
+    assert distribute.default_precision(small_ops, cpuinfo) == expected
+
+
+def test_precision_flags_reach_the_options_and_auto_is_resolved_and_saved_by_the_loop(
+        tmp_path, monkeypatch, capsys):
+    """--precision goes to the options as given ("auto" by default); --mixed-precision, its old
+    spelling, means mixed_float16 with a deprecation line. The loop resolves "auto" (the demo
+    preset: training.distribute.default_precision) before it builds anything, so the concrete
+    policy is what training_options.json saves and a resume uses; runs written before
+    --precision (a mixed_precision bool) read as float32 / mixed_float16."""
+    from training import distribute, stylegan
+    given = []
+
+    def probe(options, run_dir, **kwargs):
+        given.append(options.precision)
+        raise TrainingConfigError("probe")
+
+    monkeypatch.setattr(stylegan, "training_loop", probe)
+    for argv in ([], ["--precision", "mixed_bfloat16"], ["--mixed-precision"]):
+        assert run_cli(["--out", str(tmp_path / "run"), *argv]) == 2
+        assert not os.path.exists(tmp_path / "run")   # removed: it never trained
+    assert given == ["auto", "mixed_bfloat16", "mixed_float16"]
+    assert ("run_training.py: --mixed-precision is deprecated and goes in the next release; use "
+            "--precision mixed_float16.") in capsys.readouterr().err
+
+    monkeypatch.setattr(distribute, "default_precision",
+                        lambda small_ops: "mixed_bfloat16" if small_ops else "float32")
+    seen = []
+
+    class Built(Exception):
+        pass
+
+    class Probe(StyleGANRun):
+        def build_trainer(self):
+            seen.append(keras.mixed_precision.global_policy().name)
+            raise Built
+
+    for config, policy in (("demo", "mixed_bfloat16"), ("ffhq", "float32")):
+        run = Probe(options(precision="auto", config=config), str(tmp_path), quiet)
+        with pytest.raises(Built):
+            loop.training_loop(run)
+        assert run.options.precision == policy and seen[-1] == policy
+        saved = TrainingOptions.from_json(run.options.to_json())
+        assert saved.precision == policy and saved.loss_scaling is False
+    old = json.loads(options(precision="float32").to_json())
+    del old["precision"]
+    for mixed, policy in ((True, "mixed_float16"), (False, "float32")):
+        read = TrainingOptions.from_json(json.dumps({**old, "mixed_precision": mixed}))
+        assert read.precision == policy and read.loss_scaling == mixed
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, straight_run):
     run_dir = str(tmp_path / "run")
     shutil.copytree(straight_run[0], run_dir)  # a finished run with its checkpoint at 96 images
@@ -261,25 +337,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 
 @pytest.mark.parametrize("model", ["stylegan", "stylegan2"])
-@pytest.mark.parametrize("flag", ["mixed_precision", "xla"])
-def test_mixed_precision_and_xla_run_without_nan(tmp_path, flag, model):
+@pytest.mark.parametrize("setting", [dict(precision="mixed_float16"),
+                                     dict(precision="mixed_bfloat16"), dict(xla=True)])
+def test_mixed_precision_and_xla_run_without_nan(tmp_path, setting, model):
     """At 8x8: StyleGAN2 one step, with all four phases (lazy R1 and path length: nested tapes
-    under loss scaling / XLA; the main-phase-only step compiles a subset of it); StyleGAN two
-    steps (one compiled step). Every logged value and every variable after the updates
-    (checkpoint: networks, Gs, optimizer slots) is finite, and the global dtype policy is
-    restored."""
+    under loss scaling / bfloat16 / XLA; the main-phase-only step compiles a subset of it);
+    StyleGAN two steps (one compiled step). Every logged value and every variable after the
+    updates (checkpoint: networks, Gs, optimizer slots) is finite, and the global dtype policy
+    is restored."""
     import keras
     kimg = 0.008 if model == "stylegan2" else 0.016
     try:
-        summary = training_loop(options(**{flag: True}, model=model, kimg=kimg,
+        summary = training_loop(options(**setting, model=model, kimg=kimg,
                                         tick_kimg=0.008), str(tmp_path), log=quiet)
-        # The loop sets mixed_float16 for building its networks only.
+        # The loop sets the policy for building its networks only.
         assert keras.mixed_precision.global_policy().name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
     logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
-    assert logged[0]["start"]["precision"] == ("mixed_float16" if flag == "mixed_precision"
-                                               else "float32")
+    assert logged[0]["start"]["precision"] == setting.get("precision", "float32")
     for entry in logged[1:]:   # the scalars after the start record
         for key, value in entry.items():
             assert np.isfinite(value), (key, value)
@@ -316,6 +392,8 @@ def run_cli(argv):
     (["--cpu-replicas", "2"], "--cpu-replicas needs --strategy mirrored"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a dataset folder"),
     (["--resume"], "--resume needs --out pointing at an existing run folder"),
+    (["--mixed-precision", "--precision", "float32"],
+     "--mixed-precision is the old spelling of --precision mixed_float16; give only --precision"),
 ])
 def test_cli_usage_errors_are_one_line(argv, message, capsys):
     assert run_cli(argv) == 2
@@ -407,7 +485,8 @@ def test_resume_keeps_the_runs_options_and_reports_a_changed_one(straight_run, c
                                        "resumed run keeps its model; drop --model."),
             (["--lr", "0.01", "--fq-blocks", "8", "--seed", "3"],
              "--resume keeps the run's options, and --lr, --seed would change"),
-            (["--xla"], "--xla would change")):
+            (["--xla"], "--xla would change"),
+            (["--precision", "mixed_bfloat16"], "--precision would change")):
         assert run_cli(["--out", straight, "--resume", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("run_training.py: error: "), err
@@ -429,17 +508,19 @@ def test_run_folder_errors_are_the_same_one_line_for_every_family(model, tmp_pat
                    "not a run folder written by run_training.py."]
 
 
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("family", ["stylegan", "biggan", "ugatit"])
-def test_the_loop_sets_mixed_precision_for_building_and_restores_the_policy(family, tmp_path):
+def test_the_loop_sets_mixed_precision_for_building_and_restores_the_policy(family, precision,
+                                                                            tmp_path):
     """One place sets and restores the precision policy for every family: the networks are
-    built under mixed_float16, and the global policy is float32 again when the loop returns,
+    built under the run's policy, and the global policy is float32 again when the loop returns,
     also when it fails."""
     from training import biggan, ugatit
     from test_ugatit_loop import TINY
     run_class, run_options = {
-        "stylegan": (StyleGANRun, options(mixed_precision=True)),
-        "biggan": (biggan.BigGANRun, biggan.BigGANOptions(iterations=1, mixed_precision=True)),
-        "ugatit": (ugatit.UGATITRun, ugatit.Options(**TINY, mixed_precision=True)),
+        "stylegan": (StyleGANRun, options(precision=precision)),
+        "biggan": (biggan.BigGANRun, biggan.BigGANOptions(iterations=1, precision=precision)),
+        "ugatit": (ugatit.UGATITRun, ugatit.Options(**TINY, precision=precision)),
     }[family]
     seen = []
 
@@ -453,7 +534,7 @@ def test_the_loop_sets_mixed_precision_for_building_and_restores_the_policy(fami
 
     with pytest.raises(Built):
         loop.training_loop(Probe(run_options, str(tmp_path), quiet))
-    assert seen == ["mixed_float16"]
+    assert seen == [precision]
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

@@ -306,11 +306,12 @@ def test_clip_rho_in_replica_context(two_replica_strategy):
 
 
 def test_mixed_precision_forward(mixed_precision):
+    half = mixed_precision
     G = ugatit.UGATITGenerator(ngf=2, n_blocks=1)
     D = ugatit.UGATITDiscriminator(ndf=2, n_layers=5, fq_layers=(1,))
-    x = tf.constant(np.random.RandomState(10).uniform(-1, 1, (2, 32, 32, 3)), tf.float16)
+    x = tf.constant(np.random.RandomState(10).uniform(-1, 1, (2, 32, 32, 3)), half.dtype)
     image, cam_logit, heatmap = G(x)
-    assert image.dtype == tf.float16 and np.all(np.isfinite(image.numpy()))
+    assert image.dtype == half.dtype and np.all(np.isfinite(image.numpy()))
     (out, cam, hm), lookups = D(image, training=True, return_fq=True)
     assert np.all(np.isfinite(out.numpy())) and lookups[0]["loss"].dtype == tf.float32
 

@@ -422,9 +422,11 @@ def test_paper_warmup_switch_and_official_fq_update_cadence():
 
 
 def test_mixed_precision_step_is_finite(mixed_precision):
-    trainer = tiny_trainer(mixed_precision=True)
-    assert trainer.genA2B.compute_dtype == "float16"
-    assert isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer)
+    """float16 with loss scaling, bfloat16 without (as RunOptions.loss_scaling)."""
+    trainer = tiny_trainer(loss_scaling=mixed_precision.name == "float16")
+    assert trainer.genA2B.compute_dtype == mixed_precision.name
+    assert isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer) == (
+        mixed_precision.name == "float16")
     sums, _ = trainer.train_step(image_batches(1, batch=2)[0], 2)
     assert all(np.isfinite(float(v)) for v in sums.values())
     assert all(np.all(np.isfinite(v.numpy())) for v in trainer.genA2B.trainable_variables)

@@ -201,7 +201,7 @@ def options_from_flags(fv):
         fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
         fq_warmup_kimg=fv["fq-warmup-kimg"].value,
         fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed, strategy=fv.strategy,
-        devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
+        devices=tuple(fv.devices), precision=fv.precision, xla=fv.xla,
         tick_kimg=fv["tick-kimg"].value, snapshot_ticks=fv["snapshot-ticks"].value,
         metrics=metrics, resolution=fv.resolution)
     if fv.kimg is not None:
@@ -374,7 +374,7 @@ class BigGANRun(IterationRun):
     def build_trainer(self):
         G, D = build_networks(self.options)
         return BigGANTrainer(G, D, self.options.settings(), class_probabilities=self.counts,
-                             mixed_precision=self.options.mixed_precision, seed=self.options.seed)
+                             loss_scaling=self.options.loss_scaling, seed=self.options.seed)
 
     def start_message(self, iteration, stop):
         options = self.options

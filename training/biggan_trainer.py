@@ -129,13 +129,13 @@ class BigGANTrainer(keras.Model):
       settings: BigGANSettings.
       class_probabilities: (num_classes,) frequencies the fakes' labels are drawn from; None =
         uniform.
-      mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16 policy
+      loss_scaling: wrap both optimizers in LossScaleOptimizer (set the mixed_float16 policy
         before building the networks).
       seed: seeds z and the fakes' labels.
     """
 
     def __init__(self, generator, discriminator, settings=BigGANSettings(),
-                 class_probabilities=None, mixed_precision=False, seed=0, **kwargs):
+                 class_probabilities=None, loss_scaling=False, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
         self.settings = settings
@@ -156,7 +156,7 @@ class BigGANTrainer(keras.Model):
             if _state_key(gs) != _state_key(g) or tuple(gs.shape) != tuple(g.shape):
                 raise ValueError(f"BigGANTrainer: G_ema variable {gs.path} does not match G's "
                                  f"{g.path}.")
-        self.mixed_precision = mixed_precision
+        self.loss_scaling = loss_scaling
         beta_1, beta_2 = settings.betas
         # Explicit names: checkpoint keys and slot names must not depend on how many
         # optimizers the process created before (Keras auto-numbers adam, adam_1, ...).
@@ -165,7 +165,7 @@ class BigGANTrainer(keras.Model):
                                      epsilon=settings.epsilon, name="g_adam")
         self.d_optimizer = TorchAdam(settings.d_learning_rate, beta_1=beta_1, beta_2=beta_2,
                                      epsilon=settings.epsilon, name="d_adam")
-        if mixed_precision:
+        if loss_scaling:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
@@ -254,7 +254,7 @@ class BigGANTrainer(keras.Model):
         return tf.reshape(tf.cast(logits, tf.float32), [-1]), lookups
 
     def _gradients(self, optimizer, tape, loss, variables):
-        scaled = optimizer.scale_loss(loss) if self.mixed_precision else loss
+        scaled = optimizer.scale_loss(loss) if self.loss_scaling else loss
         return tape.gradient(scaled, variables)
 
     @staticmethod

@@ -23,7 +23,7 @@ def diverged_message(position, what, checkpoint):
     position: where training stopped, e.g. "kimg 1.024" or "iteration 300".
     """
     return (f"Non-finite loss at {position} ({what}). Training stopped; the last good "
-            f"checkpoint is {checkpoint} (lower --lr, or try without --mixed-precision, then "
+            f"checkpoint is {checkpoint} (lower --lr, or try --precision float32, then "
             "--resume).")
 
 

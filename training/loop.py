@@ -174,7 +174,7 @@ class TrainingRun(abc.ABC):
 
     Args:
       options: the family's Options (a RunOptions dataclass with `kimg`, `seed`, `strategy`,
-        `devices`, `mixed_precision`, `keep_checkpoints`, `snapshot_ticks`, `xla`).
+        `devices`, `precision`, `keep_checkpoints`, `snapshot_ticks`, `xla`).
       run_dir: the run folder (created by the caller).
       log: where one-line messages go.
     """
@@ -364,7 +364,9 @@ def training_loop(run, resume=False, stop_at=None, strategy=None, checkpoint_min
     run.strategy = strategy or distribute.make_strategy(options.strategy,
                                                         list(options.devices) or None)
     run.is_chief = distribute.is_chief(run.strategy)
-    with distribute.precision_policy(options.mixed_precision), StopSignals() as signals:
+    if options.precision == "auto":   # saved concrete, so a resume trains as the run began
+        options.precision = distribute.default_precision(small_ops=options.config == "demo")
+    with distribute.dtype_policy(options.precision), StopSignals() as signals:
         return _train(run, resume, stop_at, checkpoint_minutes * 60.0, signals)
 
 

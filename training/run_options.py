@@ -13,6 +13,9 @@ import os
 import typing
 
 OPTIONS_FILE = "training_options.json"
+# Keras dtype policies a run may train under (RunOptions.precision); "auto" is resolved when the
+# run starts (training.distribute.default_precision) and the concrete name is saved.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Model (run_training.py --model, the "model" of training_options.json) -> its family module
 # (a TrainingFamily, below); imported when used.
 FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
@@ -39,7 +42,7 @@ class RunOptions:
     seed: int = 0
     strategy: str = "default"          # tf.distribute strategy (training/distribute.py).
     devices: tuple = ()
-    mixed_precision: bool = False
+    precision: str = "float32"         # PRECISIONS, or "auto" until the run starts.
     xla: bool = False
     tick_kimg: float = 4.0             # kimg between progress lines and log entries.
     snapshot_ticks: int = 10           # Ticks between checkpoints and sample images.
@@ -52,6 +55,12 @@ class RunOptions:
         """Real images shown at a loop position (a checkpoint's number): the StyleGAN family
         counts images, BigGAN and U-GAT-IT count iterations of `images_per_iteration`."""
         return position * self.images_per_iteration
+
+    @property
+    def loss_scaling(self):
+        """Loss scaling (LossScaleOptimizer) is what float16 needs; bfloat16 has float32's
+        exponent range and trains without it."""
+        return self.precision == "mixed_float16"
 
     def fq_warmup_kimg_resolved(self):
         """kimg of the FQ warm-up (alpha ramp, then the quantised D forward; fq_keras.gan) of a
@@ -78,6 +87,9 @@ class RunOptions:
         if cls.MODELS and model not in cls.MODELS:
             raise ValueError(f"{OPTIONS_FILE} is a {model} run, not a {cls.FAMILY} one "
                              f"(run_training.py resumes it with --model {model}).")
+        if "mixed_precision" in values:   # written before --precision (a bool: float16 or not)
+            mixed = values.pop("mixed_precision")
+            values.setdefault("precision", "mixed_float16" if mixed else "float32")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -336,7 +336,7 @@ def build_trainer(options, G, D, schedule=None):
     `options.schedule()`. Call inside `strategy.scope()`."""
     return GANTrainer(G, D, options.loss_settings(), schedule or options.schedule(),
                       options.fq_settings(), learning_rate=options.lr,
-                      mixed_precision=options.mixed_precision, seed=options.seed,
+                      loss_scaling=options.loss_scaling, seed=options.seed,
                       sq=options.sq_settings(),
                       d_lr_multiplier=options.preset("d_lr_multiplier"))
 
@@ -435,7 +435,7 @@ def options_from_flags(fv):
         fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
         fq_warmup_kimg=fv["fq-warmup-kimg"].value,
         fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed, strategy=fv.strategy,
-        devices=tuple(fv.devices), mixed_precision=fv["mixed-precision"].value, xla=fv.xla,
+        devices=tuple(fv.devices), precision=fv.precision, xla=fv.xla,
         tick_kimg=fv["tick-kimg"].value, snapshot_ticks=snapshot_ticks,
         metrics=metrics, num_images=fv["num-images"].value, **sq)
 

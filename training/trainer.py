@@ -166,13 +166,13 @@ class GANTrainer(keras.Model):
       learning_rate, betas, epsilon: Adam (official: 0.001 or 0.002, (0, 0.99), 1e-8).
       d_lr_multiplier: D's learning rate over G's (official: 1, equal rates; the StyleGAN2
         demo preset's is 3). Both also take their lazy-regularisation ratio.
-      mixed_precision: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
+      loss_scaling: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
     """
 
     def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
-                 learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, mixed_precision=False,
+                 learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, loss_scaling=False,
                  seed=0, sq=SQSettings(), d_lr_multiplier=1.0, **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
@@ -188,13 +188,13 @@ class GANTrainer(keras.Model):
         self.auxiliary_labels = getattr(discriminator, "label_mode", None) == "auxiliary"
         self.c_dim = getattr(generator, "c_dim", 0)
         self.z_dim = generator.z_dim
-        self.mixed_precision = mixed_precision
+        self.loss_scaling = loss_scaling
         self.g_optimizer, self.g_lr_ratio = lazy_adam(learning_rate, betas, epsilon,
                                                       loss.pl_interval, "g_adam")
         self.d_optimizer, self.d_lr_ratio = lazy_adam(learning_rate * d_lr_multiplier, betas,
                                                       epsilon, loss.r1_interval, "d_adam")
         self.d_lr_multiplier = d_lr_multiplier
-        if mixed_precision:
+        if loss_scaling:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
@@ -352,7 +352,7 @@ class GANTrainer(keras.Model):
         return logits, None, lookups
 
     def _scale(self, optimizer, loss):
-        return optimizer.scale_loss(loss) if self.mixed_precision else loss
+        return optimizer.scale_loss(loss) if self.loss_scaling else loss
 
     def _apply(self, optimizer, tape, loss, variables):
         grads = tape.gradient(loss, variables)

@@ -215,7 +215,7 @@ def options_from_flags(fv):
         fq_warmup_kimg=fv["fq-warmup-kimg"].value,
         fq_update_cadence=fv["fq-update-cadence"].value, seed=fv.seed,
         strategy=fv.strategy, devices=tuple(fv.devices),
-        mixed_precision=fv["mixed-precision"].value, xla=fv.xla, tick_kimg=tick_kimg,
+        precision=fv.precision, xla=fv.xla, tick_kimg=tick_kimg,
         snapshot_ticks=fv["snapshot-ticks"].value)
     if fv.kimg is not None:
         options.kimg = fv.kimg     # thousands of image pairs -> iterations
@@ -354,7 +354,7 @@ class UGATITRun(IterationRun):
             build_networks(options), (size, size, 3), options.total_iterations,
             weights=options.loss_weights(), fq_alpha=options.fq_alpha,
             learning_rate=options.lr, weight_decay=options.weight_decay,
-            decay_lr=options.decay_lr, mixed_precision=options.mixed_precision,
+            decay_lr=options.decay_lr, loss_scaling=options.loss_scaling,
             fq_warmup_iterations=options.fq_warmup_iterations,
             fq_update_cadence=options.fq_update_cadence)
 

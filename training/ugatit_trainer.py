@@ -206,13 +206,13 @@ class UGATITTrainer(keras.Model):
       learning_rate, betas, epsilon, weight_decay: TorchAdam (official 1e-4, (0.5, 0.999),
         1e-8, 1e-4).
       decay_lr: linear decay over the second half (official --decay_flag True).
-      mixed_precision: wrap both optimisers in LossScaleOptimizer (set the mixed_float16 policy
+      loss_scaling: wrap both optimisers in LossScaleOptimizer (set the mixed_float16 policy
         before building the networks).
     """
 
     def __init__(self, networks, image_shape, iterations, weights=LossWeights(), fq_alpha=1.0,
                  learning_rate=1e-4, betas=(0.5, 0.999), epsilon=1e-8, weight_decay=1e-4,
-                 decay_lr=True, mixed_precision=False, fq_warmup_iterations=0,
+                 decay_lr=True, loss_scaling=False, fq_warmup_iterations=0,
                  fq_update_cadence="step", **kwargs):
         super().__init__(**kwargs)
         missing = [n for n in NETWORK_NAMES if n not in networks]
@@ -236,7 +236,7 @@ class UGATITTrainer(keras.Model):
         self.fq_update_cadence = fq_update_cadence
         self.base_learning_rate = float(learning_rate)
         self.decay_lr = bool(decay_lr)
-        self.mixed_precision = mixed_precision
+        self.loss_scaling = loss_scaling
         self.iteration = self.add_weight(name="iteration", shape=(), dtype="int64",
                                          initializer="zeros", trainable=False,
                                          aggregation="only_first_replica")
@@ -246,7 +246,7 @@ class UGATITTrainer(keras.Model):
             # (torch_adam_3) would differ between processes.
             opt = TorchAdam(self.current_learning_rate, betas[0], betas[1], epsilon,
                             coupled_weight_decay=weight_decay, name=f"{prefix}_adam")
-            if mixed_precision:
+            if loss_scaling:
                 opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{prefix}_loss_scale")
             return opt
 
@@ -307,7 +307,7 @@ class UGATITTrainer(keras.Model):
         return real, fake, real_fq, fake_fq
 
     def _scale(self, optimizer, loss):
-        return optimizer.scale_loss(loss) if self.mixed_precision else loss
+        return optimizer.scale_loss(loss) if self.loss_scaling else loss
 
     def _apply(self, optimizer, tape, loss, variables):
         grads = tape.gradient(self._scale(optimizer, loss), variables)
