@@ -120,9 +120,10 @@ def default_precision(small_ops, cpuinfo="/proc/cpuinfo"):
     set_intra_op_threads) trained on a CPU with AMX bfloat16 and oneDNN (TensorFlow's default
     on x86 Linux; TF_ENABLE_ONEDNN_OPTS=0 turns it off), else float32.
 
-    There bfloat16 convolutions run on the AMX tiles at 2-2.6x the float32 rate and the StyleGAN2
-    demo trains 1.28-1.32x faster to the same SWD and shape-classifier scores (measured on an
-    Intel Xeon with AMX, bench/bench_training.py --bf16 and README); without AMX bfloat16 is
+    There bfloat16 convolutions run on the AMX tiles at 2-2.6x the float32 rate: the StyleGAN2
+    demo trains 1.28-1.32x faster with SWD and shape-classifier scores within the spread between
+    seeds, BigGAN's demo 1.35x, U-GAT-IT's 1.08x (Intel Xeon with AMX, 2 cores, 2026-12-04;
+    bench/bench_training.py --bf16, README); without AMX bfloat16 is
     emulated and slower than float32, and the paper-sized presets keep the precision of the
     official code (float32)."""
     if not small_ops or tf.config.list_physical_devices("GPU"):
