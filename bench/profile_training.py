@@ -3,6 +3,7 @@
     python bench/profile_training.py [--setting reference] [--resolution 32] [--fq-blocks 16,32]
                                      [--batch 32] [--steps 4] [--top 25]
     python bench/profile_training.py --setting demo      # the default run's step
+    python bench/profile_training.py --setting demo --precision mixed_bfloat16   # ... with AMX
 
 --setting reference (default): the network and schedule of bench/bench_peer.py
 (stylegan2-ada-pytorch's setting). --setting demo: the StyleGAN2 demo preset as
@@ -37,8 +38,9 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
 from datasets.synthetic import NUM_CLASSES  # noqa: E402
-from training.distribute import set_intra_op_threads  # noqa: E402
+from training.distribute import dtype_policy, set_intra_op_threads  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
+from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from training.trainer import PHASES  # noqa: E402
 from timing import constant_batches  # noqa: E402
@@ -49,6 +51,9 @@ flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_integer("steps", 4, "Profiled iterations per iteration kind.")
 flags.DEFINE_integer("top", 25, "Rows of the op-type table.")
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "--setting demo: Keras dtype policy of "
+                  "the networks (as run_training.py --precision; the demo's on a CPU with AMX "
+                  "is mixed_bfloat16).")
 FLAGS = flags.FLAGS
 
 KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
@@ -83,8 +88,10 @@ def kernel_times(logdir):
 
 def demo_step(resolution, batch, fq_blocks):
     """The training loop's CompiledStep for the StyleGAN2 demo preset (`.trainer`)."""
-    options = TrainingOptions(resolution=resolution, batch=batch, fq_blocks=tuple(fq_blocks))
-    trainer = build_trainer(options, *build_networks(options, 3, NUM_CLASSES))
+    options = TrainingOptions(resolution=resolution, batch=batch, fq_blocks=tuple(fq_blocks),
+                              precision=FLAGS.precision)
+    with dtype_policy(options.precision):
+        trainer = build_trainer(options, *build_networks(options, 3, NUM_CLASSES))
     return CompiledStep.standalone(trainer, resolution, batch)
 
 
@@ -104,7 +111,8 @@ def main(argv):
         step = demo_step(res, batch, fq_blocks)
         labels = tf.constant(np.eye(NUM_CLASSES, dtype=np.float32)[
             rng.randint(NUM_CLASSES, size=batch)])
-        setting = f"demo preset, {NUM_CLASSES} classes, {threads} thread(s) per op"
+        setting = (f"demo preset, {NUM_CLASSES} classes, {threads} thread(s) per op, "
+                   f"{FLAGS.precision}")
     else:
         step = bench_peer.make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))
         labels = tf.zeros((batch, 0))
