@@ -2,7 +2,8 @@
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 8] [--repeats 24]
                                    [--steps 5] [--fq-blocks 16,32] [--classes 5]
-                                   [--intra-op-threads N] [--noxla] [--bf16]
+                                   [--intra-op-threads N] [--noxla]
+                                   [--precision auto|float32|mixed_bfloat16|...] [--float32]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, the median is reported), so the ratios compare like with like on a shared machine; the
@@ -14,7 +15,9 @@ which the demo leaves out) is timed separately.
 The input pipeline (built-in shapes, full tf.data pipeline) is timed in the same run; the
 project's rule is that it must deliver >= 10x what training consumes. Networks and threads are
 the default run's: the demo conditions on the built-in shapes' 5 classes (--classes 0 for the
-unconditional model) and runs one thread per op on a CPU (run_training.py --intra-op-threads).
+unconditional model) and runs one thread per op on a CPU (run_training.py --intra-op-threads),
+under run_training.py's precision (--precision auto: mixed_bfloat16 for the demo on a CPU with
+AMX, else float32); --float32 also times FQ on in float32 for the speed-up of the policy.
 """
 
 import os
@@ -30,9 +33,9 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
-from training.distribute import set_intra_op_threads  # noqa: E402
-from training.distribute import dtype_policy  # noqa: E402
+from training.distribute import default_precision, dtype_policy, set_intra_op_threads  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
+from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from timing import constant_batches, describe_overhead, repeat_order  # noqa: E402
 
@@ -44,9 +47,11 @@ flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported)
 flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
-flags.DEFINE_boolean("bf16", False, "Also time FQ on under Keras' mixed_bfloat16 policy "
-                     "(float32 variables, no loss scaling; run_training.py has no such option yet): "
-                     "fast on CPUs with AMX, emulated and slow without.")
+flags.DEFINE_enum("precision", "auto", ["auto", *PRECISIONS], "Keras dtype policy of every "
+                  "variant, as run_training.py --precision (auto: mixed_bfloat16 for the demo on "
+                  "a CPU with AMX, else float32).")
+flags.DEFINE_boolean("float32", False, "Also time FQ on in float32: the speed-up of --precision "
+                     "(bfloat16 is fast on CPUs with AMX, emulated and slow without).")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 16, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
@@ -75,12 +80,20 @@ def classes():
     return datasets.synthetic.NUM_CLASSES if conditional else 0
 
 
+def precision():
+    """--precision, with auto resolved as run_training.py resolves it."""
+    if FLAGS.precision == "auto":
+        return default_precision(small_ops=FLAGS.config == "demo")
+    return FLAGS.precision
+
+
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
     """step(batches): one iteration with the given lazy phases, run as the training loop runs
     it (its CompiledStep: the phase groups' functions, then Gs and nimg), on the next batch of
     the iterator `batches`; `.phases`, `.trainer`. The networks are built under the Keras
-    dtype policy `policy` (None: the current one, float32)."""
-    options = bench_options(fq_blocks=fq_blocks() if fq else ())
+    dtype policy `policy` (None: --precision)."""
+    policy = policy or precision()
+    options = bench_options(fq_blocks=fq_blocks() if fq else (), precision=policy)
     with dtype_policy(policy):
         trainer = build_trainer(options, *build_networks(options, 3, classes()))
     compiled = CompiledStep.standalone(trainer, FLAGS.resolution, options.minibatch, xla)
@@ -111,8 +124,8 @@ def main(argv):
     if FLAGS.xla:
         variants["FQ on, XLA"] = make_step(True, True)
         variants["FQ off, XLA"] = make_step(False, True)
-    if FLAGS.bf16:
-        variants["FQ on, bf16"] = make_step(True, False, policy="mixed_bfloat16")
+    if FLAGS.float32:
+        variants["FQ on, float32"] = make_step(True, False, policy="float32")
     batches = constant_batches(reals, labels)
     for name, step in variants.items():  # trace / compile, then one warm step
         start = time.perf_counter()
@@ -142,7 +155,8 @@ def main(argv):
 
     print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, FQ blocks "
           f"{','.join(map(str, fq_blocks()))}, {classes()} classes, {os.cpu_count()} CPU threads "
-          f"({threads or 'all'} per op), median of {FLAGS.repeats} x {FLAGS.steps} steps")
+          f"({threads or 'all'} per op), {precision()}, median of {FLAGS.repeats} x "
+          f"{FLAGS.steps} steps")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],
@@ -150,8 +164,9 @@ def main(argv):
     if FLAGS.xla:
         print(f"  XLA speed-up, FQ on:           {rate['FQ on, XLA'] / rate['FQ on']:.3f}x")
         print(f"  XLA speed-up, FQ off:          {rate['FQ off, XLA'] / rate['FQ off']:.3f}x")
-    if FLAGS.bf16:
-        print(f"  bf16 speed-up, FQ on:          {rate['FQ on, bf16'] / rate['FQ on']:.3f}x")
+    if FLAGS.float32:
+        print(f"  {precision()} speed-up over float32, FQ on: "
+              f"{rate['FQ on'] / rate['FQ on, float32']:.3f}x")
     print(f"  input pipeline (built-in shapes, full tf.data): {loader:.0f} img/s = "
           f"{loader / rate['FQ on']:.0f}x what training consumes (target >= 10x)")
 

@@ -123,7 +123,7 @@ def default_precision(small_ops, cpuinfo="/proc/cpuinfo"):
     There bfloat16 convolutions run on the AMX tiles at 2-2.6x the float32 rate: the StyleGAN2
     demo trains 1.28-1.32x faster with SWD and shape-classifier scores within the spread between
     seeds, BigGAN's demo 1.35x, U-GAT-IT's 1.08x (Intel Xeon with AMX, 2 cores, 2026-12-04;
-    bench/bench_training.py --bf16, README); without AMX bfloat16 is
+    bench/bench_training.py --float32, README); without AMX bfloat16 is
     emulated and slower than float32, and the paper-sized presets keep the precision of the
     official code (float32)."""
     if not small_ops or tf.config.list_physical_devices("GPU"):
