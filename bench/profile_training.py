@@ -130,15 +130,15 @@ def main(argv):
         for _ in range(3):   # trace and warm up
             step(batches, phases)
         step.trainer.nimg.numpy()
-        logdir = tempfile.mkdtemp(prefix="profile_")
-        tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
-        for _ in range(FLAGS.steps):
-            step(batches, phases)
-        step.trainer.nimg.numpy()
-        wall = (time.perf_counter() - start) / FLAGS.steps
-        tf.profiler.experimental.stop()
-        totals = kernel_times(logdir)
+        with tempfile.TemporaryDirectory(prefix="profile_") as logdir:   # the trace, read once
+            tf.profiler.experimental.start(logdir)
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                step(batches, phases)
+            step.trainer.nimg.numpy()
+            wall = (time.perf_counter() - start) / FLAGS.steps
+            tf.profiler.experimental.stop()
+            totals = kernel_times(logdir)
         per_phase = collections.Counter()
         per_type = collections.Counter()
         for (phase, op_type), seconds in totals.items():
