@@ -245,9 +245,7 @@ def main(argv, fv=FLAGS):
         print("run_training.py: --mixed-precision is deprecated and goes in the next release; "
               "use --precision mixed_float16.", file=sys.stderr)
         if fv["mixed-precision"].value:
-            fv.precision = "mixed_float16"
-            fv["precision"].present = 1
-        fv["mixed-precision"].present = 0
+            fv["precision"].parse("mixed_float16")   # as if given (--resume compares it)
     for name, (valid, requirement) in FLAG_RANGES.items():
         value = fv[name].value
         if value is not None and not valid(value):
