@@ -23,6 +23,10 @@ import tensorflow as tf
 
 LRELU_SLOPE = 0.2
 ACTIVATIONS = ("linear", "lrelu", "relu")
+# act(x) * g = act(x * g) for g > 0 (positively homogeneous), so a layer can scale its weights
+# and bias by the output gain instead of its output: one pass over the activations and one over
+# their gradient fewer per layer (fold_gain).
+HOMOGENEOUS_ACTIVATIONS = frozenset(ACTIVATIONS)
 NOISE_MODES = ("const", "random", "none")
 SQRT2 = math.sqrt(2.0)
 
@@ -61,6 +65,16 @@ def activate(x, activation):
     if activation == "relu":
         return tf.nn.relu(x)
     return x
+
+
+def fold_gain(activation, gain):
+    """(factor for the weights and bias, gain left after the activation) of a linear layer
+    followed by `activation` and `gain`: (gain, 1) where the activation is positively
+    homogeneous and gain a positive Python number, else (1, gain). act(x w + b) * g equals
+    act(x (w g) + b g) up to float rounding (one product rounded differently per element)."""
+    if activation in HOMOGENEOUS_ACTIVATIONS and isinstance(gain, (int, float)) and gain > 0:
+        return float(gain), 1.0
+    return 1.0, gain
 
 
 def bias_act(x, bias=None, activation="linear", gain=1.0, clamp=None):
@@ -366,12 +380,12 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kernel=None,
-                     fused=False):
-    """StyleGAN2 modulated convolution (without noise and bias).
+                     fused=False, gain=1.0):
+    """StyleGAN2 modulated convolution (without noise and bias), times `gain`.
 
         ww[b] = weight * styles[b]            (scale input channel i by s[b, i])
         d[b, o] = rsqrt(sum_{kh, kw, i} ww[b]^2 + 1e-8)     (demodulate)
-        y[b] = conv(x[b], ww[b] * d[b])
+        y[b] = conv(x[b], ww[b] * d[b]) * gain
 
     fused=True convolves each sample with its own modulated kernel (`per_sample_conv2d`, the
     official grouped convolution); fused=False scales the activations instead:
@@ -386,6 +400,8 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
       demodulate: divide each output channel by the norm of its modulated kernel.
       up, resample_kernel: as `conv2d_resample` (StyleGAN2 up-conv with the FIR filter).
       fused: per-sample-kernel path (see above).
+      gain: a Python number multiplying the output, applied to the (N, O) coefficients
+        d * gain (or, without demodulation, to the kernel): no pass over the output.
 
     Returns:
       (N, H', W', O) in x's dtype.
@@ -401,6 +417,10 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_kern
         # a reduction over the (N, k, k, I, O) modulated kernels (the same sums, regrouped).
         dcoefs = tf.math.rsqrt(tf.matmul(tf.square(styles),
                                          tf.reduce_sum(tf.square(weight), axis=[0, 1])) + 1e-8)
+        if gain != 1:
+            dcoefs = dcoefs * gain
+    elif gain != 1:
+        weight = weight * gain
     if not fused:
         x = x * tf.cast(styles[:, tf.newaxis, tf.newaxis, :], dtype)
         x = conv2d_resample(x, tf.cast(weight, dtype), up=up, resample_kernel=resample_kernel)
@@ -616,14 +636,20 @@ class _EqualizedBase(keras.layers.Layer):
             name="bias", shape=(bias_units,), initializer="zeros", dtype="float32") \
             if self.use_bias else None
 
-    def runtime_kernel(self, dtype=tf.float32):
-        """The kernel times its runtime coefficient (he_std * lrmul), scaled in float32, cast."""
-        return tf.cast(tf.convert_to_tensor(self.kernel) * self.runtime_coef, dtype)
+    def runtime_kernel(self, dtype=tf.float32, scale=1.0):
+        """The kernel times its runtime coefficient (he_std * lrmul) and `scale`, scaled in
+        float32 (one product), cast."""
+        return tf.cast(tf.convert_to_tensor(self.kernel) * (self.runtime_coef * scale), dtype)
 
-    def _epilogue(self, x, gain):
-        bias = None if self.bias is None else tf.convert_to_tensor(self.bias) * self.lrmul
+    def _apply(self, x, gain, linear):
+        """act(linear(x, W) + b) * activation_gain * gain, clamped to +-clamp * gain, with the
+        output gain folded into W and b where the activation allows (`fold_gain`).
+        `linear(x, kernel)` is the layer's matmul or convolution."""
+        scale, gain_left = fold_gain(self.activation, self.activation_gain * gain)
+        x = linear(tf.cast(x, self.compute_dtype), self.runtime_kernel(self.compute_dtype, scale))
+        bias = None if self.bias is None else tf.convert_to_tensor(self.bias) * (self.lrmul * scale)
         clamp = None if self.clamp is None else self.clamp * gain
-        return bias_act(x, bias, self.activation, self.activation_gain * gain, clamp)
+        return bias_act(x, bias, self.activation, gain_left, clamp)
 
     def get_config(self):
         config = super().get_config()
@@ -669,11 +695,9 @@ class EqualizedDense(_EqualizedBase):
         self._make_weights((fan_in, self.units), fan_in, self.units)
 
     def call(self, x, gain=1.0):
-        x = tf.cast(x, self.compute_dtype)
         if x.shape.rank > 2:
             x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
-        x = tf.matmul(x, self.runtime_kernel(x.dtype))
-        return self._epilogue(x, gain)
+        return self._apply(x, gain, tf.matmul)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -727,10 +751,9 @@ class EqualizedConv2D(_EqualizedBase):
         self._make_weights((k, k, in_channels, self.filters), k * k * in_channels, self.filters)
 
     def call(self, x, gain=1.0):
-        x = tf.cast(x, self.compute_dtype)
-        x = conv2d_resample(x, self.runtime_kernel(x.dtype), up=self.up, down=self.down,
-                            resample_kernel=self.resample_kernel, fused_scale=self.fused_scale)
-        return self._epilogue(x, gain)
+        return self._apply(x, gain, lambda x, kernel: conv2d_resample(
+            x, kernel, up=self.up, down=self.down, resample_kernel=self.resample_kernel,
+            fused_scale=self.fused_scale))
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -812,7 +835,8 @@ class NoiseInput(keras.layers.Layer):
             name="noise_const", shape=(h, w), dtype="float32", trainable=False,
             initializer=keras.initializers.RandomNormal(stddev=1.0))
 
-    def call(self, x, noise_mode="random", seed_generator=None):
+    def call(self, x, noise_mode="random", seed_generator=None, gain=1.0):
+        """x + noise * strength * gain (`gain`: a Python number; see fold_gain)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}.")
         x = tf.cast(x, self.compute_dtype)
@@ -826,7 +850,10 @@ class NoiseInput(keras.layers.Layer):
             noise = replica_random("normal", dims + [1], seed_generator)
         else:
             noise = tf.convert_to_tensor(self.noise_const)[tf.newaxis, :, :, tf.newaxis]
-        return x + tf.cast(noise * tf.convert_to_tensor(self.strength), x.dtype)
+        strength = tf.convert_to_tensor(self.strength)
+        if gain != 1:
+            strength = strength * gain
+        return x + tf.cast(noise * strength, x.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -925,11 +952,11 @@ class ModulatedConv2D(keras.layers.Layer):
         """float32 (N, I): affine(w) + 1."""
         return self.affine(tf.cast(w, tf.float32)) + 1.0
 
-    def call(self, x, w):
+    def call(self, x, w, gain=1.0):
         x = tf.cast(x, self.compute_dtype)
         weight = tf.convert_to_tensor(self.kernel) * self.weight_gain
         return modulated_conv2d(x, weight, self.styles(w), demodulate=self.demodulate, up=self.up,
-                                resample_kernel=self.resample_kernel, fused=self.fused)
+                                resample_kernel=self.resample_kernel, fused=self.fused, gain=gain)
 
     def get_config(self):
         config = super().get_config()

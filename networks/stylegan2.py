@@ -178,11 +178,17 @@ class SynthesisLayer(keras.layers.Layer):
                                     dtype="float32")
 
     def call(self, x, w, noise_mode="random", seed_generator=None, gain=1.0):
-        x = self.conv(x, w)
+        # lrelu(conv * d + noise + b) * g as lrelu(conv * (d g) + noise g + b g): the gain
+        # scales the (N, C) coefficients, the noise strength and the bias (L.fold_gain).
+        scale, gain_left = L.fold_gain("lrelu", L.SQRT2 * gain)
+        x = self.conv(x, w, gain=scale)
         if self.noise is not None:
-            x = self.noise(x, noise_mode=noise_mode, seed_generator=seed_generator)
+            x = self.noise(x, noise_mode=noise_mode, seed_generator=seed_generator, gain=scale)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return L.bias_act(x, tf.convert_to_tensor(self.bias), "lrelu", L.SQRT2 * gain, clamp)
+        bias = tf.convert_to_tensor(self.bias)
+        if scale != 1:
+            bias = bias * scale
+        return L.bias_act(x, bias, "lrelu", gain_left, clamp)
 
     def get_config(self):
         config = super().get_config()

@@ -99,6 +99,24 @@ def test_equalized_conv_fan_in_activation_and_gain():
     np.testing.assert_allclose(layer(x, gain=0.5).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_the_output_gain_is_folded_into_weight_and_bias_only_where_that_is_exact():
+    """act(x w + b) g = act(x (w g) + b g) needs g > 0 and a positively homogeneous
+    activation; otherwise the gain stays a product after the activation. Both give the
+    formula: a negative output gain (not folded) and a positive one (folded)."""
+    assert L.fold_gain("lrelu", 2.0) == (2.0, 1.0) and L.fold_gain("linear", 0.5) == (0.5, 1.0)
+    assert L.fold_gain("lrelu", -2.0) == (1.0, -2.0)
+    gain = tf.constant(2.0)
+    assert L.fold_gain("relu", gain) == (1.0, gain)       # a tensor: value unknown when traced
+    x = randn(2, 6, 6, 4)
+    for activation_gain in (np.sqrt(2), -np.sqrt(2)):
+        layer = L.EqualizedConv2D(5, 3, activation="lrelu", activation_gain=activation_gain)
+        layer.build((None, 6, 6, 4))
+        layer.bias.assign(randn(5))
+        y = np_conv_same(x, layer.kernel.numpy() * layer.runtime_coef) + layer.bias.numpy()
+        expected = np.where(y >= 0, y, 0.2 * y) * activation_gain * 0.5
+        np.testing.assert_allclose(layer(x, gain=0.5).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_equalized_layers_reject_bad_config():
     with pytest.raises(ValueError, match="kernel_size"):
         L.EqualizedConv2D(4, 2)
