@@ -35,6 +35,22 @@ from datasets.errors import DatasetError
 from datasets.tfrecords import (MIN_RESOLUTION, TFRecordDirectory, check_resolution, log2_int,
                                 lod_pyramid, parse_batch, read_label_names)
 
+def prefetched_stream(dataset):
+    """`dataset.prefetch(AUTOTUNE)` with tf.data's model-based autotuning off: the end of every
+    training stream.
+
+    With autotuning on, the iterator runs an optimisation thread whose wait between rounds
+    doubles up to 60 s, and deleting the iterator waits for that thread to come round: with
+    TensorFlow 2.21 every training run paused 20 s (12 kimg demo run) to 60 s (40 kimg) after
+    its last step (native stack: RootDataset::Iterator's destructor joining its thread). Without
+    it, parallel calls with AUTOTUNE use every core and prefetch(AUTOTUNE) keeps its own buffer
+    tuning; the built-in data's stream still delivers >100x what the demo trains on
+    (bench/bench_training.py)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
 SYNTHETIC_DEFAULT_RESOLUTION = 32
 SYNTHETIC_DEFAULT_IMAGES = 4096
 SYNTHETIC_MEMORY_BUDGET = 256 << 20     # bytes for all levels of an in-memory synthetic dataset
@@ -276,7 +292,7 @@ class ImageDataset:
             return images, decode_labels(label)
 
         dataset = dataset.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return prefetched_stream(dataset)
 
     def _label_encoding(self):
         """(per-image label column, batch decoder back to float32 (B, label_size))."""

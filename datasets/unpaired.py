@@ -34,6 +34,7 @@ import tensorflow as tf
 from datasets import synthetic
 from datasets.errors import BadImageError, DatasetError
 from datasets.images import list_image_files, load_image
+from datasets.loader import prefetched_stream
 
 FOLDERS = ("trainA", "trainB", "testA", "testB")
 SYNTHETIC_DEFAULT_RESOLUTION = 64
@@ -245,7 +246,7 @@ class UnpairedDataset:
                              2 * seed + k, input_context, start_image)
                 for k, folder in enumerate(("trainA", "trainB")))
         dataset = tf.data.Dataset.zip(a, b).batch(int(batch_size), drop_remainder=True)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return prefetched_stream(dataset)
 
     def test_pipeline(self, domain, resolution, batch_size=1):
         """tf.data.Dataset of testA or testB images (domain "A" or "B"), in file order, resized
