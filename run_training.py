@@ -261,7 +261,7 @@ def main(argv, fv=FLAGS):
         options.init_from = fv["init-from"].value
         options.keep_checkpoints = fv["keep-checkpoints"].value
     from training.distribute import set_intra_op_threads
-    set_intra_op_threads(fv["intra-op-threads"].value, small_ops=options.config == "demo")
+    set_intra_op_threads(fv["intra-op-threads"].value, small_ops=options.small_ops)
     family.validate(options)
     if fv["cpu-replicas"].value:
         if fv.strategy != "mirrored":

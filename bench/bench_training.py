@@ -83,7 +83,7 @@ def classes():
 def precision():
     """--precision, with auto resolved as run_training.py resolves it."""
     if FLAGS.precision == "auto":
-        return default_precision(small_ops=FLAGS.config == "demo")
+        return default_precision(bench_options().small_ops)
     return FLAGS.precision
 
 
@@ -109,7 +109,7 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
 def main(argv):
     del argv
     threads = set_intra_op_threads(FLAGS["intra-op-threads"].value,
-                                   small_ops=FLAGS.config == "demo")
+                                   small_ops=bench_options().small_ops)
     res = FLAGS.resolution
     batch = bench_options().minibatch
     rng = np.random.RandomState(0)

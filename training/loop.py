@@ -365,7 +365,7 @@ def training_loop(run, resume=False, stop_at=None, strategy=None, checkpoint_min
                                                         list(options.devices) or None)
     run.is_chief = distribute.is_chief(run.strategy)
     if options.precision == "auto":   # saved concrete, so a resume trains as the run began
-        options.precision = distribute.default_precision(small_ops=options.config == "demo")
+        options.precision = distribute.default_precision(options.small_ops)
     with distribute.dtype_policy(options.precision), StopSignals() as signals:
         return _train(run, resume, stop_at, checkpoint_minutes * 60.0, signals)
 

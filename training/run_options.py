@@ -57,6 +57,13 @@ class RunOptions:
         return position * self.images_per_iteration
 
     @property
+    def small_ops(self):
+        """A CPU-sized preset (`config` "demo", every family's default): its ops are small, which
+        decides the threads per op (distribute.set_intra_op_threads) and --precision auto
+        (distribute.default_precision)."""
+        return self.config == "demo"
+
+    @property
     def loss_scaling(self):
         """Loss scaling (LossScaleOptimizer) is what float16 needs; bfloat16 has float32's
         exponent range and trains without it."""
