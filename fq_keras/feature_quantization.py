@@ -19,27 +19,28 @@ from fq_keras import codebook
 FORWARD_MODES = ("continuous", "quantized")
 
 
-def _commitment_per_sample(h, quantized, cost):
+def _commitment_per_sample(flat, quantized, batch, cost):
     """cost * mean over each sample's elements of (h - quantized)^2: float32 (N,).
 
-    h: float32 (N, ...), the features (gradient flows to it); quantized: float32, h's shape,
-    treated as a constant (sg(e_k)). The gradient is written out, dL/dh = (h - q) * 2 cost g / M
-    per sample (M elements per sample): one product over h instead of the five passes (tile,
+    flat: float32 (N * P, C), the features of N samples of P positions each, sample-major (h
+    reshaped; the gradient flows to it); quantized: float32, flat's shape, treated as a constant
+    (sg(e_k)); batch: N. The gradient is written out, dL/dh = (h - q) * 2 cost g / M per sample
+    (M = P * C elements per sample): one product over h instead of the five passes (tile,
     divide, two products, negation) automatic differentiation makes of mean(square(q - h)).
     """
     @tf.custom_gradient
-    def per_sample(h):
-        diff = tf.reshape(h - quantized, [tf.shape(h)[0], -1])  # [N, M]
-        elements = tf.cast(tf.shape(diff)[1], tf.float32)
+    def per_sample(flat):
+        diff = tf.reshape(flat - quantized, [batch, -1])  # [N, M]
+        elements = diff.shape[1] or tf.cast(tf.shape(diff)[1], tf.float32)  # static if known
         value = cost * tf.reduce_mean(tf.square(diff), axis=1)
 
         def gradient(upstream):  # upstream: [N]
             scale = upstream * (2.0 * cost / elements)
-            return tf.reshape(diff * scale[:, tf.newaxis], tf.shape(h))
+            return tf.reshape(diff * scale[:, tf.newaxis], tf.shape(flat))
 
         return value, gradient
 
-    return per_sample(h)
+    return per_sample(flat)
 
 
 def _default_embeddings_initializer():
@@ -178,7 +179,8 @@ class FeatureQuantization(keras.layers.Layer):
                 f"FeatureQuantization '{self.name}': inputs have {h.shape[-1]} channels but the "
                 f"dictionary has {self.channels} (shape ({self.num_embeddings}, {self.channels})). "
                 "Use one FeatureQuantization layer per feature map.")
-        return tf.reshape(tf.cast(h, tf.float32), [-1, self.channels])
+        # Reshape, then cast: one cast that the look-up, the loss and the gradient share.
+        return tf.cast(tf.reshape(h, [-1, self.channels]), tf.float32)
 
     def lookup(self, h):
         """Nearest dictionary item for every feature vector, and the commitment loss.
@@ -194,25 +196,24 @@ class FeatureQuantization(keras.layers.Layer):
             per_sample_loss: float32 (N,), the same mean taken per sample (official StyleGAN
               form), for losses scaled by the global batch under tf.distribute.
             perplexity: float32 scalar, exp(entropy) of item usage in this batch.
-            features: h as float32 (the input of `update_dictionary`).
+            features: h as float32 (N * H * W, C) (the input of `update_dictionary`).
         """
         h = tf.convert_to_tensor(h)
-        flat = self._flatten(h)
+        flat = self._flatten(h)   # builds the layer on first use
         embeddings = tf.convert_to_tensor(self.embeddings)
         flat_indices = codebook.nearest_code_indices(flat, embeddings)  # [N*H*W]
-        quantized32 = tf.reshape(
-            tf.gather(tf.stop_gradient(embeddings), flat_indices), tf.shape(h))
-        h32 = tf.cast(h, tf.float32)
-        per_sample = _commitment_per_sample(h32, quantized32, self.commitment_cost)
+        quantized = tf.gather(tf.stop_gradient(embeddings), flat_indices)  # [N*H*W, C]
+        per_sample = _commitment_per_sample(flat, quantized, tf.shape(h)[0],
+                                            self.commitment_cost)
         counts = codebook.code_counts(flat_indices, self.num_embeddings)
         return {
-            "quantized": tf.cast(quantized32, h.dtype),
+            "quantized": tf.reshape(tf.cast(quantized, h.dtype), tf.shape(h)),
             "indices": tf.reshape(flat_indices, tf.shape(h)[:-1]),
             # Every sample has the same element count: the mean of the per-sample means.
             "loss": tf.reduce_mean(per_sample),
             "per_sample_loss": per_sample,
             "perplexity": codebook.perplexity_from_counts(counts),
-            "features": h32,
+            "features": flat,
         }
 
     def update_dictionary(self, h, indices):
@@ -243,13 +244,15 @@ class FeatureQuantization(keras.layers.Layer):
         if len(batches) != len(batch_indices):
             raise ValueError(f"FeatureQuantization '{self.name}': {len(batches)} feature batches "
                              f"but {len(batch_indices)} index batches.")
-        batch_counts, batch_sums = [], []
-        for features, item_indices in zip(batches, batch_indices):
-            flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
-            flat_indices = tf.reshape(tf.cast(item_indices, tf.int32), [-1])
-            batch_counts.append(codebook.code_counts(flat_indices, self.num_embeddings))  # [K]
-            batch_sums.append(codebook.code_sums(flat, flat_indices, self.num_embeddings))  # [K, C]
-        counts, sums = tf.add_n(batch_counts), tf.add_n(batch_sums)
+        with tf.name_scope(f"{self.name}_update"):   # one scope to find it by in a profile
+            return self._update_dictionary(batches, batch_indices)
+
+    def _update_dictionary(self, batches, batch_indices):
+        flat_indices = [tf.reshape(tf.cast(i, tf.int32), [-1]) for i in batch_indices]
+        sums = tf.add_n([codebook.code_sums(tf.stop_gradient(self._flatten(
+            tf.convert_to_tensor(features))), indices, self.num_embeddings)
+            for features, indices in zip(batches, flat_indices)])  # [K, C]
+        counts = codebook.code_counts(tf.concat(flat_indices, 0), self.num_embeddings)  # [K]
         # A non-finite feature makes its item's sum non-finite (the nearest item of a NaN row
         # is still an item), so checking the (K, C) sums checks the (N, C) features, K/N the work.
         sums = tf.debugging.check_numerics(
@@ -279,7 +282,7 @@ class FeatureQuantization(keras.layers.Layer):
         with tf.control_dependencies([sums]):
             self.ema_cluster_size.assign(size_acc)
             self.ema_embedding_sums.assign(sums_acc)
-            self.embeddings.assign(embedding_sums / smoothed[:, tf.newaxis])
+            self.embeddings.assign(embedding_sums / tf.reshape(smoothed, [-1, 1]))
             self.num_updates.assign(step)
             self.last_perplexity.assign(perplexity)
             self.last_unused_fraction.assign(unused)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fq_keras import FeatureQuantization
+from fq_keras import FeatureQuantization, codebook
 
 # Dictionary (K=3, C=2) and NHWC input (1, 2, 2, 2) of the reference's hand-checked example.
 HAND_E = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], np.float32)
@@ -113,6 +113,24 @@ def test_lookup_matches_numpy_brute_force():
     indices = fq.lookup(h)["indices"].numpy().reshape(-1)
     d = ((h.reshape(-1, 1, 5) - fq.embeddings.numpy()[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(indices, d.argmin(1))
+
+
+def test_nearest_item_is_the_first_of_equal_items_and_the_exact_arg_min_of_the_distances():
+    # Exact ties: items 1, 3 and 6 are copies of one vector, items 2 and 5 of another.
+    rng = np.random.RandomState(4)
+    codes = rng.randn(7, 6).astype(np.float32)
+    codes[3] = codes[6] = codes[1]
+    codes[5] = codes[2]
+    h = np.concatenate([codes[[1, 2, 3, 5, 6]] + 1e-3 * rng.randn(5, 6).astype(np.float32),
+                        rng.randn(200, 6).astype(np.float32)])
+    indices = codebook.nearest_code_indices(tf.constant(h), tf.constant(codes)).numpy()
+    assert indices.dtype == np.int32 and indices.shape == (205,)
+    np.testing.assert_array_equal(indices[:5], [1, 2, 1, 2, 1])
+    assert set(indices) <= {0, 1, 2, 4}
+    # The same arg-min, first index on ties, as TensorFlow's over ||e||^2 - 2 h.e in float32.
+    scores = tf.reduce_sum(tf.square(codes), 1) - 2.0 * tf.matmul(tf.constant(h), codes,
+                                                                  transpose_b=True)
+    np.testing.assert_array_equal(indices, tf.argmin(scores, axis=1).numpy())
 
 
 def test_rank2_inputs():

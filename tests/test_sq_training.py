@@ -181,7 +181,8 @@ def test_perturbed_features_never_update_the_fq_dictionary():
 
     D.fq_layers[0].update_dictionary = recording
     trainer.train_step(batch_of_reals(), RES, 8)
-    assert rows == [[8, 8]]  # reals and fakes, not x'
+    positions = (D.fq_blocks[0] // 2) ** 2   # feature vectors per image at the FQ block
+    assert rows == [[8 * positions, 8 * positions]]  # reals and fakes, not x'
 
 
 def run_iterations(strategy, trainer, batches, global_batch):
