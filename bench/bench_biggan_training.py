@@ -19,9 +19,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from timing import interleaved_times  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("ch", 64, "Channel multiplier (official CIFAR: 64).")
@@ -74,14 +76,9 @@ def main(argv):
         accumulator.read_and_reset()  # waits for the step
         print(f"  compiled {name:24s} in {time.perf_counter() - start:6.1f} s", flush=True)
         steps[name] = (run, accumulator)
-    times = {name: [] for name in steps}
-    for _ in range(FLAGS.rounds):
-        for name, (run, accumulator) in steps.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.iterations):
-                run()
-            accumulator.read_and_reset()
-            times[name].append((time.perf_counter() - start) / FLAGS.iterations)
+    times = interleaved_times({name: (run, accumulator.read_and_reset)
+                               for name, (run, accumulator) in steps.items()},
+                              FLAGS.rounds, FLAGS.iterations)
     base = VARIANTS[0][0]
     print(f"\n{'variant':26s} {'it/s median':>12s} {'it/s best':>10s} {'overhead median':>16s} "
           f"{'overhead best':>14s}")

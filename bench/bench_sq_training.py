@@ -13,18 +13,20 @@ machine:
 each one full iteration of the common case (G main + D main; lazy R1 / path length excluded).
 """
 
+import functools
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
+from timing import interleaved_times  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -61,12 +63,9 @@ def main(argv):
     for step in variants.values():  # trace and warm up
         step(reals, labels)
         step(reals, labels)
-    times = {name: [] for name in variants}
-    for _ in range(FLAGS.repeats):
-        for name, step in variants.items():
-            start = time.perf_counter()
-            step(reals, labels)  # eager call of a tf.function: returns when the step is done
-            times[name].append(time.perf_counter() - start)
+    # An eager call of a tf.function returns when the step is done: nothing to wait for.
+    times = interleaved_times({name: (functools.partial(step, reals, labels), lambda: None)
+                               for name, step in variants.items()}, FLAGS.repeats)
     w_dim = TrainingOptions(config=FLAGS.config).preset("latent_dim")
     print(f"StyleGAN2 --config {FLAGS.config} at {res}x{res}, batch {batch}, w_dim {w_dim}, "
           f"K {FLAGS['sq-codebook'].value}, code_dim 4, XLA {'on' if FLAGS.xla else 'off'}, "

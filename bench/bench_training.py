@@ -1,14 +1,15 @@
 """StyleGAN2 training throughput: FQ on vs off, XLA on vs off, and the input pipeline's margin.
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 8] [--repeats 24]
-                                   [--steps 5] [--fq-blocks 16,32] [--classes 5]
+                                   [--steps 5] [--instances 4] [--fq-blocks 16,32] [--classes 5]
                                    [--intra-op-threads N] [--noxla]
                                    [--precision auto|float32|mixed_bfloat16|...] [--float32]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
-once, the median is reported), so the ratios compare like with like on a shared machine; the
-FQ overhead is the median of the repeats' paired on / off ratios (FQ on and off run back to
-back). A step is one full iteration of the official schedule's common case (G main + D main
+once, after an untimed warm-up step, and the median is reported), so the ratios compare like
+with like on a shared machine; the FQ overhead is the median of the repeats' paired on / off
+ratios (FQ on and off run back to back), each side the mean of --instances copies (identical
+copies differ by a few percent, the whole run long). A step is one full iteration of the official schedule's common case (G main + D main
 with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration
 with every lazy phase of the preset (R1, every 16 steps; config e / f add path length, every 4,
 which the demo leaves out) is timed separately.
@@ -20,6 +21,7 @@ under run_training.py's precision (--precision auto: mixed_bfloat16 for the demo
 AMX, else float32); --float32 also times FQ on in float32 for the speed-up of the policy.
 """
 
+import functools
 import os
 import sys
 import time
@@ -37,7 +39,7 @@ from training.distribute import default_precision, dtype_policy, set_intra_op_th
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
-from timing import constant_batches, describe_overhead, repeat_order  # noqa: E402
+from timing import constant_batches, describe_overhead, interleaved_times  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -46,6 +48,10 @@ flags.DEFINE_integer("batch", 0, "Global minibatch (0 = the preset's: demo 8, e 
 flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported).")
 flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
+flags.DEFINE_integer("instances", 4, "Copies of the FQ on and FQ off steps, each built and "
+                     "timed on its own and averaged per repeat: identical copies run up to ~2-3% "
+                     "apart for the whole run (where their buffers land in memory), more than "
+                     "the ~1% FQ costs at the demo. Even numbers balance the build order.")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
 flags.DEFINE_enum("precision", "auto", ["auto", *PRECISIONS], "Keras dtype policy of every "
                   "variant, as run_training.py --precision (auto: mixed_bfloat16 for the demo on "
@@ -117,7 +123,14 @@ def main(argv):
     c_dim = classes()
     labels = tf.constant(np.eye(c_dim, dtype=np.float32)[rng.randint(c_dim, size=batch)]
                          if c_dim else np.zeros((batch, 0), np.float32))
-    variants = {"FQ on": make_step(True, False), "FQ off": make_step(False, False)}
+    # FQ on and off in `--instances` copies each, built in the order on, off, off, on, on, ...:
+    # a copy built later runs ~1% faster than one built earlier over the whole run (where its
+    # buffers land in memory), which this order cancels for pairs of copies (FQ on built first
+    # throughout read +2..3.5% where this reads +1%). Copy i of each are neighbours in time.
+    variants = {}
+    for copy in range(FLAGS.instances):
+        for fq in ((True, False) if copy % 2 == 0 else (False, True)):
+            variants[f"FQ {'on' if fq else 'off'} #{copy + 1}"] = make_step(fq, False)
     # Every lazy phase of the preset (the demo has lazy R1 only, config e / f path length too).
     every_phase = make_step(True, False, True, True)
     variants["FQ on, " + " + ".join(every_phase.phases)] = every_phase
@@ -133,15 +146,13 @@ def main(argv):
         step.trainer.nimg.numpy()
         print(f"  compiled {name:30s} in {time.perf_counter() - start:6.1f} s")
         step(batches)
-    times = {name: [] for name in variants}
-    for repeat in range(FLAGS.repeats):  # FQ on and off are neighbours: back to back
-        for name in repeat_order(variants, repeat):
-            step = variants[name]
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                step(batches)
-            step.trainer.nimg.numpy()   # wait for the last step's updates
-            times[name].append((time.perf_counter() - start) / FLAGS.steps)
+    # FQ on and off are neighbours: back to back. Reading nimg waits for a step's updates.
+    times = interleaved_times(
+        {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
+         for name, step in variants.items()}, FLAGS.repeats, FLAGS.steps)
+    for kind in ("FQ on", "FQ off"):   # each repeat's mean over the copies
+        copies = [times.pop(f"{kind} #{copy + 1}") for copy in range(FLAGS.instances)]
+        times[kind] = list(np.mean(copies, axis=0))
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
     dataset = datasets.open_dataset("shapes", resolution=res)
@@ -156,7 +167,7 @@ def main(argv):
     print(f"\nStyleGAN2 {res}x{res}, config {FLAGS.config}, batch {batch}, FQ blocks "
           f"{','.join(map(str, fq_blocks()))}, {classes()} classes, {os.cpu_count()} CPU threads "
           f"({threads or 'all'} per op), {precision()}, median of {FLAGS.repeats} x "
-          f"{FLAGS.steps} steps")
+          f"{FLAGS.steps} steps (FQ on / off: mean of {FLAGS.instances} copies)")
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],

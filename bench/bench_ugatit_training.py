@@ -21,6 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -28,6 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from networks import ugatit  # noqa: E402
 from training.ugatit_trainer import UGATITTrainer  # noqa: E402
+from timing import interleaved_times  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["64", "128"], "Image sizes (light mode).")
@@ -66,14 +68,15 @@ def timed(variants, repeats):
         start = time.perf_counter()
         fn(*args).numpy()  # trace + first run
         print(f"  compiled in {time.perf_counter() - start:.0f} s", flush=True)
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, (fn, args) in variants.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.iterations):
-                loss = fn(*args)
-            loss.numpy()
-            times[name].append((time.perf_counter() - start) / FLAGS.iterations)
+    last = {}
+
+    def runner(name, fn, args):
+        def run():
+            last[name] = fn(*args)
+        return run, lambda: last[name].numpy()   # the loss of the last iteration: all done
+
+    times = interleaved_times({name: runner(name, *variant) for name, variant in variants.items()},
+                              repeats, FLAGS.iterations)
     return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
 
 

@@ -6,6 +6,8 @@ repeat (`repeat_order`), and an overhead is the median of the repeats' paired ra
 in each ratio, which whole-run medians of each variant do not resolve at the ~1% level.
 """
 
+import time
+
 import numpy as np
 
 
@@ -21,6 +23,37 @@ def repeat_order(names, repeat):
     odd ones, so neighbours run back to back and each goes first half of the time."""
     names = list(names)
     return names if repeat % 2 == 0 else names[::-1]
+
+
+def interleaved_times(variants, repeats, steps=1, warmup=1):
+    """Seconds per step of each variant, timed interleaved.
+
+    Args:
+      variants: {name: (run, sync)}: run() starts one step, sync() waits for every step started
+        (e.g. reads a counter the step updates).
+      repeats: timed blocks per variant; repeat i runs the variants in `repeat_order(.., i)`.
+      steps: steps per timed block (the block's time is divided by it).
+      warmup: untimed steps before each timed block. Without them a block starts with whatever
+        the previous variant left in the caches: the variants at the ends of the alternating
+        order follow themselves every other repeat and start warm, the others cold, which made
+        the end ones ~2% faster at the demo's 40 ms step (Intel Xeon, 2026-12-05).
+
+    Returns:
+      {name: [seconds per step of each repeat]}, entry i of every variant from repeat i.
+    """
+    times = {name: [] for name in variants}
+    for repeat in range(repeats):
+        for name in repeat_order(variants, repeat):
+            run, sync = variants[name]
+            for _ in range(warmup):
+                run()
+            sync()
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            sync()
+            times[name].append((time.perf_counter() - start) / steps)
+    return times
 
 
 def paired_ratio(numerator, denominator):

@@ -302,6 +302,28 @@ def test_bench_timing_pairs_each_repeat(monkeypatch):
     assert np.isclose(error, np.std([1.1, 1.1, 1.1, 1.05], ddof=1) / 2)
 
 
+def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clock(monkeypatch):
+    """bench/timing.interleaved_times: per repeat every variant runs `warmup` untimed steps, a
+    sync, `steps` timed steps and a sync, in `repeat_order`; one entry per repeat and variant."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import timing
+    log, clock = [], [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def variant(name, seconds):
+        def run():
+            log.append(name)
+            clock[0] += seconds
+        return run, lambda: log.append(f"{name} sync")
+
+    times = timing.interleaved_times({"a": variant("a", 1.0), "b": variant("b", 3.0)},
+                                     repeats=2, steps=2, warmup=1)
+    block = lambda n: [n, f"{n} sync", n, n, f"{n} sync"]  # noqa: E731
+    assert log == block("a") + block("b") + block("b") + block("a")
+    assert times == {"a": [1.0, 1.0], "b": [3.0, 3.0]}   # per step, warm-up not counted
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os
