@@ -1,6 +1,7 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
     python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--cycles 1] [--repeats 8]
+                               [--instances 2]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
@@ -8,8 +9,9 @@ batch 32, minibatch-stddev groups of 4, float32, R1 gamma 10 every 16 iterations
 (weight 2, batch / 2) every 4, Adam (0, 0.99, 1e-8) with the lazy ratios, lr 0.0025. One
 "cycle" is 16 iterations of that schedule (12 main-only, 3 with path length, 1 with both
 regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, back to back in alternating
-order (bench/timing.py), and the median cycle gives img/s (real images consumed per second), the
-median of the repeats' paired on / off ratios the FQ overhead.
+order (bench/timing.py), each the mean of --instances copies built in a balanced order, and the
+median cycle gives img/s (real images consumed per second), the median of the repeats' paired
+on / off ratios the FQ overhead.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
@@ -35,13 +37,17 @@ from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
-from timing import constant_batches, describe_overhead, repeat_order  # noqa: E402
+from timing import (balanced_copies, constant_batches, describe_overhead,  # noqa: E402
+                    pooled_times, repeat_order)
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
 flags.DEFINE_integer("cycles", 1, "Timed 16-iteration cycles per repeat and variant.")
 flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
+flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
+                     "and averaged per cycle (bench/timing.balanced_copies: identical copies run "
+                     "apart by up to a few percent, an earlier-built one slower).")
 FLAGS = flags.FLAGS
 
 REFERENCE = dict(z_dim=512, w_dim=512, mapping_layers=8, fmap_base=2048, fmap_max=256)
@@ -158,12 +164,13 @@ def main(argv):
     for res in resolutions:
         reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
         labels = tf.zeros((batch, 0))
-        variants = {"FQ off": make_variant(res, batch, ()),
-                    "FQ on": make_variant(res, batch, tuple(b for b in fq_blocks if b <= res))}
+        blocks = {"FQ off": (), "FQ on": tuple(b for b in fq_blocks if b <= res)}
+        variants = {(name, copy): make_variant(res, batch, blocks[name])
+                    for name, copy in balanced_copies(blocks, FLAGS.instances)}
         batches = constant_batches(reals, labels)
         data = next(batches)
         flops = {}
-        for name, step in variants.items():
+        for (name, copy), step in variants.items():
             start = time.perf_counter()
             per_phase = {}
             for phase in PHASES:
@@ -174,7 +181,7 @@ def main(argv):
             cycle = cycle_phases(step.trainer)
             flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
                            sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
-            print(f"  {res}x{res} {name}: traced in {time.perf_counter() - start:.1f} s")
+            print(f"  {res}x{res} {name} #{copy + 1}: traced in {time.perf_counter() - start:.1f} s")
         times = {name: [] for name in variants}
         conv_times = []
         for repeat in range(FLAGS.repeats):
@@ -191,11 +198,12 @@ def main(argv):
                         step(batches, phases)
                     step.trainer.nimg.numpy()  # wait for the last step's updates
                     times[name].append(time.perf_counter() - start)
+        times = pooled_times(times, FLAGS.instances)   # each cycle's mean over the copies
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
         print(f"  {'variant':<8}{'img/s':>8}{'GFLOP/img main':>16}{'GFLOP/img sched':>17}"
               f"{'FLOP-limited img/s':>20}{'fraction':>10}")
-        for name in variants:
+        for name in blocks:
             rate = len(CYCLE) * batch / float(np.median(times[name]))
             main_gf, sched_gf = flops[name][0] / batch / 1e9, flops[name][1] / batch / 1e9
             limit = gflops_s / sched_gf

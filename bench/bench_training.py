@@ -39,7 +39,8 @@ from training.distribute import default_precision, dtype_policy, set_intra_op_th
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
-from timing import constant_batches, describe_overhead, interleaved_times  # noqa: E402
+from timing import (balanced_copies, constant_batches, describe_overhead,  # noqa: E402
+                    interleaved_times, pooled_times)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -123,14 +124,10 @@ def main(argv):
     c_dim = classes()
     labels = tf.constant(np.eye(c_dim, dtype=np.float32)[rng.randint(c_dim, size=batch)]
                          if c_dim else np.zeros((batch, 0), np.float32))
-    # FQ on and off in `--instances` copies each, built in the order on, off, off, on, on, ...:
-    # a copy built later runs ~1% faster than one built earlier over the whole run (where its
-    # buffers land in memory), which this order cancels for pairs of copies (FQ on built first
-    # throughout read +2..3.5% where this reads +1%). Copy i of each are neighbours in time.
-    variants = {}
-    for copy in range(FLAGS.instances):
-        for fq in ((True, False) if copy % 2 == 0 else (False, True)):
-            variants[f"FQ {'on' if fq else 'off'} #{copy + 1}"] = make_step(fq, False)
+    # FQ on and off in `--instances` copies each, in a balanced build order (FQ on built first
+    # throughout read +2..3.5% where this reads +1..2%); copy i of each are neighbours in time.
+    variants = {(name, copy): make_step(name == "FQ on", False)
+                for name, copy in balanced_copies(["FQ on", "FQ off"], FLAGS.instances)}
     # Every lazy phase of the preset (the demo has lazy R1 only, config e / f path length too).
     every_phase = make_step(True, False, True, True)
     variants["FQ on, " + " + ".join(every_phase.phases)] = every_phase
@@ -144,15 +141,15 @@ def main(argv):
         start = time.perf_counter()
         step(batches)
         step.trainer.nimg.numpy()
-        print(f"  compiled {name:30s} in {time.perf_counter() - start:6.1f} s")
+        label = name if isinstance(name, str) else f"{name[0]} #{name[1] + 1}"
+        print(f"  compiled {label:30s} in {time.perf_counter() - start:6.1f} s")
         step(batches)
     # FQ on and off are neighbours: back to back. Reading nimg waits for a step's updates.
     times = interleaved_times(
         {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
          for name, step in variants.items()}, FLAGS.repeats, FLAGS.steps)
-    for kind in ("FQ on", "FQ off"):   # each repeat's mean over the copies
-        copies = [times.pop(f"{kind} #{copy + 1}") for copy in range(FLAGS.instances)]
-        times[kind] = list(np.mean(copies, axis=0))
+    copies = {key: times.pop(key) for key in list(times) if not isinstance(key, str)}
+    times.update(pooled_times(copies, FLAGS.instances))   # each repeat's mean over the copies
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
     dataset = datasets.open_dataset("shapes", resolution=res)

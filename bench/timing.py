@@ -25,6 +25,26 @@ def repeat_order(names, repeat):
     return names if repeat % 2 == 0 else names[::-1]
 
 
+def balanced_copies(names, copies):
+    """[(name, copy)] to build `copies` copies of each variant in, balancing the build order.
+
+    Identical copies of one compiled step run a few percent apart for a whole run, and a copy
+    built earlier ~1% slower than one built later (where its buffers land in memory; Intel
+    Xeon, 2026-12-05): with two variants, building them a, b, b, a, a, b, ... cancels a linear
+    trend, and averaging the copies (`pooled_times`) the rest, on average.
+    """
+    names = list(names)
+    return [(name, copy) for copy in range(copies)
+            for name in (names if copy % 2 == 0 else names[::-1])]
+
+
+def pooled_times(times, copies):
+    """{(name, copy): [seconds]} -> {name: [mean over the copies of entry i]}."""
+    names = dict.fromkeys(name for name, _ in times)
+    return {name: list(np.mean([times[(name, c)] for c in range(copies)], axis=0))
+            for name in names}
+
+
 def interleaved_times(variants, repeats, steps=1, warmup=1):
     """Seconds per step of each variant, timed interleaved.
 

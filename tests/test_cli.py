@@ -322,6 +322,12 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
     block = lambda n: [n, f"{n} sync", n, n, f"{n} sync"]  # noqa: E731
     assert log == block("a") + block("b") + block("b") + block("a")
     assert times == {"a": [1.0, 1.0], "b": [3.0, 3.0]}   # per step, warm-up not counted
+    # Copies in a balanced build order, pooled per repeat.
+    assert timing.balanced_copies(["on", "off"], 3) == [
+        ("on", 0), ("off", 0), ("off", 1), ("on", 1), ("on", 2), ("off", 2)]
+    pooled = timing.pooled_times({("on", 0): [1.0, 2.0], ("on", 1): [3.0, 4.0],
+                                  ("off", 0): [1.0, 1.0], ("off", 1): [1.0, 3.0]}, 2)
+    assert pooled == {"on": [2.0, 3.0], "off": [1.0, 2.0]}
 
 
 def test_bench_scripts_use_dashes_too():
