@@ -172,15 +172,15 @@ def main(argv):
         flops = {}
         for (name, copy), step in variants.items():
             start = time.perf_counter()
-            per_phase = {}
-            for phase in PHASES:
-                fn = step.function((phase,))
-                per_phase[phase] = graph_flops(fn.get_concrete_function(data).graph)
-            for phases in set(cycle_phases(step.trainer)):
-                step(batches, phases)
             cycle = cycle_phases(step.trainer)
-            flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
-                           sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
+            if name not in flops:   # the copies have the same graphs
+                per_phase = {phase: graph_flops(
+                    step.function((phase,)).get_concrete_function(data).graph)
+                    for phase in PHASES}
+                flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
+                               sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
+            for phases in set(cycle):
+                step(batches, phases)
             print(f"  {res}x{res} {name} #{copy + 1}: traced in {time.perf_counter() - start:.1f} s")
         times = {name: [] for name in variants}
         conv_times = []

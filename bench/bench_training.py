@@ -148,8 +148,7 @@ def main(argv):
     times = interleaved_times(
         {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
          for name, step in variants.items()}, FLAGS.repeats, FLAGS.steps)
-    copies = {key: times.pop(key) for key in list(times) if not isinstance(key, str)}
-    times.update(pooled_times(copies, FLAGS.instances))   # each repeat's mean over the copies
+    times = pooled_times(times, FLAGS.instances)   # each repeat's mean over the copies
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
     dataset = datasets.open_dataset("shapes", resolution=res)

@@ -39,10 +39,12 @@ def balanced_copies(names, copies):
 
 
 def pooled_times(times, copies):
-    """{(name, copy): [seconds]} -> {name: [mean over the copies of entry i]}."""
-    names = dict.fromkeys(name for name, _ in times)
-    return {name: list(np.mean([times[(name, c)] for c in range(copies)], axis=0))
-            for name in names}
+    """{(name, copy): [seconds]} -> {name: [mean over the copies of entry i]}; entries keyed by
+    a plain name (a variant built once) pass through."""
+    pooled = {key: value for key, value in times.items() if not isinstance(key, tuple)}
+    for name in dict.fromkeys(key[0] for key in times if isinstance(key, tuple)):
+        pooled[name] = list(np.mean([times[(name, c)] for c in range(copies)], axis=0))
+    return pooled
 
 
 def interleaved_times(variants, repeats, steps=1, warmup=1):

@@ -249,9 +249,11 @@ class FeatureQuantization(keras.layers.Layer):
 
     def _update_dictionary(self, batches, batch_indices):
         flat_indices = [tf.reshape(tf.cast(i, tf.int32), [-1]) for i in batch_indices]
-        sums = tf.add_n([codebook.code_sums(tf.stop_gradient(self._flatten(
-            tf.convert_to_tensor(features))), indices, self.num_embeddings)
-            for features, indices in zip(batches, flat_indices)])  # [K, C]
+        batch_sums = []
+        for features, indices in zip(batches, flat_indices):
+            flat = tf.stop_gradient(self._flatten(tf.convert_to_tensor(features)))
+            batch_sums.append(codebook.code_sums(flat, indices, self.num_embeddings))  # [K, C]
+        sums = tf.add_n(batch_sums)
         counts = codebook.code_counts(tf.concat(flat_indices, 0), self.num_embeddings)  # [K]
         # A non-finite feature makes its item's sum non-finite (the nearest item of a NaN row
         # is still an item), so checking the (K, C) sums checks the (N, C) features, K/N the work.
