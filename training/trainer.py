@@ -256,11 +256,21 @@ class GANTrainer(keras.Model):
             else:
                 gs.assign(g)
 
-    def finish_step(self, global_batch):
-        """Cross-replica part of an iteration: Gs EMA and the image counter."""
+    def update_gs(self, global_batch):
+        """Gs EMA of an iteration (cross-replica), with the beta of the iteration's nimg: call
+        after the iteration's last G update and before `count_images`."""
         beta = self.loss_settings.g_ema_beta_at(global_batch, self.nimg)
         self.copy_to_gs(tf.cast(beta, tf.float32))
+
+    def count_images(self, global_batch):
+        """Ends an iteration (cross-replica): nimg += global_batch, after every phase has read
+        it (all phases of an iteration see the same kimg and lod)."""
         self.nimg.assign_add(global_batch)
+
+    def finish_step(self, global_batch):
+        """Cross-replica part of an iteration: Gs EMA and the image counter."""
+        self.update_gs(global_batch)
+        self.count_images(global_batch)
 
     @property
     def kimg(self):
