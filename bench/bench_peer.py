@@ -37,8 +37,8 @@ from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
-from timing import (balanced_copies, constant_batches, describe_overhead,  # noqa: E402
-                    pooled_times, repeat_order)
+from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
+                    describe_overhead, pooled_times, repeat_order)
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
@@ -198,6 +198,7 @@ def main(argv):
                         step(batches, phases)
                     step.trainer.nimg.numpy()  # wait for the last step's updates
                     times[name].append(time.perf_counter() - start)
+        copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
         times = pooled_times(times, FLAGS.instances)   # each cycle's mean over the copies
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
@@ -209,7 +210,8 @@ def main(argv):
             limit = gflops_s / sched_gf
             print(f"  {name:<8}{rate:>8.2f}{main_gf:>16.2f}{sched_gf:>17.2f}{limit:>20.2f}"
                   f"{rate / limit:>10.2f}")
-        print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"]))
+        print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"],
+                                       copy_error))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from training.distribute import default_precision, dtype_policy, set_intra_op_th
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
-from timing import (balanced_copies, constant_batches, describe_overhead,  # noqa: E402
-                    interleaved_times, pooled_times)
+from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
+                    describe_overhead, interleaved_times, pooled_times)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -148,6 +148,7 @@ def main(argv):
     times = interleaved_times(
         {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
          for name, step in variants.items()}, FLAGS.repeats, FLAGS.steps)
+    copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
     times = pooled_times(times, FLAGS.instances)   # each repeat's mean over the copies
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
@@ -167,7 +168,7 @@ def main(argv):
     for name, value in rate.items():
         print(f"  {name:30s} {value:8.1f} img/s")
     print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],
-                                   times["FQ off"]))
+                                   times["FQ off"], copy_error))
     if FLAGS.xla:
         print(f"  XLA speed-up, FQ on:           {rate['FQ on, XLA'] / rate['FQ on']:.3f}x")
         print(f"  XLA speed-up, FQ off:          {rate['FQ off, XLA'] / rate['FQ off']:.3f}x")

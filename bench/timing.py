@@ -95,8 +95,30 @@ def paired_ratio(numerator, denominator):
     return float(np.median(ratios)), float(ratios.mean()), float(error)
 
 
-def describe_overhead(label, numerator, denominator):
-    """One line: `label` x.xxx (median of n paired repeats, +y.y%; mean +z.z% +- e.e)."""
+def between_copies_error(times, numerator, denominator, copies):
+    """Standard error of the pooled ratio mean(numerator's copies) / mean(denominator's) that
+    comes from the spread between copies (`balanced_copies`), from each copy's median.
+
+    Identical copies of one compiled step differ by a few percent, and a copy's speed drifts
+    by as much within a run (TensorFlow's executor re-decides from measured op times which ops
+    run inline: Intel Xeon, 2026-12-05): the repeats' paired ratios do not see this error, and
+    at the 1% level it is the larger one. nan for fewer than 2 copies.
+    """
+    if copies < 2:
+        return float("nan")
+    a, b = (np.array([np.median(times[(name, c)]) for c in range(copies)])
+            for name in (numerator, denominator))
+    relative = np.sqrt(a.var(ddof=1) / (copies * a.mean() ** 2)
+                       + b.var(ddof=1) / (copies * b.mean() ** 2))
+    return float(relative * a.mean() / b.mean())
+
+
+def describe_overhead(label, numerator, denominator, copy_error=None):
+    """One line: `label` x.xxx (median of n paired repeats, +y.y%; mean +z.z% +- e.e[; +- c.c
+    between copies])."""
     median, mean, error = paired_ratio(numerator, denominator)
+    between = ("" if copy_error is None or np.isnan(copy_error)
+               else f"; +- {copy_error * 100:.1f} between copies")
     return (f"{label} {median:.3f}x (median of {len(numerator)} paired repeats, "
-            f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}% +- {error * 100:.1f})")
+            f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}% +- {error * 100:.1f}"
+            f"{between})")

@@ -328,6 +328,16 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
     pooled = timing.pooled_times({("on", 0): [1.0, 2.0], ("on", 1): [3.0, 4.0],
                                   ("off", 0): [1.0, 1.0], ("off", 1): [1.0, 3.0]}, 2)
     assert pooled == {"on": [2.0, 3.0], "off": [1.0, 2.0]}
+    # The pooled ratio's error from the spread between copies (each copy's median):
+    # on 1.5 and 3.5, off 1.0 and 2.0 -> sqrt(2 / (2 * 2.5^2) + 0.5 / (2 * 1.5^2)) * 2.5 / 1.5.
+    error = timing.between_copies_error({("on", 0): [1.0, 2.0], ("on", 1): [3.0, 4.0],
+                                         ("off", 0): [1.0, 1.0], ("off", 1): [1.0, 3.0]},
+                                        "on", "off", 2)
+    assert np.isclose(error, np.sqrt(2 / 12.5 + 0.5 / 4.5) * 2.5 / 1.5)
+    assert np.isnan(timing.between_copies_error({("on", 0): [1.0], ("off", 0): [1.0]},
+                                                "on", "off", 1))
+    line = timing.describe_overhead("x:", [1.1, 1.1], [1.0, 1.0], 0.004)
+    assert line.endswith("+- 0.0; +- 0.4 between copies)") and line.startswith("x: 1.100x")
 
 
 def test_bench_scripts_use_dashes_too():
