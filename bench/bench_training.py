@@ -1,7 +1,7 @@
 """StyleGAN2 training throughput: FQ on vs off, XLA on vs off, and the input pipeline's margin.
 
     python bench/bench_training.py [--resolution 32] [--config demo] [--batch 8] [--repeats 24]
-                                   [--steps 5] [--instances 4] [--fq-blocks 16,32] [--classes 5]
+                                   [--steps 5] [--instances 8] [--fq-blocks 16,32] [--classes 5]
                                    [--intra-op-threads N] [--noxla]
                                    [--precision auto|float32|mixed_bfloat16|...] [--float32]
 
@@ -9,7 +9,8 @@ All variants are built in one process and timed interleaved (each repeat runs ev
 once, after an untimed warm-up step, and the median is reported), so the ratios compare like
 with like on a shared machine; the FQ overhead is the median of the repeats' paired on / off
 ratios (FQ on and off run back to back), each side the mean of --instances copies (identical
-copies differ by a few percent, the whole run long). A step is one full iteration of the official schedule's common case (G main + D main
+copies differ and drift by a few percent; the line adds the standard error from their spread,
+`timing.between_copies_error`). A step is one full iteration of the official schedule's common case (G main + D main
 with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration
 with every lazy phase of the preset (R1, every 16 steps; config e / f add path length, every 4,
 which the demo leaves out) is timed separately.
@@ -49,10 +50,11 @@ flags.DEFINE_integer("batch", 0, "Global minibatch (0 = the preset's: demo 8, e 
 flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported).")
 flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
                      "too short to time against the machine's noise).")
-flags.DEFINE_integer("instances", 4, "Copies of the FQ on and FQ off steps, each built and "
-                     "timed on its own and averaged per repeat: identical copies run up to ~2-3% "
-                     "apart for the whole run (where their buffers land in memory), more than "
-                     "the ~1% FQ costs at the demo. Even numbers balance the build order.")
+flags.DEFINE_integer("instances", 8, "Copies of the FQ on and FQ off steps, each built and "
+                     "timed on its own and averaged per repeat: identical copies run a few "
+                     "percent apart and drift by as much, more than the ~1% FQ costs at the "
+                     "demo (8 copies: about +-0.6% between copies, 16: +-0.4%). Even numbers "
+                     "balance the build order.")
 flags.DEFINE_boolean("xla", True, "Also time XLA-compiled steps.")
 flags.DEFINE_enum("precision", "auto", ["auto", *PRECISIONS], "Keras dtype policy of every "
                   "variant, as run_training.py --precision (auto: mixed_bfloat16 for the demo on "

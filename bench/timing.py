@@ -28,10 +28,10 @@ def repeat_order(names, repeat):
 def balanced_copies(names, copies):
     """[(name, copy)] to build `copies` copies of each variant in, balancing the build order.
 
-    Identical copies of one compiled step run a few percent apart for a whole run, and a copy
-    built earlier ~1% slower than one built later (where its buffers land in memory; Intel
-    Xeon, 2026-12-05): with two variants, building them a, b, b, a, a, b, ... cancels a linear
-    trend, and averaging the copies (`pooled_times`) the rest, on average.
+    Identical copies of one compiled step run a few percent apart, and a copy built earlier
+    ~1% slower than one built later (Intel Xeon, 2026-12-05): with two variants, building
+    them a, b, b, a, a, b, ... cancels a linear trend, and averaging the copies
+    (`pooled_times`) the rest, on average (`between_copies_error` is what remains).
     """
     names = list(names)
     return [(name, copy) for copy in range(copies)
@@ -100,9 +100,10 @@ def between_copies_error(times, numerator, denominator, copies):
     comes from the spread between copies (`balanced_copies`), from each copy's median.
 
     Identical copies of one compiled step differ by a few percent, and a copy's speed drifts
-    by as much within a run (TensorFlow's executor re-decides from measured op times which ops
-    run inline: Intel Xeon, 2026-12-05): the repeats' paired ratios do not see this error, and
-    at the 1% level it is the larger one. nan for fewer than 2 copies.
+    by as much between the halves of a run (Intel Xeon, 2026-12-05; the cause is not
+    established: TensorFlow's executor, which decides from measured op times which ops run
+    inline, is one candidate): the repeats' paired ratios do not see this error, and at the 1%
+    level it is the larger one. nan for fewer than 2 copies.
     """
     if copies < 2:
         return float("nan")
