@@ -639,6 +639,52 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
         np.testing.assert_array_equal(fused[name], split[name], err_msg=name)
 
 
+def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determinism):
+    """CompiledStep takes each batch inside its first function (from a distributed iterator)
+    and hands it to the iteration's later functions (lazy R1): under two replicas the state
+    after an iteration with and one without R1 is the same bits as with the batch taken
+    eagerly and passed to every function, and one global batch is used per iteration."""
+    from training.loop import CompiledStep, LogAccumulator
+    from training.stylegan import build_networks, build_trainer
+    res, batch = 8, 8
+    rng = np.random.RandomState(0)
+    reals = tf.constant(np.tanh(rng.randn(3 * batch, res, res, 3)).astype(np.float32))
+    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=3 * batch)])
+    dataset = tf.data.Dataset.from_tensor_slices((reals, labels)).batch(batch).repeat()
+    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,), config="demo")
+    strategy = two_replica_strategy
+    results = []
+    for in_graph in (True, False):
+        keras.utils.set_random_seed(3)
+        with strategy.scope():
+            G, D = build_networks(run_options, 3, 5)
+            trainer = build_trainer(run_options, G, D)
+            step = CompiledStep(strategy, trainer, LogAccumulator(trainer.log_keys()), res,
+                                batch, xla=False)
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        for d_reg in (True, False):
+            phases = trainer.phases_of_iteration(False, d_reg)
+            if in_graph:
+                step(iterator, phases)
+            else:   # the batch taken eagerly and passed to each group's function
+                data = next(iterator)
+                groups = step.groups(phases)
+                for group in groups:
+                    step.function(group)(data)
+                (step.count_images if step.FUSED in groups else step.finish)()
+        assert step.groups(trainer.phases_of_iteration(False, True)) == [step.FUSED, ("Dreg",)]
+        remaining = next(iterator)   # the third batch: two iterations took two batches
+        first_rows = strategy.experimental_local_results(remaining[0])[0]
+        np.testing.assert_array_equal(first_rows.numpy(), reals[2 * batch:2 * batch + 4].numpy())
+        results.append({v.path: np.stack([x.numpy() for x in strategy.experimental_local_results(
+            v.value)]) for v in trainer.G.weights + trainer.D.weights + trainer.Gs.weights})
+        assert int(trainer.nimg.numpy()) == 2 * batch
+    in_graph, eager = results
+    assert in_graph.keys() == eager.keys()
+    for name in in_graph:
+        np.testing.assert_array_equal(in_graph[name], eager[name], err_msg=name)
+
+
 def test_batch_and_replica_checks():
     from training.stylegan import check_batch as _check_batch
     from training import TrainingConfigError
