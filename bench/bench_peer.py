@@ -174,8 +174,11 @@ def main(argv):
             start = time.perf_counter()
             cycle = cycle_phases(step.trainer)
             if name not in flops:   # the copies have the same graphs
+                # G main starts every iteration (path length keeps it unfused): its function is
+                # the one that takes the batch, the same one the timed cycles run.
                 per_phase = {phase: graph_flops(
-                    step.function((phase,)).get_concrete_function(data).graph)
+                    step.function((phase,), first=phase == "Gmain").get_concrete_function(
+                        batches if phase == "Gmain" else data).graph)
                     for phase in PHASES}
                 flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
                                sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
