@@ -17,11 +17,12 @@ ran is read from the trace (the XPlane protobuf the profiler writes) and its tim
 its op type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain /
 Dreg). The table is per iteration of that kind, in milliseconds of kernel time summed over
 threads, so parallel kernels count once per thread; each kind's heading (its phases) gives the
-wall time per iteration.
+wall time per iteration. Below each table, the cores busy over the profiled iterations (one
+column per time bin, the phase that ran most in it above): where a serial chain of small ops
+keeps one core busy while the other waits, no kernel speed-up shortens the iteration.
 """
 
 import collections
-import glob
 import os
 import sys
 import tempfile
@@ -34,7 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
-from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
 from datasets.synthetic import NUM_CLASSES  # noqa: E402
@@ -44,6 +44,7 @@ from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from training.trainer import PHASES  # noqa: E402
 from timing import constant_batches  # noqa: E402
+from kernel_trace import busy_cores, kernel_events  # noqa: E402
 
 flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
                   "reference: bench_peer.py's stylegan2-ada-pytorch setting; demo: the default "
@@ -57,33 +58,23 @@ flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "--setting demo: Ker
 FLAGS = flags.FLAGS
 
 KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
-# Ops that only call other ops (their kernels are counted themselves).
-CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
-              "StatelessIf", "Case", "StatelessCase", "Process", "Run"}
 
 
-def kernel_times(logdir):
-    """{(phase, op type): seconds} summed over every executor kernel event of the trace."""
-    totals = collections.Counter()
-    for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
-        space = xplane_pb2.XSpace()
-        with open(path, "rb") as f:
-            space.ParseFromString(f.read())
-        for plane in space.planes:
-            names = {k: m.name for k, m in plane.event_metadata.items()}
-            for line in plane.lines:
-                for event in line.events:
-                    name = names.get(event.metadata_id, "")
-                    if ":" not in name:   # executor kernels are named "op name:op type"
-                        continue
-                    op_name, op_type = name.rsplit(":", 1)
-                    # Skip calls of other ops and the host's own "Process" / "Run" / function
-                    # spans, which enclose the kernels.
-                    if op_type in CONTAINERS or not op_type.isidentifier() or "__inference" in name:
-                        continue
-                    phase = next((p for p in PHASES if f"{p}/" in op_name), "other")
-                    totals[(phase, op_type)] += event.duration_ps * 1e-12
-    return totals
+def print_busy_cores(events, steps, cores, bins=120):
+    """The profiled iterations' busy cores over time, one character per bin: a row of phase
+    initials (G Gmain, g Greg, D Dmain, d Dreg) over a row of digits (9 = all `cores` busy), and
+    the idle core time per iteration."""
+    width, busy, phases = busy_cores(events, bins)
+    if not busy:
+        return
+    initials = {"Gmain": "G", "Greg": "g", "Dmain": "D", "Dreg": "d", "other": ".", None: " "}
+    idle = (cores * width * len(busy) - sum(busy) * width) / steps
+    span = width * len(busy) / steps
+    print(f"  cores busy over the {steps} iterations ({cores} cores, {width * 1e3:.2f} ms per "
+          f"column, 9 = all busy): idle {idle * 1e3:.1f} core-ms per iteration of "
+          f"{cores * span * 1e3:.1f} ({idle / (cores * span):.0%})")
+    print("    phase " + "".join(initials[p] for p in phases))
+    print("    busy  " + "".join(str(min(9, round(b / cores * 9))) for b in busy))
 
 
 def demo_step(resolution, batch, fq_blocks):
@@ -138,7 +129,10 @@ def main(argv):
             step.trainer.nimg.numpy()
             wall = (time.perf_counter() - start) / FLAGS.steps
             tf.profiler.experimental.stop()
-            totals = kernel_times(logdir)
+            events = kernel_events(logdir, PHASES)
+        totals = collections.Counter()
+        for event in events:
+            totals[(event.phase, event.op_type)] += event.end - event.start
         per_phase = collections.Counter()
         per_type = collections.Counter()
         for (phase, op_type), seconds in totals.items():
@@ -155,6 +149,7 @@ def main(argv):
             split = ", ".join(f"{p} {totals[(p, op_type)] * scale:.1f}"
                               for p in PHASES + ("other",) if totals[(p, op_type)] > 0)
             print(f"  {op_type:<34}{seconds * scale:>9.1f}{seconds / total:>8.1%}   {split}")
+        print_busy_cores(events, FLAGS.steps, os.cpu_count())
 
 
 if __name__ == "__main__":

@@ -340,6 +340,25 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
     assert line.endswith("+- 0.0; +- 0.4 between copies)") and line.startswith("x: 1.100x")
 
 
+def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
+    """bench/kernel_trace.busy_cores: per time bin, the threads running a kernel (a thread's
+    nested kernels once), and the phase with the most kernel time."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    from kernel_trace import KernelEvent, busy_cores
+    events = [KernelEvent("t0", 10.0, 13.75, "Gmain", "Conv2D"),
+              KernelEvent("t0", 11.0, 12.0, "Gmain", "Mul"),     # nested in the first: once
+              KernelEvent("t1", 10.0, 10.5, "Dmain", "Conv2D"),
+              KernelEvent("t1", 13.0, 14.0, "Dmain", "Conv2D")]
+    width, busy, phases = busy_cores(events, 4)
+    assert width == 1.0
+    assert busy == [1.5, 1.0, 1.0, 1.75]
+    assert phases == ["Gmain", "Gmain", "Gmain", "Dmain"]   # bin 3: G 0.75 s, D 1 s
+    width, busy, phases = busy_cores(events, 8)   # half-second bins: [10, 10.5) ... [13.5, 14)
+    assert width == 0.5 and busy == [2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.5]
+    assert busy_cores([], 4) == (0.0, [], [])
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os
