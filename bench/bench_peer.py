@@ -178,7 +178,7 @@ def main(argv):
                 # the one that takes the batch, the same one the timed cycles run.
                 per_phase = {phase: graph_flops(
                     step.function((phase,), first=phase == "Gmain").get_concrete_function(
-                        batches if phase == "Gmain" else data).graph)
+                        batches if phase == "Gmain" else data, step.images[False]).graph)
                     for phase in PHASES}
                 flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
                                sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))

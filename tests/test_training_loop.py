@@ -641,9 +641,10 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
 
 def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determinism):
     """CompiledStep takes each batch inside its first function (from a distributed iterator)
-    and hands it to the iteration's later functions (lazy R1): under two replicas the state
-    after an iteration with and one without R1 is the same bits as with the batch taken
-    eagerly and passed to every function, and one global batch is used per iteration."""
+    and hands it to the iteration's later functions (lazy R1), and the last function counts the
+    iteration's images: under two replicas the state after an iteration with and one without R1
+    is the same bits as with the batch taken eagerly and passed to every function and the
+    images counted after them, and one global batch is used per iteration."""
     from training.loop import CompiledStep, LogAccumulator
     from training.stylegan import build_networks, build_trainer
     res, batch = 8, 8
@@ -666,12 +667,18 @@ def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determ
             phases = trainer.phases_of_iteration(False, d_reg)
             if in_graph:
                 step(iterator, phases)
-            else:   # the batch taken eagerly and passed to each group's function
+            else:   # the batch taken eagerly and passed to each group's function, which
+                # counts no images; the count after them, on its own
                 data = next(iterator)
+                before = int(trainer.nimg.numpy())
                 groups = step.groups(phases)
                 for group in groups:
-                    step.function(group)(data)
-                (step.count_images if step.FUSED in groups else step.finish)()
+                    step.function(group)(data, step.images[False])
+                assert int(trainer.nimg.numpy()) == before
+                if step.FUSED in groups:
+                    trainer.count_images(batch)
+                else:
+                    step.finish()
         assert step.groups(trainer.phases_of_iteration(False, True)) == [step.FUSED, ("Dreg",)]
         remaining = next(iterator)   # the third batch: two iterations took two batches
         first_rows = strategy.experimental_local_results(remaining[0])[0]

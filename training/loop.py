@@ -105,8 +105,9 @@ class CompiledStep:
 
     The next batch (taken inside the first group's function), then the phases (names from
     `trainer.phases_of_iteration`) in groups, each group one tf.function around
-    strategy.run(trainer.run_phases), then Gs and nimg (`finish_step`); each function adds
-    its reduced logs to `accumulator` in-graph.
+    strategy.run(trainer.run_phases), then Gs and nimg (`finish_step`, or inside the last
+    function when G main and D main are fused, below); each function adds its reduced logs to
+    `accumulator` in-graph.
 
     A group is traced on its first use only. Every phase is its own group, except that G main
     and D main share one function when no path-length phase ever runs between them (a trainer
@@ -119,11 +120,11 @@ class CompiledStep:
     combination of phases traced them three times and took twice as long to start a run.
 
     The fused function also ends with the Gs EMA (`trainer.update_gs`; no later phase changes
-    G: D main's pass through G is the last to update G's w average, which Gs copies), so that
-    `finish` only counts the images. Same bits, but the EMA no longer waits for the iteration's
-    end: it runs beside D main's pass on the fakes, which leaves a core idle (the demo's
-    iteration ~1% shorter, Intel Xeon 2 cores, 2026-12-05, 4 copies each interleaved: 44.3 vs
-    44.9 ms).
+    G: D main's pass through G is the last to update G's w average, which Gs copies), and the
+    iteration's last function counts its images, so such an iteration calls no `finish`. Same
+    bits, but the EMA no longer waits for the iteration's end: it runs beside D main's pass on
+    the fakes, which leaves a core idle (the demo's iteration ~1% shorter, Intel Xeon 2 cores,
+    2026-12-05, 4 copies each interleaved: 44.3 vs 44.9 ms).
     """
 
     FUSED = ("Gmain", "Dmain")
@@ -134,8 +135,11 @@ class CompiledStep:
         self.fuse_main = not trainer.loss_settings.lazy_pl
         self.functions = {}
         self.finish = tf.function(lambda: trainer.finish_step(global_batch), autograph=False)
-        self.count_images = tf.function(lambda: trainer.count_images(global_batch),
-                                        autograph=False)
+        # The images a group's function counts when it ends (a tensor argument, so one trace
+        # serves both): the iteration's if it is the last function of an iteration that runs
+        # the fused group (which also holds the Gs EMA), else none.
+        self.images = {last: tf.constant(global_batch if last else 0, tf.int64)
+                       for last in (True, False)}
 
     @classmethod
     def standalone(cls, trainer, resolution, global_batch, xla=False):
@@ -156,11 +160,16 @@ class CompiledStep:
 
     def function(self, group, first=False):
         """The tf.function running the phases `group` (a tuple of names) in order on every
-        replica (compiled on first use): f(data), or for the iteration's first group
-        (`first`) f(iterator) -> the batch it took, which the later groups get. Taking the
-        batch inside the graph saves an eager get-next and the batch's copy into the call:
+        replica (compiled on first use): f(data, images), or for the iteration's first group
+        (`first`) f(iterator, images) -> the batch it took, which the later groups get. Taking
+        the batch inside the graph saves an eager get-next and the batch's copy into the call:
         the demo's iteration ~1.5% shorter, same bits (Intel Xeon 2 cores, 2026-12-05, 6
-        copies each interleaved: 41.57 vs 42.16 ms, +- 0.7% between copies)."""
+        copies each interleaved: 41.57 vs 42.16 ms, +- 0.7% between copies).
+
+        Each function ends by counting `images` (int64 scalar) into the trainer's nimg, after
+        its phases have read it: in an iteration with the fused group, the last function ends
+        the iteration this way, which saves the call of a function that only counts (same
+        bits: the count still follows every read of nimg in the iteration)."""
         key = (tuple(group), first)
         if key not in self.functions:
             group = key[0]
@@ -170,14 +179,15 @@ class CompiledStep:
 
             run = replicated(self.strategy, replica_phases, self.accumulator, self.xla)
 
-            def run_group(data):
+            def run_group(data, images):
                 run(data)
                 if group == self.FUSED:
                     self.trainer.update_gs(self.global_batch)   # cross-replica, after D main
+                self.trainer.count_images(images)
 
-            def take_batch_and_run_group(iterator):
+            def take_batch_and_run_group(iterator, images):
                 data = next(iterator)
-                run_group(data)
+                run_group(data, images)
                 return data
 
             self.functions[key] = tf.function(take_batch_and_run_group if first else run_group,
@@ -186,10 +196,16 @@ class CompiledStep:
 
     def __call__(self, iterator, phases):
         groups = self.groups(phases)
-        data = self.function(groups[0], first=True)(iterator)
-        for group in groups[1:]:
-            self.function(group)(data)
-        (self.count_images if self.FUSED in groups else self.finish)()
+        fused = self.FUSED in groups   # then the last function counts the iteration's images
+        data = None
+        for i, group in enumerate(groups):
+            images = self.images[fused and i == len(groups) - 1]
+            if i == 0:
+                data = self.function(group, first=True)(iterator, images)
+            else:
+                self.function(group)(data, images)
+        if not fused:
+            self.finish()   # Gs EMA after every G update, then the count
 
 #----------------------------------------------------------------------------
 
