@@ -427,8 +427,8 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(
         f.write('{"kimg": 0.0, "stale": 1}\n')
     original = StyleGANRun.step
 
-    def step(self, nimg):
-        nimg = original(self, nimg)
+    def step(self, nimg, max_images):
+        nimg = original(self, nimg, max_images)   # one iteration: a tick is one iteration
         if nimg == 40:
             os.kill(os.getpid(), signal.SIGTERM)   # handled: the loop stops after this step
         return nimg
@@ -637,6 +637,76 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
     assert fused.keys() == split.keys() and fused_logs == split_logs
     for name in fused:
         np.testing.assert_array_equal(fused[name], split[name], err_msg=name)
+
+
+def test_a_run_with_iterations_per_call_equals_one_call_each(tmp_path, op_determinism,
+                                                            monkeypatch):
+    """The StyleGAN2 demo's loop runs the G main + D main iterations between lazy R1 steps in
+    one call each, cut at the ticks (12.5 iterations here): the run ends with the state and the
+    ticks of a run that makes one call per iteration."""
+    from training.loop import CompiledStep
+    calls = []
+    original_call, original_step = CompiledStep.__call__, StyleGANRun.step
+
+    def counted(self, iterator, phases, iterations=1):
+        calls.append(iterations)
+        return original_call(self, iterator, phases, iterations)
+
+    monkeypatch.setattr(CompiledStep, "__call__", counted)
+    summaries, ticks = [], []
+    for one_each in (False, True):
+        if one_each:   # no room for a second iteration in any step
+            monkeypatch.setattr(StyleGANRun, "step", lambda self, nimg, max_images:
+                                original_step(self, nimg, 1))
+        calls.clear()
+        run_dir = str(tmp_path / f"run{int(one_each)}")
+        os.makedirs(run_dir)
+        summaries.append(training_loop(options(model="stylegan2", config="demo", kimg=0.2,
+                                               tick_kimg=0.1, snapshot_ticks=2), run_dir,
+                                       log=quiet))
+        entries = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+        ticks.append([e["progress/kimg"] for e in entries if "progress/kimg" in e])
+        # R1 at iterations 0 and 16; the ticks end after images 104 and 200.
+        assert calls == ([1] * 25 if one_each else [1, 11, 1, 3, 1, 8])
+    assert ticks[0] == ticks[1] == pytest.approx([0.104, 0.2])
+    assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
+
+
+def test_iterations_in_one_call_give_the_numbers_of_one_call_each(op_determinism):
+    """CompiledStep runs several G main + D main iterations in one call (a while loop in the
+    graph): after an iteration with lazy R1 and five in one call, state, nimg and logs are the
+    same bits as with one call of the fused function per iteration; other phases refuse
+    several iterations per call."""
+    from training.loop import CompiledStep
+    from training.stylegan import build_networks, build_trainer
+    res, batch = 8, 8
+    rng = np.random.RandomState(0)
+    reals = tf.constant(np.tanh(rng.randn(6 * batch, res, res, 3)).astype(np.float32))
+    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=6 * batch)])
+    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,), config="demo")
+    results = []
+    for looped in (True, False):
+        keras.utils.set_random_seed(3)
+        G, D = build_networks(run_options, 3, 5)
+        trainer = build_trainer(run_options, G, D)
+        step = CompiledStep.standalone(trainer, res, batch)
+        batches = iter(tf.data.Dataset.from_tensor_slices((reals, labels)).batch(batch).repeat())
+        step(batches, trainer.phases_of_iteration(False, True))
+        main = trainer.phases_of_iteration(False, False)
+        if looped:
+            step(batches, main, 5)
+            with pytest.raises(ValueError, match="G main \\+ D main alone"):
+                step(batches, trainer.phases_of_iteration(False, True), 2)
+        else:
+            for _ in range(5):
+                step.function(step.FUSED, first=True)(batches, step.images[True])
+        assert int(trainer.nimg.numpy()) == 6 * batch
+        results.append(({v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights
+                         + trainer.Gs.weights}, step.accumulator.read_and_reset()))
+    (looped, looped_logs), (single, single_logs) = results
+    assert looped.keys() == single.keys() and looped_logs == single_logs
+    for name in looped:
+        np.testing.assert_array_equal(looped[name], single[name], err_msg=name)
 
 
 def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determinism):
@@ -927,10 +997,10 @@ def test_init_from_converted_weights_starts_the_first_step_from_them(tmp_path, m
     first, messages = {}, []
     original = StyleGANRun.step
 
-    def step(self, nimg):
+    def step(self, nimg, max_images):
         if not first:
             first.update({n: values_by_path(getattr(self.trainer, n)) for n in ("G", "Gs", "D")})
-        return original(self, nimg)
+        return original(self, nimg, max_images)
 
     monkeypatch.setattr(StyleGANRun, "step", step)
     run_dir = str(tmp_path / "run")

@@ -6,6 +6,7 @@ rebuilds the run's networks (resume, export, generation, metrics) reads it back.
 """
 
 import dataclasses
+import math
 import os
 import time
 
@@ -632,15 +633,26 @@ class StyleGANRun(TrainingRun):
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def step(self, nimg):
+    def step(self, nimg, max_images):
         segment = self.schedule.segment_at(nimg / 1000)
         if segment != self.segment:
             self._start_segment(segment, nimg)
-        iteration = nimg // segment.minibatch
+        batch = segment.minibatch
+        iteration = nimg // batch
         settings = self.trainer.loss_settings
-        self.compiled(self.iterator, self.trainer.phases_of_iteration(
-            iteration % settings.pl_interval == 0, iteration % settings.r1_interval == 0))
-        return nimg + segment.minibatch
+        phases = self.trainer.phases_of_iteration(iteration % settings.pl_interval == 0,
+                                                  iteration % settings.r1_interval == 0)
+        iterations = 1
+        if self.compiled.groups(phases) == [CompiledStep.FUSED]:
+            # G main + D main alone until the next lazy R1 (path length never runs with them
+            # fused), the segment's end or max_images: one call (CompiledStep.loop_function).
+            until_r1 = (settings.r1_interval - iteration % settings.r1_interval
+                        if settings.lazy_r1 else math.inf)
+            until_segment = (math.inf if math.isinf(segment.end_kimg) else
+                             math.ceil((segment.end_kimg * 1000 - nimg) / batch))
+            iterations = int(max(1, min(until_r1, until_segment, max_images // batch)))
+        self.compiled(self.iterator, phases, iterations)
+        return nimg + iterations * batch
 
     def _start_segment(self, segment, nimg):
         trainer, options = self.trainer, self.options
