@@ -11,7 +11,8 @@ with like on a shared machine; the FQ overhead is the median of the repeats' pai
 ratios (FQ on and off run back to back), each side the mean of --instances copies (identical
 copies differ and drift by a few percent; the line adds the standard error from their spread,
 `timing.between_copies_error`). A step is one full iteration of the official schedule's common case (G main + D main
-with the FQ update), run by the training loop's CompiledStep on a constant batch; an iteration
+with the FQ update), run by the training loop's CompiledStep on a constant batch (--steps of
+them in one call, as the loop runs them between lazy R1 steps); an iteration
 with every lazy phase of the preset (R1, every 16 steps; config e / f add path length, every 4,
 which the demo leaves out) is timed separately.
 The input pipeline (built-in shapes, full tf.data pipeline) is timed in the same run; the
@@ -48,8 +49,10 @@ flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_string("config", "demo", "Width preset (demo, e, f).")
 flags.DEFINE_integer("batch", 0, "Global minibatch (0 = the preset's: demo 8, e / f 32).")
 flags.DEFINE_integer("repeats", 24, "Timed repeats per variant (median reported).")
-flags.DEFINE_integer("steps", 5, "Consecutive steps per timed repeat (a single ~0.1 s step is "
-                     "too short to time against the machine's noise).")
+flags.DEFINE_integer("steps", 5, "Consecutive iterations per timed repeat (a single ~0.1 s step "
+                     "is too short to time against the machine's noise), one call when they are "
+                     "G main + D main alone, as the training loop runs them between lazy R1 "
+                     "steps (the demo: 15 per call).")
 flags.DEFINE_integer("instances", 8, "Copies of the FQ on and FQ off steps, each built and "
                      "timed on its own and averaged per repeat: identical copies run a few "
                      "percent apart and drift by as much, more than the ~1% FQ costs at the "
@@ -97,19 +100,24 @@ def precision():
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
-    """step(batches): one iteration with the given lazy phases, run as the training loop runs
-    it (its CompiledStep: the phase groups' functions, then Gs and nimg), on the next batch of
-    the iterator `batches`; `.phases`, `.trainer`. The networks are built under the Keras
-    dtype policy `policy` (None: --precision)."""
+    """step(batches): --steps iterations with the given lazy phases, run as the training loop
+    runs them (its CompiledStep; G main + D main alone in one call, other phase sets one call
+    each), on the next batches of the iterator `batches`; `.phases`, `.trainer`. The networks
+    are built under the Keras dtype policy `policy` (None: --precision)."""
     policy = policy or precision()
     options = bench_options(fq_blocks=fq_blocks() if fq else (), precision=policy)
     with dtype_policy(policy):
         trainer = build_trainer(options, *build_networks(options, 3, classes()))
     compiled = CompiledStep.standalone(trainer, FLAGS.resolution, options.minibatch, xla)
     phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
+    in_one_call = compiled.groups(phases) == [CompiledStep.FUSED]
 
     def step(batches):
-        compiled(batches, phases)
+        if in_one_call:
+            compiled(batches, phases, FLAGS.steps)
+        else:
+            for _ in range(FLAGS.steps):
+                compiled(batches, phases)
 
     step.phases, step.trainer = phases, trainer
     return step
@@ -149,7 +157,8 @@ def main(argv):
     # FQ on and off are neighbours: back to back. Reading nimg waits for a step's updates.
     times = interleaved_times(
         {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
-         for name, step in variants.items()}, FLAGS.repeats, FLAGS.steps)
+         for name, step in variants.items()}, FLAGS.repeats)
+    times = {name: [t / FLAGS.steps for t in ts] for name, ts in times.items()}   # per iteration
     copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
     times = pooled_times(times, FLAGS.instances)   # each repeat's mean over the copies
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
