@@ -642,8 +642,8 @@ def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, o
 def test_a_run_with_iterations_per_call_equals_one_call_each(tmp_path, op_determinism,
                                                             monkeypatch):
     """The StyleGAN2 demo's loop runs the G main + D main iterations between lazy R1 steps in
-    one call each, cut at the ticks (12.5 iterations here): the run ends with the state and the
-    ticks of a run that makes one call per iteration."""
+    one call, cut at the ticks (12.5 iterations here) and the stop: the run ends with the state
+    and the ticks of a run that makes one call per iteration."""
     from training.loop import CompiledStep
     calls = []
     original_call, original_step = CompiledStep.__call__, StyleGANRun.step
@@ -661,14 +661,14 @@ def test_a_run_with_iterations_per_call_equals_one_call_each(tmp_path, op_determ
         calls.clear()
         run_dir = str(tmp_path / f"run{int(one_each)}")
         os.makedirs(run_dir)
-        summaries.append(training_loop(options(model="stylegan2", config="demo", kimg=0.2,
+        summaries.append(training_loop(options(model="stylegan2", config="demo", kimg=0.136,
                                                tick_kimg=0.1, snapshot_ticks=2), run_dir,
                                        log=quiet))
         entries = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
         ticks.append([e["progress/kimg"] for e in entries if "progress/kimg" in e])
-        # R1 at iterations 0 and 16; the ticks end after images 104 and 200.
-        assert calls == ([1] * 25 if one_each else [1, 11, 1, 3, 1, 8])
-    assert ticks[0] == ticks[1] == pytest.approx([0.104, 0.2])
+        # R1 at iterations 0 and 16 (the last); the first tick ends after image 104.
+        assert calls == ([1] * 17 if one_each else [1, 11, 1, 3, 1])
+    assert ticks[0] == ticks[1] == pytest.approx([0.104, 0.136])
     assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
 
 
