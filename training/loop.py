@@ -101,7 +101,8 @@ def replicated(strategy, replica_fn, accumulator, xla=False):
 
 
 class CompiledStep:
-    """step(iterator, phases): one iteration at one stage, with its phases as data.
+    """step(iterator, phases, iterations=1): one iteration at one stage, with its phases as
+    data (or several G main + D main iterations in one call, `loop_function`).
 
     The next batch (taken inside the first group's function), then the phases (names from
     `trainer.phases_of_iteration`) in groups, each group one tf.function around
