@@ -110,7 +110,7 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
         trainer = build_trainer(options, *build_networks(options, 3, classes()))
     compiled = CompiledStep.standalone(trainer, FLAGS.resolution, options.minibatch, xla)
     phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
-    in_one_call = compiled.groups(phases) == [CompiledStep.FUSED]
+    in_one_call = compiled.in_one_call(phases)
 
     def step(batches):
         if in_one_call:

@@ -124,7 +124,7 @@ def main(argv):
         with tempfile.TemporaryDirectory(prefix="profile_") as logdir:   # the trace, read once
             tf.profiler.experimental.start(logdir)
             start = time.perf_counter()
-            if step.groups(phases) == [step.FUSED]:   # one call, as the training loop
+            if step.in_one_call(phases):   # one call, as the training loop
                 step(batches, phases, FLAGS.steps)
             else:
                 for _ in range(FLAGS.steps):

@@ -159,6 +159,11 @@ class CompiledStep:
                 groups.append((phase,))
         return groups
 
+    def in_one_call(self, phases):
+        """True when several iterations of `phases` can run in one call (`loop_function`): G
+        main + D main alone, in one fused group."""
+        return self.groups(phases) == [self.FUSED]
+
     def _run_group(self, group):
         """run_group(data, images): the phases `group` on every replica, then (the fused group)
         the Gs EMA, then nimg += images (int64 scalar, after every read of nimg)."""
@@ -227,13 +232,13 @@ class CompiledStep:
     def __call__(self, iterator, phases, iterations=1):
         """Runs `iterations` iterations of `phases`; more than one only when they are the fused
         group alone (`loop_function`)."""
-        groups = self.groups(phases)
-        if groups == [self.FUSED]:
+        if self.in_one_call(phases):
             self.loop_function()(iterator, tf.constant(iterations, tf.int32))
             return
         if iterations != 1:
             raise ValueError(f"CompiledStep: {iterations} iterations per call need phases that "
                              f"are G main + D main alone, got {phases}.")
+        groups = self.groups(phases)
         fused = self.FUSED in groups   # then the last function counts the iteration's images
         data = None
         for i, group in enumerate(groups):

@@ -643,7 +643,7 @@ class StyleGANRun(TrainingRun):
         phases = self.trainer.phases_of_iteration(iteration % settings.pl_interval == 0,
                                                   iteration % settings.r1_interval == 0)
         iterations = 1
-        if self.compiled.groups(phases) == [CompiledStep.FUSED]:
+        if self.compiled.in_one_call(phases):
             # G main + D main alone until the next lazy R1 (path length never runs with them
             # fused), the segment's end or max_images: one call (CompiledStep.loop_function).
             until_r1 = (settings.r1_interval - iteration % settings.r1_interval
