@@ -675,8 +675,8 @@ def test_a_run_with_iterations_per_call_equals_one_call_each(tmp_path, op_determ
 def test_iterations_in_one_call_give_the_numbers_of_one_call_each(op_determinism):
     """CompiledStep runs several G main + D main iterations in one call (a while loop in the
     graph): after an iteration with lazy R1 and five in one call, state, nimg and logs are the
-    same bits as with one call of the fused function per iteration; other phases refuse
-    several iterations per call."""
+    same bits as with one call per iteration; other phases refuse several iterations per
+    call."""
     from training.loop import CompiledStep
     from training.stylegan import build_networks, build_trainer
     res, batch = 8, 8
@@ -699,7 +699,7 @@ def test_iterations_in_one_call_give_the_numbers_of_one_call_each(op_determinism
                 step(batches, trainer.phases_of_iteration(False, True), 2)
         else:
             for _ in range(5):
-                step.function(step.FUSED, first=True)(batches, step.images[True])
+                step(batches, main)
         assert int(trainer.nimg.numpy()) == 6 * batch
         results.append(({v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights
                          + trainer.Gs.weights}, step.accumulator.read_and_reset()))
@@ -710,11 +710,12 @@ def test_iterations_in_one_call_give_the_numbers_of_one_call_each(op_determinism
 
 
 def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determinism):
-    """CompiledStep takes each batch inside its first function (from a distributed iterator)
-    and hands it to the iteration's later functions (lazy R1), and the last function counts the
-    iteration's images: under two replicas the state after an iteration with and one without R1
-    is the same bits as with the batch taken eagerly and passed to every function and the
-    images counted after them, and one global batch is used per iteration."""
+    """CompiledStep takes each batch inside its loop function (from a distributed iterator),
+    keeps each replica's share for the iteration's later function (lazy R1, BatchBuffer), and
+    that function counts the iteration's images: under two replicas the state after an
+    iteration with and one without R1 is the same bits as with the batch taken eagerly and
+    passed to every function and the images counted after them, and one global batch is used
+    per iteration."""
     from training.loop import CompiledStep, LogAccumulator
     from training.stylegan import build_networks, build_trainer
     res, batch = 8, 8
