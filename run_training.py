@@ -23,11 +23,11 @@ import shutil
 import signal
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli_common  # noqa: E402
+
+cli_common.training_environment()   # before TensorFlow is imported
 
 from absl import app, flags, logging  # noqa: E402
-
-import cli_common  # noqa: E402
 from training.run_options import FAMILIES, OPTIONS_FILE, PRECISIONS  # noqa: E402
 
 FLAGS = flags.FLAGS
