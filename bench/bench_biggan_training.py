@@ -17,9 +17,11 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_common  # noqa: E402
+
+cli_common.training_environment()   # as run_training.py, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402

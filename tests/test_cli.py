@@ -478,3 +478,30 @@ def test_progress_costs_microseconds_per_item():
     for _ in range(10000):
         progress.update()
     assert (time.perf_counter() - start) / 10000 < 20e-6   # measured: ~0.2 us
+
+
+def test_training_tools_turn_onednn_on_unless_the_user_chose():
+    """cli_common.training_environment: oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1) and no
+    start-up chatter, set by run_training.py before TensorFlow is imported (TensorFlow reads
+    the setting once, on import); a value in the environment wins."""
+    import platform
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import run_training; import os; from tensorflow.python.util import "
+            "_pywrap_util_port as port; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], "
+            "os.environ['TF_CPP_MIN_LOG_LEVEL'], port.IsMklEnabled())")
+    seen = {}
+    for chosen in (None, "0"):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+        if chosen is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = chosen
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen[chosen] = done.stdout.split()
+    assert seen[None][:2] == ["1", "2"] and seen["0"][:2] == ["0", "2"]
+    if platform.machine() in ("x86_64", "AMD64"):   # TensorFlow's oneDNN switch is x86's
+        assert seen[None][2] == "True" and seen["0"][2] == "False", seen
