@@ -29,7 +29,12 @@ def training_environment():
     against 94.5), and stylegan2-ada-pytorch's setting at 32² at 10.8 against 8.7 img/s,
     although the lone 3x3 convolution was no faster (192 against 215 GFLOP/s). It changes
     float32 summation orders on such machines, not what is computed.
+
+    Does nothing once TensorFlow is loaded (a test process importing a tool): it reads the
+    setting on import only, and a value set later would just leak into child processes.
     """
+    if "tensorflow" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

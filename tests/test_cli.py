@@ -483,7 +483,12 @@ def test_progress_costs_microseconds_per_item():
 def test_training_tools_turn_onednn_on_unless_the_user_chose():
     """cli_common.training_environment: oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1) and no
     start-up chatter, set by run_training.py before TensorFlow is imported (TensorFlow reads
-    the setting once, on import); a value in the environment wins."""
+    the setting once, on import); a value in the environment wins; in a process that has
+    TensorFlow loaded already (this one) nothing is set, so nothing leaks into the child
+    processes of other tests."""
+    before = dict(os.environ)
+    cli_common.training_environment()
+    assert dict(os.environ) == before
     import platform
     import subprocess
     import sys
