@@ -1166,6 +1166,32 @@ def test_run_metrics_measures_every_kept_snapshot_of_a_run(straight_run, tmp_pat
         "48,96.")
 
 
+def test_snapshot_swd_depends_on_the_generator_only():
+    """Every snapshot's SWD takes the same patches and directions: the same generator gives the
+    same value at every snapshot, and a resumed run (a new SWDState) logs the value the
+    uninterrupted run logs at that snapshot; another generator gives another value."""
+    import types
+
+    def generator(shift):
+        def generate(rng, count):
+            images = np.tanh(rng.randn(count, 16, 16, 3)).astype(np.float32)
+            return np.clip(images + shift, -1.0, 1.0)
+        return generate
+
+    shift = {"value": 0.0}
+    run = types.SimpleNamespace(
+        dataset=open_dataset("shapes", resolution=16),
+        swd_generator=lambda position: (16, generator(shift["value"])))
+    options = types.SimpleNamespace(metrics=("swd",), swd_images=32, seed=3)
+    swd = loop.SWDState(run, options)
+    first = swd(0)
+    assert set(first) == {f"metrics/swd_32/SWDx1e3_{k}" for k in ("16", "avg")}
+    assert swd(1000) == first
+    assert loop.SWDState(run, options)(2000) == first   # as after a resume
+    shift["value"] = 0.5
+    assert swd(3000)["metrics/swd_32/SWDx1e3_avg"] != first["metrics/swd_32/SWDx1e3_avg"]
+
+
 def test_swd_is_skipped_below_16x16():
     """A progressive run's 4x4 / 8x8 stages (or an 8x8 run) have no SWD pyramid level: the
     snapshot logs no SWD there instead of failing (`--metrics swd` is the default)."""

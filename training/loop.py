@@ -714,10 +714,12 @@ class SWDState:
 
     The real descriptors are computed once per resolution from `options.swd_images` training
     images (shuffled with the run's seed); the fakes come from the family's generator with a
-    fixed RNG, so the value at a snapshot is the same on resume. The image count is part of the
-    key: this quick SWD is not the 16,384-image SWD of run_metrics.py. Stages (or runs) below
-    16x16 have no SWD pyramid level: nothing is logged there (a progressive run's first SWD is
-    at its 16x16 stage).
+    fixed RNG, and every evaluation at a resolution takes its patches and directions from the
+    same random state (the one after the reals' patches): the values of two snapshots differ
+    by what G learnt, not by a new draw of patches and directions, and a resumed run logs the
+    value the uninterrupted run logs. The image count is part of the key: this quick SWD is not
+    the 16,384-image SWD of run_metrics.py. Stages (or runs) below 16x16 have no SWD pyramid
+    level: nothing is logged there (a progressive run's first SWD is at its 16x16 stage).
     """
 
     def __init__(self, run, options):
@@ -736,8 +738,10 @@ class SWDState:
             reals = self.run.dataset.pipeline(count, resolution, dtype=tf.uint8, shuffle=True,
                                               repeat=False, seed=seed)
             swd = SlicedWassersteinDistance(resolution, seed=seed)
-            self.reals[resolution] = (swd, swd.descriptors(next(iter(reals))[0].numpy()))
-        swd, real = self.reals[resolution]
+            real = swd.descriptors(next(iter(reals))[0].numpy())
+            self.reals[resolution] = (swd, real, swd.rng.get_state())
+        swd, real, fake_state = self.reals[resolution]
+        swd.rng.set_state(fake_state)
         # Clipped as the uint8 export does: an untrained G overshoots [-1, 1] by far.
         fakes = np.clip(generate(np.random.RandomState(seed + 7), count), -1.0, 1.0)
         result = swd.distance(real, swd.descriptors(fakes))
