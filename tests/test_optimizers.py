@@ -47,6 +47,45 @@ def test_fused_adam_equals_keras_adam(betas, interval):
     assert len(names) == 2 and names[0].endswith("momentum") and names[1].endswith("velocity")
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_one_step_over_several_variables_and_dtypes_is_keras_adam(compiled):
+    """The step's scalars (lr, b1^t, b2^t, eps) are made once per step, device and dtype: one
+    apply over float32 and float64 variables moves each as Keras' Adam does, over steps with a
+    new learning rate each (nothing of a step is kept for the next). Bound as in
+    `test_fused_adam_equals_keras_adam`."""
+    shapes = [((4, 3), "float32"), ((5,), "float64"), ((2, 2), "float32")]
+    rng = np.random.RandomState(4)
+    inits = [rng.randn(*shape).astype(dtype) for shape, dtype in shapes]
+    fused = Adam(1e-2, beta_1=0.5, beta_2=0.9, name="fused")
+    reference = keras.optimizers.Adam(1e-2, beta_1=0.5, beta_2=0.9, name="reference")
+    w_fused = [keras.Variable(init, dtype=init.dtype) for init in inits]
+    w_ref = [keras.Variable(init, dtype=init.dtype) for init in inits]
+    fused.build(w_fused)   # slots outside the tf.function, as the trainers build them
+    reference.build(w_ref)
+
+    def applier(optimizer, variables):   # variables captured, as in the trainers' steps
+        def apply(*grads):
+            optimizer.apply(list(grads), variables)
+        return tf.function(apply, autograph=False) if compiled else apply
+
+    apply_fused, apply_ref = applier(fused, w_fused), applier(reference, w_ref)
+    steps = 3
+    moved = [np.zeros(shape) for shape, _ in shapes]
+    for step in range(steps):
+        grads = [tf.constant(rng.randn(*shape).astype(dtype)) for shape, dtype in shapes]
+        for optimizer in (fused, reference):
+            optimizer.learning_rate.assign(1e-2 * (step + 1))
+        before = [w.numpy() for w in w_ref]
+        apply_fused(*grads)
+        apply_ref(*grads)
+        for m, w, b in zip(moved, w_ref, before):
+            m += np.abs(w.numpy() - b)
+    for a, b, init, m in zip(w_fused, w_ref, inits, moved):
+        assert a.dtype == init.dtype and m.min() > 1e-3
+        bound = 1e-5 * m + 2 * steps * EPS32 * np.abs(init).max()
+        np.testing.assert_array_less(np.abs(a.numpy() - b.numpy()), bound)
+
+
 def test_two_replicas_hold_the_single_device_update(two_replica_strategy):
     """Each replica contributes half the gradient (exact in binary), all-reduced to the whole:
     every replica's weights and slots equal the single-device run bit for bit."""

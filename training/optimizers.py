@@ -14,6 +14,10 @@ the update of Keras' Adam and of TF1's `tf.train.AdamOptimizer` (official StyleG
 "epsilon hat"). `TorchAdam` feeds the same kernel PyTorch's update (official U-GAT-IT and
 BigGAN-PyTorch).
 Both keep Keras' slots and counters, so checkpoints are those of `keras.optimizers.Adam`.
+
+The kernel's scalars (lr, b1^t, b2^t, eps) are computed once per optimizer step and device, not
+once per variable: per variable they were seven more small kernels (reads of the learning rate and
+of the step counter, add, cast, two powers), 693 per StyleGAN2 demo iteration (99 variables).
 """
 
 import keras
@@ -45,21 +49,48 @@ class Adam(keras.optimizers.Adam):
     def _gradient(self, gradient, variable):
         return gradient
 
-    def update_step(self, gradient, variable, learning_rate):
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        """Keras' loop (an update per variable, on each variable's device) with one set of this
+        step's scalars per device and dtype, made on first use."""
+        scalars = {}
+
+        def apply_gradient(variable, gradient, learning_rate):
+            return self._apply_adam(gradient, variable, learning_rate, scalars)
+
+        for gradient, variable in grads_and_vars:
+            distribution.extended.update(variable, apply_gradient,
+                                         args=(gradient, learning_rate), group=False)
+
+    def _scalars(self, variable, learning_rate):
+        """(lr, b1, b2, b1^t, b2^t, eps) of this step in the variable's dtype, t = iterations + 1."""
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        beta_2_power = tf.pow(beta_2, step)
+        return (tf.cast(learning_rate, dtype), beta_1, beta_2, tf.pow(beta_1, step),
+                beta_2_power, self._epsilon(beta_2_power))
+
+    def _apply_adam(self, gradient, variable, learning_rate, scalars=None):
+        """One ResourceApplyAdam; `scalars`: {(device, dtype): `_scalars`} of this step."""
         dtype = variable.dtype
         if isinstance(gradient, tf.IndexedSlices):   # e.g. embeddings: the kernel is dense
             gradient = tf.convert_to_tensor(gradient)
         gradient = self._gradient(tf.cast(gradient, dtype), variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        beta_2_power = tf.pow(beta_2, step)
+        key = (getattr(variable, "device", ""), dtype)
+        if scalars is None:
+            scalars = {}
+        if key not in scalars:
+            scalars[key] = self._scalars(variable, learning_rate)
+        lr, beta_1, beta_2, beta_1_power, beta_2_power, epsilon = scalars[key]
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]), beta1_power=tf.pow(beta_1, step),
-            beta2_power=beta_2_power, lr=tf.cast(learning_rate, dtype), beta1=beta_1,
-            beta2=beta_2, epsilon=self._epsilon(beta_2_power), grad=gradient,
-            use_locking=False)
+            v=_handle(self._velocities[index]), beta1_power=beta_1_power,
+            beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+            grad=gradient, use_locking=False)
+
+    def update_step(self, gradient, variable, learning_rate):
+        self._apply_adam(gradient, variable, learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="training")
