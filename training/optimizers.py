@@ -70,15 +70,14 @@ class Adam(keras.optimizers.Adam):
         return (tf.cast(learning_rate, dtype), beta_1, beta_2, tf.pow(beta_1, step),
                 beta_2_power, self._epsilon(beta_2_power))
 
-    def _apply_adam(self, gradient, variable, learning_rate, scalars=None):
-        """One ResourceApplyAdam; `scalars`: {(device, dtype): `_scalars`} of this step."""
+    def _apply_adam(self, gradient, variable, learning_rate, scalars):
+        """One ResourceApplyAdam; `scalars`: {(device, dtype): `_scalars`} of this step,
+        filled on first use."""
         dtype = variable.dtype
         if isinstance(gradient, tf.IndexedSlices):   # e.g. embeddings: the kernel is dense
             gradient = tf.convert_to_tensor(gradient)
         gradient = self._gradient(tf.cast(gradient, dtype), variable)
         key = (getattr(variable, "device", ""), dtype)
-        if scalars is None:
-            scalars = {}
         if key not in scalars:
             scalars[key] = self._scalars(variable, learning_rate)
         lr, beta_1, beta_2, beta_1_power, beta_2_power, epsilon = scalars[key]
@@ -90,7 +89,7 @@ class Adam(keras.optimizers.Adam):
             grad=gradient, use_locking=False)
 
     def update_step(self, gradient, variable, learning_rate):
-        self._apply_adam(gradient, variable, learning_rate)
+        self._apply_adam(gradient, variable, learning_rate, {})
 
 
 @keras.saving.register_keras_serializable(package="training")
