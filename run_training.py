@@ -394,8 +394,7 @@ def clear_run_outputs(run_dir):
     sample and reals grids, summary), keeping its training_options.json: the run starts again."""
     names = ["log.jsonl", "summary.json", "tensorboard", "checkpoints", "export", "reals.png"]
     paths = [os.path.join(run_dir, n) for n in names] + \
-        glob.glob(os.path.join(run_dir, "fakes*.png")) + \
-        glob.glob(os.path.join(run_dir, ".worker*-scratch"))
+        glob.glob(os.path.join(run_dir, "fakes*.png"))
     for path in paths:
         if os.path.isdir(path):
             shutil.rmtree(path)

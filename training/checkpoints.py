@@ -20,7 +20,6 @@ networks variable by variable.
 
 import os
 import re
-import shutil
 
 import keras
 import tensorflow as tf
@@ -73,30 +72,26 @@ class Checkpoints:
     """tf.train.CheckpointManager over a `checkpoint_state` map; multi-worker aware.
 
     Saves are atomic (TensorFlow writes to temporary files and updates the index last, so an
-    interrupted save leaves the previous checkpoint as the latest). Every worker must take part
-    in a save (tf.distribute), but only the chief keeps its files: the others write to a scratch
-    folder that is deleted right after.
+    interrupted save leaves the previous checkpoint as the latest). Every worker of a
+    multi-worker run takes part in every save (a collective) and writes into its own run
+    folder (its own --out): the chief keeps `keep` checkpoints, the others only the newest,
+    which is what each worker restores on --resume.
     """
 
-    def __init__(self, state, run_dir, keep=3, is_chief=True, worker_index=0):
-        """keep: the newest checkpoints to keep; 0 = all."""
+    def __init__(self, state, run_dir, keep=3, is_chief=True):
+        """keep: the newest checkpoints the chief keeps; 0 = all. Other workers keep one."""
         self.checkpoint = tf.train.Checkpoint(state=state)
-        self.is_chief = is_chief
         self.directory = os.path.join(run_dir, CHECKPOINT_DIR)
-        if not is_chief:
-            self.directory = os.path.join(run_dir, f".worker{worker_index}-scratch")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, keep or None,
-                                                  checkpoint_name="ckpt")
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self.directory, (keep or None) if is_chief else 1,
+            checkpoint_name="ckpt")
 
     @property
     def latest(self):
         return self.manager.latest_checkpoint
 
     def save(self, number):
-        path = self.manager.save(checkpoint_number=number)
-        if not self.is_chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        return path
+        return self.manager.save(checkpoint_number=number)
 
     def restore(self, path):
         """Loads `path`; raises if any variable of the state is missing from it."""
@@ -116,8 +111,9 @@ def run_checkpoints(run_dir):
     return {int(re.search(r"(\d+)$", path).group(1)): path for path in paths}
 
 
-def resume_or_record(checkpoints, options, run_dir, resume, is_chief):
-    """Starts a run: restores the latest checkpoint (--resume) or records the new run's options.
+def resume_or_record(checkpoints, options, run_dir, resume):
+    """Starts a run: restores the latest checkpoint (--resume) or records the new run's options
+    (every worker in its own run folder, which is what its --resume reads).
 
     Returns the restored checkpoint path, or None for a new run.
     """
@@ -126,8 +122,7 @@ def resume_or_record(checkpoints, options, run_dir, resume, is_chief):
             raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints.directory}.")
         checkpoints.restore(checkpoints.latest)
         return checkpoints.latest
-    if is_chief:
-        options.save(run_dir)
+    options.save(run_dir)
     return None
 
 #----------------------------------------------------------------------------

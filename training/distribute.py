@@ -3,9 +3,10 @@
     default      tf.distribute's default strategy (one device: the first GPU, else the CPU).
     mirrored     MirroredStrategy over `devices` (default: every GPU, else the CPU).
     multiworker  MultiWorkerMirroredStrategy; each host runs the same command with its own
-                 TF_CONFIG (cluster addresses + this task's index). Only the chief (task 0)
-                 writes logs, samples and the exported model; every worker takes part in
-                 checkpointing, as tf.distribute requires.
+                 TF_CONFIG (cluster addresses + this task's index) and its own run folder.
+                 Only the chief (task 0) writes logs, samples and the exported model; every
+                 worker takes part in each checkpoint, as tf.distribute requires, and keeps
+                 the newest in its own folder, which its --resume restores.
 
 Hand-written losses in the trainers are summed over the per-replica batch and divided by the
 global batch (Keras' optimizers SUM gradients across replicas).
@@ -14,6 +15,7 @@ global batch (Keras' optimizers SUM gradients across replicas).
 import contextlib
 import json
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -180,6 +182,17 @@ def split_virtual_cpus(count):
     return [f"/cpu:{i}" for i in range(count)]
 
 
+def _replica_sum(strategy):
+    """sum(values) -> numpy array: float64 values summed over every replica of every worker
+    (one small all-reduce; a worker with several replicas counts once per replica)."""
+    @tf.function(autograph=False)
+    def reduce_sum(values):
+        per_replica = strategy.run(lambda: tf.identity(values))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return lambda values: reduce_sum(tf.constant(values, tf.float64)).numpy()
+
+
 def any_worker(strategy):
     """agree(*flags) -> tuple of bools: each flag true if it is true on any worker.
 
@@ -190,14 +203,52 @@ def any_worker(strategy):
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return lambda *flags: tuple(bool(f) for f in flags)
-
-    @tf.function(autograph=False)
-    def reduce_sum(values):
-        per_replica = strategy.run(lambda: tf.identity(values))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    replica_sum = _replica_sum(strategy)
 
     def agree(*flags):
-        values = reduce_sum(tf.constant([float(bool(f)) for f in flags], tf.float32))
-        return tuple(bool(v > 0) for v in values.numpy())
+        return tuple(bool(v > 0) for v in replica_sum([float(bool(f)) for f in flags]))
 
     return agree
+
+
+def check_own_run_folders(strategy, run_dir):
+    """Raises TrainingConfigError on every worker of a multi-worker run whose workers share a
+    run folder (one --out on a shared file system): each worker writes its own checkpoints and
+    options, which would overwrite one another there. No-op in one process.
+
+    Each worker leaves a marker file `.worker<index>` in its folder while the others look for
+    theirs (two small all-reduces, before anything else is written); markers older than a
+    minute before this worker's are left-overs of an earlier process and do not count."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    index = strategy.cluster_resolver.task_id
+    marker = os.path.join(run_dir, f".worker{index}")
+    with open(marker, "w"):
+        pass
+    agree = any_worker(strategy)
+    try:
+        agree(False)   # every worker has written its marker
+        since = os.path.getmtime(marker) - 60.0
+        others = [name for name in os.listdir(run_dir)
+                  if re.fullmatch(r"\.worker\d+", name) and name != f".worker{index}"
+                  and os.path.getmtime(os.path.join(run_dir, name)) >= since]
+        (shared,) = agree(bool(others))   # and has looked
+    finally:   # (another worker may have removed the shared folder already)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(marker)
+    if shared:
+        raise TrainingConfigError(
+            f"the workers share the run folder {run_dir}; give each worker its own --out (e.g. "
+            "on its local disk): every worker writes its own checkpoints.")
+
+
+def same_on_every_worker(strategy, value):
+    """Whether the integer `value` (< 2**52) is the same on every worker; every worker gets the
+    same answer, so all can stop together. Always True in one process.
+
+    Two all-reduces: the mean over replicas, then whether any worker differs from it (equal
+    values sum exactly in float64, so the mean of equal values is the value)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    total, replicas = _replica_sum(strategy)([float(value), 1.0])
+    return not any_worker(strategy)(float(value) != total / replicas)[0]

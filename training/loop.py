@@ -35,9 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
 from metrics.sliced_wasserstein import MIN_RESOLUTION, SlicedWassersteinDistance
-from training import distribute
+from training import TrainingConfigError, distribute
 from training.checkpoints import Checkpoints, init_from, resume_or_record
 from training.logs import RunLogger, diverged_from, grid_upscale, save_image_grid
 
@@ -519,17 +518,24 @@ def _train(run, resume, stop_at, checkpoint_seconds, signals):
     run.open_data()   # may fill in options (what the dataset decides): read them after it
     options, run_dir, strategy, is_chief = run.options, run.run_dir, run.strategy, run.is_chief
     run.check_replicas(strategy.num_replicas_in_sync)
+    distribute.check_own_run_folders(strategy, run_dir)
     with strategy.scope():
         keras.utils.set_random_seed(options.seed)
         run.trainer = run.build_trainer()
         run.accumulator = LogAccumulator(run.trainer.log_keys())
     checkpoints = Checkpoints(run.trainer.checkpoint_state(), run_dir, options.keep_checkpoints,
-                              is_chief, distribute.task_index())
+                              is_chief)
     position = run.position()
     if options.init_from and not resume:
         init_from(options.init_from, {n: getattr(run.trainer, n) for n in run.network_names},
                   options.model, run.log)
-    resumed = resume_or_record(checkpoints, options, run_dir, resume, is_chief)
+    resumed = resume_or_record(checkpoints, options, run_dir, resume)
+    # Each worker restores its own copy: copies of different steps would train on silently.
+    if not distribute.same_on_every_worker(strategy, run.position()):
+        raise TrainingConfigError(
+            f"the workers start from different points (this one: "
+            f"{os.path.basename(resumed) if resumed else 'a new run'}); resume every worker "
+            "from the same run, each --out holding that run's newest checkpoint.")
     # Printed once nothing can stop the run any more (a bad dataset or --init-from is one line
     # of error and leaves no folder behind, so naming the folder before it would mislead).
     run.log(f"Run folder: {run_dir}")
