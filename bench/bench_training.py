@@ -4,6 +4,7 @@
                                    [--steps 5] [--instances 8] [--fq-blocks 16,32] [--classes 5]
                                    [--intra-op-threads N] [--noxla]
                                    [--precision auto|float32|mixed_bfloat16|...] [--float32]
+                                   [--lanes]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, after an untimed warm-up step, and the median is reported), so the ratios compare like
@@ -20,7 +21,10 @@ project's rule is that it must deliver >= 10x what training consumes. Networks a
 the default run's: the demo conditions on the built-in shapes' 5 classes (--classes 0 for the
 unconditional model) and runs one thread per op on a CPU (run_training.py --intra-op-threads),
 under run_training.py's precision (--precision auto: mixed_bfloat16 for the demo on a CPU with
-AMX, else float32); --float32 also times FQ on in float32 for the speed-up of the policy.
+AMX, else float32); --float32 also times FQ on in float32 for the speed-up of the policy;
+--lanes also times FQ on with the D step's fakes as one batch, for the speed-up of running them
+in `BatchLanes` (the default with one thread per op on 2 or more cores,
+`training.distribute.batch_lanes`).
 """
 
 import functools
@@ -66,6 +70,8 @@ flags.DEFINE_enum("precision", "auto", ["auto", *PRECISIONS], "Keras dtype polic
                   "a CPU with AMX, else float32).")
 flags.DEFINE_boolean("float32", False, "Also time FQ on in float32: the speed-up of --precision "
                      "(bfloat16 is fast on CPUs with AMX, emulated and slow without).")
+flags.DEFINE_boolean("lanes", False, "Also time FQ on with the D step's fakes as one batch "
+                     "(lanes 1): the speed-up of BatchLanes.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 16, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
@@ -101,15 +107,18 @@ def precision():
     return FLAGS.precision
 
 
-def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None):
+def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None, lanes=None):
     """step(batches): --steps iterations with the given lazy phases, run as the training loop
     runs them (its CompiledStep; G main + D main alone in one call, other phase sets one call
     each), on the next batches of the iterator `batches`; `.phases`, `.trainer`. The networks
-    are built under the Keras dtype policy `policy` (None: --precision)."""
+    are built under the Keras dtype policy `policy` (None: --precision); `lanes`: the
+    trainer's D-step lanes (None: as run_training.py sets them)."""
     policy = policy or precision()
     options = bench_options(fq_blocks=fq_blocks() if fq else (), precision=policy)
     with dtype_policy(policy):
         trainer = build_trainer(options, *build_networks(options, 3, classes()))
+    if lanes is not None:
+        trainer.lanes = lanes
     compiled = CompiledStep.standalone(trainer, FLAGS.resolution, options.minibatch, xla)
     phases = trainer.phases_of_iteration(run_g_reg, run_d_reg)
     in_one_call = compiled.in_one_call(phases)
@@ -148,6 +157,8 @@ def main(argv):
         variants["FQ off, XLA"] = make_step(False, True)
     if FLAGS.float32:
         variants["FQ on, float32"] = make_step(True, False, policy="float32")
+    if FLAGS.lanes:
+        variants["FQ on, no lanes"] = make_step(True, False, lanes=1)
     batches = constant_batches(reals, labels)
     for name, step in variants.items():  # trace / compile, then one warm step
         start = time.perf_counter()
@@ -188,6 +199,9 @@ def main(argv):
     if FLAGS.float32:
         print(f"  {precision()} speed-up over float32, FQ on: "
               f"{rate['FQ on'] / rate['FQ on, float32']:.3f}x")
+    if FLAGS.lanes:
+        print(f"  D-step lanes ({every_phase.trainer.lanes}) speed-up, FQ on: "
+              f"{rate['FQ on'] / rate['FQ on, no lanes']:.3f}x")
     print(f"  input pipeline (built-in shapes, full tf.data): {loader:.0f} img/s = "
           f"{loader / rate['FQ on']:.0f}x what training consumes (target >= 10x)")
 

@@ -216,6 +216,36 @@ class FeatureQuantization(keras.layers.Layer):
             "features": flat,
         }
 
+    def merge_lookups(self, lookups, merge):
+        """One look-up of a batch whose rows were looked up in parts (e.g. `BatchLanes`).
+
+        Args:
+          lookups: `lookup` results of the parts, each of n / P samples.
+          merge: puts the parts' (n / P, ...) tensors back in batch order, (n, ...)
+            (`BatchLanes.merge`).
+
+        Returns:
+          the dict `lookup` returns for the whole batch: the same items, losses, counts and
+          perplexity; only the parts' sums (the mean loss) are added in another order.
+        """
+        def merged(key):
+            return merge([result[key] for result in lookups])
+
+        per_sample = merged("per_sample_loss")
+        indices = merged("indices")
+        # features: (n / P * positions, C) per part -> per sample, merged, flat again.
+        features = merge([tf.reshape(result["features"], tf.concat(
+            [tf.shape(result["per_sample_loss"]), [-1, self.channels]], 0)) for result in lookups])
+        counts = codebook.code_counts(indices, self.num_embeddings)
+        return {
+            "quantized": merged("quantized"),
+            "indices": indices,
+            "loss": tf.reduce_mean(per_sample),
+            "per_sample_loss": per_sample,
+            "perplexity": codebook.perplexity_from_counts(counts),
+            "features": tf.reshape(features, [-1, self.channels]),
+        }
+
     def update_dictionary(self, h, indices):
         """One EMA step of the dictionary (paper Eq. 8) with Laplace smoothing.
 

@@ -559,7 +559,8 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
 
 def replica_random(kind, shape, seed_generator, dtype=tf.float32):
-    """This replica's rows of a random draw for the whole global batch.
+    """This replica's rows of a random draw for the whole global batch (in a lane of
+    `batch_lanes`: this lane's rows of the replica's draw).
 
     Every replica holds the same `keras.random.SeedGenerator` state, so drawing the global
     batch (shape[0] * replicas rows) on each replica and keeping rows [r * n, (r + 1) * n)
@@ -568,9 +569,12 @@ def replica_random(kind, shape, seed_generator, dtype=tf.float32):
 
     Args:
       kind: "normal" (N(0, 1)) or "uniform" ([0, 1)).
-      shape: this replica's shape, list of ints / scalar tensors, batch first.
+      shape: this replica's (or lane's) shape, list of ints / scalar tensors, batch first.
       seed_generator: keras.random.SeedGenerator.
     """
+    lanes = BatchLanes.active
+    if lanes is not None:
+        return lanes.rows(kind, shape, seed_generator, dtype)
     draw = keras.random.normal if kind == "normal" else keras.random.uniform
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -580,6 +584,69 @@ def replica_random(kind, shape, seed_generator, dtype=tf.float32):
     full = draw([n * replicas] + list(shape[1:]), seed=seed_generator, dtype=dtype)
     start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
     return full[start:start + n]
+
+
+class BatchLanes:
+    """A batch computed as `count` independent lanes (rows j, j + count, j + 2 count, ... in
+    lane j), whose ops TensorFlow can run side by side: a serial chain of small ops on one
+    thread each (a CPU-sized network) fills `count` cores instead of one.
+
+        lanes = BatchLanes(2)
+        images = lanes.merge([lanes.run(j, lambda: G.synthesis(ws[j::2])) for j in range(2)])
+
+    Random draws through `replica_random` inside `run` give each lane its rows of the draw the
+    whole batch makes (the first lane draws it, in the same order, and the others reuse it), so
+    lanes change no random number; only sums over the batch (weight gradients) are summed in
+    another order. Every lane must make the same draws in the same order (the same network).
+    Strided rows keep minibatch-stddev groups (samples m, m + M, ... of M = N / G groups)
+    whole when `count` divides M (`lanes_keep_groups`).
+    """
+
+    active = None   # the BatchLanes whose `run` is being traced
+
+    def __init__(self, count):
+        self.count = int(count)
+        self._draws = []   # the whole batch's draws of the first lane, in order
+        self._lane, self._position = None, 0
+
+    def run(self, lane, fn):
+        """fn() traced as lane `lane` (0 first: its draws are the ones the others reuse)."""
+        if BatchLanes.active is not None:
+            raise RuntimeError("BatchLanes.run: lanes do not nest.")
+        BatchLanes.active, self._lane, self._position = self, lane, 0
+        try:
+            return fn()
+        finally:
+            BatchLanes.active, self._lane = None, None
+
+    def rows(self, kind, shape, seed_generator, dtype):
+        """This lane's rows of the whole batch's next draw (see class docstring)."""
+        if self._lane == 0:
+            BatchLanes.active = None   # the whole batch's draw, as without lanes
+            try:
+                self._draws.append(replica_random(
+                    kind, [shape[0] * self.count] + list(shape[1:]), seed_generator, dtype))
+            finally:
+                BatchLanes.active = self
+        elif self._position >= len(self._draws):
+            raise RuntimeError("BatchLanes: a lane draws more random numbers than lane 0.")
+        draw = self._draws[self._position]
+        self._position += 1
+        return draw[self._lane::self.count]
+
+    def merge(self, tensors):
+        """The lanes' (n / count, ...) tensors back in batch order: (n, ...)."""
+        stacked = tf.stack(tensors, axis=1)   # [n / count, count, ...]
+        return tf.reshape(stacked, tf.concat([[-1], tf.shape(stacked)[2:]], axis=0))
+
+
+def lanes_keep_groups(batch, count, group_sizes):
+    """Whether `count` strided lanes of a batch of `batch` keep every minibatch-stddev group
+    whole: count divides M = batch / min(G, batch) for each group size G (>= 1) of the
+    network (an empty `group_sizes`: any count dividing the batch)."""
+    if count < 1 or batch % count:
+        return False
+    return all((batch // min(g, batch)) % count == 0 for g in group_sizes if g >= 1)
 
 #----------------------------------------------------------------------------
 # Layers with weights.

@@ -229,6 +229,23 @@ def test_continuous_forward_returns_inputs_and_lookup_on_request():
     np.testing.assert_array_equal(result["indices"].numpy(), fq.lookup(h)["indices"].numpy())
 
 
+def test_look_ups_of_lanes_merge_into_the_whole_batch_look_up():
+    """merge_lookups of the look-ups of strided parts (BatchLanes) is the whole batch's
+    look-up: the same items, per-sample losses, counts and perplexity, and features row for row
+    aligned with the indices (what update_dictionary reads)."""
+    from networks.layers import BatchLanes
+    fq = random_layer(K=8, C=4)
+    h = tf.constant(np.random.RandomState(9).randn(6, 3, 3, 4).astype(np.float32))
+    lanes = BatchLanes(2)
+    merged = fq.merge_lookups([fq.lookup(h[j::2]) for j in range(2)], lanes.merge)
+    whole = fq.lookup(h)
+    assert set(merged) == set(whole)
+    for key in ("quantized", "indices", "features", "per_sample_loss"):
+        np.testing.assert_array_equal(merged[key].numpy(), whole[key].numpy(), err_msg=key)
+    for key in ("loss", "perplexity"):   # means of the same numbers, summed in another order
+        np.testing.assert_allclose(merged[key].numpy(), whole[key].numpy(), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Usage statistics.
 

@@ -188,6 +188,49 @@ def test_minibatch_stddev_batch_must_divide():
         fn(randn(6, 2, 2, 3))
 
 
+def test_batch_lanes_draw_their_rows_of_the_whole_batch_draw_and_merge_back():
+    """Random draws inside `BatchLanes.run` are each lane's rows of the draws the whole batch
+    makes (same numbers, same generator state after), and `merge` restores batch order."""
+    whole = keras.random.SeedGenerator(5)
+    expected = [L.replica_random("normal", [8, 2, 2, 1], whole),
+                L.replica_random("uniform", [8, 3], whole)]
+    laned = keras.random.SeedGenerator(5)
+    lanes = L.BatchLanes(2)
+    draws = [lanes.run(j, lambda: (L.replica_random("normal", [4, 2, 2, 1], laned),
+                                   L.replica_random("uniform", [4, 3], laned)))
+             for j in range(2)]
+    for i, whole_draw in enumerate(expected):
+        np.testing.assert_array_equal(draws[0][i].numpy(), whole_draw.numpy()[0::2])
+        np.testing.assert_array_equal(draws[1][i].numpy(), whole_draw.numpy()[1::2])
+        np.testing.assert_array_equal(lanes.merge([d[i] for d in draws]).numpy(),
+                                      whole_draw.numpy())
+    np.testing.assert_array_equal(laned.state.numpy(), whole.state.numpy())
+    assert L.BatchLanes.active is None
+    # Lanes do not nest, and a lane may not draw what lane 0 did not.
+    with pytest.raises(RuntimeError, match="do not nest"):
+        lanes.run(0, lambda: lanes.run(1, lambda: None))
+    extra = L.BatchLanes(2)
+    extra.run(0, lambda: L.replica_random("normal", [1], laned))
+    with pytest.raises(RuntimeError, match="draws more random numbers than lane 0"):
+        extra.run(1, lambda: [L.replica_random("normal", [1], laned) for _ in range(2)])
+    assert L.BatchLanes.active is None
+
+
+def test_lanes_keep_minibatch_stddev_groups_whole():
+    """Strided lanes of a minibatch-stddev network: group m holds samples m, m + M, ... (M = N
+    / G), so `count` lanes keep groups whole iff count divides M; mbstd per lane is then the
+    whole batch's, merged back."""
+    assert L.lanes_keep_groups(8, 2, [4])          # M = 2
+    assert not L.lanes_keep_groups(4, 2, [4])      # M = 1: one group of 4
+    assert not L.lanes_keep_groups(8, 4, [4])
+    assert L.lanes_keep_groups(8, 4, [1]) and L.lanes_keep_groups(8, 2, [])
+    assert not L.lanes_keep_groups(6, 4, [])       # the batch does not split
+    x = randn(8, 2, 2, 3)
+    lanes = L.BatchLanes(2)
+    laned = lanes.merge([L.minibatch_stddev(x[j::2], 4) for j in range(2)])
+    np.testing.assert_array_equal(laned.numpy(), L.minibatch_stddev(x, 4).numpy())
+
+
 def test_adain():
     layer = L.AdaIN()
     layer.build((None, 4, 4, 3), (None, 5))

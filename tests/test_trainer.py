@@ -141,6 +141,45 @@ def test_two_replicas_equal_one_device(two_replica_strategy):
     assert single.pl_mean.numpy() > 0
 
 
+def test_d_step_fakes_in_lanes_equal_the_whole_batch():
+    """lanes=2 (the D step's synthesis and D on the fakes as two strided half batches, the
+    CPU demo's setting): minibatch stddev (groups of 4 of 8) stays whole, every random number is
+    the one the whole batch draws (the RNG states end equal), and after 3 iterations (all four
+    phases, style mixing) with SGD, G, Gs, D with its FQ dictionaries, pl_mean and the logs
+    agree with lanes=1 up to float32 rounding of the reordered sums (assert_same_state)."""
+    batches = [reals_and_labels(seed=s) for s in range(3)]
+    default = tf.distribute.get_strategy()
+    results = []
+    for lanes in (1, 2):
+        G, D = tiny_stylegan2(seed=1)
+        trainer = GANTrainer(G, D, FAST_LAZY, ProgressiveSchedule(RES, RES), learning_rate=0.01,
+                             lanes=lanes)
+        use_sgd(trainer)
+        assert (trainer._fake_lanes(8) is not None) == (lanes == 2)
+        assert trainer._fake_lanes(4) is None   # one group of 4: lanes would split it
+        initial = {name: [w.numpy() for w in net.weights] for name, net in
+                   (("G", trainer.G), ("Gs", trainer.Gs), ("D", trainer.D))}
+        run_iterations(default, trainer, batches, 8)
+        results.append(trainer)
+    whole, laned = results
+    for generator in ("seed_generator",):
+        np.testing.assert_array_equal(getattr(laned, generator).state.numpy(),
+                                      getattr(whole, generator).state.numpy())
+    np.testing.assert_array_equal(laned.G.synthesis.seed_generator.state.numpy(),
+                                  whole.G.synthesis.seed_generator.state.numpy())
+    g_values = [w.numpy() for w in whole.G.weights]
+    for name in ("G", "Gs", "D"):
+        for i, (wa, wb) in enumerate(zip(getattr(whole, name).weights,
+                                         getattr(laned, name).weights)):
+            scale = max(np.abs(wa.numpy()).max(), np.abs(g_values[i]).max() if name == "Gs" else 0)
+            assert_same_state(wb.numpy(), wa.numpy(), initial[name][i], steps=3, scale=scale,
+                              err_msg=f"{name} {wa.path}")
+    for fa, fb in zip(whole.D.fq_layers, laned.D.fq_layers):
+        assert int(fa.num_updates.numpy()) == int(fb.num_updates.numpy()) == 3
+        np.testing.assert_allclose(fb.embeddings.numpy(), fa.embeddings.numpy(), atol=1e-5)
+    assert_same_state(laned.pl_mean.numpy(), whole.pl_mean.numpy(), 0.0, steps=2)
+
+
 def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
     """Order of the optimizer applications (G / D) and dictionary updates (U) in each iteration
     (run eagerly: Python order is execution order, as in a traced step, whose automatic control

@@ -170,6 +170,23 @@ def set_intra_op_threads(threads, small_ops=False):
     return tf.config.threading.get_intra_op_parallelism_threads()
 
 
+def batch_lanes():
+    """Lanes for the serial chains of a training step (`networks.layers.BatchLanes`): 2 where
+    ops run on one thread each (`set_intra_op_threads`: the CPU-sized presets) on a machine
+    without GPUs and with 2 or more cores, else 1.
+
+    With one thread per op, the D step's synthesis of the fakes and D's pass on them form a
+    chain that keeps one core busy while the other waits (bench/profile_training.py shows it);
+    as two lanes of half the batch they run side by side: the StyleGAN2 demo's G main + D main
+    iteration in 0.93x the time on a 2-core AMD EPYC with AVX2 (bench/bench_training.py --lanes)."""
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    if tf.config.threading.get_intra_op_parallelism_threads() != 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if (cores or 1) >= 2 else 1
+
+
 def split_virtual_cpus(count):
     """Splits the CPU into `count` logical devices (call before TensorFlow initialises).
 

@@ -339,7 +339,8 @@ def build_trainer(options, G, D, schedule=None):
                       options.fq_settings(), learning_rate=options.lr,
                       loss_scaling=options.loss_scaling, seed=options.seed,
                       sq=options.sq_settings(),
-                      d_lr_multiplier=options.preset("d_lr_multiplier"))
+                      d_lr_multiplier=options.preset("d_lr_multiplier"),
+                      lanes=distribute.batch_lanes())
 
 
 def build_networks(options, channels, c_dim):

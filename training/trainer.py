@@ -37,7 +37,7 @@ import tensorflow as tf
 import fq_keras
 from datasets import fade_reals
 from fq_keras.style_quantization import sq_consistency_loss, sq_generator_loss
-from networks.layers import replica_random
+from networks.layers import BatchLanes, MinibatchStddev, lanes_keep_groups, replica_random
 from training import losses
 from training.checkpoints import checkpoint_state
 from training.optimizers import lazy_adam
@@ -169,11 +169,16 @@ class GANTrainer(keras.Model):
       loss_scaling: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
+      lanes: Dmain's fakes (StyleGAN synthesis and D on them) as this many `BatchLanes`
+        where they keep D's minibatch-stddev groups whole and the loss is logistic without
+        the SQ consistency term; 1 = the batch as one. Lanes change the order of the weight
+        gradients' sums, no random number (`training.distribute.batch_lanes` chooses: 2 for
+        ops on one thread each on a CPU with 2 or more cores).
     """
 
     def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
                  learning_rate=0.002, betas=(0.0, 0.99), epsilon=1e-8, loss_scaling=False,
-                 seed=0, sq=SQSettings(), d_lr_multiplier=1.0, **kwargs):
+                 seed=0, sq=SQSettings(), d_lr_multiplier=1.0, lanes=1, **kwargs):
         super().__init__(**kwargs)
         self.G, self.D = generator, discriminator
         self.Gs = type(generator).from_config({**generator.get_config(), "name": "Gs"})
@@ -194,6 +199,9 @@ class GANTrainer(keras.Model):
         self.d_optimizer, self.d_lr_ratio = lazy_adam(learning_rate * d_lr_multiplier, betas,
                                                       epsilon, loss.r1_interval, "d_adam")
         self.d_lr_multiplier = d_lr_multiplier
+        self.lanes = int(lanes)
+        self.mbstd_group_sizes = [layer.group_size for layer in discriminator._flatten_layers()
+                                  if isinstance(layer, MinibatchStddev)]
         if loss_scaling:
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
                                                                    name="g_loss_scale")
@@ -285,7 +293,7 @@ class GANTrainer(keras.Model):
     def _stage_args(self, lod, resolution):
         return dict(lod=lod, resolution=resolution) if self.progressive else {}
 
-    def generate(self, z, labels, lod, resolution, mixing=True, perturbed=False):
+    def generate(self, z, labels, lod, resolution, mixing=True, perturbed=False, lanes=None):
         """G forward as in training: mapping, dlatent average, SQ, style mixing, random noise.
 
         Every call updates G's average of the continuous w from this batch's w (not the mixing
@@ -298,10 +306,12 @@ class GANTrainer(keras.Model):
             cr_sigma^2), drawn for this replica's rows of the global batch. x' shares x's
             style-mixing partner and cutoff and its noise inputs (the noise RNG is replayed),
             so x' - x comes from the latent perturbation alone, and x' = x when sigma = 0.
+          lanes: a BatchLanes (style generators, perturbed False): the synthesis runs in its
+            lanes (everything before it on the whole batch) and the images are the lanes'.
 
         Returns:
-          (images float32 NHWC, dlatents fed to the synthesis or None, SQ look-ups of w and of
-          the mixing w2 (empty without SQ), x' or None).
+          (images float32 NHWC, or a list of each lane's rows; dlatents fed to the synthesis
+          or None, SQ look-ups of w and of the mixing w2 (empty without SQ), x' or None).
         """
         if not self.is_style:
             return self.G(z, labels, **self._stage_args(lod, resolution)), None, [], None
@@ -327,6 +337,11 @@ class GANTrainer(keras.Model):
                 both = self.G.mix_styles(tf.concat([ws, ws_p], 0), tf.concat([ws2, ws2], 0),
                                          active, prob)
                 ws, ws_p = tf.split(both, 2, axis=0)
+        if lanes is not None:
+            images = [lanes.run(j, lambda j=j: self.synthesize(ws[j::lanes.count], lod,
+                                                                  resolution))
+                      for j in range(lanes.count)]
+            return images, ws, lookups, None
         if ws_p is None:
             return self.synthesize(ws, lod, resolution), ws, lookups, None
         noise_rng = self.G.synthesis.seed_generator.state
@@ -526,9 +541,10 @@ class GANTrainer(keras.Model):
         batch = tf.shape(reals)[0]
         sums = {}
         z = self._latents(batch)
+        lanes = self._fake_lanes(reals.shape[0])
         fakes, _, _, perturbed = self.generate(z, labels, lod, resolution,
-                                               perturbed=self.use_sq_cr)
-        fakes = tf.stop_gradient(fakes)
+                                               perturbed=self.use_sq_cr, lanes=lanes)
+        fakes = tf.nest.map_structure(tf.stop_gradient, fakes)
         alpha = self.fq_settings.alpha_at(self.kimg)
         r1_in_main = settings.r1_gamma > 0 and not settings.lazy_r1
         if r1_in_main:
@@ -536,7 +552,11 @@ class GANTrainer(keras.Model):
                 lambda x: self.discriminate(x, labels, lod), reals, self._stage_ratio(resolution))
         else:
             real_logits, real_label_logits, real_fq = self.discriminate(reals, labels, lod)
-        fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+        if lanes is None:
+            fake_logits, fake_label_logits, fake_fq = self.discriminate(fakes, labels, lod)
+        else:
+            fake_logits, fake_label_logits, fake_fq = self._discriminate_lanes(
+                lanes, fakes, labels, lod, resolution)
         if settings.kind == "wgan_gp":
             d_per_sample = losses.d_wgan(real_logits, fake_logits)
             gp = losses.wgan_gradient_penalty(
@@ -568,6 +588,26 @@ class GANTrainer(keras.Model):
                     d_real_score=tf.reduce_sum(tf.cast(real_logits, tf.float32)) * inv_global,
                     d_fake_score=tf.reduce_sum(tf.cast(fake_logits, tf.float32)) * inv_global)
         return d_loss, sums, real_fq, fake_fq
+
+    def _fake_lanes(self, batch):
+        """A BatchLanes of `self.lanes` for Dmain's fakes of a (static) per-replica `batch`,
+        or None where lanes do not apply (see the `lanes` argument)."""
+        if self.lanes < 2 or batch is None or not self.is_style or self.use_sq_cr \
+                or self.loss_settings.kind == "wgan_gp" \
+                or not lanes_keep_groups(batch, self.lanes, self.mbstd_group_sizes):
+            return None
+        return BatchLanes(self.lanes)
+
+    def _discriminate_lanes(self, lanes, images, labels, lod, resolution):
+        """`discriminate` of images computed in lanes (a list of each lane's rows): D runs
+        per lane, and logits and FQ look-ups come back in batch order."""
+        outputs = [self.discriminate(part, None if labels is None else labels[j::lanes.count],
+                                     lod) for j, part in enumerate(images)]
+        logits = lanes.merge([out[0] for out in outputs])
+        label_logits = None if outputs[0][1] is None else lanes.merge([o[1] for o in outputs])
+        lookups = [layer.merge_lookups([out[2][i] for out in outputs], lanes.merge)
+                   for i, layer in enumerate(self.D.active_fq_layers(resolution))]
+        return logits, label_logits, lookups
 
     def _latents(self, batch):
         """z for this replica's rows of the global batch (same numbers as one device)."""
