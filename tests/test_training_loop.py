@@ -695,6 +695,42 @@ def test_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path):
     assert sorted(os.listdir(tmp_path / "worker0")) == before
 
 
+def test_compiled_step_with_lanes_equals_the_whole_batch():
+    """The loop's CompiledStep (G main + D main iterations in one call, a while loop in the
+    graph, then an iteration with the lazy R1) with the D step's fakes in two lanes, against
+    one lane: RNG states equal, every weight and the FQ dictionary within the float32 bound of
+    test_trainer.assert_same_state (SGD, so gradient rounding stays rounding)."""
+    from test_trainer import assert_same_state, use_sgd
+    from training.loop import CompiledStep
+    from training.stylegan import build_networks, build_trainer
+    res, batch = 8, 8
+    rng = np.random.RandomState(0)
+    reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
+    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=batch)])
+    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,))
+    results = []
+    for lanes in (1, 2):
+        keras.utils.set_random_seed(3)
+        G, D = build_networks(run_options, 3, 5)
+        trainer = build_trainer(run_options, G, D)
+        trainer.lanes = lanes
+        use_sgd(trainer)
+        assert (trainer._fake_lanes(batch) is not None) == (lanes == 2)
+        before = {v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights}
+        step = CompiledStep.standalone(trainer, res, batch)
+        batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
+        step(batches, trainer.phases_of_iteration(False, False), 3)
+        step(batches, trainer.phases_of_iteration(False, True))
+        results.append(trainer)
+    whole, laned = results
+    for state in (lambda t: t.seed_generator.state, lambda t: t.G.synthesis.seed_generator.state):
+        np.testing.assert_array_equal(state(laned).numpy(), state(whole).numpy())
+    for a, b in zip(whole.G.weights + whole.D.weights, laned.G.weights + laned.D.weights):
+        assert_same_state(b.numpy(), a.numpy(), before[a.path], steps=4, err_msg=a.path)
+    np.testing.assert_allclose(laned.D.fq_layers[0].embeddings.numpy(),
+                               whole.D.fq_layers[0].embeddings.numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("lazy_pl", [False, True])
 def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, op_determinism):
     """CompiledStep runs G main and D main in one function when no path-length phase can come
