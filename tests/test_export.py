@@ -256,8 +256,12 @@ def test_psi_zero_gives_the_average_image_for_every_z(exported, name):
     G = exported["generators"][EXPORTS[name][0]]
     results = exported["results"]
     images = results[f"{name}/0.0/images_float"]
-    # The same w for all 7 latents; rows of one batch may round differently in oneDNN kernels.
-    assert np.ptp(images, axis=0).max() < 1e-5
+    # The same w for all 7 latents. Rows of one batch may take different kernel paths in oneDNN
+    # (main loop or tail, thread partition) and round differently, and StyleGAN v1's instance
+    # normalisation divides those differences by small per-channel deviations (see below): the
+    # bound is the graph rewrites' below (1e-4; 1.07e-5 seen with oneDNN on), still 100x under
+    # what a truncation that missed a layer leaves (> 0.01 at psi = 1, the last line).
+    assert np.ptp(images, axis=0).max() < 1e-4
     # The eager synthesis of w_avg for a batch of 7 too: the same kernels on the same shapes (a
     # batch of 1 sums in other orders, and StyleGAN v1's instance normalisation divides such
     # rounding differences by small per-channel deviations: up to 2.4e-5 measured; with the
