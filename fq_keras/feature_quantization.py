@@ -234,8 +234,9 @@ class FeatureQuantization(keras.layers.Layer):
         per_sample = merged("per_sample_loss")
         indices = merged("indices")
         # features: (n / P * positions, C) per part -> per sample, merged, flat again.
-        features = merge([tf.reshape(result["features"], tf.concat(
-            [tf.shape(result["per_sample_loss"]), [-1, self.channels]], 0)) for result in lookups])
+        features = merge([tf.reshape(result["features"],
+                                     [tf.shape(result["per_sample_loss"])[0], -1, self.channels])
+                          for result in lookups])
         counts = codebook.code_counts(indices, self.num_embeddings)
         return {
             "quantized": merged("quantized"),

@@ -559,8 +559,8 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     return tf.concat([x, tf.cast(y, x.dtype)], axis=-1)
 
 def replica_random(kind, shape, seed_generator, dtype=tf.float32):
-    """This replica's rows of a random draw for the whole global batch (in a lane of
-    `batch_lanes`: this lane's rows of the replica's draw).
+    """This replica's rows of a random draw for the whole global batch (inside
+    `BatchLanes.run`: this lane's rows of the replica's draw).
 
     Every replica holds the same `keras.random.SeedGenerator` state, so drawing the global
     batch (shape[0] * replicas rows) on each replica and keeping rows [r * n, (r + 1) * n)
