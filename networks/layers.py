@@ -59,9 +59,32 @@ def instance_norm(x, epsilon=1e-8):
     return tf.cast(x32, x.dtype)
 
 
+@tf.custom_gradient
+def leaky_relu(x):
+    """max(x, 0.2 x) (LRELU_SLOPE) whose gradient reads the output, not the input: any shape/dtype.
+
+    The same numbers as tf.nn.leaky_relu and its gradient, first and second order (y > 0 exactly
+    where x > 0, the slope being positive). Why: with oneDNN, grappler's remapper fuses Conv2D +
+    BiasAdd + LeakyRelu into one kernel and removes the BiasAdd, which LeakyReluGrad still reads
+    as its `features`; TensorFlow 2.21 then logs "remapper failed: ... fanout .../LeakyReluGrad
+    exist for missing node .../BiasAdd" and drops the remapper's work on every training graph of
+    the StyleGAN family and U-GAT-IT (whose discriminators use this too). Fed the output (as ReluGrad is), the fusion is sound. The features are a
+    constant to the gradient's own gradient (R1's double back-propagation): the second derivative
+    of a piecewise linear function is 0, and tf.nn.leaky_relu's would differentiate it through
+    the forward op, bringing the BiasAdd read back.
+    """
+    y = tf.nn.leaky_relu(x, LRELU_SLOPE)
+
+    def gradient(upstream):
+        return tf.raw_ops.LeakyReluGrad(gradients=upstream, features=tf.stop_gradient(y),
+                                        alpha=LRELU_SLOPE)
+
+    return y, gradient
+
+
 def activate(x, activation):
     if activation == "lrelu":
-        return tf.nn.leaky_relu(x, LRELU_SLOPE)
+        return leaky_relu(x)
     if activation == "relu":
         return tf.nn.relu(x)
     return x
@@ -81,9 +104,9 @@ def bias_act(x, bias=None, activation="linear", gain=1.0, clamp=None):
     """x + bias, activation, times gain, clamped to +-clamp (StyleGAN2 `bias_act`).
 
     x: (N, ..., C); bias: (C,). The bias is added with BiasAdd rather than a broadcasting add
-    (the same float additions): grappler's remapper fuses Conv2D + BiasAdd safely, while on
-    Conv2D + Add + LeakyRelu with the pre-activation needed by LeakyReluGrad it failed and left
-    the whole training graph unfused ("remapper failed: ... missing node .../add").
+    (the same float additions): grappler's remapper fuses Conv2D + BiasAdd (+ `leaky_relu`) into
+    one kernel; on Conv2D + Add + LeakyRelu it failed the same way as `leaky_relu` explains
+    ("remapper failed: ... missing node .../add").
     """
     if bias is not None:
         x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))

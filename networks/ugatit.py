@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fq_keras import FeatureQuantization
-from networks.layers import upscale2d
+from networks.layers import leaky_relu, upscale2d
 from networks.normalization import (AdaptiveLayerInstanceNorm, LayerInstanceNorm, SNConv2D,
                                     SNDense, fresh_initializer, instance_norm,
                                     pytorch_bias_initializer, pytorch_kernel_initializer,
@@ -72,9 +72,6 @@ def dense(units, name=None):
     return keras.layers.Dense(units, use_bias=False, name=name,
                               kernel_initializer=pytorch_kernel_initializer())
 
-
-def _leaky_relu(x):
-    return tf.nn.leaky_relu(x, alpha=0.2)
 
 #----------------------------------------------------------------------------
 # Blocks.
@@ -487,7 +484,7 @@ class UGATITDiscriminator(keras.Model):
         x = images
         lookups = []
         for i, conv in enumerate(self.convs):
-            x = _leaky_relu(conv(reflect_pad(x, 1), training=training))
+            x = leaky_relu(conv(reflect_pad(x, 1), training=training))
             if i in self.fq_by_conv:
                 x, lookup = self.fq_by_conv[i](x, return_lookup=True)
                 lookups.append(lookup)
@@ -501,7 +498,7 @@ class UGATITDiscriminator(keras.Model):
         # Official quirk: the re-weighting uses the raw weights (weight_orig), the logits W/sigma.
         x, cam_logit = class_activation_map(x, gap_fc, gmp_fc, self.gap_fc.kernel[:, 0],
                                             self.gmp_fc.kernel[:, 0])
-        x = _leaky_relu(self.conv1x1(x))
+        x = leaky_relu(self.conv1x1(x))
         heatmap = tf.reduce_sum(x, axis=-1, keepdims=True)
         out = self.conv_out(reflect_pad(x, 1), training=training)
         outputs = (out, cam_logit, heatmap)
