@@ -14,14 +14,11 @@ paper reports +1.2% to +3.1% training time for FQ-BigGAN on GPUs).
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli_common  # noqa: E402
+import bench_env  # the repository root on sys.path
 
-cli_common.training_environment()   # as run_training.py, before TensorFlow is imported
+bench_env.training_environment()   # as run_training.py, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402

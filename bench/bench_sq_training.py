@@ -14,14 +14,10 @@ each one full iteration of the common case (G main + D main; lazy R1 / path leng
 """
 
 import functools
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli_common  # noqa: E402
+import bench_env  # the repository root on sys.path
 
-cli_common.training_environment()   # as run_training.py, before TensorFlow is imported
+bench_env.training_environment()   # as run_training.py, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

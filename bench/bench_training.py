@@ -29,14 +29,11 @@ in `BatchLanes` (the default with one thread per op on 2 or more cores,
 
 import functools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli_common  # noqa: E402
+import bench_env  # the repository root on sys.path
 
-cli_common.training_environment()   # as run_training.py, before TensorFlow is imported
+bench_env.training_environment()   # as run_training.py, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -24,15 +24,12 @@ keeps one core busy while the other waits, no kernel speed-up shortens the itera
 
 import collections
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cli_common  # noqa: E402
+import bench_env  # the repository root on sys.path
 
-cli_common.training_environment()   # as run_training.py, before TensorFlow is imported
+bench_env.training_environment()   # as run_training.py, before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
