@@ -7,14 +7,16 @@ One iteration is exactly what `run_training.py --model biggan` runs (training/bi
 compiled step): d_steps x (G forward, D on concat([fake, real]), hinge + FQ losses, Adam update,
 one dictionary EMA update) + one G step + the G_ema update, fed by the shapes input pipeline.
 Variants: BigGAN (no FQ), FQ-BigGAN with the CIFAR-10 dictionaries (D blocks 0-3, K = 1024) and
-with the CIFAR-100 ones (K = 64). All are compiled first, then timed interleaved, round by round,
-so load changes on a shared machine hit every variant alike. Printed: iterations/s from the
-median and from the fastest round per variant, and FQ's overhead against the baseline (the
-paper reports +1.2% to +3.1% training time for FQ-BigGAN on GPUs).
+with the CIFAR-100 ones (K = 64). Each variant is built in --instances copies in a balanced order
+and compiled (bench/timing.time_copies), then all are timed interleaved, round by round (each
+after an untimed warm-up iteration), so load changes on a shared machine hit every variant
+alike. Printed: iterations/s per variant from the median and from the fastest round (each
+round's mean over the copies), and FQ's overhead against the baseline as the median of the
+rounds' paired ratios, with the errors over the rounds and between copies (the paper reports
++1.2% to +3.1% training time for FQ-BigGAN on GPUs).
 """
 
 import os
-import time
 
 import bench_env  # the repository root on sys.path
 
@@ -22,7 +24,7 @@ bench_env.training_environment()   # as run_training.py, before TensorFlow is im
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from timing import interleaved_times  # noqa: E402
+from timing import describe_copies, of_copies, time_copies  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("ch", 64, "Channel multiplier (official CIFAR: 64).")
@@ -30,6 +32,8 @@ flags.DEFINE_integer("batch", 64, "Minibatch (official CIFAR: 64).")
 flags.DEFINE_integer("d-steps", 4, "D steps per G step (official: 4).")
 flags.DEFINE_integer("iterations", 2, "Iterations per timed round.")
 flags.DEFINE_integer("rounds", 5, "Timed rounds per variant (interleaved).")
+flags.DEFINE_integer("instances", 2, "Copies of each variant, built in a balanced order and "
+                     "averaged per round (identical copies run a few percent apart).")
 flags.DEFINE_boolean("xla", False, "Compile the replica step with XLA.")
 
 VARIANTS = (("BigGAN (no FQ)", None), ("FQ-BigGAN K=1024 (C10)", "cifar10"),
@@ -67,27 +71,23 @@ def main(argv):
     print(f"BigGAN training iteration: ch {FLAGS.ch}, batch {FLAGS.batch}, {FLAGS['d-steps'].value} D "
           f"steps, XLA {'on' if FLAGS.xla else 'off'}, {len(tf.config.list_logical_devices())} "
           f"device(s), {os.cpu_count()} CPU(s)")
-    steps = {}
-    for name, preset in VARIANTS:
-        run, accumulator = make_step(preset, dataset)
-        start = time.perf_counter()
-        run()
-        accumulator.read_and_reset()  # waits for the step
-        print(f"  compiled {name:24s} in {time.perf_counter() - start:6.1f} s", flush=True)
-        steps[name] = (run, accumulator)
-    times = interleaved_times({name: (run, accumulator.read_and_reset)
-                               for name, (run, accumulator) in steps.items()},
-                              FLAGS.rounds, FLAGS.iterations)
+
+    def builder(preset):
+        def build():
+            run, accumulator = make_step(preset, dataset)
+            return run, accumulator.read_and_reset   # reading the logs waits for the step
+        return build
+
+    copies = FLAGS.instances
+    times, pooled = time_copies({name: builder(preset) for name, preset in VARIANTS}, copies,
+                                FLAGS.rounds, FLAGS.iterations)
     base = VARIANTS[0][0]
-    print(f"\n{'variant':26s} {'it/s median':>12s} {'it/s best':>10s} {'overhead median':>16s} "
-          f"{'overhead best':>14s}")
+    print(f"\n{'variant':26s} {'it/s median':>12s} {'it/s best':>10s}   "
+          f"({FLAGS.rounds} rounds x {FLAGS.iterations} iterations, {of_copies(copies)})")
     for name, _ in VARIANTS:
-        median, best = np.median(times[name]), np.min(times[name])
-        row = f"{name:26s} {1 / median:12.3f} {1 / best:10.3f}"
-        if name != base:
-            row += (f" {median / np.median(times[base]) - 1:+15.1%}"
-                    f" {best / np.min(times[base]) - 1:+14.1%}")
-        print(row)
+        print(f"{name:26s} {1 / np.median(pooled[name]):12.3f} {1 / np.min(pooled[name]):10.3f}")
+    for name, _ in VARIANTS[1:]:
+        print(describe_copies(f"{name} / no FQ iteration time:", times, name, base, copies))
     print("Paper (FQ-BigGAN, GPUs): +1.2% to +3.1% training time.")
 
 

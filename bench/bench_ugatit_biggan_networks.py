@@ -1,6 +1,7 @@
 """Forward + backward cost of the U-GAT-IT and BigGAN networks with FQ on and off.
 
     python bench/bench_ugatit_biggan_networks.py [--ugatit-sizes 64,128] [--biggan-batch 16]
+                                                 [--repeats 5] [--instances 1]
 
 One timed "iteration" per model mirrors a training iteration without the optimiser update:
 - U-GAT-IT (light, one translation direction): G_A2B forward; D step = global and local D on
@@ -13,14 +14,16 @@ Below 96x96 the official global discriminator (n_layers=7) cannot run (its refle
 needs >= 2 pixels), so at 64x64 the global D has the largest n_layers that fits (6).
 FQ on = the official presets (U-GAT-IT: global D, convs 1,2,3, K 64/128/128; BigGAN: D blocks
 0-3, K 1024); off = the same networks without FQ. Both variants are compiled tf.functions,
-timed interleaved in one run, and printed side by side as iterations/s from the median and from
-the fastest repeat (the latter is less sensitive to other processes on a shared machine). The paper
-reports +1.2% to +3.1% training time for FQ-BigGAN on GPUs.
+--instances copies of each built in a balanced order, timed interleaved in one run (each repeat
+after an untimed warm-up call; bench/timing.time_copies), and printed side by side as
+iterations/s from the median and from the fastest repeat (each repeat's mean over the copies;
+the fastest is less sensitive to other processes on a shared machine), then FQ's cost as the
+median of the repeats' paired on / off ratios, with the errors over the repeats and between
+copies. The paper reports +1.2% to +3.1% training time for FQ-BigGAN on GPUs.
 """
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,6 +34,7 @@ from absl import app, flags  # noqa: E402
 
 import fq_keras  # noqa: E402
 from networks import biggan, ugatit  # noqa: E402
+from timing import describe_copies, function_runner, of_copies, time_copies  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("ugatit-sizes", ["64", "128"], "U-GAT-IT image sizes (light mode).")
@@ -39,6 +43,10 @@ flags.DEFINE_integer("ugatit-width", 64, "U-GAT-IT ngf = ndf (official: 64).")
 flags.DEFINE_integer("biggan-batch", 16, "BigGAN batch size (official: 64).")
 flags.DEFINE_integer("biggan-ch", 64, "BigGAN channel multiplier (official CIFAR: 64).")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (median reported).")
+flags.DEFINE_integer("instances", 1, "Copies of FQ off and FQ on, built in a balanced order and "
+                     "averaged per repeat (identical copies run a few percent apart). Default 1: "
+                     "the default sizes' steps take seconds, and 2 copies would run the script "
+                     "about 2.5x as long as 1 (estimated, not measured).")
 flags.DEFINE_boolean("xla", False, "Compile the steps with XLA (jit_compile=True).")
 
 
@@ -117,25 +125,34 @@ def biggan_step(fq):
     return step, args
 
 
-def median_seconds(variants, repeats):
-    """Interleaved timing so both variants see the same machine load."""
-    for fn, args in variants.values():
-        fn(*args).numpy()  # trace
-        fn(*args).numpy()  # warm up
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, (fn, args) in variants.items():
-            start = time.perf_counter()
-            fn(*args).numpy()
-            times[name].append(time.perf_counter() - start)
-    return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+def time_variants(label, make_step):
+    """bench/timing.time_copies of FQ off and on, --instances copies each, under a heading
+    `label`; make_step(fq) -> (step, args) as ugatit_step / biggan_step. Returns (label,
+    (times, pooled))."""
+    print(f"{label}:", flush=True)
+
+    def builder(fq):
+        def build():
+            step, args = make_step(fq)
+            return function_runner(step, *args)   # reading the returned scalar waits for it
+        return build
+    return label, time_copies({"FQ off": builder(False), "FQ on": builder(True)},
+                              FLAGS.instances, FLAGS.repeats)
 
 
-def report(label, seconds):
-    (off, off_best), (on, on_best) = seconds["off"], seconds["on"]
-    print(f"{label:<36} {1 / off:8.3f} {1 / on:8.3f} {100 * (on / off - 1):+7.1f}%   "
-          f"{1 / off_best:8.3f} {1 / on_best:8.3f} {100 * (on_best / off_best - 1):+7.1f}%",
-          flush=True)
+def report(rows):
+    """A table of iterations/s, FQ off and on, from the median and the fastest repeat; then FQ's
+    cost per model as the paired on / off ratio of iteration times. rows: [(label, (times,
+    pooled)) of time_variants]."""
+    print(f"{'':<36} {'median':-^17}   {'best':-^17}   ({of_copies(FLAGS.instances)})")
+    print(f"{'model':<36} {'FQ off':>8} {'FQ on':>8}   {'FQ off':>8} {'FQ on':>8}")
+    for label, (_, pooled) in rows:
+        off, on = pooled["FQ off"], pooled["FQ on"]
+        print(f"{label:<36} {1 / np.median(off):8.3f} {1 / np.median(on):8.3f}   "
+              f"{1 / np.min(off):8.3f} {1 / np.min(on):8.3f}")
+    for label, (times, _) in rows:
+        print(describe_copies(f"{label}, FQ cost (on / off iteration time):", times, "FQ on",
+                              "FQ off", FLAGS.instances))
 
 
 def main(argv):
@@ -147,18 +164,13 @@ def main(argv):
                              f"{ugatit.min_discriminator_size(5)} (the local discriminator).")
     print(f"Forward + backward iterations/s over {FLAGS.repeats} repeats, XLA = {FLAGS.xla}, "
           f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s), "
-          f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)")
-    print(f"{'':<36} {'median':-^26}   {'best':-^26}")
-    print(f"{'model':<36} {'FQ off':>8} {'FQ on':>8} {'FQ cost':>8}   "
-          f"{'FQ off':>8} {'FQ on':>8} {'FQ cost':>8}")
-    for size in sizes:
-        variants = {"off": ugatit_step(size, False), "on": ugatit_step(size, True)}
-        report(f"U-GAT-IT light {size}x{size} b{FLAGS['ugatit-batch'].value} w{FLAGS['ugatit-width'].value} "
-               f"gD{global_layers(size)}",
-               median_seconds(variants, FLAGS.repeats))
-    variants = {"off": biggan_step(False), "on": biggan_step(True)}
-    report(f"BigGAN CIFAR-10 batch {FLAGS['biggan-batch'].value} ch{FLAGS['biggan-ch'].value}",
-           median_seconds(variants, FLAGS.repeats))
+          f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)", flush=True)
+    rows = [time_variants(f"U-GAT-IT light {size}x{size} b{FLAGS['ugatit-batch'].value} "
+                          f"w{FLAGS['ugatit-width'].value} gD{global_layers(size)}",
+                          lambda fq: ugatit_step(size, fq)) for size in sizes]
+    rows.append(time_variants(f"BigGAN CIFAR-10 batch {FLAGS['biggan-batch'].value} "
+                              f"ch{FLAGS['biggan-ch'].value}", biggan_step))
+    report(rows)
 
 
 if __name__ == "__main__":

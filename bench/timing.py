@@ -4,6 +4,10 @@ Variants built in one process run back to back, in an order that alternates from
 repeat (`repeat_order`), and an overhead is the median of the repeats' paired ratios
 (`paired_ratio`): the machine's drift between repeats (several percent on a shared host) cancels
 in each ratio, which whole-run medians of each variant do not resolve at the ~1% level.
+Identical copies of one compiled step differ by a few percent, so an A/B figure pools copies of
+each variant built in a balanced order (`balanced_copies`, `pooled_times`) and states the error
+from their spread (`between_copies_error`); `time_copies` does all of it for a script, and
+`describe_overhead` prints the result.
 """
 
 import time
@@ -45,6 +49,55 @@ def pooled_times(times, copies):
     for name in dict.fromkeys(key[0] for key in times if isinstance(key, tuple)):
         pooled[name] = list(np.mean([times[(name, c)] for c in range(copies)], axis=0))
     return pooled
+
+
+def function_runner(fn, *args):
+    """(run, sync) for `interleaved_times` of a function returning tensors: run() calls
+    fn(*args), sync() reads the last call's result to numpy (waits for it)."""
+    import tensorflow as tf
+    last = []
+
+    def run():
+        last[:] = [fn(*args)]
+
+    def sync():
+        if last:
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, last[0])
+
+    return run, sync
+
+
+def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  "):
+    """Builds `copies` copies of each variant and times them all interleaved.
+
+    Copies are built in `balanced_copies` order, each run once untimed right after it is built
+    (tracing / compiling; printed as `<prefix>compiled <name> #<copy> in <seconds> s`, without
+    the #<copy> for one copy), then every copy is timed by `interleaved_times`, so copy i of
+    each variant are neighbours in time.
+
+    Args:
+      builders: {name: build} with build() -> (run, sync) as `interleaved_times` takes them,
+        called once per copy (each call must build and trace its own step); names are strings.
+      copies: copies of each variant (1: single-copy figures, no between-copies error).
+      repeats, steps, warmup: as `interleaved_times`.
+      prefix: indentation of the printed compile lines.
+
+    Returns:
+      (times, pooled): {(name, copy): [seconds per step of each repeat]}, what
+      `between_copies_error` takes, and {name: [mean over the copies of repeat i's seconds per
+      step]} (`pooled_times`), what `paired_ratio` / `describe_overhead` take.
+    """
+    variants = {}
+    for name, copy in balanced_copies(builders, copies):
+        run, sync = builders[name]()
+        start = time.perf_counter()
+        run()
+        sync()
+        label = f"{name} #{copy + 1}" if copies > 1 else name
+        print(f"{prefix}compiled {label:30s} in {time.perf_counter() - start:6.1f} s", flush=True)
+        variants[(name, copy)] = run, sync
+    times = interleaved_times(variants, repeats, steps, warmup)
+    return times, pooled_times(times, copies)
 
 
 def interleaved_times(variants, repeats, steps=1, warmup=1):
@@ -123,3 +176,16 @@ def describe_overhead(label, numerator, denominator, copy_error=None):
     return (f"{label} {median:.3f}x (median of {len(numerator)} paired repeats, "
             f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}% +- {error * 100:.1f}"
             f"{between})")
+
+
+def of_copies(copies):
+    """How a figure pools `copies` copies, for a heading: 'one copy' or 'mean of n copies'."""
+    return "one copy" if copies == 1 else f"mean of {copies} copies"
+
+
+def describe_copies(label, times, numerator, denominator, copies):
+    """`describe_overhead` of two variants timed by `time_copies` ({(name, copy): [seconds]}):
+    the paired ratio of their pooled times, with the error between copies."""
+    pooled = pooled_times(times, copies)
+    return describe_overhead(label, pooled[numerator], pooled[denominator],
+                             between_copies_error(times, numerator, denominator, copies))

@@ -340,6 +340,41 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
     assert line.endswith("+- 0.0; +- 0.4 between copies)") and line.startswith("x: 1.100x")
 
 
+def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monkeypatch, capsys):
+    """bench/timing.time_copies: copies built in `balanced_copies` order, each run and synced
+    once right after it is built, then timed interleaved; raw per-copy and pooled times."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import timing
+    log, clock = [], [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    seconds = {"on": [1.0, 3.0], "off": [1.0, 1.0]}   # per copy
+    built = []
+
+    def builder(name):
+        def build():
+            copy = sum(n == name for n in built)
+            built.append(name)
+
+            def run():
+                log.append((name, copy))
+                clock[0] += seconds[name][copy]
+            return run, lambda: None
+        return build
+
+    times, pooled = timing.time_copies({"on": builder("on"), "off": builder("off")}, 2,
+                                       repeats=2, warmup=0)
+    assert built == ["on", "off", "off", "on"]
+    assert log[:4] == [("on", 0), ("off", 0), ("off", 1), ("on", 1)]   # compile runs
+    assert times == {("on", 0): [1.0, 1.0], ("off", 0): [1.0, 1.0], ("off", 1): [1.0, 1.0],
+                     ("on", 1): [3.0, 3.0]}
+    assert pooled == {"on": [2.0, 2.0], "off": [1.0, 1.0]}
+    assert "compiled off #2" in capsys.readouterr().out
+    line = timing.describe_copies("x:", times, "on", "off", 2)
+    assert line.startswith("x: 2.000x") and "between copies" in line
+    assert timing.of_copies(1) == "one copy" and timing.of_copies(3) == "mean of 3 copies"
+
+
 def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
     """bench/kernel_trace.busy_cores: per time bin, the threads running a kernel (a thread's
     nested kernels once), and the phase with the most kernel time."""
