@@ -50,6 +50,13 @@ FLAG_FIELDS = {"lr": "learning_rate", "gamma": "r1_gamma"}   # Options.FLAG_FIEL
 # other presets keep TensorFlow's default.
 # Old spellings, kept for one release (cli_common).
 RENAMED = {"img-size": "resolution"}
+# Flags run_training.py reads itself for every model; any other flag given must be one the
+# model's family reads (`family_options`), so a flag of another family is an error, not ignored.
+TOOL_FLAGS = NOT_OPTIONS + ("init-from", "keep-checkpoints", "cpu-replicas", "mixed-precision")
+# What to use instead, named in that error.
+OTHER_FAMILY_FLAGS = {"fq-blocks": "--fq-layers (D blocks by index)",
+                      "fq-layers": "--fq-blocks (D blocks by input resolution)",
+                      "iterations": "--kimg (the length in thousands of images)"}
 # The range of every numeric flag (0 = "the preset's" where the help says so), checked for
 # every model before anything is read or built; the families check what depends on the data.
 POSITIVE, NON_NEGATIVE, AT_LEAST_ONE = ((lambda v: v > 0), "> 0"), ((lambda v: v >= 0), ">= 0"), \
@@ -234,6 +241,51 @@ def new_run_dir(root, options):
     return path
 
 
+class _FlagsRead:
+    """Parsed flags as a family's `options_from_flags` reads them, noting every flag read."""
+
+    def __init__(self, fv):
+        object.__setattr__(self, "_fv", fv)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._fv, name)
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return self._fv[name]
+
+    def __setattr__(self, name, value):
+        setattr(self._fv, name, value)
+
+    def __contains__(self, name):
+        return name in self._fv
+
+    def __iter__(self):
+        return iter(self._fv)
+
+
+def family_options(family, fv):
+    """family.options_from_flags(fv); app.UsageError naming every flag given on the command
+    line that neither the family nor run_training.py reads (e.g. --fq-blocks with --model
+    biggan), which would otherwise be silently ignored."""
+    flags_read = _FlagsRead(fv)
+    options = family.options_from_flags(flags_read)
+    defined = flags.FlagValues()
+    define_flags(defined)
+    ignored = sorted(name for name in defined if fv[name].present
+                     and name not in flags_read.read and name not in TOOL_FLAGS + tuple(RENAMED))
+    if ignored:
+        instead = [OTHER_FAMILY_FLAGS[name] for name in ignored if name in OTHER_FAMILY_FLAGS]
+        one = len(ignored) == 1
+        raise app.UsageError(
+            f"{', '.join('--' + name for name in ignored)} {'does' if one else 'do'} not apply "
+            f"to --model {fv.model}; drop {'it' if one else 'them'}"
+            + (f" (this model: {', '.join(instead)})." if instead else "."))
+    return options
+
+
 def main(argv, fv=FLAGS):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -257,7 +309,7 @@ def main(argv, fv=FLAGS):
         family, options = resumed_options(fv)
     else:
         family = importlib.import_module(FAMILIES[fv.model])
-        options = family.options_from_flags(fv)
+        options = family_options(family, fv)
         options.init_from = fv["init-from"].value
         options.keep_checkpoints = fv["keep-checkpoints"].value
     from training.distribute import set_intra_op_threads
@@ -341,7 +393,7 @@ def resumed_options(fv):
     except (FileNotFoundError, ValueError) as e:
         raise app.UsageError(f"--resume: {e}") from None
     fv.model = model                        # the flags read as the run's family reads them
-    given = family.options_from_flags(fv)   # also checks the values of the flags given
+    given = family_options(family, fv)   # also checks the values of the flags given
     changed, fields = [], {**FLAG_FIELDS, **getattr(saved, "FLAG_FIELDS", {})}
     for name in sorted(fv):
         field = fields.get(name, name.replace("-", "_"))

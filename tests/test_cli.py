@@ -140,6 +140,10 @@ BAD_TRAINING_FLAGS = [
     ("ugatit", ["--iterations", "-5"]), ("ugatit", ["--resolution", "30"]),
     ("ugatit", ["--fq-layers", "1,1"]), ("ugatit", ["--fq-layers", "99"]),
     ("ugatit", ["--batch", "-1"]), ("ugatit", ["--config", "bogus"]),
+    # Flags of another family: an error, not silently ignored.
+    ("biggan", ["--fq-blocks", "16"]), ("stylegan2", ["--fq-layers", "1"]),
+    ("stylegan2", ["--iterations", "5"]), ("ugatit", ["--sq"]), ("ugatit", ["--gamma", "1"]),
+    ("biggan", ["--stabilize-kimg", "10"]), ("progan", ["--light"]),
 ]
 
 
@@ -160,6 +164,23 @@ def test_impossible_training_flags_stop_before_training(model, argv, tmp_path, c
     assert run_training.run(["run_training.py"], fv) == 2
     one_line(capsys, "run_training.py")
     assert not out.exists()
+
+
+def test_a_flag_of_another_family_names_itself_and_what_this_model_uses(tmp_path, capsys):
+    """run_training.family_options: a flag the model's family never reads is one line naming
+    it (and the flag this model has instead, where there is one), exit 2, nothing created."""
+    cases = [(["--model", "biggan", "--fq-blocks", "16"],
+              "--fq-blocks does not apply to --model biggan; drop it (this model: --fq-layers"),
+             (["--iterations", "5", "--d-steps", "2"],
+              "--d-steps, --iterations do not apply to --model stylegan2; drop them (this "
+              "model: --kimg")]
+    for argv, message in cases:
+        out = tmp_path / "run"
+        fv = tool_flags(run_training)
+        fv(["run_training.py", "--out", str(out), *argv])
+        assert run_training.run(["run_training.py"], fv) == 2
+        assert one_line(capsys, "run_training.py").startswith("run_training.py: error: " + message)
+        assert not out.exists()
 
 
 def test_init_from_and_keep_checkpoints_reach_the_run_options(tmp_path, monkeypatch):
