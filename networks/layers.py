@@ -61,17 +61,18 @@ def instance_norm(x, epsilon=1e-8):
 
 @tf.custom_gradient
 def leaky_relu(x):
-    """max(x, 0.2 x) (LRELU_SLOPE) whose gradient reads the output, not the input: any shape/dtype.
+    """max(x, 0.2 x) (LRELU_SLOPE), any shape and dtype, whose gradient reads the output.
 
     The same numbers as tf.nn.leaky_relu and its gradient, first and second order (y > 0 exactly
     where x > 0, the slope being positive). Why: with oneDNN, grappler's remapper fuses Conv2D +
     BiasAdd + LeakyRelu into one kernel and removes the BiasAdd, which LeakyReluGrad still reads
     as its `features`; TensorFlow 2.21 then logs "remapper failed: ... fanout .../LeakyReluGrad
     exist for missing node .../BiasAdd" and drops the remapper's work on every training graph of
-    the StyleGAN family and U-GAT-IT (whose discriminators use this too). Fed the output (as ReluGrad is), the fusion is sound. The features are a
-    constant to the gradient's own gradient (R1's double back-propagation): the second derivative
-    of a piecewise linear function is 0, and tf.nn.leaky_relu's would differentiate it through
-    the forward op, bringing the BiasAdd read back.
+    the StyleGAN family and U-GAT-IT (whose discriminators use this too). Fed the output (as
+    ReluGrad is), the fusion is sound. The features are a constant to the gradient's own
+    gradient (R1's double back-propagation): the second derivative of a piecewise linear
+    function is 0, and tf.nn.leaky_relu's would differentiate it through the forward op,
+    bringing the BiasAdd read back.
     """
     y = tf.nn.leaky_relu(x, LRELU_SLOPE)
 
