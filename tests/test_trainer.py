@@ -180,6 +180,27 @@ def test_d_step_fakes_in_lanes_equal_the_whole_batch():
     assert_same_state(laned.pl_mean.numpy(), whole.pl_mean.numpy(), 0.0, steps=2)
 
 
+def test_lazy_r1_in_lanes_equals_the_whole_batch():
+    """Dreg's per-sample R1 penalties with lanes=2 (strided halves: minibatch-stddev groups of 4
+    of 8 whole) equal one lane's, the same D on the same reals: a sample's gradient depends on
+    its group only, so lanes change rounding alone. Splitting a group (rows 0-3 and 4-7)
+    changes the penalties by far more."""
+    G, D = tiny_stylegan2(seed=1)
+    trainer = GANTrainer(G, D, FAST_LAZY, ProgressiveSchedule(RES, RES), lanes=2)
+    reals, labels = (tf.constant(a) for a in reals_and_labels(seed=0))
+    assert trainer._fake_lanes(8) is not None
+    laned = trainer._lazy_r1(reals, labels, None, RES).numpy()
+    trainer.lanes = 1
+    whole = trainer._lazy_r1(reals, labels, None, RES).numpy()
+    split = np.concatenate([trainer._lazy_r1(reals[:4], labels[:4], None, RES).numpy(),
+                            trainer._lazy_r1(reals[4:], labels[4:], None, RES).numpy()])
+    assert laned.shape == whole.shape == (8,) and np.all(whole > 0)
+    # ||dD/dx||^2 from gradients whose sums ran in another order: a few float32 ulps each;
+    # 1e-4 relative is far above that and far below what a split group leaves (checked).
+    np.testing.assert_allclose(laned, whole, rtol=1e-4)
+    assert np.max(np.abs(split - whole) / whole) > 1e-2
+
+
 def test_fq_dictionaries_update_once_per_d_step_never_in_g_or_regularisers():
     """Order of the optimizer applications (G / D) and dictionary updates (U) in each iteration
     (run eagerly: Python order is execution order, as in a traced step, whose automatic control

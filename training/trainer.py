@@ -169,8 +169,8 @@ class GANTrainer(keras.Model):
       loss_scaling: wrap both optimizers in LossScaleOptimizer (set the mixed_float16
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
-      lanes: Dmain's fakes (StyleGAN synthesis and D on them) as this many `BatchLanes`
-        where they keep D's minibatch-stddev groups whole and the loss is logistic without
+      lanes: Dmain's fakes (StyleGAN synthesis and D on them) and Dreg's R1 on the reals
+        as this many `BatchLanes` where they keep D's minibatch-stddev groups whole and the loss is logistic without
         the SQ consistency term; 1 = the batch as one. Lanes change the order of the weight
         gradients' sums, no random number (`training.distribute.batch_lanes` chooses: 2 for
         ops on one thread each on a CPU with 2 or more cores).
@@ -513,8 +513,7 @@ class GANTrainer(keras.Model):
             elif phase == "Dreg":
                 # Lazy R1 on the reals of this iteration.
                 with tf.GradientTape() as tape:
-                    r1, _ = losses.r1_penalty(lambda x: self.discriminate(x, labels, lod)[0],
-                                              reals, self._stage_ratio(resolution))
+                    r1 = self._lazy_r1(reals, labels, lod, resolution)
                     d_reg = tf.reduce_sum(r1) * (
                         settings.r1_gamma * 0.5 * settings.r1_interval * inv_global)
                     scaled = self._scale(self.d_optimizer, d_reg)
@@ -590,13 +589,29 @@ class GANTrainer(keras.Model):
         return d_loss, sums, real_fq, fake_fq
 
     def _fake_lanes(self, batch):
-        """A BatchLanes of `self.lanes` for Dmain's fakes of a (static) per-replica `batch`,
-        or None where lanes do not apply (see the `lanes` argument)."""
+        """A BatchLanes of `self.lanes` for Dmain's fakes (and Dreg's reals) of a (static)
+        per-replica `batch`, or None where lanes do not apply (see the `lanes` argument)."""
         if self.lanes < 2 or batch is None or not self.is_style or self.use_sq_cr \
                 or self.loss_settings.kind == "wgan_gp" \
                 or not lanes_keep_groups(batch, self.lanes, self.mbstd_group_sizes):
             return None
         return BatchLanes(self.lanes)
+
+    def _lazy_r1(self, reals, labels, lod, resolution):
+        """Dreg's per-sample R1 penalty (N,) of the reals, in the D step's lanes where they
+        apply (`_fake_lanes`): each lane's rows keep their minibatch-stddev groups whole, so
+        every sample's gradient, and with it its penalty, is the whole batch's; the double
+        back-propagation, one serial chain of small ops, then runs on two cores."""
+        def r1_of(images, image_labels):
+            return losses.r1_penalty(lambda x: self.discriminate(x, image_labels, lod)[0],
+                                     images, self._stage_ratio(resolution))[0]
+
+        lanes = self._fake_lanes(reals.shape[0])
+        if lanes is None:
+            return r1_of(reals, labels)
+        return lanes.merge([r1_of(reals[j::lanes.count],
+                                  None if labels is None else labels[j::lanes.count])
+                            for j in range(lanes.count)])
 
     def _discriminate_lanes(self, lanes, images, labels, lod, resolution):
         """`discriminate` of images computed in lanes (a list of each lane's rows): D runs
