@@ -178,7 +178,8 @@ def batch_lanes():
     With one thread per op, the D step's synthesis of the fakes and D's pass on them form a
     chain that keeps one core busy while the other waits (bench/profile_training.py shows it);
     as two lanes of half the batch they run side by side: the StyleGAN2 demo's G main + D main
-    iteration in 0.93x the time on a 2-core AMD EPYC with AVX2 (bench/bench_training.py --lanes)."""
+    iteration in 0.93x the time on a 2-core AMD EPYC with AVX2 (bench/bench_training.py --lanes).
+    The lazy R1's double back-propagation on the reals runs in the same lanes."""
     if tf.config.list_physical_devices("GPU"):
         return 1
     if tf.config.threading.get_intra_op_parallelism_threads() != 1:
