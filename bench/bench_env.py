@@ -11,10 +11,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli_common  # noqa: E402
+from cli_common import training_environment  # noqa: E402  run_training.py's defaults
 
-
-def training_environment():
-    """run_training.py's environment defaults (`cli_common.training_environment`): set before
-    TensorFlow is imported, no effect after."""
-    cli_common.training_environment()
+__all__ = ["training_environment"]

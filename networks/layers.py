@@ -658,6 +658,11 @@ class BatchLanes:
         self._position += 1
         return draw[self._lane::self.count]
 
+    def split(self, tensor):
+        """The lanes' rows of a whole-batch tensor (n, ...): [rows j, j + count, ...] per lane
+        (None for None, e.g. absent labels)."""
+        return [None if tensor is None else tensor[j::self.count] for j in range(self.count)]
+
     def merge(self, tensors):
         """The lanes' (n / count, ...) tensors back in batch order: (n, ...)."""
         stacked = tf.stack(tensors, axis=1)   # [n / count, count, ...]

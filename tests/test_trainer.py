@@ -155,8 +155,8 @@ def test_d_step_fakes_in_lanes_equal_the_whole_batch():
         trainer = GANTrainer(G, D, FAST_LAZY, ProgressiveSchedule(RES, RES), learning_rate=0.01,
                              lanes=lanes)
         use_sgd(trainer)
-        assert (trainer._fake_lanes(8) is not None) == (lanes == 2)
-        assert trainer._fake_lanes(4) is None   # one group of 4: lanes would split it
+        assert (trainer._d_step_lanes(8) is not None) == (lanes == 2)
+        assert trainer._d_step_lanes(4) is None   # one group of 4: lanes would split it
         initial = {name: [w.numpy() for w in net.weights] for name, net in
                    (("G", trainer.G), ("Gs", trainer.Gs), ("D", trainer.D))}
         run_iterations(default, trainer, batches, 8)
@@ -188,7 +188,7 @@ def test_lazy_r1_in_lanes_equals_the_whole_batch():
     G, D = tiny_stylegan2(seed=1)
     trainer = GANTrainer(G, D, FAST_LAZY, ProgressiveSchedule(RES, RES), lanes=2)
     reals, labels = (tf.constant(a) for a in reals_and_labels(seed=0))
-    assert trainer._fake_lanes(8) is not None
+    assert trainer._d_step_lanes(8) is not None
     laned = trainer._lazy_r1(reals, labels, None, RES).numpy()
     trainer.lanes = 1
     whole = trainer._lazy_r1(reals, labels, None, RES).numpy()

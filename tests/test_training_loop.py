@@ -715,7 +715,7 @@ def test_compiled_step_with_lanes_equals_the_whole_batch():
         trainer = build_trainer(run_options, G, D)
         trainer.lanes = lanes
         use_sgd(trainer)
-        assert (trainer._fake_lanes(batch) is not None) == (lanes == 2)
+        assert (trainer._d_step_lanes(batch) is not None) == (lanes == 2)
         before = {v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights}
         step = CompiledStep.standalone(trainer, res, batch)
         batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())

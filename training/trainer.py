@@ -170,8 +170,8 @@ class GANTrainer(keras.Model):
         policy before building the networks).
       seed: seeds latents, noise of the regularisers and mixing factors.
       lanes: Dmain's fakes (StyleGAN synthesis and D on them) and Dreg's R1 on the reals
-        as this many `BatchLanes` where they keep D's minibatch-stddev groups whole and the loss is logistic without
-        the SQ consistency term; 1 = the batch as one. Lanes change the order of the weight
+        as this many `BatchLanes` where they keep D's minibatch-stddev groups whole and the
+        loss is logistic without the SQ consistency term; 1 = the batch as one. Lanes change the order of the weight
         gradients' sums, no random number (`training.distribute.batch_lanes` chooses: 2 for
         ops on one thread each on a CPU with 2 or more cores).
     """
@@ -540,7 +540,7 @@ class GANTrainer(keras.Model):
         batch = tf.shape(reals)[0]
         sums = {}
         z = self._latents(batch)
-        lanes = self._fake_lanes(reals.shape[0])
+        lanes = self._d_step_lanes(reals.shape[0])
         fakes, _, _, perturbed = self.generate(z, labels, lod, resolution,
                                                perturbed=self.use_sq_cr, lanes=lanes)
         fakes = tf.nest.map_structure(tf.stop_gradient, fakes)
@@ -588,7 +588,7 @@ class GANTrainer(keras.Model):
                     d_fake_score=tf.reduce_sum(tf.cast(fake_logits, tf.float32)) * inv_global)
         return d_loss, sums, real_fq, fake_fq
 
-    def _fake_lanes(self, batch):
+    def _d_step_lanes(self, batch):
         """A BatchLanes of `self.lanes` for Dmain's fakes (and Dreg's reals) of a (static)
         per-replica `batch`, or None where lanes do not apply (see the `lanes` argument)."""
         if self.lanes < 2 or batch is None or not self.is_style or self.use_sq_cr \
@@ -599,25 +599,24 @@ class GANTrainer(keras.Model):
 
     def _lazy_r1(self, reals, labels, lod, resolution):
         """Dreg's per-sample R1 penalty (N,) of the reals, in the D step's lanes where they
-        apply (`_fake_lanes`): each lane's rows keep their minibatch-stddev groups whole, so
+        apply (`_d_step_lanes`): each lane's rows keep their minibatch-stddev groups whole, so
         every sample's gradient, and with it its penalty, is the whole batch's; the double
         back-propagation, one serial chain of small ops, then runs on two cores."""
         def r1_of(images, image_labels):
             return losses.r1_penalty(lambda x: self.discriminate(x, image_labels, lod)[0],
                                      images, self._stage_ratio(resolution))[0]
 
-        lanes = self._fake_lanes(reals.shape[0])
+        lanes = self._d_step_lanes(reals.shape[0])
         if lanes is None:
             return r1_of(reals, labels)
-        return lanes.merge([r1_of(reals[j::lanes.count],
-                                  None if labels is None else labels[j::lanes.count])
-                            for j in range(lanes.count)])
+        return lanes.merge([r1_of(part, part_labels) for part, part_labels
+                            in zip(lanes.split(reals), lanes.split(labels))])
 
     def _discriminate_lanes(self, lanes, images, labels, lod, resolution):
         """`discriminate` of images computed in lanes (a list of each lane's rows): D runs
         per lane, and logits and FQ look-ups come back in batch order."""
-        outputs = [self.discriminate(part, None if labels is None else labels[j::lanes.count],
-                                     lod) for j, part in enumerate(images)]
+        outputs = [self.discriminate(part, part_labels, lod)
+                   for part, part_labels in zip(images, lanes.split(labels))]
         logits = lanes.merge([out[0] for out in outputs])
         label_logits = None if outputs[0][1] is None else lanes.merge([o[1] for o in outputs])
         lookups = [layer.merge_lookups([out[2][i] for out in outputs], lanes.merge)
