@@ -12,7 +12,9 @@ release, with a one-line notice. Long work (feature extraction, many images) sho
 """
 
 import os
+import re
 import sys
+import threading
 import time
 
 from absl import app, flags
@@ -22,7 +24,8 @@ def training_environment():
     """Environment defaults of the training tools (run_training.py and the training benches),
     set before TensorFlow is imported; a value the user set wins.
 
-    TF_CPP_MIN_LOG_LEVEL=2: no TensorFlow start-up chatter. TF_ENABLE_ONEDNN_OPTS=1: oneDNN
+    TF_CPP_MIN_LOG_LEVEL=2: no TensorFlow info lines (the start-up lines it cannot silence:
+    `import_tensorflow_quietly`). TF_ENABLE_ONEDNN_OPTS=1: oneDNN
     kernels on every x86 CPU, not only on those with AVX-512-class features where TensorFlow
     turns them on itself: on an AMD EPYC with AVX2 only (family 25, 2 cores, 2026-12-05) the
     StyleGAN2 demo's iteration ran at 119.8 against 88.4 img/s with Eigen (FQ on; FQ off 117.3
@@ -37,6 +40,85 @@ def training_environment():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+# TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL cannot silence: its C++ code writes them
+# while importing and listing devices, before absl logging is initialised (tensorflow/tensorflow
+# #100442). None asks anything of the user: oneDNN is on by our choice (training_environment),
+# and on a machine without an NVIDIA driver TensorFlow says so, then logs its failed cuInit as an
+# error ("E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)"), which alarms a newcomer.
+STARTUP_NOISE = (
+    re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written "
+               r"to STDERR$"),
+    re.compile(r"I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. "),
+    re.compile(r"I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your "
+               r"machine, GPU will not be used\.$"),
+)
+NO_DRIVER = STARTUP_NOISE[2]
+# Left out only after NO_DRIVER: with a driver, a failed cuInit is a real error (a driver and
+# CUDA mismatch, say) and is shown.
+CUINIT_FAILED = re.compile(r"E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")
+
+
+class StartupNoiseFilter:
+    """keep(line) -> False for TensorFlow's start-up noise (STARTUP_NOISE, and the failed cuInit
+    once NO_DRIVER was seen), True for every other line (a str without its newline)."""
+
+    def __init__(self):
+        self.no_driver = False
+
+    def keep(self, line):
+        if any(pattern.match(line) for pattern in STARTUP_NOISE):
+            self.no_driver = self.no_driver or bool(NO_DRIVER.match(line))
+            return False
+        return not (self.no_driver and CUINIT_FAILED.match(line))
+
+
+def filtered_stderr(action, keep):
+    """action() with the process's stderr (file descriptor 2, which C++ code writes to) passed
+    through keep(line) line by line: the lines kept go on to the real stderr as they come (a
+    thread forwards them), so a crash inside `action` loses at most the line in flight. The
+    descriptor is restored, and every line forwarded, before this returns or raises. Returns
+    what action() returns. Where descriptor 2 cannot be duplicated, action() runs unfiltered."""
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        return action()
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if keep(line.decode(errors="replace").rstrip("\r\n")):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        return action()
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)   # closes the pipe's last write end: the thread reads to its end
+        thread.join()
+        os.close(real)
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and lists its devices without its start-up noise (STARTUP_NOISE);
+    every other line it writes is shown. A tool calls it where it needs TensorFlow first (after
+    its flag checks, so that a usage error stays instant); afterwards nothing is filtered.
+    Does nothing once TensorFlow is loaded."""
+    if "tensorflow" in sys.modules:
+        return
+
+    def load():
+        import tensorflow as tf
+        tf.config.list_physical_devices()   # the cuInit probe; the runtime stays configurable
+
+    filtered_stderr(load, StartupNoiseFilter().keep)
 
 
 def usage_error(tool, message):

@@ -302,6 +302,7 @@ def main(argv, fv=FLAGS):
         value = fv[name].value
         if value is not None and not valid(value):
             raise app.UsageError(f"--{name} must be {requirement}, got {value:g}.")
+    cli_common.import_tensorflow_quietly()
     if fv.resume:
         if fv["init-from"].value:
             raise app.UsageError("--init-from starts a new run and --resume continues one; "

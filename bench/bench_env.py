@@ -11,6 +11,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cli_common import training_environment  # noqa: E402  run_training.py's defaults
+import cli_common  # noqa: E402
 
-__all__ = ["training_environment"]
+
+def training_environment():
+    """run_training.py's defaults (cli_common.training_environment), then TensorFlow imported
+    as run_training.py imports it, without its start-up noise (the benches import it next)."""
+    cli_common.training_environment()
+    cli_common.import_tensorflow_quietly()
