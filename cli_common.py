@@ -106,6 +106,17 @@ def filtered_stderr(action, keep):
         os.close(real)
 
 
+# One filter for the process: what it saw on import (no driver) holds for later probes too.
+_STARTUP_NOISE_FILTER = StartupNoiseFilter()
+
+
+def without_startup_noise(action):
+    """action() with TensorFlow's start-up noise left out of stderr (`filtered_stderr`): for
+    the calls that probe CUDA again, such as starting the profiler; the failed cuInit is left
+    out only where the import found no driver."""
+    return filtered_stderr(action, _STARTUP_NOISE_FILTER.keep)
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow and lists its devices without its start-up noise (STARTUP_NOISE);
     every other line it writes is shown. A tool calls it where it needs TensorFlow first (after
@@ -118,7 +129,7 @@ def import_tensorflow_quietly():
         import tensorflow as tf
         tf.config.list_physical_devices()   # the cuInit probe; the runtime stays configurable
 
-    filtered_stderr(load, StartupNoiseFilter().keep)
+    without_startup_noise(load)
 
 
 def usage_error(tool, message):

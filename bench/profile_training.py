@@ -35,6 +35,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import cli_common  # noqa: E402
+
 import bench_peer  # noqa: E402  (its flags are defined on import: --batch, --fq-blocks)
 from datasets.synthetic import NUM_CLASSES  # noqa: E402
 from training.distribute import dtype_policy, set_intra_op_threads  # noqa: E402
@@ -121,7 +123,8 @@ def main(argv):
             step(batches, phases)
         step.trainer.nimg.numpy()
         with tempfile.TemporaryDirectory(prefix="profile_") as logdir:   # the trace, read once
-            tf.profiler.experimental.start(logdir)
+            # The profiler probes CUDA again (a second failed-cuInit line without a driver).
+            cli_common.without_startup_noise(lambda: tf.profiler.experimental.start(logdir))
             start = time.perf_counter()
             if step.in_one_call(phases):   # one call, as the training loop
                 step(batches, phases, FLAGS.steps)
