@@ -133,6 +133,28 @@ def test_nearest_item_is_the_first_of_equal_items_and_the_exact_arg_min_of_the_d
     np.testing.assert_array_equal(indices, tf.argmin(scores, axis=1).numpy())
 
 
+
+def test_code_sums_add_the_rows_in_row_order():
+    """The dictionary's feature sums are the rows added into their items one after another in
+    row order, bit for bit (numpy's unbuffered np.add.at), on a batch large enough for the CPU
+    kernel to share rows between threads, eagerly and in a graph: the update's numbers do not
+    depend on the thread count or the run."""
+    rng = np.random.RandomState(7)
+    n, c, k = 8192, 256, 64
+    # Magnitudes over six decades: another summation order changes the rounding.
+    rows = (rng.randn(n, c) * 10.0 ** rng.uniform(-3, 3, (n, 1))).astype(np.float32)
+    indices = rng.randint(0, k, n).astype(np.int32)
+    expected = np.zeros((k, c), np.float32)
+    np.add.at(expected, indices, rows)
+    for sums in (codebook.code_sums(tf.constant(rows), tf.constant(indices), k),
+                 tf.function(codebook.code_sums)(tf.constant(rows), tf.constant(indices), k)):
+        assert sums.shape == (k, c) and sums.dtype == tf.float32
+        np.testing.assert_array_equal(sums.numpy(), expected)
+    # The rows added in reverse order differ: the comparison above can see the order.
+    reverse = np.zeros((k, c), np.float32)
+    np.add.at(reverse, indices[::-1], rows[::-1])
+    assert np.any(reverse != expected)
+
 def test_rank2_inputs():
     fq = random_layer(K=8, C=4)
     h = np.random.RandomState(3).randn(10, 4).astype(np.float32)
