@@ -44,8 +44,8 @@ from training.distribute import default_precision, dtype_policy, set_intra_op_th
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
-from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
-                    describe_overhead, interleaved_times, pooled_times)
+from timing import (between_copies_error, constant_batches, describe_overhead,  # noqa: E402
+                    time_copies)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
@@ -142,35 +142,30 @@ def main(argv):
     c_dim = classes()
     labels = tf.constant(np.eye(c_dim, dtype=np.float32)[rng.randint(c_dim, size=batch)]
                          if c_dim else np.zeros((batch, 0), np.float32))
-    # FQ on and off in `--instances` copies each, in a balanced build order (FQ on built first
-    # throughout read +2..3.5% where this reads +1..2%); copy i of each are neighbours in time.
-    variants = {(name, copy): make_step(name == "FQ on", False)
-                for name, copy in balanced_copies(["FQ on", "FQ off"], FLAGS.instances)}
+    batches = constant_batches(reals, labels)
+
+    def built(step):
+        """(run, sync) of a step for `time_copies`: run() starts --steps iterations, sync()
+        waits for them (reading nimg waits for a step's updates)."""
+        return functools.partial(step, batches), step.trainer.nimg.numpy
+
     # Every lazy phase of the preset (the demo has lazy R1 only, config e / f path length too).
     every_phase = make_step(True, False, True, True)
-    variants["FQ on, " + " + ".join(every_phase.phases)] = every_phase
+    singles = {"FQ on, " + " + ".join(every_phase.phases): lambda: built(every_phase)}
     if FLAGS.xla:
-        variants["FQ on, XLA"] = make_step(True, True)
-        variants["FQ off, XLA"] = make_step(False, True)
+        singles["FQ on, XLA"] = lambda: built(make_step(True, True))
+        singles["FQ off, XLA"] = lambda: built(make_step(False, True))
     if FLAGS.float32:
-        variants["FQ on, float32"] = make_step(True, False, policy="float32")
+        singles["FQ on, float32"] = lambda: built(make_step(True, False, policy="float32"))
     if FLAGS.lanes:
-        variants["FQ on, no lanes"] = make_step(True, False, lanes=1)
-    batches = constant_batches(reals, labels)
-    for name, step in variants.items():  # trace / compile, then one warm step
-        start = time.perf_counter()
-        step(batches)
-        step.trainer.nimg.numpy()
-        label = name if isinstance(name, str) else f"{name[0]} #{name[1] + 1}"
-        print(f"  compiled {label:30s} in {time.perf_counter() - start:6.1f} s")
-        step(batches)
-    # FQ on and off are neighbours: back to back. Reading nimg waits for a step's updates.
-    times = interleaved_times(
-        {name: (functools.partial(step, batches), step.trainer.nimg.numpy)
-         for name, step in variants.items()}, FLAGS.repeats)
+        singles["FQ on, no lanes"] = lambda: built(make_step(True, False, lanes=1))
+    # FQ on and off in `--instances` copies each, in a balanced build order (FQ on built first
+    # throughout read +2..3.5% where this reads +1..2%); copy i of each are neighbours in time.
+    copies, times = time_copies({"FQ on": lambda: built(make_step(True, False)),
+                                 "FQ off": lambda: built(make_step(False, False))},
+                                FLAGS.instances, FLAGS.repeats, singles=singles)
+    copy_error = between_copies_error(copies, "FQ on", "FQ off", FLAGS.instances)
     times = {name: [t / FLAGS.steps for t in ts] for name, ts in times.items()}   # per iteration
-    copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
-    times = pooled_times(times, FLAGS.instances)   # each repeat's mean over the copies
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
 
     dataset = datasets.open_dataset("shapes", resolution=res)

@@ -67,7 +67,7 @@ def function_runner(fn, *args):
     return run, sync
 
 
-def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  "):
+def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  ", singles=None):
     """Builds `copies` copies of each variant and times them all interleaved.
 
     Copies are built in `balanced_copies` order, each run once untimed right after it is built
@@ -81,21 +81,26 @@ def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  "):
       copies: copies of each variant (1: single-copy figures, no between-copies error).
       repeats, steps, warmup: as `interleaved_times`.
       prefix: indentation of the printed compile lines.
+      singles: {name: build} of variants built once, after the copies, and timed in the same
+        repeats (figures beside the A/B pair, e.g. a speed-up of one setting).
 
     Returns:
-      (times, pooled): {(name, copy): [seconds per step of each repeat]}, what
-      `between_copies_error` takes, and {name: [mean over the copies of repeat i's seconds per
-      step]} (`pooled_times`), what `paired_ratio` / `describe_overhead` take.
+      (times, pooled): {(name, copy): [seconds per step of each repeat]} (and {name: [...]}
+      for the singles), what `between_copies_error` takes, and {name: [mean over the copies
+      of repeat i's seconds per step]} (`pooled_times`; the singles' own times), what
+      `paired_ratio` / `describe_overhead` take.
     """
+    order = [((name, copy), builders[name], f"{name} #{copy + 1}" if copies > 1 else name)
+             for name, copy in balanced_copies(builders, copies)]
+    order += [(name, build, name) for name, build in (singles or {}).items()]
     variants = {}
-    for name, copy in balanced_copies(builders, copies):
-        run, sync = builders[name]()
+    for key, build, label in order:
+        run, sync = build()
         start = time.perf_counter()
         run()
         sync()
-        label = f"{name} #{copy + 1}" if copies > 1 else name
         print(f"{prefix}compiled {label:30s} in {time.perf_counter() - start:6.1f} s", flush=True)
-        variants[(name, copy)] = run, sync
+        variants[key] = run, sync
     times = interleaved_times(variants, repeats, steps, warmup)
     return times, pooled_times(times, copies)
 

@@ -369,7 +369,7 @@ def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monke
     import timing
     log, clock = [], [0.0]
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
-    seconds = {"on": [1.0, 3.0], "off": [1.0, 1.0]}   # per copy
+    seconds = {"on": [1.0, 3.0], "off": [1.0, 1.0], "single": [5.0]}   # per copy
     built = []
 
     def builder(name):
@@ -384,13 +384,15 @@ def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monke
         return build
 
     times, pooled = timing.time_copies({"on": builder("on"), "off": builder("off")}, 2,
-                                       repeats=2, warmup=0)
-    assert built == ["on", "off", "off", "on"]
-    assert log[:4] == [("on", 0), ("off", 0), ("off", 1), ("on", 1)]   # compile runs
+                                       repeats=2, warmup=0, singles={"single": builder("single")})
+    assert built == ["on", "off", "off", "on", "single"]
+    assert log[:5] == [("on", 0), ("off", 0), ("off", 1), ("on", 1), ("single", 0)]   # compile
+    assert log[5:10] == log[:5] and log[10:] == log[:5][::-1]   # repeats, alternating order
     assert times == {("on", 0): [1.0, 1.0], ("off", 0): [1.0, 1.0], ("off", 1): [1.0, 1.0],
-                     ("on", 1): [3.0, 3.0]}
-    assert pooled == {"on": [2.0, 2.0], "off": [1.0, 1.0]}
-    assert "compiled off #2" in capsys.readouterr().out
+                     ("on", 1): [3.0, 3.0], "single": [5.0, 5.0]}
+    assert pooled == {"on": [2.0, 2.0], "off": [1.0, 1.0], "single": [5.0, 5.0]}
+    out = capsys.readouterr().out
+    assert "compiled off #2" in out and "compiled single " in out and "single #" not in out
     line = timing.describe_copies("x:", times, "on", "off", 2)
     assert line.startswith("x: 2.000x") and "between copies" in line
     assert timing.of_copies(1) == "one copy" and timing.of_copies(3) == "mean of 3 copies"
