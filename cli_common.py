@@ -93,7 +93,10 @@ def filtered_stderr(action, keep):
         with os.fdopen(read_end, "rb") as pipe:
             for line in pipe:
                 if keep(line.decode(errors="replace").rstrip("\r\n")):
-                    os.write(real, line)
+                    try:
+                        os.write(real, line)
+                    except OSError:   # stderr gone (a closed pipe): keep draining, so that
+                        pass          # no writer blocks on a full pipe
 
     thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
     thread.start()
