@@ -121,12 +121,14 @@ def without_startup_noise(action):
 
 
 def import_tensorflow_quietly():
-    """Imports TensorFlow and lists its devices without its start-up noise (STARTUP_NOISE);
-    every other line it writes is shown. A tool calls it where it needs TensorFlow first (after
-    its flag checks, so that a usage error stays instant); afterwards nothing is filtered.
-    Does nothing once TensorFlow is loaded."""
+    """Imports TensorFlow and lists its devices without its start-up noise (STARTUP_NOISE),
+    TF_CPP_MIN_LOG_LEVEL defaulting to 2 (no info lines); every other line it writes is shown.
+    Every tool calls it where it needs TensorFlow first (after its flag checks, so that a usage
+    error stays instant); afterwards nothing is filtered. Does nothing once TensorFlow is
+    loaded."""
     if "tensorflow" in sys.modules:
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     def load():
         import tensorflow as tf

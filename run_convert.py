@@ -16,12 +16,14 @@ converted U-GAT-IT generators translate with `run_translation.py --network <outd
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
 import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # networks.convert imports TensorFlow
+
 from networks import convert  # noqa: E402
 
 FLAGS = flags.FLAGS

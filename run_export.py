@@ -87,7 +87,7 @@ def main(argv, fv=flags.FLAGS):
     if os.path.lexists(out) and not fv.overwrite:
         raise app.UsageError(f"--outdir {out} already exists; choose another folder or add "
                              "--overwrite.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli_common.import_tensorflow_quietly()
     logging.set_verbosity(logging.WARNING)  # tf.saved_model.save logs every traced function
     import export
     # Only settings given on the command line: the defaults are the exporter's (and ProGAN

@@ -352,7 +352,7 @@ def main(argv, fv=flags.FLAGS):
     except ExportError as error:
         raise app.UsageError(f"--network: {error}") from None
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli_common.import_tensorflow_quietly()
     import export
     from training.logs import image_grid
     try:

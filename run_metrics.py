@@ -141,7 +141,7 @@ def main(argv, fv=flags.FLAGS):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; use --flags.")
     cli_common.warn_renamed("run_metrics.py", fv, RENAMED)
     names, output, (kind, path) = _validated_flags(fv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli_common.import_tensorflow_quietly()
     from metrics import InceptionV3, evaluate
     num_images, swd_images = fv["num-images"].value, fv["swd-images"].value
     ms_ssim_images, trunc, batch = fv["ms-ssim-images"].value, fv.trunc, fv.batch

@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
@@ -209,6 +208,7 @@ def main(argv, fv=FLAGS):
     if os.path.exists(fv.outdir) and (not os.path.isdir(fv.outdir) or os.listdir(fv.outdir)):
         raise app.UsageError(f"--outdir {fv.outdir} exists and is not empty; choose a new "
                              "folder.")
+    cli_common.import_tensorflow_quietly()
     try:
         translator = load_translator(fv.network, fv.checkpoint, fv.resolution)
     except (FileNotFoundError, ValueError) as e:   # ExportError is a ValueError

@@ -15,7 +15,7 @@ existing folder, and a failed or interrupted run leaves nothing behind. U-GAT-IT
 preparation: the loader reads ROOT/{trainA,trainB,testA,testB} directly (`info ROOT` checks them).
 
 Each command is also a Python function here (create_from_images(...), ...) raising
-`datasets.DatasetError`; the CLI prints such errors as one `error:` line and exits with status 1.
+`datasets.DatasetError`; the CLI prints such errors as one `error:` line and exits with status 2.
 """
 
 import collections
