@@ -18,14 +18,34 @@ Public API (see each module's docstring):
         display; CLI `python -m datasets.prepare <command>`
 """
 
-from datasets import synthetic
-from datasets.errors import BadImageError, DatasetError
-from datasets.loader import (DatasetInfo, ImageDataset, fade_reals, open_dataset,
-                             resolution_for_lod, to_float)
-from datasets.unpaired import UnpairedDataset, UnpairedInfo, augment_size_for, open_unpaired
+import importlib
 
-__all__ = [
-    "BadImageError", "DatasetError", "DatasetInfo", "ImageDataset", "UnpairedDataset",
-    "UnpairedInfo", "augment_size_for", "fade_reals", "open_dataset", "open_unpaired",
-    "resolution_for_lod", "synthetic", "to_float",
-]
+# The public names and their modules. They load on first use (PEP 562), so that importing the
+# package, or running `python -m datasets.prepare`, does not import TensorFlow before the tool
+# has set it up (cli_common.import_tensorflow_quietly): loader, tfrecords and unpaired import
+# it; errors, images and synthetic do not.
+_EXPORTS = {
+    "BadImageError": "errors", "DatasetError": "errors",
+    "DatasetInfo": "loader", "ImageDataset": "loader", "fade_reals": "loader",
+    "open_dataset": "loader", "resolution_for_lod": "loader", "to_float": "loader",
+    "UnpairedDataset": "unpaired", "UnpairedInfo": "unpaired", "augment_size_for": "unpaired",
+    "open_unpaired": "unpaired",
+}
+_SUBMODULES = ("errors", "images", "loader", "prepare", "synthetic", "tfrecords", "unpaired")
+
+__all__ = sorted([*_EXPORTS, "synthetic"])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"datasets.{_EXPORTS[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"datasets.{name}")
+    else:
+        raise AttributeError(f"module 'datasets' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -32,11 +32,14 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from cli_common import Progress, usage_error
-from datasets import synthetic
-from datasets.errors import BadImageError, DatasetError
-from datasets.images import fit_image, list_image_files, load_pil_image, probe_image
-from datasets.tfrecords import (MultiLodWriter, TFRecordDirectory, atomic_directory,
+from cli_common import Progress, import_tensorflow_quietly, usage_error
+
+import_tensorflow_quietly()   # datasets.tfrecords imports TensorFlow
+
+from datasets import synthetic  # noqa: E402
+from datasets.errors import BadImageError, DatasetError  # noqa: E402
+from datasets.images import fit_image, list_image_files, load_pil_image, probe_image  # noqa: E402
+from datasets.tfrecords import (MultiLodWriter, TFRecordDirectory, atomic_directory,  # noqa: E402
                                 check_resolution, count_records, one_hot, shuffled_order,
                                 write_label_names)
 
