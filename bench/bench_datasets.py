@@ -18,8 +18,10 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # TensorFlow's defaults, without its start-up noise
 
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402

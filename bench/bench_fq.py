@@ -15,8 +15,10 @@ distances are matrix products: nothing of size N*K*C is ever built.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # TensorFlow's defaults, without its start-up noise
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

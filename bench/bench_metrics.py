@@ -15,10 +15,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # TensorFlow's defaults, without its start-up noise
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402

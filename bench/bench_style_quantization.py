@@ -17,8 +17,10 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # TensorFlow's defaults, without its start-up noise
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
