@@ -1,5 +1,6 @@
-"""Test session setup: quiet TensorFlow, its thread pools split between the xdist workers, two
-logical CPU devices for tf.distribute tests.
+"""Test session setup: TensorFlow started as the tools start it (without its start-up noise),
+its thread pools split between the xdist workers, two logical CPU devices for tf.distribute
+tests.
 
 Logical devices must be configured before TensorFlow initialises its runtime, so this runs at
 collection time, before any test module touches TensorFlow.
@@ -9,7 +10,6 @@ import os
 import sys
 import typing
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Under pytest-xdist each worker gets its share of the cores for TensorFlow's thread pools
 # (read when TensorFlow initialises, and inherited by the subprocesses tests start, so a
 # SavedModel loaded in a fresh process runs with the same pools as the test that wrote it).
@@ -21,6 +21,10 @@ if _workers > 1:
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", _threads)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # the tools' start, without TensorFlow's start-up noise
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
