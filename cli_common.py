@@ -47,14 +47,14 @@ def training_environment():
 # #100442). None asks anything of the user: oneDNN is on by our choice (training_environment),
 # and on a machine without an NVIDIA driver TensorFlow says so, then logs its failed cuInit as an
 # error ("E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)"), which alarms a newcomer.
+NO_DRIVER = re.compile(r"I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers "
+                       r"on your machine, GPU will not be used\.$")
 STARTUP_NOISE = (
     re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written "
                r"to STDERR$"),
     re.compile(r"I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\. "),
-    re.compile(r"I\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your "
-               r"machine, GPU will not be used\.$"),
+    NO_DRIVER,
 )
-NO_DRIVER = STARTUP_NOISE[2]
 # Left out only after NO_DRIVER: with a driver, a failed cuInit is a real error (a driver and
 # CUDA mismatch, say) and is shown.
 CUINIT_FAILED = re.compile(r"E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: ")

@@ -171,9 +171,10 @@ class GANTrainer(keras.Model):
       seed: seeds latents, noise of the regularisers and mixing factors.
       lanes: Dmain's fakes (StyleGAN synthesis and D on them) and Dreg's R1 on the reals
         as this many `BatchLanes` where they keep D's minibatch-stddev groups whole and the
-        loss is logistic without the SQ consistency term; 1 = the batch as one. Lanes change the order of the weight
-        gradients' sums, no random number (`training.distribute.batch_lanes` chooses: 2 for
-        ops on one thread each on a CPU with 2 or more cores).
+        loss is logistic without the SQ consistency term; 1 = the batch as one. Lanes change
+        the order of the weight gradients' sums, no random number
+        (`training.distribute.batch_lanes` chooses: 2 for ops on one thread each on a CPU
+        with 2 or more cores).
     """
 
     def __init__(self, generator, discriminator, loss, schedule, fq=FQSettings(),
