@@ -9,18 +9,19 @@ thread while the other waits), the part of the wall time that no kernel speed-up
 import collections
 import glob
 import os
+import re
 
 # Ops that only call other ops (their kernels are counted themselves).
 CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
               "StatelessIf", "Case", "StatelessCase", "Process", "Run"}
 
-KernelEvent = collections.namedtuple("KernelEvent", "thread start end phase op_type")
+KernelEvent = collections.namedtuple("KernelEvent", "thread start end phase op_type op_name")
 
 
 def kernel_events(logdir, phases):
     """Every executor kernel of the trace under `logdir`: a list of KernelEvent (thread name,
     start and end in seconds on the trace's clock, the first of `phases` whose name is a scope
-    of the op, else "other", op type), sorted by start."""
+    of the op, else "other", op type, op name with its scopes), sorted by start."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     events = []
     for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
@@ -42,8 +43,20 @@ def kernel_events(logdir, phases):
                     start = line.timestamp_ns * 1e-9 + event.offset_ps * 1e-12
                     phase = next((p for p in phases if f"{p}/" in op_name), "other")
                     events.append(KernelEvent(line.name, start, start + event.duration_ps * 1e-12,
-                                              phase, op_type))
+                                              phase, op_type, op_name))
     return sorted(events, key=lambda e: e.start)
+
+
+def in_scopes(events, names):
+    """The events of ops inside a scope named by `names` (e.g. the FQ layers' names): a scope
+    of the op's name is one of them, one of them with TensorFlow's "_<n>" suffix of a repeated
+    call, or "<name>_update" (FeatureQuantization.update_dictionary's scope). Gradient ops are
+    named after the forward op's scopes, so they count too."""
+    if not names:
+        return []
+    scope = re.compile("(%s)(_[0-9]+|_update)?" % "|".join(re.escape(n) for n in names))
+    return [e for e in events
+            if any(scope.fullmatch(part) for part in e.op_name.split("/")[:-1])]
 
 
 def busy_cores(events, bins):

@@ -8,7 +8,7 @@
 --setting reference (default): the network and schedule of bench/bench_peer.py
 (stylegan2-ada-pytorch's setting). --setting demo: the StyleGAN2 demo preset as
 `python run_training.py` trains it (class-conditional on the 5 built-in classes, batch 8 unless
---batch is given, FQ block 16 unless --fq-blocks is given, one thread per op), G and D main in
+--batch is given, the preset's FQ block unless --fq-blocks is given, one thread per op), G and D main in
 one function as the loop runs them. Both steps are the training loop's CompiledStep.
 
 Each iteration kind of the lazy schedule is profiled on its own after a warm-up: Gmain + Dmain,
@@ -17,9 +17,11 @@ ran is read from the trace (the XPlane protobuf the profiler writes) and its tim
 its op type and to the phase in its name (the trainer names its phases Gmain / Greg / Dmain /
 Dreg). The table is per iteration of that kind, in milliseconds of kernel time summed over
 threads, so parallel kernels count once per thread; each kind's heading (its phases) gives the
-wall time per iteration. Below each table, the cores busy over the profiled iterations (one
-column per time bin, the phase that ran most in it above): where a serial chain of small ops
-keeps one core busy while the other waits, no kernel speed-up shortens the iteration.
+wall time per iteration. Below each table, FQ's share of the kernel time (the kernels in its
+layers' scopes: look-ups, their gradients, dictionary updates), then the cores busy over the
+profiled iterations (one column per time bin, the phase that ran most in it above): where a
+serial chain of small ops keeps one core busy while the other waits, no kernel speed-up
+shortens the iteration.
 """
 
 import collections
@@ -45,7 +47,7 @@ from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
 from training.trainer import PHASES  # noqa: E402
 from timing import constant_batches  # noqa: E402
-from kernel_trace import busy_cores, kernel_events  # noqa: E402
+from kernel_trace import busy_cores, in_scopes, kernel_events  # noqa: E402
 
 flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
                   "reference: bench_peer.py's stylegan2-ada-pytorch setting; demo: the default "
@@ -78,6 +80,23 @@ def print_busy_cores(events, steps, cores, bins=120):
     print("    busy  " + "".join(str(min(9, round(b / cores * 9))) for b in busy))
 
 
+def print_fq_share(events, total, steps, fq_layers):
+    """FQ's kernels (look-ups with their gradients, dictionary updates) per iteration: their
+    time and share of the kernel time `total` (seconds over `steps` iterations), their count,
+    and the op types that take the most of it."""
+    fq_events = in_scopes(events, [layer.name for layer in fq_layers])
+    if not fq_events:
+        return
+    by_type = collections.Counter()
+    for event in fq_events:
+        by_type[event.op_type] += event.end - event.start
+    seconds = sum(by_type.values())
+    print(f"  FQ's kernels ({', '.join(layer.name for layer in fq_layers)}): "
+          f"{seconds * 1e3 / steps:.2f} ms per iteration, {seconds / total:.2%} of the kernel "
+          f"time, {len(fq_events) / steps:.0f} kernels; " + ", ".join(
+              f"{op_type} {t / seconds:.0%}" for op_type, t in by_type.most_common(5)))
+
+
 def demo_step(resolution, batch, fq_blocks):
     """The training loop's CompiledStep for the StyleGAN2 demo preset (`.trainer`)."""
     options = TrainingOptions(resolution=resolution, batch=batch, fq_blocks=tuple(fq_blocks),
@@ -99,7 +118,8 @@ def main(argv):
     if FLAGS.setting == "demo":
         threads = set_intra_op_threads(None, small_ops=True)   # as run_training.py's demo
         batch = batch if FLAGS["batch"].present else 8
-        fq_blocks = fq_blocks if FLAGS["fq-blocks"].present else (16,)
+        if not FLAGS["fq-blocks"].present:   # the preset's, as run_training.py
+            fq_blocks = TrainingOptions(resolution=res).fq_blocks_at()
         step = demo_step(res, batch, fq_blocks)
         labels = tf.constant(np.eye(NUM_CLASSES, dtype=np.float32)[
             rng.randint(NUM_CLASSES, size=batch)])
@@ -154,6 +174,7 @@ def main(argv):
             split = ", ".join(f"{p} {totals[(p, op_type)] * scale:.1f}"
                               for p in PHASES + ("other",) if totals[(p, op_type)] > 0)
             print(f"  {op_type:<34}{seconds * scale:>9.1f}{seconds / total:>8.1%}   {split}")
+        print_fq_share(events, total, FLAGS.steps, step.trainer.D.fq_layers)
         print_busy_cores(events, FLAGS.steps, os.cpu_count())
 
 
