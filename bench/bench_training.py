@@ -70,7 +70,7 @@ flags.DEFINE_boolean("float32", False, "Also time FQ on in float32: the speed-up
 flags.DEFINE_boolean("lanes", False, "Also time FQ on with the D step's fakes as one batch "
                      "(lanes 1): the speed-up of BatchLanes.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
-                  "as run_training.py: demo 16, e / f 16,32).")
+                  "as run_training.py: demo 8, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
                      "the demo, which conditions on them; 0 otherwise).")
 flags.DEFINE_integer("intra-op-threads", None, "Threads per op (default as run_training.py: 1 "

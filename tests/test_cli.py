@@ -235,9 +235,10 @@ def test_fq_update_cadence_and_warmup_reach_every_family(cadence):
 
 
 def test_fq_blocks_default_to_the_preset_then_the_official_blocks():
-    """Without --fq-blocks the StyleGAN2 demo quantises block 16 (the paper's single 8x8 FQ layer
-    for small images), config e / f StyleGAN2's official 16,32 (those the resolution has) and
-    StyleGAN v1 its official 8; the flag overrides every preset."""
+    """Without --fq-blocks the StyleGAN2 demo quantises block 8 (the FQ-GAN paper's single FQ
+    layer for StyleGAN at 32^2-128^2, on D's 4x4 features), config e / f StyleGAN2's official
+    16,32 (those the resolution has) and StyleGAN v1 its official 8; the flag overrides every
+    preset."""
     from training import stylegan
 
     def resolved(*argv):
@@ -247,7 +248,8 @@ def test_fq_blocks_default_to_the_preset_then_the_official_blocks():
         stylegan.validate(options)
         return options.fq_blocks
 
-    assert resolved() == (16,)
+    assert resolved() == (8,)
+    assert resolved("--resolution", "64") == (8,)
     assert resolved("--config", "e") == (16, 32)
     assert resolved("--config", "e", "--resolution", "16") == (16,)
     assert resolved("--model", "stylegan") == (8,)
@@ -404,10 +406,10 @@ def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
     monkeypatch.syspath_prepend(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     from kernel_trace import KernelEvent, busy_cores
-    events = [KernelEvent("t0", 10.0, 13.75, "Gmain", "Conv2D"),
-              KernelEvent("t0", 11.0, 12.0, "Gmain", "Mul"),     # nested in the first: once
-              KernelEvent("t1", 10.0, 10.5, "Dmain", "Conv2D"),
-              KernelEvent("t1", 13.0, 14.0, "Dmain", "Conv2D")]
+    events = [KernelEvent("t0", 10.0, 13.75, "Gmain", "Conv2D", "Gmain/conv"),
+              KernelEvent("t0", 11.0, 12.0, "Gmain", "Mul", "Gmain/mul"),   # nested: once
+              KernelEvent("t1", 10.0, 10.5, "Dmain", "Conv2D", "Dmain/conv"),
+              KernelEvent("t1", 13.0, 14.0, "Dmain", "Conv2D", "Dmain/conv_1")]
     width, busy, phases = busy_cores(events, 4)
     assert width == 1.0
     assert busy == [1.5, 1.0, 1.0, 1.75]
@@ -415,6 +417,21 @@ def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
     width, busy, phases = busy_cores(events, 8)   # half-second bins: [10, 10.5) ... [13.5, 14)
     assert width == 0.5 and busy == [2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.5]
     assert busy_cores([], 4) == (0.0, [], [])
+
+
+def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
+    """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
+    gradient and of its update scope, not those of a layer whose name only starts alike, nor an
+    op that merely has the name."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    from kernel_trace import KernelEvent, in_scopes
+    names = ["while/Dmain/D_1/fq16_1/BiasAdd", "while/Gmain/D/fq16/TopKV2",
+             "gradient_tape/while/Dmain/D_1/fq16_1/mul_1", "while/Dmain/fq16_update/ScatterNd",
+             "while/Dmain/D_1/fq160/BiasAdd", "while/Dmain/D_1/b16/fq16", "while/Dmain/fq16x/Mul"]
+    events = [KernelEvent("t0", i, i + 1.0, "Dmain", "Op", name) for i, name in enumerate(names)]
+    assert [e.op_name for e in in_scopes(events, ["fq16", "fq32"])] == names[:4]
+    assert in_scopes(events, []) == []
 
 
 def test_bench_scripts_use_dashes_too():

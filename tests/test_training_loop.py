@@ -127,10 +127,10 @@ def test_a_run_records_its_default_fq_blocks_and_conditioning(tmp_path):
     assert "classes" not in run.data_summary()
     run = StyleGANRun(options(model="stylegan2", fq_blocks=None, resolution=0), str(tmp_path))
     run.open_data()
-    assert run.options.fq_blocks == (16,)
+    assert run.options.fq_blocks == (8,)
     assert (run.options.conditional, run.options.label_size) == (True, 5)
     saved = TrainingOptions.from_json(run.options.to_json())
-    assert (saved.fq_blocks, saved.conditional, saved.label_size) == ((16,), True, 5)
+    assert (saved.fq_blocks, saved.conditional, saved.label_size) == ((8,), True, 5)
     _, lines = loop.start_record(tf.distribute.get_strategy(), {}, run.data_summary())
     assert lines[1] == "Data: synthetic:shapes, 4096 images, 32x32, 5 classes (conditional)"
 

@@ -120,16 +120,23 @@ PRESET_DEFAULTS = dict(g_ema_kimg=10.0, g_ema_rampup=0.0, g_ema_beta=0.0, mbstd_
 # quadrilaterals (0.92 at 48 and 56 kimg; seed 3 at 40 kimg 0.86).
 DEMO = dict(fmap_base=512, fmap_max=64, latent_dim=64, mapping_layers=2, batch=16,
             learning_rate=0.002, r1_gamma=0.5, g_ema_kimg=10.0, g_ema_rampup=0.05, kimg=DEMO_KIMG)
-# Its FQ is one layer, after block 16 (D's 8x8 features, K 128): the FQ-GAN paper's placement for
-# StyleGAN at 32^2-128^2 (a single FQ layer at 8x8) rather than config-e's 16,32 for 1024^2. At
-# demo widths (16-64 channels) a look-up's (N, K) products, arg-min and segment sums weigh
-# against convolutions of a few channels: bench/bench_training.py, Intel Xeon 2 cores,
-# 2026-12-04, FQ on / off step time +0.5..+1.1% (block 16) vs +4.7..+6.1% (16,32); SWD at 28 kimg
-# (1 thread, seed 0) 57 vs 54. It is class-conditional on labelled data (the built-in shapes),
+# Its FQ is one layer, after block 8 (D's 4x4 features, K 128): the FQ-GAN paper's "Blocks-8"
+# for StyleGAN at 32^2-128^2, which its official code (FQ-StyleGAN v1, `res == 3`) places on the
+# output of D's 8x8 block, and FQ-StyleGAN2's `--discrete_layer 3` with its K for that block;
+# config-e's 16,32 is for 1024^2. At demo widths (16-64 channels) a look-up's (N, K) products,
+# arg-min and sums weigh against convolutions of a few channels, and block 8 has a quarter of
+# block 16's rows: bench/bench_training.py, FQ on / off step time, Intel Xeon 2 cores,
+# 2026-12-04: +4.7..+6.1% (16,32), +0.5..+1.1% (16, single copies); AMD EPYC 2 cores,
+# 2026-12-05, 16 copies: +1.1% (16), see the README's bench row for block 8. The default run
+# (2 threads, seed 0, AMD EPYC) logs SWD 146.0 -> 71.0 / 58.4 / 52.4 / 55.6 / 46.4 at kimg 8 /
+# 16 / 24 / 32 / 40 with block 8 against 66.4 / 52.7 / 42.9 / 59.5 / 50.9 with block 16; by eye
+# the same five classes at 40 kimg (red discs, yellow quadrilaterals, green triangles, blue
+# rings, magenta crosses). Earlier (1 thread, seed 0, 28 kimg): block 16 57, 16,32 54.
+# It is class-conditional on labelled data (the built-in shapes),
 # as `--cfg cifar` is: the class input takes over the colour and kind of each sample, which the
 # unconditional model must find first (SWD at 28 kimg 0.30x the initial vs 0.41-0.46x).
 STYLEGAN2_DEMO = dict(DEMO, batch=8, learning_rate=0.004, d_lr_multiplier=3.0, g_ema_rampup=0.01,
-                      pl_weight=0.0, style_mixing_prob=0.0, fq_blocks=(16,),
+                      pl_weight=0.0, style_mixing_prob=0.0, fq_blocks=(8,),
                       conditional_if_labelled=True, kimg=STYLEGAN2_DEMO_KIMG)
 CONFIG_PRESETS = {
     "stylegan2": {
