@@ -37,7 +37,7 @@ from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
 from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
-                    describe_overhead, pooled_times, repeat_order)
+                    describe_overhead, pooled_times, quiet_retracing, repeat_order)
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
@@ -126,6 +126,19 @@ def cycle_phases(trainer):
     return [trainer.phases_of_iteration(g_reg, d_reg) for g_reg, d_reg in CYCLE]
 
 
+def cycle_flops(step, cycle, batches, data):
+    """(FLOP of G main + D main, mean FLOP per iteration of `cycle`) of a built step, counted
+    in its phases' traced graphs (`graph_flops`)."""
+    # G main starts every iteration (path length keeps it unfused): its function is the one
+    # that takes the batch, the same one the timed cycles run.
+    per_phase = {phase: graph_flops(
+        step.function((phase,), first=phase == "Gmain").get_concrete_function(
+            batches if phase == "Gmain" else data, step.images[False]).graph)
+        for phase in PHASES}
+    return (per_phase["Gmain"] + per_phase["Dmain"],
+            sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
+
+
 def conv_benchmark():
     """(step, input, FLOPs) of a 3x3 conv 256 -> 256 at 32x32, batch 32, forward + input and
     filter gradients."""
@@ -169,21 +182,16 @@ def main(argv):
         batches = constant_batches(reals, labels)
         data = next(batches)
         flops = {}
-        for (name, copy), step in variants.items():
-            start = time.perf_counter()
-            cycle = cycle_phases(step.trainer)
-            if name not in flops:   # the copies have the same graphs
-                # G main starts every iteration (path length keeps it unfused): its function is
-                # the one that takes the batch, the same one the timed cycles run.
-                per_phase = {phase: graph_flops(
-                    step.function((phase,), first=phase == "Gmain").get_concrete_function(
-                        batches if phase == "Gmain" else data, step.images[False]).graph)
-                    for phase in PHASES}
-                flops[name] = (per_phase["Gmain"] + per_phase["Dmain"],
-                               sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
-            for phases in set(cycle):
-                step(batches, phases)
-            print(f"  {res}x{res} {name} #{copy + 1}: traced in {time.perf_counter() - start:.1f} s")
+        with quiet_retracing():   # the copies trace one function each, on purpose
+            for (name, copy), step in variants.items():
+                start = time.perf_counter()
+                cycle = cycle_phases(step.trainer)
+                if name not in flops:   # the copies have the same graphs
+                    flops[name] = cycle_flops(step, cycle, batches, data)
+                for phases in set(cycle):
+                    step(batches, phases)
+                print(f"  {res}x{res} {name} #{copy + 1}: traced in "
+                      f"{time.perf_counter() - start:.1f} s")
         times = {name: [] for name in variants}
         conv_times = []
         for repeat in range(FLAGS.repeats):

@@ -10,6 +10,8 @@ from their spread (`between_copies_error`); `time_copies` does all of it for a s
 `describe_overhead` prints the result.
 """
 
+import contextlib
+import logging
 import time
 
 import numpy as np
@@ -51,6 +53,26 @@ def pooled_times(times, copies):
     return pooled
 
 
+class _RetracingWarningFilter(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_retracing():
+    """Within the block, TensorFlow's "N out of the last N calls to <function> triggered
+    tf.function retracing" warning is dropped (every other log record passes): a benchmark
+    that builds copies of one step traces a new function per copy on purpose, and TensorFlow
+    counts the copies' traces together (one call-statistics key per Python function)."""
+    logger = logging.getLogger("tensorflow")
+    quiet = _RetracingWarningFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def function_runner(fn, *args):
     """(run, sync) for `interleaved_times` of a function returning tensors: run() calls
     fn(*args), sync() reads the last call's result to numpy (waits for it)."""
@@ -71,7 +93,7 @@ def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  ", singl
     """Builds `copies` copies of each variant and times them all interleaved.
 
     Copies are built in `balanced_copies` order, each run once untimed right after it is built
-    (tracing / compiling; printed as `<prefix>compiled <name> #<copy> in <seconds> s`, without
+    (tracing / compiling, without TensorFlow's retracing warning: `quiet_retracing`; printed as `<prefix>compiled <name> #<copy> in <seconds> s`, without
     the #<copy> for one copy), then every copy is timed by `interleaved_times`, so copy i of
     each variant are neighbours in time.
 
@@ -94,13 +116,15 @@ def time_copies(builders, copies, repeats, steps=1, warmup=1, prefix="  ", singl
              for name, copy in balanced_copies(builders, copies)]
     order += [(name, build, name) for name, build in (singles or {}).items()]
     variants = {}
-    for key, build, label in order:
-        run, sync = build()
-        start = time.perf_counter()
-        run()
-        sync()
-        print(f"{prefix}compiled {label:30s} in {time.perf_counter() - start:6.1f} s", flush=True)
-        variants[key] = run, sync
+    with quiet_retracing():
+        for key, build, label in order:
+            run, sync = build()
+            start = time.perf_counter()
+            run()
+            sync()
+            print(f"{prefix}compiled {label:30s} in {time.perf_counter() - start:6.1f} s",
+                  flush=True)
+            variants[key] = run, sync
     times = interleaved_times(variants, repeats, steps, warmup)
     return times, pooled_times(times, copies)
 

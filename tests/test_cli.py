@@ -419,6 +419,25 @@ def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
     assert busy_cores([], 4) == (0.0, [], [])
 
 
+def test_bench_timing_quiet_retracing_drops_only_that_warning(monkeypatch, caplog):
+    """bench/timing.quiet_retracing: inside the block TensorFlow's retracing warning is dropped
+    (the benches build copies of one step on purpose) and its other records pass; after it,
+    the warning passes again."""
+    import logging
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import timing
+    logger = logging.getLogger("tensorflow")
+    retracing = ("5 out of the last 5 calls to <function run_iterations at 0x7f> triggered "
+                 "tf.function retracing. Tracing is expensive")
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        with timing.quiet_retracing():
+            logger.warning(retracing)
+            logger.warning("another warning")
+        logger.warning(retracing)
+    assert [r.getMessage() for r in caplog.records] == ["another warning", retracing]
+
+
 def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
     gradient and of its update scope, not those of a layer whose name only starts alike, nor an
