@@ -36,6 +36,7 @@ from networks import stylegan2  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
+from fq_work import time_fq_iteration  # noqa: E402
 from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
                     describe_overhead, pooled_times, quiet_retracing, repeat_order)
 
@@ -222,6 +223,13 @@ def main(argv):
                   f"{rate / limit:>10.2f}")
         print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"],
                                        copy_error))
+        fq_on = variants[("FQ on", 0)].trainer
+        fq_work = time_fq_iteration(fq_on.D, batch, fq_on.lanes)
+        if fq_work is not None:
+            iteration = float(np.median(times["FQ off"])) / len(CYCLE)
+            print(f"  FQ's own work, timed alone (bench/fq_work.py): {fq_work * 1e3:.1f} ms per "
+                  f"iteration = {fq_work / iteration:.2%} of the FQ-off iteration (the cycle's "
+                  f"mean, {iteration * 1e3:.0f} ms) were it to overlap nothing")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from training.distribute import default_precision, dtype_policy, set_intra_op_th
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
 from training.stylegan import TrainingOptions, build_networks, build_trainer  # noqa: E402
+from fq_work import time_fq_iteration  # noqa: E402
 from timing import (between_copies_error, constant_batches, describe_overhead,  # noqa: E402
                     time_copies)
 
@@ -167,6 +168,7 @@ def main(argv):
     copy_error = between_copies_error(copies, "FQ on", "FQ off", FLAGS.instances)
     times = {name: [t / FLAGS.steps for t in ts] for name, ts in times.items()}   # per iteration
     rate = {name: batch / float(np.median(t)) for name, t in times.items()}
+    fq_work = time_fq_iteration(every_phase.trainer.D, batch, every_phase.trainer.lanes)
 
     dataset = datasets.open_dataset("shapes", resolution=res)
     iterator = iter(dataset.pipeline(batch, mirror=True))
@@ -185,6 +187,10 @@ def main(argv):
         print(f"  {name:30s} {value:8.1f} img/s")
     print("  " + describe_overhead("FQ overhead (on / off step time):", times["FQ on"],
                                    times["FQ off"], copy_error))
+    if fq_work is not None:
+        print(f"  FQ's own work, timed alone (bench/fq_work.py): {fq_work * 1e3:.2f} ms per "
+              f"iteration = {fq_work / np.median(times['FQ off']):.2%} of the FQ-off iteration "
+              f"were it to overlap nothing")
     if FLAGS.xla:
         print(f"  XLA speed-up, FQ on:           {rate['FQ on, XLA'] / rate['FQ on']:.3f}x")
         print(f"  XLA speed-up, FQ off:          {rate['FQ off, XLA'] / rate['FQ off']:.3f}x")

@@ -438,6 +438,33 @@ def test_bench_timing_quiet_retracing_drops_only_that_warning(monkeypatch, caplo
     assert [r.getMessage() for r in caplog.records] == ["another warning", retracing]
 
 
+def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(monkeypatch):
+    """bench/fq_work: one iteration's FQ work per FQ layer (three look-ups with gradients, the
+    D step's fakes in lanes, one dictionary update) on copies with the layers' settings, which
+    update once per iteration while the discriminator's own dictionaries stay untouched."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import fq_work
+    import numpy as np
+    from networks import stylegan2
+    D = stylegan2.Discriminator(resolution=16, fq_blocks=(16, 8), fmap_base=64, fmap_max=16,
+                                fq_decay=0.9)
+    D(np.zeros((4, 16, 16, 3), np.float32))
+    before = [layer.embeddings.numpy() for layer in D.fq_layers]
+    run, sync, copies = fq_work.fq_iteration(D, batch=4, lanes=2)
+    run()
+    run()
+    sync()
+    for layer, copy, embeddings in zip(D.fq_layers, copies, before):
+        assert copy is not layer and copy.get_config()["decay"] == 0.9
+        assert (copy.num_embeddings, copy.channels) == (layer.num_embeddings, layer.channels)
+        assert int(copy.num_updates.numpy()) == 2 and int(layer.num_updates.numpy()) == 0
+        np.testing.assert_array_equal(layer.embeddings.numpy(), embeddings)
+    assert fq_work.time_fq_iteration(D, batch=4, repeats=1, calls=1) > 0
+    assert fq_work.time_fq_iteration(stylegan2.Discriminator(resolution=8, fmap_base=64,
+                                                             fmap_max=16), batch=4) is None
+
+
 def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
     gradient and of its update scope, not those of a layer whose name only starts alike, nor an
