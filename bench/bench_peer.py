@@ -11,7 +11,9 @@ batch 32, minibatch-stddev groups of 4, float32, R1 gamma 10 every 16 iterations
 regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, back to back in alternating
 order (bench/timing.py), each the mean of --instances copies built in a balanced order, and the
 median cycle gives img/s (real images consumed per second), the median of the repeats' paired
-on / off ratios the FQ overhead.
+on / off ratios the FQ overhead. Beside it, FQ's own work in one iteration timed alone
+(bench/fq_work.py), as a share of the FQ-off iteration: the precise figure the A/B's copies
+resolve only to about 1%.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs

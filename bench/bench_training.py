@@ -11,7 +11,8 @@ once, after an untimed warm-up step, and the median is reported), so the ratios 
 with like on a shared machine; the FQ overhead is the median of the repeats' paired on / off
 ratios (FQ on and off run back to back), each side the mean of --instances copies (identical
 copies differ and drift by a few percent; the line adds the standard error from their spread,
-`timing.between_copies_error`). A step is one full iteration of the official schedule's common case (G main + D main
+`timing.between_copies_error`), and FQ's own work in one iteration timed alone
+(bench/fq_work.py) follows it. A step is one full iteration of the official schedule's common case (G main + D main
 with the FQ update), run by the training loop's CompiledStep on a constant batch (--steps of
 them in one call, as the loop runs them between lazy R1 steps); an iteration
 with every lazy phase of the preset (R1, every 16 steps; config e / f add path length, every 4,
