@@ -198,13 +198,13 @@ def between_copies_error(times, numerator, denominator, copies):
 
 def describe_overhead(label, numerator, denominator, copy_error=None):
     """One line: `label` x.xxx (median of n paired repeats, +y.y%; mean +z.z% +- e.e[; +- c.c
-    between copies])."""
+    between copies]); an error that one repeat or one copy cannot give is left out."""
     median, mean, error = paired_ratio(numerator, denominator)
+    spread = "" if np.isnan(error) else f" +- {error * 100:.1f}"
     between = ("" if copy_error is None or np.isnan(copy_error)
                else f"; +- {copy_error * 100:.1f} between copies")
     return (f"{label} {median:.3f}x (median of {len(numerator)} paired repeats, "
-            f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}% +- {error * 100:.1f}"
-            f"{between})")
+            f"{(median - 1) * 100:+.1f}%; mean {(mean - 1) * 100:+.1f}%{spread}{between})")
 
 
 def of_copies(copies):

@@ -361,6 +361,9 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
                                                 "on", "off", 1))
     line = timing.describe_overhead("x:", [1.1, 1.1], [1.0, 1.0], 0.004)
     assert line.endswith("+- 0.0; +- 0.4 between copies)") and line.startswith("x: 1.100x")
+    # One repeat and one copy: no error to print (not "+- nan").
+    assert timing.describe_overhead("x:", [1.1], [1.0], float("nan")) == \
+        "x: 1.100x (median of 1 paired repeats, +10.0%; mean +10.0%)"
 
 
 def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monkeypatch, capsys):
