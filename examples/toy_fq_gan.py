@@ -14,8 +14,10 @@ and writes a scatter plot of real (grey) and generated (red) points to --out.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli_common  # noqa: E402
+
+cli_common.import_tensorflow_quietly()   # as the tools do: no start-up noise
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
