@@ -1,19 +1,18 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
-    python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--cycles 1] [--repeats 8]
-                               [--instances 2]
+    python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--repeats 8] [--instances 2]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
 batch 32, minibatch-stddev groups of 4, float32, R1 gamma 10 every 16 iterations, path length
 (weight 2, batch / 2) every 4, Adam (0, 0.99, 1e-8) with the lazy ratios, lr 0.0025. One
 "cycle" is 16 iterations of that schedule (12 main-only, 3 with path length, 1 with both
-regularisers); FQ off and FQ on (blocks 16, 32) run interleaved, back to back in alternating
-order (bench/timing.py), each the mean of --instances copies built in a balanced order, and the
-median cycle gives img/s (real images consumed per second), the median of the repeats' paired
-on / off ratios the FQ overhead. Beside it, FQ's own work in one iteration timed alone
-(bench/fq_work.py), as a share of the FQ-off iteration: the precise figure the A/B's copies
-resolve only to about 1%.
+regularisers); FQ off and FQ on (blocks 16, 32) run interleaved iteration by iteration: each
+iteration of the cycle runs on every copy back to back, in alternating order
+(bench/timing.interleaved_cycles), --instances copies of each built in a balanced order and
+averaged per cycle. The median cycle gives img/s (real images consumed per second), the median
+of the repeats' paired on / off ratios the FQ overhead. Beside it, FQ's own work in one
+iteration timed alone (bench/fq_work.py), as a share of the FQ-off iteration.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
@@ -40,11 +39,10 @@ from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
 from fq_work import time_fq_iteration  # noqa: E402
 from timing import (balanced_copies, between_copies_error, constant_batches,  # noqa: E402
-                    describe_overhead, pooled_times, quiet_retracing, repeat_order)
+                    describe_overhead, interleaved_cycles, pooled_times, quiet_retracing)
 
 flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.")
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
-flags.DEFINE_integer("cycles", 1, "Timed 16-iteration cycles per repeat and variant.")
 flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
 flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
@@ -175,7 +173,7 @@ def main(argv):
     rng = np.random.RandomState(0)
     print(f"StyleGAN2, stylegan2-ada-pytorch's setting (z/w 512, mapping 8, fmap_base 2048, "
           f"fmap_max 256, batch {batch}, fp32, lazy R1 16 / path length 4); "
-          f"{os.cpu_count()} CPU threads; median of {FLAGS.repeats} x {FLAGS.cycles} cycles")
+          f"{os.cpu_count()} CPU threads; median of {FLAGS.repeats} cycles")
     for res in resolutions:
         reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
         labels = tf.zeros((batch, 0))
@@ -195,6 +193,10 @@ def main(argv):
                     step(batches, phases)
                 print(f"  {res}x{res} {name} #{copy + 1}: traced in "
                       f"{time.perf_counter() - start:.1f} s")
+        runners = {name: (lambda phases, step=step: step(batches, phases),
+                          lambda step=step: step.trainer.nimg.numpy())   # waits for the updates
+                   for name, step in variants.items()}
+        cycle = cycle_phases(variants[("FQ off", 0)].trainer)   # the same names in every copy
         times = {name: [] for name in variants}
         conv_times = []
         for repeat in range(FLAGS.repeats):
@@ -202,15 +204,8 @@ def main(argv):
             for _ in range(5):
                 conv_step(conv_x)[0].numpy()
             conv_times.append((time.perf_counter() - start) / 5)
-            for name in repeat_order(variants, repeat):
-                step = variants[name]
-                cycle = cycle_phases(step.trainer)
-                for _ in range(FLAGS.cycles):
-                    start = time.perf_counter()
-                    for phases in cycle:
-                        step(batches, phases)
-                    step.trainer.nimg.numpy()  # wait for the last step's updates
-                    times[name].append(time.perf_counter() - start)
+            for name, seconds in interleaved_cycles(runners, cycle, 1).items():
+                times[name] += seconds
         copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
         times = pooled_times(times, FLAGS.instances)   # each cycle's mean over the copies
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9

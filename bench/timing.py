@@ -7,7 +7,8 @@ in each ratio, which whole-run medians of each variant do not resolve at the ~1%
 Identical copies of one compiled step differ by a few percent, so an A/B figure pools copies of
 each variant built in a balanced order (`balanced_copies`, `pooled_times`) and states the error
 from their spread (`between_copies_error`); `time_copies` does all of it for a script, and
-`describe_overhead` prints the result.
+`describe_overhead` prints the result. Steps of several seconds whose schedule repeats in a
+cycle (bench_peer.py) interleave item by item instead (`interleaved_cycles`).
 """
 
 import contextlib
@@ -157,6 +158,42 @@ def interleaved_times(variants, repeats, steps=1, warmup=1):
                 run()
             sync()
             times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
+def interleaved_cycles(variants, cycle, repeats):
+    """Seconds per cycle of each variant, timed interleaved item by item.
+
+    Per repeat, each item of `cycle` (e.g. one iteration's phases of a lazy schedule) runs on
+    every variant back to back, in an order that alternates from item to item
+    (`repeat_order`), with a sync after each; a variant's cycle time is the sum of its items'.
+    A variant's items are thus seconds, not a whole cycle, apart from the others': on a shared
+    2-core host whose speed wanders by several percent within a minute, pairing 3-s iterations
+    rather than 50-s cycles (`interleaved_times`) took the error of the reference setting's FQ
+    on / off ratio at 32x32 from +- 2.2% over the repeats and +- 1.4 between copies (8 repeats,
+    4 copies each, 58 min) to +- 0.6 and +- 0.4 (10 repeats, 2 copies each, 35 min) (AMD
+    EPYC, 2 cores, 2026-12-06).
+
+    Args:
+      variants: {name: (run, sync)}: run(item) starts one item, sync() waits for everything
+        started.
+      cycle: the items of one cycle, in order.
+      repeats: timed cycles per variant.
+
+    Returns:
+      {name: [seconds of each repeat's cycle]}, entry i of every variant from repeat i.
+    """
+    times = {name: [0.0] * repeats for name in variants}
+    position = 0
+    for repeat in range(repeats):
+        for item in cycle:
+            for name in repeat_order(variants, position):
+                run, sync = variants[name]
+                start = time.perf_counter()
+                run(item)
+                sync()
+                times[name][repeat] += time.perf_counter() - start
+            position += 1
     return times
 
 

@@ -366,6 +366,30 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
         "x: 1.100x (median of 1 paired repeats, +10.0%; mean +10.0%)"
 
 
+def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(monkeypatch):
+    """bench/timing.interleaved_cycles: each item of the cycle runs on every variant back to
+    back (a sync after each), the order alternating from item to item across repeats; one
+    entry per repeat and variant, the sum of its items' seconds."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import timing
+    log, clock = [], [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def variant(name, seconds):
+        def run(item):
+            log.append(f"{name}{item}")
+            clock[0] += seconds * item
+        return run, lambda: log.append(f"{name} sync")
+
+    times = timing.interleaved_cycles({"a": variant("a", 1.0), "b": variant("b", 3.0)},
+                                      cycle=[1, 2, 4], repeats=2)
+    pairs = lambda *names: sum(([n, f"{n[0]} sync"] for n in names), [])  # noqa: E731
+    assert log == pairs("a1", "b1", "b2", "a2", "a4", "b4",    # repeat 0
+                        "b1", "a1", "a2", "b2", "b4", "a4")    # repeat 1 goes on alternating
+    assert times == {"a": [7.0, 7.0], "b": [21.0, 21.0]}
+
+
 def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monkeypatch, capsys):
     """bench/timing.time_copies: copies built in `balanced_copies` order, each run and synced
     once right after it is built, then timed interleaved; raw per-copy and pooled times."""
