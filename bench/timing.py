@@ -171,8 +171,9 @@ def interleaved_cycles(variants, cycle, repeats):
     2-core host whose speed wanders by several percent within a minute, pairing 3-s iterations
     rather than 50-s cycles (`interleaved_times`) took the error of the reference setting's FQ
     on / off ratio at 32x32 from +- 2.2% over the repeats and +- 1.4 between copies (8 repeats,
-    4 copies each, 58 min) to +- 0.6 and +- 0.4 (10 repeats, 2 copies each, 35 min) (AMD
-    EPYC, 2 cores, 2026-12-06).
+    4 copies each, 58 min) to +- 0.6 over the repeats in two runs of 2 copies each (10 and
+    8 repeats, 35 and 29 min), +- 0.4 and +- 1.8 between copies (AMD EPYC, 2 cores,
+    2026-12-06): the copies' spread, where it is large, is what is left.
 
     Args:
       variants: {name: (run, sync)}: run(item) starts one item, sync() waits for everything
