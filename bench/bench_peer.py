@@ -207,6 +207,10 @@ def main(argv):
             for name, seconds in interleaved_cycles(runners, cycle, 1).items():
                 times[name] += seconds
         copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
+        each_copy = "; ".join(
+            f"{name} " + ", ".join(
+                f"#{copy + 1} {len(CYCLE) * batch / float(np.median(times[(name, copy)])):.2f}"
+                for copy in range(FLAGS.instances)) for name in blocks)
         times = pooled_times(times, FLAGS.instances)   # each cycle's mean over the copies
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
@@ -220,6 +224,8 @@ def main(argv):
                   f"{rate / limit:>10.2f}")
         print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"],
                                        copy_error))
+        print(f"  each copy's img/s (median cycle, in build order off, on, on, off, ...): "
+              f"{each_copy}")
         fq_on = variants[("FQ on", 0)].trainer
         fq_work = time_fq_iteration(fq_on.D, batch, fq_on.lanes)
         if fq_work is not None:
