@@ -43,6 +43,13 @@ def nearest_code_indices(flat_inputs, codebook):
     is the one the distances make. The arg-max is `top_k` with k = 1, which returns the first of
     equal values as `argmin` does, at about half the cost of TensorFlow's arg-min kernel on CPU
     (26 vs 48 us for (512, 128)).
+
+    Kept as separate TensorFlow ops on purpose: the look-up with the commitment loss and its
+    gradient as XLA computations (scores, arg-max, gather, per-sample mean and the gradient
+    fused; jit_compile) took 1.04-1.13x the time of these ops for the reference setting's
+    (32, 16, 16, 256) features into 128 items, and 1.08-1.09x with the matrix product left to
+    oneDNN (AMD EPYC, 2 cores, 2026-12-06, interleaved): XLA's CPU dot runs at Eigen's speed,
+    below oneDNN's, and its fused loops were no faster than the ops they replaced.
     """
     half_norms = tf.reduce_sum(tf.square(codebook), axis=1) * -0.5  # [K]: -||e_k||^2 / 2
     scores = tf.nn.bias_add(tf.matmul(flat_inputs, codebook, transpose_b=True), half_norms)
