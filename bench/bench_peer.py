@@ -207,17 +207,20 @@ def main(argv):
             for name, seconds in interleaved_cycles(runners, cycle, 1).items():
                 times[name] += seconds
         copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
+
+        def img_per_s(cycle_times):   # real images per second of the median cycle
+            return len(CYCLE) * batch / float(np.median(cycle_times))
+
         each_copy = "; ".join(
-            f"{name} " + ", ".join(
-                f"#{copy + 1} {len(CYCLE) * batch / float(np.median(times[(name, copy)])):.2f}"
-                for copy in range(FLAGS.instances)) for name in blocks)
+            f"{name} " + ", ".join(f"#{copy + 1} {img_per_s(times[(name, copy)]):.2f}"
+                                   for copy in range(FLAGS.instances)) for name in blocks)
         times = pooled_times(times, FLAGS.instances)   # each cycle's mean over the copies
         gflops_s = conv_flops / float(np.median(conv_times)) / 1e9
         print(f"\n{res}x{res}: 3x3 conv fwd+bwd {gflops_s:.1f} GFLOP/s")
         print(f"  {'variant':<8}{'img/s':>8}{'GFLOP/img main':>16}{'GFLOP/img sched':>17}"
               f"{'FLOP-limited img/s':>20}{'fraction':>10}")
         for name in blocks:
-            rate = len(CYCLE) * batch / float(np.median(times[name]))
+            rate = img_per_s(times[name])
             main_gf, sched_gf = flops[name][0] / batch / 1e9, flops[name][1] / batch / 1e9
             limit = gflops_s / sched_gf
             print(f"  {name:<8}{rate:>8.2f}{main_gf:>16.2f}{sched_gf:>17.2f}{limit:>20.2f}"
