@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from fq_keras import FeatureQuantization
+from networks.layers import unfused_relu
 from networks.normalization import (BatchNorm, ConditionalBatchNorm, SNConv2D, SNDense,
                                     SNEmbedding, fresh_initializer, track_layers)
 
@@ -321,7 +322,8 @@ class DBlock(keras.layers.Layer):
         return x
 
     def call(self, inputs, training=None):
-        h = tf.nn.relu(inputs) if self.preactivation else inputs
+        # The input is the previous block's residual sum, which the shortcut reads too.
+        h = unfused_relu(inputs) if self.preactivation else inputs
         h = self.conv1(h, training=training)
         h = self.conv2(tf.nn.relu(h), training=training)
         if self.downsample:
@@ -607,7 +609,7 @@ class BigGANDiscriminator(keras.Model):
                 lookups.append(lookup)
             if index in self.attentions:
                 h = self.attentions[index](h, training=training)
-        h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])                      # [N, C]
+        h = tf.reduce_sum(unfused_relu(h), axis=[1, 2])    # [N, C]; h: a residual sum
         out = self.linear(h, training=training)                            # [N, 1]
         projection = self.embed(tf.cast(labels, tf.int32), training=training)
         out = out + tf.reduce_sum(projection * h, axis=1, keepdims=True)

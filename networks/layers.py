@@ -83,6 +83,27 @@ def leaky_relu(x):
     return y, gradient
 
 
+@tf.custom_gradient
+def unfused_relu(x):
+    """max(x, 0), any shape and dtype: tf.nn.relu's numbers and gradient (ReluGrad, 0 at x = 0),
+    computed by a Maximum op that grappler's remapper leaves alone.
+
+    For the ReLU of a residual sum that has other readers (BigGAN's discriminator: the next
+    block's pre-activation ReLU and its shortcut, or the FQ look-up, both read the sum). With
+    oneDNN the remapper fuses Conv2D + BiasAdd + Add + Relu into one kernel and removes the Add
+    even when something else reads it; TensorFlow 2.21 then logs "remapper failed: ... fanout
+    ... exist for missing node .../add" and drops the remapper's work on the whole graph. The
+    second derivative is 0 (piecewise linear), so the output is a constant to the gradient's
+    own gradient, as for `leaky_relu`.
+    """
+    y = tf.maximum(x, tf.zeros((), x.dtype))
+
+    def gradient(upstream):
+        return tf.raw_ops.ReluGrad(gradients=upstream, features=tf.stop_gradient(y))
+
+    return y, gradient
+
+
 def activate(x, activation):
     if activation == "lrelu":
         return leaky_relu(x)

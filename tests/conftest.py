@@ -46,6 +46,28 @@ def two_replica_strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+@pytest.fixture
+def onednn_graph_run():
+    """run(code) -> the stdout of Python `code` run in a fresh process with oneDNN on (the
+    training tools' setting) and the repository importable, after asserting that it exited
+    with 0 and that grappler's remapper logged no failure while optimising its graphs (a
+    failure drops the remapper's fusions on the whole graph; see `networks.layers.leaky_relu`).
+    TensorFlow's own settings (oneDNN, log level) are the process's: they are read at start."""
+    import subprocess
+
+    def run(code, timeout=300):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_ENABLE_ONEDNN_OPTS="1",
+                   TF_CPP_MIN_LOG_LEVEL="1")
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "remapper failed" not in done.stderr, done.stderr[-2000:]
+        return done.stdout
+
+    return run
+
+
 class Half(typing.NamedTuple):
     """A mixed policy's compute type: `unit_roundoff` is the largest relative error of one
     rounding to it (2^-(mantissa bits + 1)), the unit test tolerances are counted in."""

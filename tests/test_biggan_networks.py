@@ -324,3 +324,35 @@ def test_checkpoint_round_trip_restores_state(tmp_path):
     for a, b in zip(G.weights + D.weights, G2.weights + D2.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     np.testing.assert_array_equal(G(z, labels).numpy(), G2(z, labels).numpy())
+
+
+def test_training_graph_keeps_grapplers_remapper_working(onednn_graph_run):
+    """With oneDNN, grappler's remapper fused Conv2D + BiasAdd + Add + Relu at D's residual
+    sums although the sum has other readers (the next block's shortcut, the FQ look-up), logged
+    "remapper failed" on every BigGAN training graph and dropped its work there
+    (`networks.layers.unfused_relu`). A fresh oneDNN process traces D's hinge + FQ loss and its
+    weight gradients, FQ after every block: no remapper error, and the numbers of eager
+    execution up to float32 summation order."""
+    code = """if True:
+        import numpy as np, tensorflow as tf
+        from networks import biggan
+        G, D = biggan.make_biggan("cifar10", ch=4, num_classes=3, fq_layers=[0, 1, 2, 3],
+                                  fq_kwargs={"num_embeddings": 8})
+        rng = np.random.default_rng(0)
+        images = tf.constant(rng.uniform(-1, 1, (4, 32, 32, 3)), tf.float32)
+        labels = tf.constant([0, 1, 2, 0])
+        D(images, labels)
+        def step(images):
+            with tf.GradientTape() as tape:
+                logits, lookups = D(images, labels, training=False, return_fq=True)
+                loss = tf.reduce_mean(tf.nn.relu(1.0 - logits)) + tf.add_n(
+                    [lookup["loss"] for lookup in lookups])
+            return [loss, *tape.gradient(loss, D.trainable_weights)]
+        eager, graph = step(images), tf.function(step)(images)
+        print(max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in zip(eager, graph)
+                  if np.max(np.abs(a)) > 0))
+    """
+    # Sums of up to 9 * 16 products per output through 4 blocks and back: summation order
+    # moves them by some float32 ulps of the largest value; dropping a term or a ReLU would
+    # move them by far more than 1000 ulps (1.2e-4 relative).
+    assert float(onednn_graph_run(code).split()[-1]) <= 1000 * np.finfo(np.float32).eps

@@ -135,15 +135,12 @@ def test_leaky_relu_equals_tensorflows_in_value_gradient_and_second_order(dtype)
                                       tf.cast(b, tf.float32).numpy())
 
 
-def test_training_graphs_with_leaky_relu_keep_grapplers_remapper_working():
+def test_training_graphs_with_leaky_relu_keep_grapplers_remapper_working(onednn_graph_run):
     """With oneDNN, grappler's remapper fused Conv2D + BiasAdd + LeakyRelu under the
     LeakyReluGrad that still read the BiasAdd, logged "remapper failed" on every StyleGAN
     training graph and dropped its work there. A fresh process with oneDNN on (the training
     tools' setting) traces a D-like layer's loss with R1's double back-propagation: no remapper
     error, and the same numbers as eager execution (float32 summation order only)."""
-    import os
-    import subprocess
-    import sys
     code = """if True:
         import numpy as np, tensorflow as tf
         from networks import layers as L
@@ -164,17 +161,35 @@ def test_training_graphs_with_leaky_relu_keep_grapplers_remapper_working():
         eager, graph = step(x), tf.function(step)(x)
         print(max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in zip(eager, graph)))
     """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_ENABLE_ONEDNN_OPTS="1",
-               TF_CPP_MIN_LOG_LEVEL="1")
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "remapper failed" not in done.stderr, done.stderr[-2000:]
     # Differences come from summation order in sums of <= 8 * 9 * 3 products per output and
     # their gradients: a few float32 ulps of the largest value; 100 ulps is far below the
     # relative 1e-2 and more that dropping a term or a slope would leave.
-    assert float(done.stdout.split()[-1]) <= 100 * EPS32
+    assert float(onednn_graph_run(code).split()[-1]) <= 100 * EPS32
+
+
+def test_unfused_relu_is_relu_to_the_bit_first_and_second_order():
+    """unfused_relu: tf.nn.relu's values, gradient (0 at x = 0, where Maximum's own gradient
+    would give 1) and second-order gradient (0), float32 and bfloat16."""
+    for dtype in (tf.float32, tf.bfloat16):
+        x = tf.cast(tf.constant([[-2.0, -0.0, 0.0, 0.5, 3.0, -1e-30, 1e-30]]), dtype)
+
+        def results(relu):
+            with tf.GradientTape() as outer:
+                outer.watch(x)
+                with tf.GradientTape() as inner:
+                    inner.watch(x)
+                    y = relu(x)
+                    score = tf.reduce_sum(tf.square(y) * tf.cast(1.5, dtype) + y)
+                grad = inner.gradient(score, x)
+                penalty = tf.reduce_sum(tf.square(grad))
+            return [y, grad, outer.gradient(penalty, x)]
+
+        ours, theirs = results(L.unfused_relu), results(tf.nn.relu)
+        assert ours[1].numpy()[0, 2] == 0          # ReluGrad's value at an exact 0
+        for a, b in zip(ours, theirs):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(tf.cast(a, tf.float32).numpy(),
+                                          tf.cast(b, tf.float32).numpy())
 
 
 def test_the_output_gain_is_folded_into_weight_and_bias_only_where_that_is_exact():
