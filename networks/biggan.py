@@ -609,7 +609,8 @@ class BigGANDiscriminator(keras.Model):
                 lookups.append(lookup)
             if index in self.attentions:
                 h = self.attentions[index](h, training=training)
-        h = tf.reduce_sum(unfused_relu(h), axis=[1, 2])    # [N, C]; h: a residual sum
+        # h is the last block's residual sum, which an FQ look-up may read too.
+        h = tf.reduce_sum(unfused_relu(h), axis=[1, 2])                    # [N, C]
         out = self.linear(h, training=training)                            # [N, 1]
         projection = self.embed(tf.cast(labels, tf.int32), training=training)
         out = out + tf.reduce_sum(projection * h, axis=1, keepdims=True)
