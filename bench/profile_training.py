@@ -21,7 +21,10 @@ wall time per iteration. Below each table, FQ's share of the kernel time (the ke
 layers' scopes: look-ups, their gradients, dictionary updates), then the cores busy over the
 profiled iterations (one column per time bin, the phase that ran most in it above): where a
 serial chain of small ops keeps one core busy while the other waits, no kernel speed-up
-shortens the iteration.
+shortens the iteration. The busy count is of executor threads with a kernel running. With one
+thread per op (--setting demo) that is the cores busy. With more (--setting reference, all cores
+per op) a kernel alone may keep every core busy, so the count is a lower bound, the idle time an
+upper bound, and the kernel times of ops that ran side by side include time they waited for cores.
 """
 
 import collections
@@ -63,18 +66,23 @@ FLAGS = flags.FLAGS
 KINDS = {"main": (False, False), "main+Greg": (True, False), "main+Greg+Dreg": (True, True)}
 
 
-def print_busy_cores(events, steps, cores, bins=120):
+def print_busy_cores(events, steps, cores, threads_per_op, bins=120):
     """The profiled iterations' busy cores over time, one character per bin: a row of phase
     initials (G Gmain, g Greg, D Dmain, d Dreg) over a row of digits (9 = all `cores` busy), and
-    the idle core time per iteration."""
+    the idle core time per iteration. threads_per_op: the intra-op threads (0 = TensorFlow's
+    default, all cores); above 1 the digits count executor threads with a kernel running, a
+    lower bound of the cores busy (one kernel may use them all), and the idle time is an upper
+    bound."""
     width, busy, phases = busy_cores(events, bins)
     if not busy:
         return
     initials = {"Gmain": "G", "Greg": "g", "Dmain": "D", "Dreg": "d", "other": ".", None: " "}
     idle = (cores * width * len(busy) - sum(busy) * width) / steps
     span = width * len(busy) / steps
-    print(f"  cores busy over the {steps} iterations ({cores} cores, {width * 1e3:.2f} ms per "
-          f"column, 9 = all busy): idle {idle * 1e3:.1f} core-ms per iteration of "
+    what, bound = ("cores busy", "") if threads_per_op == 1 else (
+        "executor threads running a kernel (each may use several cores)", "at most ")
+    print(f"  {what} over the {steps} iterations ({cores} cores, {width * 1e3:.2f} ms per "
+          f"column, 9 = all busy): idle {bound}{idle * 1e3:.1f} core-ms per iteration of "
           f"{cores * span * 1e3:.1f} ({idle / (cores * span):.0%})")
     print("    phase " + "".join(initials[p] for p in phases))
     print("    busy  " + "".join(str(min(9, round(b / cores * 9))) for b in busy))
@@ -175,7 +183,8 @@ def main(argv):
                               for p in PHASES + ("other",) if totals[(p, op_type)] > 0)
             print(f"  {op_type:<34}{seconds * scale:>9.1f}{seconds / total:>8.1%}   {split}")
         print_fq_share(events, total, FLAGS.steps, step.trainer.D.fq_layers)
-        print_busy_cores(events, FLAGS.steps, os.cpu_count())
+        print_busy_cores(events, FLAGS.steps, os.cpu_count(),
+                         tf.config.threading.get_intra_op_parallelism_threads())
 
 
 if __name__ == "__main__":
