@@ -492,6 +492,36 @@ def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(monkeypatch):
                                                              fmap_max=16), batch=4) is None
 
 
+def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(
+        monkeypatch):
+    """bench/bench_peer.graph_flops of a traced 3x3 (and 1x1) convolution with both gradients:
+    three times the forward convolution's 2 N H W k k I O, with the filter gradient taken by
+    TensorFlow's Conv2DBackpropFilter or by conv2d_same's matrix product (counted as the
+    convolution it replaces, not with the zero rows it also multiplies)."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import bench_peer
+    import tensorflow as tf
+    from networks import layers
+
+    def gradients(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = layers.conv2d_same(x, w)
+        return tape.gradient(y, [x, w])
+
+    for k in (1, 3):
+        specs = tf.TensorSpec([2, 8, 6, 5]), tf.TensorSpec([k, k, 5, 7])
+        expected = 3 * 2 * (2 * 8 * 6) * k * k * 5 * 7
+        with layers.native_filter_gradients():
+            native = tf.function(gradients).get_concrete_function(*specs).graph
+        ours = tf.function(gradients).get_concrete_function(*specs).graph
+        assert "Conv2DBackpropFilter" in {op.type for op in native.get_operations()}
+        assert "MatMul" in {op.type for op in ours.get_operations()}
+        assert bench_peer.graph_flops(native) == expected
+        assert bench_peer.graph_flops(ours) == expected
+
+
 def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
     gradient and of its update scope, not those of a layer whose name only starts alike, nor an

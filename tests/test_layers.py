@@ -1,5 +1,7 @@
 """networks/layers.py against direct numpy transcriptions of the reference formulas (NHWC)."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -405,6 +407,76 @@ def np_modconv(x, w, s, demodulate=True):
             wn = wn / np.sqrt(np.sum(wn ** 2, axis=(0, 1, 2), keepdims=True) + 1e-8)
         out.append(np_conv_same(x[n:n + 1], wn))
     return np.concatenate(out)
+
+
+def conv_same_derivatives(conv, x, w, upstream):
+    """[y, dL/dx, dL/dw, dP/dx, dP/dw] of L = sum(upstream * conv(x, w)) and R1's kind of
+    penalty P = sum((dL/dx)^2) + sum(dL/dw * w) (double back-propagation through the gradient
+    by the input and, for the filter gradient's own rule, by the kernel)."""
+    with tf.GradientTape() as outer:
+        outer.watch([x, w])
+        with tf.GradientTape() as inner:
+            inner.watch([x, w])
+            y = conv(x, w)
+        dx, dw = inner.gradient(y, [x, w], output_gradients=upstream)
+        penalty = tf.reduce_sum(tf.square(dx)) + tf.reduce_sum(dw * w)
+    return [y, dx, dw, *outer.gradient(penalty, [x, w])]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv2d_same_matches_tensorflows_float64_convolution_to_second_order(k):
+    """conv2d_same (the filter gradient by one matrix product, `conv2d_same_filter_grad`, in
+    every order) against TensorFlow's own float64 convolution and gradients: the value, both
+    gradients, and both gradients of a penalty on them, on a non-square input (a swapped H / W
+    or a shifted block would be off by O(1)); eagerly and traced with a dynamic batch."""
+    x, w, upstream = randn(3, 7, 5, 4), randn(k, k, 4, 6), randn(3, 7, 5, 6)
+
+    def native(a, b):
+        return tf.nn.conv2d(a, b, 1, "SAME")
+
+    args64 = [tf.constant(v, tf.float64) for v in (x, w, upstream)]
+    expected = conv_same_derivatives(native, *args64)
+    # Every quantity is a chain of at most two sums: a convolution's (k*k*6 or k*k*4 terms)
+    # and a filter gradient's (3*7*5 terms), each product rounded once. |error| <= n eps32
+    # times the sum of |terms|, which the same computation on |inputs| bounds elementwise.
+    n = k * k * 6 + 3 * 7 * 5
+    scale = conv_same_derivatives(native, *[tf.abs(v) for v in args64])
+    bounds = [n * EPS32 * np.abs(v.numpy()) + 1e-30 for v in scale]
+    dynamic = tf.function(lambda a, b, u: conv_same_derivatives(L.conv2d_same, a, b, u),
+                          input_signature=[tf.TensorSpec([None, 7, 5, 4]),
+                                           tf.TensorSpec([k, k, 4, 6]),
+                                           tf.TensorSpec([None, 7, 5, 6])])
+    for ours in (conv_same_derivatives(L.conv2d_same, *map(tf.constant, (x, w, upstream))),
+                 dynamic(x, w, upstream)):
+        for a, b, bound in zip(ours, expected, bounds):
+            assert a.shape == b.shape and a.dtype == tf.float32
+            assert np.all(np.abs(a.numpy() - b.numpy()) <= bound)
+    assert np.abs(expected[4].numpy()).max() > 1   # the second-order kernel term is not 0
+
+
+def test_conv2d_same_takes_the_filter_gradient_by_matrix_product_in_float32_on_cpus():
+    """On a CPU in float32 the traced gradient has the matrix product and no
+    Conv2DBackpropFilter; under native_filter_gradients, in bfloat16 and for a dynamic height
+    it is TensorFlow's own op again."""
+    def op_types(dtype, height=6, native=False):
+        x = tf.TensorSpec([2, height, 6, 3], dtype)
+        w = tf.TensorSpec([3, 3, 3, 4], dtype)
+
+        def grads(a, b):
+            with tf.GradientTape() as tape:
+                tape.watch([a, b])
+                y = L.conv2d_same(a, b)
+            return tape.gradient(y, [a, b])
+        with L.native_filter_gradients() if native else contextlib.nullcontext():
+            graph = tf.function(grads).get_concrete_function(x, w).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert L.matmul_filter_gradients()   # the suite runs on CPUs
+    matmul = op_types(tf.float32)
+    assert "MatMul" in matmul and "Conv2DBackpropFilter" not in matmul
+    for native in (op_types(tf.float32, native=True), op_types(tf.bfloat16),
+                   op_types(tf.float32, height=None)):
+        assert "Conv2DBackpropFilter" in native and "MatMul" not in native
 
 
 @pytest.mark.parametrize("demodulate", [True, False])
