@@ -1,6 +1,7 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
     python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--repeats 8] [--instances 2]
+                               [--native-filter-grads]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
@@ -13,16 +14,20 @@ iteration of the cycle runs on every copy back to back, in alternating order
 averaged per cycle. The median cycle gives img/s (real images consumed per second), the median
 of the repeats' paired on / off ratios the FQ overhead. Beside it, FQ's own work in one
 iteration timed alone (bench/fq_work.py), as a share of the FQ-off iteration.
+--native-filter-grads adds one copy of FQ off traced with TensorFlow's own convolution filter
+gradients (`networks.layers.native_filter_gradients`) to the interleaved cycles: the speed-up of
+`conv2d_same`'s matrix product in this setting.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
 analytically: every Conv2D / Conv2DBackpropInput / Conv2DBackpropFilter / depthwise conv /
 MatMul / BatchMatMul op of the traced step graphs, 2 FLOPs per multiply-add, from their static
 shapes (a filter gradient taken by `conv2d_same`'s matrix product as the convolution's, without
-the zero rows it also multiplies). The FLOP-limited rate is conv GFLOP/s / GFLOP per image; the fraction printed is our
-img/s over that rate.
+the zero rows it also multiplies). The FLOP-limited rate is conv GFLOP/s / GFLOP per image; the
+fraction printed is our img/s over that rate.
 """
 
+import contextlib
 import os
 import time
 
@@ -35,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from networks import stylegan2  # noqa: E402
-from networks.layers import conv2d_same  # noqa: E402
+from networks.layers import conv2d_same, native_filter_gradients  # noqa: E402
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
@@ -47,6 +52,8 @@ flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
 flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
+flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ off (one copy) with TensorFlow's "
+                     "own convolution filter gradients: the speed-up of conv2d_same's product.")
 flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
                      "and averaged per cycle (bench/timing.balanced_copies: identical copies run "
                      "apart by up to a few percent, an earlier-built one slower).")
@@ -56,6 +63,7 @@ REFERENCE = dict(z_dim=512, w_dim=512, mapping_layers=8, fmap_base=2048, fmap_ma
 LOSS = LossSettings("logistic", r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4,
                     style_mixing_prob=0.9)
 CYCLE = [(i % 4 == 0, i % 16 == 0) for i in range(16)]  # (run_g_reg, run_d_reg) per iteration
+NATIVE = "FQ off, native filter grads"   # --native-filter-grads' variant
 
 #----------------------------------------------------------------------------
 # FLOP count of a traced graph.
@@ -132,6 +140,11 @@ def make_variant(resolution, batch, fq_blocks):
     return CompiledStep.standalone(trainer, resolution, batch)
 
 
+def filter_gradients(key):
+    """The context a variant traces in: `native_filter_gradients` for NATIVE."""
+    return native_filter_gradients() if key == NATIVE else contextlib.nullcontext()
+
+
 def cycle_phases(trainer):
     """The phase names of each iteration of CYCLE."""
     return [trainer.phases_of_iteration(g_reg, d_reg) for g_reg, d_reg in CYCLE]
@@ -192,22 +205,26 @@ def main(argv):
         blocks = {"FQ off": (), "FQ on": tuple(b for b in fq_blocks if b <= res)}
         variants = {(name, copy): make_variant(res, batch, blocks[name])
                     for name, copy in balanced_copies(blocks, FLAGS.instances)}
+        if FLAGS['native-filter-grads'].value:
+            variants[NATIVE] = make_variant(res, batch, ())
         batches = constant_batches(reals, labels)
         data = next(batches)
         flops = {}
         with quiet_retracing():   # the copies trace one function each, on purpose
-            for (name, copy), step in variants.items():
+            for key, step in variants.items():
+                name, copy = key if key != NATIVE else (key, 0)
                 start = time.perf_counter()
                 cycle = cycle_phases(step.trainer)
-                if name not in flops:   # the copies have the same graphs
+                if name not in flops and name in blocks:   # the copies have the same graphs
                     flops[name] = cycle_flops(step, cycle, batches, data)
-                for phases in set(cycle):
-                    step(batches, phases)
+                with filter_gradients(key):
+                    for phases in set(cycle):
+                        step(batches, phases)
                 print(f"  {res}x{res} {name} #{copy + 1}: traced in "
                       f"{time.perf_counter() - start:.1f} s")
-        runners = {name: (lambda phases, step=step: step(batches, phases),
-                          lambda step=step: step.trainer.nimg.numpy())   # waits for the updates
-                   for name, step in variants.items()}
+        runners = {key: (lambda phases, step=step: step(batches, phases),
+                         lambda step=step: step.trainer.nimg.numpy())   # waits for the updates
+                   for key, step in variants.items()}
         cycle = cycle_phases(variants[("FQ off", 0)].trainer)   # the same names in every copy
         times = {name: [] for name in variants}
         conv_times = []
@@ -239,6 +256,11 @@ def main(argv):
                   f"{rate / limit:>10.2f}")
         print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"],
                                        copy_error))
+        if NATIVE in times:
+            print(f"  FQ off with TensorFlow's own filter gradients: "
+                  f"{img_per_s(times[NATIVE]):.2f} img/s; "
+                  + describe_overhead("their cycle time / conv2d_same's:", times[NATIVE],
+                                      times["FQ off"]))
         print(f"  each copy's img/s (median cycle, in build order off, on, on, off, ...): "
               f"{each_copy}")
         fq_on = variants[("FQ on", 0)].trainer
