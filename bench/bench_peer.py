@@ -27,7 +27,6 @@ the zero rows it also multiplies). The FLOP-limited rate is conv GFLOP/s / GFLOP
 fraction printed is our img/s over that rate.
 """
 
-import contextlib
 import os
 import time
 
@@ -140,11 +139,6 @@ def make_variant(resolution, batch, fq_blocks):
     return CompiledStep.standalone(trainer, resolution, batch)
 
 
-def filter_gradients(key):
-    """The context a variant traces in: `native_filter_gradients` for NATIVE."""
-    return native_filter_gradients() if key == NATIVE else contextlib.nullcontext()
-
-
 def cycle_phases(trainer):
     """The phase names of each iteration of CYCLE."""
     return [trainer.phases_of_iteration(g_reg, d_reg) for g_reg, d_reg in CYCLE]
@@ -217,7 +211,7 @@ def main(argv):
                 cycle = cycle_phases(step.trainer)
                 if name not in flops and name in blocks:   # the copies have the same graphs
                     flops[name] = cycle_flops(step, cycle, batches, data)
-                with filter_gradients(key):
+                with native_filter_gradients(key == NATIVE):
                     for phases in set(cycle):
                         step(batches, phases)
                 print(f"  {res}x{res} {name} #{copy + 1}: traced in "

@@ -30,7 +30,6 @@ convolution filter gradients (Conv2DBackpropFilter), for the speed-up of taking 
 matrix product (`networks.layers.conv2d_same`, float32 on CPUs).
 """
 
-import contextlib
 import functools
 import os
 import time
@@ -131,7 +130,7 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None, lanes=None
     in_one_call = compiled.in_one_call(phases)
 
     def step(batches):
-        with native_filter_gradients() if native_filter_grads else contextlib.nullcontext():
+        with native_filter_gradients(native_filter_grads):
             if in_one_call:
                 compiled(batches, phases, FLAGS.steps)
             else:

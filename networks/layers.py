@@ -390,10 +390,12 @@ _native_filter_gradients = False
 
 
 @contextlib.contextmanager
-def native_filter_gradients():
-    """Within it, `conv2d_same` traces TensorFlow's own gradients (benchmarks time both)."""
+def native_filter_gradients(enabled=True):
+    """Within it, `conv2d_same` traces TensorFlow's own gradients if `enabled` (benchmarks time
+    both; False leaves the choice as it was)."""
     global _native_filter_gradients
-    previous, _native_filter_gradients = _native_filter_gradients, True
+    previous = _native_filter_gradients
+    _native_filter_gradients = enabled or previous
     try:
         yield
     finally:
