@@ -97,14 +97,17 @@ def _op_flops(op):
             w, y = op.outputs[0], op.inputs[2]
         kh, kw = _dims(w)[:2]
         return 2 * int(np.prod(_dims(y))) * kh * kw
-    if kind == "MatMul" and "conv_filter_grad" in op.name:
-        ds = op.inputs[1].op.inputs[0]   # (N, H+2p, W, k O): dy's k row shifts, or dy (k = 1)
-        if ds.op.type == "ConcatV2" and "conv_filter_grad" in ds.op.name:
-            # networks.layers.conv2d_same_filter_grad counted as the filter gradient it computes
-            # (its product also multiplies the 2p zero rows of the shifts): 2 |dy| k (k I).
-            dy = ds.op.inputs[0].op.inputs[0]
-            k = _dims(ds)[-1] // _dims(dy)[-1]
-            return 2 * int(np.prod(_dims(dy))) * k * _dims(op.inputs[0])[-1]
+    if kind == "MatMul" and op.name.split("/")[-2].startswith("conv_filter_grad"):
+        # A product of networks.layers' conv2d_same_filter_grad (one, (k I, k O)) or
+        # conv2d_stride2_filter_grad (k, (k I, O) each), counted as the filter gradient it
+        # computes, not with the zero rows it also multiplies: 2 |dy| (k I) times the output's
+        # columns per dy channel. dy is where the second operand's chain (reshapes, pads,
+        # shifts, slices) leaves the scope.
+        scope, dy = op.name.rsplit("/", 1)[0], op.inputs[1]
+        while dy.op.name.rsplit("/", 1)[0] == scope:
+            dy = dy.op.inputs[0]
+        per_channel = _dims(op.outputs[0])[-1] // _dims(dy)[-1]
+        return 2 * int(np.prod(_dims(dy))) * _dims(op.inputs[0])[-1] * per_channel
     if kind in ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul"):
         a, y = op.inputs[0], op.outputs[0]
         transpose = op.get_attr("transpose_a") if kind == "MatMul" else op.get_attr("adj_x")

@@ -410,10 +410,16 @@ def conv2d_same(x, w):
 
     x: (N, H, W, I); w: (k, k, I, O) in x's dtype. Output (N, H, W, O).
     """
-    if (w.shape[0] % 2 == 0 or x.dtype != tf.float32 or None in x.shape[1:]
-            or _native_filter_gradients or not matmul_filter_gradients()):
+    if w.shape[0] % 2 == 0 or not _product_filter_gradients(x):
         return tf.nn.conv2d(x, w, 1, "SAME")
     return _conv2d_same(x, tf.convert_to_tensor(w))
+
+
+def _product_filter_gradients(x):
+    """Whether a convolution of x traces the matrix-product filter gradients: float32 on a
+    CPU, static height and width, not under `native_filter_gradients`."""
+    return (x.dtype == tf.float32 and None not in x.shape[1:]
+            and not _native_filter_gradients and matmul_filter_gradients())
 
 
 @tf.custom_gradient
@@ -473,6 +479,101 @@ def conv2d_same_filter_grad(x, dy, k):
         return tf.transpose(tf.reshape(blocks, [k, i, k, o]), [2, 0, 1, 3])
 
 
+def conv2d_stride2(x, w):
+    """tf.nn.conv2d(x, w, 2, 'VALID'), StyleGAN2's downsampling convolution after its FIR
+    filter: the same forward op, and on CPUs in float32 gradients of every order by
+    `_conv2d_stride2`'s rules, the filter gradient by matrix products
+    (`conv2d_stride2_filter_grad`); TensorFlow's own gradients elsewhere (as `conv2d_same`).
+
+    x: (N, Hx, Wx, I); w: (k, k, I, O) in x's dtype. Output (N, (Hx - k) // 2 + 1, ..., O).
+    """
+    if not _product_filter_gradients(x):
+        return tf.nn.conv2d(x, w, 2, "VALID")
+    return _conv2d_stride2(x, tf.convert_to_tensor(w))
+
+
+def conv2d_stride2_transpose(x, w_t, out_hw):
+    """The transposed stride-2 'VALID' convolution, StyleGAN2's upsampling convolution before
+    its FIR filter: y[n, 2h+i, 2w+j, o] += x[n, h, w, c] w_t[i, j, o, c]. Gradients as
+    `conv2d_stride2`'s (the two are each other's input gradient).
+
+    x: (N, H, W, C); w_t: (k, k, O, C); out_hw: (Hy, Wy), 2(H-1)+k or one more. Output
+    (N, Hy, Wy, O).
+    """
+    if not _product_filter_gradients(x):
+        return _conv_transpose(x, w_t, 2, out_hw, "VALID")
+    return _conv2d_stride2_transpose(x, tf.convert_to_tensor(w_t), tuple(out_hw))
+
+
+@tf.custom_gradient
+def _conv2d_stride2(x, w):
+    """y = conv(x, w), stride 2, 'valid'. Gradients for upstream dy: x: the transposed
+    convolution of dy back to x's size (`_conv2d_stride2_transpose`); w:
+    `conv2d_stride2_filter_grad(x, dy)`."""
+    def gradient(dy):
+        return (_conv2d_stride2_transpose(dy, w, tuple(x.shape[1:3])),
+                conv2d_stride2_filter_grad(x, dy, w.shape[0]))
+
+    return tf.nn.conv2d(x, w, 2, "VALID"), gradient
+
+
+def _conv2d_stride2_transpose(dy, w, out_hw):
+    """dx[n, 2h+i, 2w+j, c] += dy[n, h, w, o] w[i, j, c, o] on an (out_hw) grid: the gradient
+    of `_conv2d_stride2` by its input, and StyleGAN2's upsampling convolution. Its own
+    gradients for upstream g (R1 and path length differentiate it again): dy: conv_s2(g, w);
+    w: `conv2d_stride2_filter_grad(g, dy)` (the sum of g dx over the grid)."""
+    out_shape = [None, out_hw[0], out_hw[1], w.shape[2]]
+
+    @tf.custom_gradient
+    def transpose(dy, w):
+        sizes = tf.stack([tf.shape(dy)[0], out_hw[0], out_hw[1], w.shape[2]])
+        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=sizes, filter=w, out_backprop=dy,
+                                            strides=[1, 2, 2, 1], padding="VALID")
+
+        def gradient(g):
+            return _conv2d_stride2(g, w), conv2d_stride2_filter_grad(g, dy, w.shape[0])
+
+        return tf.ensure_shape(dx, out_shape), gradient
+
+    return transpose(dy, w)
+
+
+def conv2d_stride2_filter_grad(x, dy, k):
+    """Filter gradient of a stride-2 'valid' k x k convolution by k matrix products:
+
+        dW[i, j, c, o] = sum_{n, h, w} x[n, 2h+i, 2w+j, c] dy[n, h, w, o].
+
+    With q = (k-1) // 2, x zero-padded (or cropped) to 2(H+q) x 2(W+q) and split by row and
+    column parity, plane a holds the k column taps side by side, P_a[n, h', w, (j, c)] =
+    x[n, 2h'+a, 2w+j, c] (N, H+q, W, k I), and row tap i = 2s + a is plane a shifted by s rows.
+    Flattened, a shift by s rows is an offset of s W rows, so with D = dy padded by q zero rows
+    per sample (N (H+q) W, O), dW[i] = P_a[s W : s W + L]^T D[:L] (k I, O), L = N (H+q) W - q W:
+    (H+q)/H times the convolution's multiply-adds (plus the parity planes' one copy of x),
+    where TensorFlow's Conv2DBackpropFilter with stride 2 ran at 45-75 GFLOP/s against its
+    forward convolution's 100-125 (2-core AMD EPYC, oneDNN, the reference setting's D).
+    Under the name scope `conv_filter_grad`, as `conv2d_same_filter_grad`.
+
+    x: (N, Hx, Wx, I), dy: (N, H, W, O) with H = (Hx - k) // 2 + 1 (W alike), same dtype.
+    Returns (k, k, I, O).
+    """
+    with tf.name_scope("conv_filter_grad"):
+        q = (k - 1) // 2
+        (hx, wx, i), (h, w, o) = x.shape[1:], dy.shape[1:]
+        rows, cols = 2 * (h + q), 2 * (w + q)
+        if hx > rows or wx > cols:
+            x = x[:, :rows, :cols]
+        x = tf.pad(x, [[0, 0], [0, rows - x.shape[1]], [0, cols - x.shape[2]], [0, 0]])
+        x = tf.reshape(x, [-1, h + q, 2, w + q, 2, i])       # [n, h', a, w', b, c]
+        planes = [tf.reshape(tf.concat([x[:, :, a, j // 2:j // 2 + w, j % 2] for j in range(k)],
+                                       axis=-1), [-1, k * i]) for a in range(min(k, 2))]
+        d = tf.reshape(tf.pad(dy, [[0, 0], [0, q], [0, 0], [0, 0]]), [-1, o])
+        length = tf.shape(d)[0] - q * w
+        d = d[:length]
+        blocks = [tf.matmul(planes[r % 2][r // 2 * w:r // 2 * w + length], d, transpose_a=True)
+                  for r in range(k)]                        # dW[r] as [(j, c), o]
+        return tf.reshape(tf.stack(blocks), [k, k, i, o])
+
+
 def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scale=False):
     """2-D convolution ('same' size for odd kernels) with optional 2x up- or downsampling.
 
@@ -502,7 +603,7 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
         # tf.reverse, not w[::-1, ::-1]: a negative-stride StridedSlice (and its gradient)
         # takes ~90 us on a 3x3x32x32 kernel on CPU, ReverseV2 ~5 us (the same values).
         w_t = tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2])
-        x = _conv_transpose(x, w_t, 2, ((h - 1) * 2 + k, (wd - 1) * 2 + k), "VALID")
+        x = conv2d_stride2_transpose(x, w_t, ((h - 1) * 2 + k, (wd - 1) * 2 + k))
         p = (len(resample_kernel) - 2) - (k - 1)
         return upfirdn2d(x, resample_kernel, padding=((p + 1) // 2 + 1, p // 2 + 1), gain=4)
     if up:
@@ -511,9 +612,12 @@ def conv2d_resample(x, w, up=False, down=False, resample_kernel=None, fused_scal
             return _conv_transpose(x, w_t, 2, (h * 2, wd * 2), "SAME")
         return conv2d_same(upscale2d(x), w)
     if down and resample_kernel is not None:
+        if k == 1:  # The 1x1 convolution commutes with the downsampling: filter a quarter of
+            # the positions (stylegan2-ada-pytorch's fast path; the same sums).
+            return conv2d_same(downsample_2d(x, resample_kernel), w)
         p = (len(resample_kernel) - 2) + (k - 1)
         x = upfirdn2d(x, resample_kernel, padding=((p + 1) // 2, p // 2))
-        return tf.nn.conv2d(x, w, 2, "VALID")
+        return conv2d_stride2(x, w)
     if down:
         if fused_scale:
             return tf.nn.conv2d(x, _pad_and_sum_shifts(w) * 0.25, 2, "SAME")

@@ -494,32 +494,43 @@ def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(monkeypatch):
 
 def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(
         monkeypatch):
-    """bench/bench_peer.graph_flops of a traced 3x3 (and 1x1) convolution with both gradients:
-    three times the forward convolution's 2 N H W k k I O, with the filter gradient taken by
-    TensorFlow's Conv2DBackpropFilter or by conv2d_same's matrix product (counted as the
-    convolution it replaces, not with the zero rows it also multiplies)."""
+    """bench/bench_peer.graph_flops of a traced convolution with both gradients: three times
+    the forward convolution's 2 |y| k k I, with the filter gradient taken by TensorFlow's
+    Conv2DBackpropFilter or by networks.layers' matrix products (counted as the convolution
+    they replace, not with the zero rows they also multiply): stride 1 (3x3, 1x1), stride 2
+    (StyleGAN2's 3x3 and 1x1 downsampling) and the transposed stride 2 (its upsampling)."""
     monkeypatch.syspath_prepend(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import bench_peer
     import tensorflow as tf
     from networks import layers
 
-    def gradients(x, w):
-        with tf.GradientTape() as tape:
-            tape.watch([x, w])
-            y = layers.conv2d_same(x, w)
-        return tape.gradient(y, [x, w])
+    cases = [  # (convolution, x shape, w shape, |y| = output elements / O)
+        (layers.conv2d_same, [2, 8, 6, 5], [3, 3, 5, 7], 2 * 8 * 6),
+        (layers.conv2d_same, [2, 8, 6, 5], [1, 1, 5, 7], 2 * 8 * 6),
+        (layers.conv2d_stride2, [2, 9, 7, 5], [3, 3, 5, 7], 2 * 4 * 3),
+        (layers.conv2d_stride2, [2, 8, 6, 5], [1, 1, 5, 7], 2 * 4 * 3),
+        # transposed: y (2, 9, 7, 7) from x (2, 4, 3, 5); its cost is the stride-2 one's.
+        (lambda x, w: layers.conv2d_stride2_transpose(x, w, (9, 7)), [2, 4, 3, 5],
+         [3, 3, 7, 5], 2 * 4 * 3),
+    ]
+    for conv, x_shape, w_shape, positions in cases:
+        def gradients(x, w):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = conv(x, w)
+            return tape.gradient(y, [x, w])
 
-    for k in (1, 3):
-        specs = tf.TensorSpec([2, 8, 6, 5]), tf.TensorSpec([k, k, 5, 7])
-        expected = 3 * 2 * (2 * 8 * 6) * k * k * 5 * 7
+        specs = tf.TensorSpec(x_shape), tf.TensorSpec(w_shape)
+        k, _, i, o = w_shape
+        expected = 3 * 2 * positions * k * k * i * o
         with layers.native_filter_gradients():
             native = tf.function(gradients).get_concrete_function(*specs).graph
         ours = tf.function(gradients).get_concrete_function(*specs).graph
         assert "Conv2DBackpropFilter" in {op.type for op in native.get_operations()}
         assert "MatMul" in {op.type for op in ours.get_operations()}
-        assert bench_peer.graph_flops(native) == expected
-        assert bench_peer.graph_flops(ours) == expected
+        assert bench_peer.graph_flops(native) == expected, (conv, w_shape)
+        assert bench_peer.graph_flops(ours) == expected, (conv, w_shape)
 
 
 def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):

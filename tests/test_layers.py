@@ -454,29 +454,77 @@ def test_conv2d_same_matches_tensorflows_float64_convolution_to_second_order(k):
     assert np.abs(expected[4].numpy()).max() > 1   # the second-order kernel term is not 0
 
 
+@pytest.mark.parametrize("k", [1, 3, 4])
+@pytest.mark.parametrize("extra", [0, 1])
+def test_stride2_convolutions_match_tensorflows_float64_ones_to_second_order(k, extra):
+    """conv2d_stride2 and conv2d_stride2_transpose (filter gradients by matrix products on the
+    parity planes, `conv2d_stride2_filter_grad`, in every order) against TensorFlow's float64
+    stride-2 'valid' convolution and its transpose: value, both gradients and both gradients
+    of a penalty on them; x of height 2(H-1)+k (+ `extra`, the row a valid convolution drops)
+    and a different width; eagerly and traced with a dynamic batch."""
+    h, w = 4, 3
+    hx, wx = 2 * (h - 1) + k + extra, 2 * (w - 1) + k + 1 - extra
+    x, kernel = randn(3, hx, wx, 4), randn(k, k, 4, 6)
+    y_shape = (3, h, w, 6)
+    cases = [  # (ours, TensorFlow's, first input, upstream gradient)
+        (L.conv2d_stride2, lambda a, b: tf.nn.conv2d(a, b, 2, "VALID"), x, randn(*y_shape)),
+        (lambda a, b: L.conv2d_stride2_transpose(a, b, (hx, wx)),
+         lambda a, b: tf.nn.conv2d_transpose(a, b, tf.stack([tf.shape(a)[0], hx, wx, 4]), 2,
+                                             "VALID"),
+         randn(*y_shape), randn(3, hx, wx, 4)),
+    ]
+    for ours, native, first, upstream in cases:
+        args64 = [tf.constant(v, tf.float64) for v in (first, kernel, upstream)]
+        expected = conv_same_derivatives(native, *args64)
+        # As conv2d_same's test: chains of at most two sums, a convolution's (<= k*k*6 terms)
+        # and a filter gradient's (<= 3*4*3 terms), each product rounded once.
+        n = k * k * 6 + 3 * h * w
+        scale = conv_same_derivatives(native, *[tf.abs(v) for v in args64])
+        bounds = [n * EPS32 * np.abs(v.numpy()) + 1e-30 for v in scale]
+        dynamic = tf.function(
+            lambda a, b, u, ours=ours: conv_same_derivatives(ours, a, b, u),
+            input_signature=[tf.TensorSpec((None,) + first.shape[1:]),
+                             tf.TensorSpec(kernel.shape),
+                             tf.TensorSpec((None,) + upstream.shape[1:])])
+        for got in (conv_same_derivatives(ours, *map(tf.constant, (first, kernel, upstream))),
+                    dynamic(first, kernel, upstream)):
+            for a, b, bound in zip(got, expected, bounds):
+                assert a.shape == b.shape and a.dtype == tf.float32
+                assert np.all(np.abs(a.numpy() - b.numpy()) <= bound)
+        assert np.abs(expected[4].numpy()).max() > 1   # the second-order kernel term is not 0
+
+
 def test_conv2d_same_takes_the_filter_gradient_by_matrix_product_in_float32_on_cpus():
-    """On a CPU in float32 the traced gradient has the matrix product and no
-    Conv2DBackpropFilter; under native_filter_gradients, in bfloat16 and for a dynamic height
-    it is TensorFlow's own op again."""
-    def op_types(dtype, height=6, native=False):
-        x = tf.TensorSpec([2, height, 6, 3], dtype)
-        w = tf.TensorSpec([3, 3, 3, 4], dtype)
+    """On a CPU in float32 the traced gradients of conv2d_same, conv2d_stride2 and
+    conv2d_stride2_transpose have matrix products and no Conv2DBackpropFilter; under
+    native_filter_gradients, in bfloat16 and for a dynamic height they are TensorFlow's own
+    ops again."""
+    convs = {"same": (L.conv2d_same, 6), "stride2": (L.conv2d_stride2, 7),
+             "transpose": (lambda a, b: L.conv2d_stride2_transpose(a, b, (7, 7)), 3)}
+
+    def op_types(name, dtype, dynamic_height=False, native=False):
+        conv, size = convs[name]
+        x = tf.TensorSpec([2, None if dynamic_height else size, size, 3], dtype)
+        w = tf.TensorSpec([3, 3, 3, 3], dtype)
 
         def grads(a, b):
             with tf.GradientTape() as tape:
                 tape.watch([a, b])
-                y = L.conv2d_same(a, b)
+                y = conv(a, b)
             return tape.gradient(y, [a, b])
         with L.native_filter_gradients() if native else contextlib.nullcontext():
             graph = tf.function(grads).get_concrete_function(x, w).graph
         return {op.type for op in graph.get_operations()}
 
     assert L.matmul_filter_gradients()   # the suite runs on CPUs
-    matmul = op_types(tf.float32)
-    assert "MatMul" in matmul and "Conv2DBackpropFilter" not in matmul
-    for native in (op_types(tf.float32, native=True), op_types(tf.bfloat16),
-                   op_types(tf.float32, height=None)):
-        assert "Conv2DBackpropFilter" in native and "MatMul" not in native
+    for name in convs:
+        matmul = op_types(name, tf.float32)
+        assert "MatMul" in matmul and "Conv2DBackpropFilter" not in matmul, name
+        natives = [op_types(name, tf.float32, native=True), op_types(name, tf.bfloat16)]
+        if name != "transpose":   # its output size is given: the height is never dynamic
+            natives.append(op_types(name, tf.float32, dynamic_height=True))
+        for native in natives:
+            assert "Conv2DBackpropFilter" in native and "MatMul" not in native, name
 
 
 @pytest.mark.parametrize("demodulate", [True, False])
