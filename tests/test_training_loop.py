@@ -732,12 +732,19 @@ def test_compiled_step_with_lanes_equals_the_whole_batch():
 
 
 @pytest.mark.parametrize("lazy_pl", [False, True])
-def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, op_determinism):
+def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, op_determinism,
+                                                                    monkeypatch):
     """CompiledStep runs G main and D main in one function when no path-length phase can come
     between them; the state and logs after iterations with and without lazy R1 are the same
-    bits as with every phase in its own function. With path length (config e) nothing fuses."""
+    bits as with every phase in its own function. With path length (config e's schedule and
+    losses, at the demo's widths) nothing fuses."""
+    from training import stylegan as stylegan_training
     from training.loop import CompiledStep
     from training.stylegan import build_networks, build_trainer
+    presets = stylegan_training.CONFIG_PRESETS["stylegan2"]
+    monkeypatch.setitem(presets, "e", dict(presets["e"], **{
+        key: presets["demo"][key] for key in ("fmap_base", "fmap_max", "latent_dim",
+                                              "mapping_layers")}))
     res, batch = 8, 8
     rng = np.random.RandomState(0)
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
