@@ -379,10 +379,11 @@ def _pad_and_sum_shifts(w):
 
 @functools.cache
 def matmul_filter_gradients():
-    """Whether `conv2d_same` takes its filter gradients by one matrix product: on CPUs (no GPU
-    visible; one answer per process). cuDNN's filter gradients are fast on GPUs; on CPUs
-    TensorFlow's Conv2DBackpropFilter (oneDNN and Eigen alike) runs at about half the speed of
-    its forward convolution and of a matrix product with the same multiply-adds."""
+    """Whether `conv2d_same`, `conv2d_stride2` and `conv2d_stride2_transpose` take their filter
+    gradients by matrix products: on CPUs (no GPU visible; one answer per process). cuDNN's
+    filter gradients are fast on GPUs; on CPUs TensorFlow's Conv2DBackpropFilter (oneDNN and
+    Eigen alike) runs at about half the speed of its forward convolution and of a matrix
+    product with the same multiply-adds."""
     return not tf.config.list_physical_devices("GPU")
 
 
@@ -391,8 +392,8 @@ _native_filter_gradients = False
 
 @contextlib.contextmanager
 def native_filter_gradients(enabled=True):
-    """Within it, `conv2d_same` traces TensorFlow's own gradients if `enabled` (benchmarks time
-    both; False leaves the choice as it was)."""
+    """Within it, `conv2d_same` and the stride-2 convolutions trace TensorFlow's own gradients
+    if `enabled` (benchmarks time both; False leaves the choice as it was)."""
     global _native_filter_gradients
     previous = _native_filter_gradients
     _native_filter_gradients = enabled or previous
