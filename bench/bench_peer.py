@@ -16,14 +16,14 @@ of the repeats' paired on / off ratios the FQ overhead. Beside it, FQ's own work
 iteration timed alone (bench/fq_work.py), as a share of the FQ-off iteration.
 --native-filter-grads adds one copy of FQ off traced with TensorFlow's own convolution filter
 gradients (`networks.layers.native_filter_gradients`) to the interleaved cycles: the speed-up of
-`conv2d_same`'s matrix product in this setting.
+the matrix-product filter gradients (`conv2d_same`, `conv2d_stride2[_transpose]`) in this setting.
 
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
 analytically: every Conv2D / Conv2DBackpropInput / Conv2DBackpropFilter / depthwise conv /
 MatMul / BatchMatMul op of the traced step graphs, 2 FLOPs per multiply-add, from their static
-shapes (a filter gradient taken by `conv2d_same`'s matrix product as the convolution's, without
-the zero rows it also multiplies). The FLOP-limited rate is conv GFLOP/s / GFLOP per image; the
+shapes (a filter gradient taken by matrix products as the convolution's, without the zero rows
+they also multiply). The FLOP-limited rate is conv GFLOP/s / GFLOP per image; the
 fraction printed is our img/s over that rate.
 """
 
@@ -52,7 +52,7 @@ flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
 flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
 flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ off (one copy) with TensorFlow's "
-                     "own convolution filter gradients: the speed-up of conv2d_same's product.")
+                     "own convolution filter gradients: the speed-up of the matrix products.")
 flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
                      "and averaged per cycle (bench/timing.balanced_copies: identical copies run "
                      "apart by up to a few percent, an earlier-built one slower).")
@@ -256,7 +256,7 @@ def main(argv):
         if NATIVE in times:
             print(f"  FQ off with TensorFlow's own filter gradients: "
                   f"{img_per_s(times[NATIVE]):.2f} img/s; "
-                  + describe_overhead("their cycle time / conv2d_same's:", times[NATIVE],
+                  + describe_overhead("their cycle time / the products':", times[NATIVE],
                                       times["FQ off"]))
         print(f"  each copy's img/s (median cycle, in build order off, on, on, off, ...): "
               f"{each_copy}")

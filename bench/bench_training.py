@@ -26,8 +26,8 @@ AMX, else float32); --float32 also times FQ on in float32 for the speed-up of th
 --lanes also times FQ on with the D step's fakes as one batch, for the speed-up of running them
 in `BatchLanes` (the default with one thread per op on 2 or more cores,
 `training.distribute.batch_lanes`); --native-filter-grads also times FQ on with TensorFlow's own
-convolution filter gradients (Conv2DBackpropFilter), for the speed-up of taking them by one
-matrix product (`networks.layers.conv2d_same`, float32 on CPUs).
+convolution filter gradients (Conv2DBackpropFilter), for the speed-up of taking them by matrix
+products (`networks.layers.conv2d_same`, `conv2d_stride2[_transpose]`, float32 on CPUs).
 """
 
 import functools
@@ -75,7 +75,7 @@ flags.DEFINE_boolean("float32", False, "Also time FQ on in float32: the speed-up
 flags.DEFINE_boolean("lanes", False, "Also time FQ on with the D step's fakes as one batch "
                      "(lanes 1): the speed-up of BatchLanes.")
 flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ on with TensorFlow's own "
-                     "convolution filter gradients: the speed-up of conv2d_same's matrix product.")
+                     "convolution filter gradients: the speed-up of the matrix products.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 8, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
