@@ -523,18 +523,12 @@ def _conv2d_stride2_transpose(dy, w, out_hw):
     of `_conv2d_stride2` by its input, and StyleGAN2's upsampling convolution. Its own
     gradients for upstream g (R1 and path length differentiate it again): dy: conv_s2(g, w);
     w: `conv2d_stride2_filter_grad(g, dy)` (the sum of g dx over the grid)."""
-    out_shape = [None, out_hw[0], out_hw[1], w.shape[2]]
-
     @tf.custom_gradient
     def transpose(dy, w):
-        sizes = tf.stack([tf.shape(dy)[0], out_hw[0], out_hw[1], w.shape[2]])
-        dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=sizes, filter=w, out_backprop=dy,
-                                            strides=[1, 2, 2, 1], padding="VALID")
-
         def gradient(g):
             return _conv2d_stride2(g, w), conv2d_stride2_filter_grad(g, dy, w.shape[0])
 
-        return tf.ensure_shape(dx, out_shape), gradient
+        return _conv_transpose(dy, w, 2, out_hw, "VALID"), gradient
 
     return transpose(dy, w)
 
