@@ -47,6 +47,15 @@ def two_replica_strategy():
 
 
 @pytest.fixture
+def op_determinism():
+    """tf.config.experimental.enable_op_determinism for one test (it is process-wide)."""
+    from tensorflow.python.framework import config as tf_config
+    tf.config.experimental.enable_op_determinism()
+    yield
+    tf_config.disable_op_determinism()
+
+
+@pytest.fixture
 def onednn_graph_run():
     """run(code) -> the stdout of Python `code` run in a fresh process with oneDNN on (the
     training tools' setting) and the repository importable, after asserting that it exited
@@ -97,15 +106,18 @@ def mixed_float16():
     keras.mixed_precision.set_global_policy("float32")
 
 
-# The slowest modules (seconds with -n 2, Intel Xeon, oneDNN on, 2026-12-03: 129, 59, 56, 49,
-# 39, 36, 29, 28, 26, 21, 19, 16, 15, 10, 10, 10), run first: `--dist loadfile` hands whole
-# modules to the workers in this order, each worker taking the next one as it runs out of work,
-# so a long module started last would keep one worker busy while the other idles (longest-first
-# packing).
-SLOWEST_FIRST = ("test_training_loop", "test_sq_training", "test_export_biggan", "test_ugatit_loop",
-                 "test_biggan_loop", "test_float_paths", "test_export_ugatit", "test_biggan_trainer",
-                 "test_trainer", "test_export", "test_ugatit_trainer", "test_stylegan2",
-                 "test_generator_cli", "test_gan", "test_convert", "test_biggan_networks")
+# The slowest modules run first: `--dist loadfile` hands whole modules to the workers in this
+# order, each worker taking the next one as it runs out of work, so a long module started last
+# would keep one worker busy while the other idles (longest-first packing). Seconds with -n 2,
+# AMD EPYC 2 cores, oneDNN off, 2026-12-07: training_loop ~250, training_step ~250, ugatit_loop
+# 126, float_paths 105-129, export_biggan 107, biggan_loop 113, training_multiworker ~100,
+# sq_training 68, biggan_trainer 56, trainer 51, export_ugatit 48, cli 47, export 43, ...
+SLOWEST_FIRST = ("test_training_loop", "test_training_step", "test_ugatit_loop",
+                 "test_float_paths", "test_biggan_loop", "test_export_biggan",
+                 "test_training_multiworker", "test_sq_training", "test_biggan_trainer",
+                 "test_trainer", "test_export_ugatit", "test_cli", "test_export",
+                 "test_ugatit_trainer", "test_stylegan2", "test_generator_cli", "test_gan",
+                 "test_convert", "test_biggan_networks")
 
 
 def pytest_configure(config):

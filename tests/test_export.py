@@ -498,6 +498,7 @@ def _leftovers(folder):
     return [n for n in os.listdir(folder) if n.startswith(".")]
 
 
+@pytest.mark.one_float_path
 def test_existing_export_is_kept_unless_overwrite(tmp_path):
     G1, G2 = _tiny_stylegan2(), randomise_buffers(_tiny_stylegan2(), 9)
     z = np.random.RandomState(4).randn(2, 8).astype(np.float32)
@@ -513,6 +514,7 @@ def test_existing_export_is_kept_unless_overwrite(tmp_path):
     assert _leftovers(str(tmp_path)) == []
 
 
+@pytest.mark.one_float_path
 def test_overwrite_never_replaces_a_folder_that_is_not_an_export(tmp_path):
     folder = tmp_path / "notes"
     folder.mkdir()

@@ -20,8 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT_PATH_MODULES = ("test_layers.py", "test_normalization.py", "test_convert.py",
                       "test_convert_ugatit.py", "test_convert_biggan.py", "test_export.py")
 # Command-line round trips in those modules (file handling around conversions and exports whose
-# numbers the other tests check) are run once, under this machine's default.
+# numbers the other tests check) and the tests marked one_float_path (file handling, or a test
+# that starts its own process with a chosen path) are run once, under this machine's default.
 FLIPPED_SELECTION = "not test_cli_"
+FLIPPED_MARKERS = "not one_float_path"
 _NESTED = "FQ_GAN_FLOAT_PATH_RUN"  # set in the subprocess: never flip twice
 
 
@@ -41,7 +43,7 @@ def test_float_path_modules_pass_with_onednn_flipped():
     code = ("import sys, pytest; from tensorflow.python.util import _pywrap_util_port as p; "
             "print('onednn', int(p.IsMklEnabled()), flush=True); "
             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', "
-            f"'-k', {FLIPPED_SELECTION!r}, *{modules!r}]))")
+            f"'-k', {FLIPPED_SELECTION!r}, '-m', {FLIPPED_MARKERS!r}, *{modules!r}]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=1800)
     lines = result.stdout.strip().splitlines()

@@ -140,6 +140,7 @@ def test_activation_equals_tensorflows_in_value_gradient_and_second_order(ours, 
                                       tf.cast(b, tf.float32).numpy())
 
 
+@pytest.mark.one_float_path   # its own process runs oneDNN whatever this one runs
 def test_training_graphs_with_leaky_relu_keep_grapplers_remapper_working(onednn_graph_run):
     """With oneDNN, grappler's remapper fused Conv2D + BiasAdd + LeakyRelu under the
     LeakyReluGrad that still read the BiasAdd, logged "remapper failed" on every StyleGAN

@@ -1,4 +1,7 @@
-"""The training loop and run_training.py: resume, outputs, safety, precision, XLA.
+"""The training loop and run_training.py: resume, run folders, safety, signals, precision
+settings, presets, --init-from, CLI errors. The step the loop runs (precision and XLA numbers,
+compiled iterations, lanes, two replicas) is test_training_step.py's; runs of several worker
+processes are test_training_multiworker.py's.
 
 That a StyleGAN2 run through this loop learns is test_sq_training.py's short limited-data run
 (StyleGAN2 with FQ in D, plus style quantization): one learning run of the loop, not two.
@@ -9,9 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -23,7 +23,7 @@ from PIL import Image
 import run_training
 from datasets import open_dataset
 from training import TrainingConfigError, TrainingDiverged, loop, losses
-from training.checkpoints import latest_checkpoint, run_checkpoints
+from training.checkpoints import latest_checkpoint
 from training.stylegan import StyleGANRun, TrainingOptions, load_networks, training_loop
 
 from test_ugatit_loop import killed_copy
@@ -52,15 +52,6 @@ def quiet(*args):
 
 
 # ---------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def op_determinism():
-    """tf.config.experimental.enable_op_determinism for one test (it is process-wide)."""
-    from tensorflow.python.framework import config as tf_config
-    tf.config.experimental.enable_op_determinism()
-    yield
-    tf_config.disable_op_determinism()
-
 
 # Progressive StyleGAN 8 -> 16, batch 8: stabilise 8 (0-32 images), fade (32-64), stabilise 16
 # (64-96), 12 steps, one tick per step, a snapshot (checkpoint and samples) after 6 steps, in the
@@ -337,34 +328,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         assert np.all(np.isfinite(value)) or value.dtype.kind not in "f"
 
 
-@pytest.mark.parametrize("model", ["stylegan", "stylegan2"])
-@pytest.mark.parametrize("setting", [dict(precision="mixed_float16"),
-                                     dict(precision="mixed_bfloat16"), dict(xla=True)])
-def test_mixed_precision_and_xla_run_without_nan(tmp_path, setting, model):
-    """At 8x8: StyleGAN2 one step, with all four phases (lazy R1 and path length: nested tapes
-    under loss scaling / bfloat16 / XLA; the main-phase-only step compiles a subset of it);
-    StyleGAN two steps (one compiled step). Every logged value and every variable after the
-    updates (checkpoint: networks, Gs, optimizer slots) is finite, and the global dtype policy
-    is restored."""
-    import keras
-    kimg = 0.008 if model == "stylegan2" else 0.016
-    try:
-        summary = training_loop(options(**setting, model=model, kimg=kimg,
-                                        tick_kimg=0.008), str(tmp_path), log=quiet)
-        # The loop sets the policy for building its networks only.
-        assert keras.mixed_precision.global_policy().name == "float32"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    logged = [json.loads(line) for line in open(os.path.join(str(tmp_path), "log.jsonl"))]
-    assert logged[0]["start"]["precision"] == setting.get("precision", "float32")
-    for entry in logged[1:]:   # the scalars after the start record
-        for key, value in entry.items():
-            assert np.isfinite(value), (key, value)
-    for name, value in checkpoint_values(str(tmp_path)).items():
-        assert value.dtype.kind not in "f" or np.all(np.isfinite(value)), name
-    assert summary["kimg"] == kimg
-
-
 # ---------------------------------------------------------------------------------------------
 # run_training.py: flags and one-line errors.
 
@@ -476,27 +439,6 @@ def test_sigterm_checkpoints_and_the_resumed_run_equals_an_uninterrupted_one(
     assert a["state_fingerprint"] == b["state_fingerprint"]
 
 
-def test_a_bfloat16_run_resumes_exactly(tmp_path, op_determinism):
-    """mixed_bfloat16, the demo's precision on CPUs with AMX: a StyleGAN2 run (8x8, 4 steps,
-    lazy R1 in step 1) killed after its snapshot at step 2 and resumed through run_training.py
-    trains under the policy it saved and ends bit-identical to the run straight through."""
-    run = dict(model="stylegan2", precision="mixed_bfloat16", kimg=0.032, tick_kimg=0.008,
-               snapshot_ticks=2)
-    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
-    os.makedirs(straight), os.makedirs(stopped)
-    a = training_loop(options(**run), straight, log=quiet)
-    killed_copy(straight, stopped, 16)
-    assert run_cli(["--out", stopped, "--resume", "--deterministic"]) == 0
-    start = json.loads(open(os.path.join(stopped, "log.jsonl")).readline())["start"]
-    assert start["precision"] == "mixed_bfloat16"
-    with open(os.path.join(stopped, "summary.json")) as f:
-        b = json.load(f)
-    values_a, values_b = checkpoint_values(straight), checkpoint_values(stopped)
-    assert sorted(values_a) == sorted(values_b) and b["kimg"] == a["kimg"] == 0.032
-    for name in values_a:
-        np.testing.assert_array_equal(values_a[name], values_b[name], err_msg=name)
-    assert a["state_fingerprint"] == b["state_fingerprint"]
-
 
 def test_resume_keeps_the_runs_options_and_reports_a_changed_one(straight_run, capsys):
     """A resumed run is the run of its folder: --model need not be given; another --model, or
@@ -559,349 +501,6 @@ def test_the_loop_sets_mixed_precision_for_building_and_restores_the_policy(fami
         loop.training_loop(Probe(run_options, str(tmp_path), quiet))
     assert seen == [precision]
     assert keras.mixed_precision.global_policy().name == "float32"
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-worker: two worker processes on localhost.
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _start_two_workers(tmp_path, *flags, folders=("worker0", "worker1")):
-    """Two run_training.py worker processes of one MultiWorkerMirroredStrategy cluster on
-    localhost (--out tmp_path/<folders[i]>), output piped."""
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                      "task": {"type": "worker", "index": index}}),
-                   TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-        out = str(tmp_path / folders[index])
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "run_training.py"), "--strategy", "multiworker",
-             "--out", out, "--resolution", "8", "--batch", "8", "--metrics", "none",
-             "--fq-blocks", "8", *flags],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    return procs
-
-
-def _outputs(procs, timeout=600):
-    """The workers' outputs once all have exited; kills them all if any is still running after
-    `timeout` seconds (a worker that fails alone leaves the others waiting for it)."""
-    try:
-        return [p.communicate(timeout=timeout)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-
-
-def _summaries(tmp_path):
-    return [json.load(open(tmp_path / f"worker{i}" / "summary.json")) for i in range(2)]
-
-
-def test_two_workers_end_with_identical_state(tmp_path):
-    procs = _start_two_workers(tmp_path, "--kimg", "0.016", "--tick-kimg", "0.008",
-                               "--snapshot-ticks", "1")
-    outputs = _outputs(procs)
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output[-3000:]
-    summaries = _summaries(tmp_path)
-    assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
-    assert summaries[0]["kimg"] == summaries[1]["kimg"] == 0.016
-    # Only the chief keeps logs, samples and the export; the others their newest checkpoint
-    # (what their --resume restores).
-    worker0, worker1 = (str(tmp_path / f"worker{i}") for i in range(2))
-    assert sorted(run_checkpoints(worker0)) == [8, 16]
-    assert sorted(run_checkpoints(worker1)) == [16]
-    assert sorted(os.listdir(worker1)) == ["checkpoints", "summary.json",
-                                           "training_options.json"]
-    assert {"log.jsonl", "export", "fakes000000.png"} <= set(os.listdir(worker0))
-
-
-def test_workers_sharing_a_run_folder_stop_with_one_line(tmp_path):
-    """Every worker writes its own checkpoints, so one --out for all (a shared file system)
-    would have them overwrite each other: both workers exit 2 with one line, no folder left."""
-    procs = _start_two_workers(tmp_path, "--kimg", "0.008", folders=("run", "run"))
-    outputs = _outputs(procs)
-    assert [p.returncode for p in procs] == [2, 2], outputs
-    for output in outputs:
-        assert (f"run_training.py: error: the workers share the run folder {tmp_path / 'run'}; "
-                "give each worker its own --out (e.g. on its local disk): every worker writes "
-                "its own checkpoints.") in output, output[-3000:]
-    assert not os.path.exists(tmp_path / "run")
-
-
-def test_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path):
-    """A preempted worker (SIGTERM to the non-chief): both workers agree to stop after the same
-    step and both write a checkpoint there, neither waits for the other in a collective; the
-    signalled worker exits 128 + 15, the other 1, each printing its resume command. `--resume`
-    on both continues from there and ends with equal states; a worker whose folder holds an
-    older checkpoint than the others makes every worker stop with one line, exit 2."""
-    procs = _start_two_workers(tmp_path, "--kimg", "40", "--tick-kimg", "0.008",
-                               "--snapshot-ticks", "100000")
-    log = tmp_path / "worker0" / "log.jsonl"
-    deadline = time.monotonic() + 300
-    while not (log.exists() and '"progress/kimg"' in log.read_text()):   # ticking: training
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            pytest.fail("no tick within 300 s or a worker ended:\n"
-                        + "\n".join(o[-2000:] for o in _outputs(procs, timeout=1)))
-        time.sleep(0.1)
-    procs[1].send_signal(signal.SIGTERM)
-    outputs = _outputs(procs, timeout=300)
-    assert [p.returncode for p in procs] == [1, 128 + signal.SIGTERM], outputs
-    summaries = _summaries(tmp_path)
-    assert [s["interrupted"] for s in summaries] == ["a signal to another worker", "SIGTERM"]
-    assert summaries[0]["kimg"] == summaries[1]["kimg"] < 40
-    assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
-    stopped_at = round(summaries[0]["kimg"] * 1000)
-    for index, name in enumerate(("a signal to another worker", "SIGTERM")):
-        out = str(tmp_path / f"worker{index}")
-        checkpoint = os.path.join(out, "checkpoints", f"ckpt-{stopped_at}")
-        assert summaries[index]["checkpoint"] == latest_checkpoint(out) == checkpoint
-        assert (f"Stopped by {name} at kimg {summaries[0]['kimg']:g}, checkpoint {checkpoint}; "
-                f"continue with: python run_training.py --out {out} --resume") \
-            in outputs[index], outputs[index][-3000:]
-
-    # Both continue from there (8 more images) and end equal.
-    shutil.copytree(tmp_path / "worker1", tmp_path / "stale")
-    resume = ("--resume", "--kimg", f"{(stopped_at + 8) / 1000:g}")
-    procs = _start_two_workers(tmp_path, *resume)
-    outputs = _outputs(procs)
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    resumed = _summaries(tmp_path)
-    assert resumed[0]["kimg"] == resumed[1]["kimg"] == (stopped_at + 8) / 1000
-    assert resumed[0]["state_fingerprint"] == resumed[1]["state_fingerprint"] \
-        != summaries[0]["state_fingerprint"]
-
-    # The non-chief's folder as it was before that (its newest checkpoint one step behind the
-    # chief's): both refuse to train.
-    shutil.rmtree(tmp_path / "worker1")
-    shutil.move(tmp_path / "stale", tmp_path / "worker1")
-    before = sorted(os.listdir(tmp_path / "worker0"))
-    procs = _start_two_workers(tmp_path, "--resume", "--kimg", "40")
-    outputs = _outputs(procs)
-    assert [p.returncode for p in procs] == [2, 2], outputs
-    for output, name in zip(outputs, (f"ckpt-{stopped_at + 8}", f"ckpt-{stopped_at}")):
-        assert ("run_training.py: error: the workers start from different points (this one: "
-                f"{name}); resume every worker from the same run, each --out holding that "
-                "run's newest checkpoint.") in output, output[-3000:]
-    assert sorted(os.listdir(tmp_path / "worker0")) == before
-
-
-def test_compiled_step_with_lanes_equals_the_whole_batch():
-    """The loop's CompiledStep (G main + D main iterations in one call, a while loop in the
-    graph, then an iteration with the lazy R1) with the D step's fakes in two lanes, against
-    one lane: RNG states equal, every weight and the FQ dictionary within the float32 bound of
-    test_trainer.assert_same_state (SGD, so gradient rounding stays rounding)."""
-    from test_trainer import assert_same_state, use_sgd
-    from training.loop import CompiledStep
-    from training.stylegan import build_networks, build_trainer
-    res, batch = 8, 8
-    rng = np.random.RandomState(0)
-    reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
-    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=batch)])
-    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,))
-    results = []
-    for lanes in (1, 2):
-        keras.utils.set_random_seed(3)
-        G, D = build_networks(run_options, 3, 5)
-        trainer = build_trainer(run_options, G, D)
-        trainer.lanes = lanes
-        use_sgd(trainer)
-        assert (trainer._d_step_lanes(batch) is not None) == (lanes == 2)
-        before = {v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights}
-        step = CompiledStep.standalone(trainer, res, batch)
-        batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
-        step(batches, trainer.phases_of_iteration(False, False), 3)
-        step(batches, trainer.phases_of_iteration(False, True))
-        results.append(trainer)
-    whole, laned = results
-    for state in (lambda t: t.seed_generator.state, lambda t: t.G.synthesis.seed_generator.state):
-        np.testing.assert_array_equal(state(laned).numpy(), state(whole).numpy())
-    for a, b in zip(whole.G.weights + whole.D.weights, laned.G.weights + laned.D.weights):
-        assert_same_state(b.numpy(), a.numpy(), before[a.path], steps=4, err_msg=a.path)
-    np.testing.assert_allclose(laned.D.fq_layers[0].embeddings.numpy(),
-                               whole.D.fq_layers[0].embeddings.numpy(), atol=1e-5)
-
-
-@pytest.mark.parametrize("lazy_pl", [False, True])
-def test_fused_main_phases_give_the_numbers_of_one_function_per_phase(lazy_pl, op_determinism,
-                                                                    monkeypatch):
-    """CompiledStep runs G main and D main in one function when no path-length phase can come
-    between them; the state and logs after iterations with and without lazy R1 are the same
-    bits as with every phase in its own function. With path length (config e's schedule and
-    losses, at the demo's widths) nothing fuses."""
-    from training import stylegan as stylegan_training
-    from training.loop import CompiledStep
-    from training.stylegan import build_networks, build_trainer
-    presets = stylegan_training.CONFIG_PRESETS["stylegan2"]
-    monkeypatch.setitem(presets, "e", dict(presets["e"], **{
-        key: presets["demo"][key] for key in ("fmap_base", "fmap_max", "latent_dim",
-                                              "mapping_layers")}))
-    res, batch = 8, 8
-    rng = np.random.RandomState(0)
-    reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)).astype(np.float32))
-    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=batch)])
-    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,),
-                                  config="e" if lazy_pl else "demo")
-    results = []
-    for fuse in (True, False):
-        keras.utils.set_random_seed(3)
-        G, D = build_networks(run_options, 3, 5)
-        trainer = build_trainer(run_options, G, D)
-        step = CompiledStep.standalone(trainer, res, batch)
-        assert step.fuse_main == (not lazy_pl)
-        step.fuse_main = fuse and step.fuse_main
-        batches = iter(tf.data.Dataset.from_tensors((reals, labels)).repeat())
-        groups = []
-        for iteration in range(4):
-            phases = trainer.phases_of_iteration(iteration % 2 == 1, iteration % 2 == 1)
-            groups.append(step.groups(phases))
-            step(batches, phases)
-        state = {v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights
-                 + trainer.Gs.weights}
-        results.append((groups, state, step.accumulator.read_and_reset()))
-    (fused_groups, fused, fused_logs), (split_groups, split, split_logs) = results
-    if lazy_pl:
-        assert fused_groups == split_groups == [
-            [("Gmain",), ("Dmain",)], [("Gmain",), ("Greg",), ("Dmain",), ("Dreg",)]] * 2
-    else:
-        assert fused_groups == [[("Gmain", "Dmain")], [("Gmain", "Dmain"), ("Dreg",)]] * 2
-        assert split_groups == [[("Gmain",), ("Dmain",)], [("Gmain",), ("Dmain",), ("Dreg",)]] * 2
-    assert fused.keys() == split.keys() and fused_logs == split_logs
-    for name in fused:
-        np.testing.assert_array_equal(fused[name], split[name], err_msg=name)
-
-
-def test_a_run_with_iterations_per_call_equals_one_call_each(tmp_path, op_determinism,
-                                                            monkeypatch):
-    """The StyleGAN2 demo's loop runs the G main + D main iterations between lazy R1 steps in
-    one call, cut at the ticks (12.5 iterations here) and the stop: the run ends with the state
-    and the ticks of a run that makes one call per iteration."""
-    from training.loop import CompiledStep
-    calls = []
-    original_call, original_step = CompiledStep.__call__, StyleGANRun.step
-
-    def counted(self, iterator, phases, iterations=1):
-        calls.append(iterations)
-        return original_call(self, iterator, phases, iterations)
-
-    monkeypatch.setattr(CompiledStep, "__call__", counted)
-    summaries, ticks = [], []
-    for one_each in (False, True):
-        if one_each:   # no room for a second iteration in any step
-            monkeypatch.setattr(StyleGANRun, "step", lambda self, nimg, max_images:
-                                original_step(self, nimg, 1))
-        calls.clear()
-        run_dir = str(tmp_path / f"run{int(one_each)}")
-        os.makedirs(run_dir)
-        summaries.append(training_loop(options(model="stylegan2", config="demo", kimg=0.136,
-                                               tick_kimg=0.1, snapshot_ticks=2), run_dir,
-                                       log=quiet))
-        entries = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
-        ticks.append([e["progress/kimg"] for e in entries if "progress/kimg" in e])
-        # R1 at iterations 0 and 16 (the last); the first tick ends after image 104.
-        assert calls == ([1] * 17 if one_each else [1, 11, 1, 3, 1])
-    assert ticks[0] == ticks[1] == pytest.approx([0.104, 0.136])
-    assert summaries[0]["state_fingerprint"] == summaries[1]["state_fingerprint"]
-
-
-def test_iterations_in_one_call_give_the_numbers_of_one_call_each(op_determinism):
-    """CompiledStep runs several G main + D main iterations in one call (a while loop in the
-    graph): after an iteration with lazy R1 and five in one call, state, nimg and logs are the
-    same bits as with one call per iteration; other phases refuse several iterations per
-    call."""
-    from training.loop import CompiledStep
-    from training.stylegan import build_networks, build_trainer
-    res, batch = 8, 8
-    rng = np.random.RandomState(0)
-    reals = tf.constant(np.tanh(rng.randn(6 * batch, res, res, 3)).astype(np.float32))
-    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=6 * batch)])
-    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,), config="demo")
-    results = []
-    for looped in (True, False):
-        keras.utils.set_random_seed(3)
-        G, D = build_networks(run_options, 3, 5)
-        trainer = build_trainer(run_options, G, D)
-        step = CompiledStep.standalone(trainer, res, batch)
-        batches = iter(tf.data.Dataset.from_tensor_slices((reals, labels)).batch(batch).repeat())
-        step(batches, trainer.phases_of_iteration(False, True))
-        main = trainer.phases_of_iteration(False, False)
-        if looped:
-            step(batches, main, 5)
-            with pytest.raises(ValueError, match="G main \\+ D main alone"):
-                step(batches, trainer.phases_of_iteration(False, True), 2)
-        else:
-            for _ in range(5):
-                step(batches, main)
-        assert int(trainer.nimg.numpy()) == 6 * batch
-        results.append(({v.path: v.numpy() for v in trainer.G.weights + trainer.D.weights
-                         + trainer.Gs.weights}, step.accumulator.read_and_reset()))
-    (looped, looped_logs), (single, single_logs) = results
-    assert looped.keys() == single.keys() and looped_logs == single_logs
-    for name in looped:
-        np.testing.assert_array_equal(looped[name], single[name], err_msg=name)
-
-
-def test_batch_taken_in_graph_under_two_replicas(two_replica_strategy, op_determinism):
-    """CompiledStep takes each batch inside its loop function (from a distributed iterator),
-    keeps each replica's share for the iteration's later function (lazy R1, BatchBuffer), and
-    that function counts the iteration's images: under two replicas the state after an
-    iteration with and one without R1 is the same bits as with the batch taken eagerly and
-    passed to every function and the images counted after them, and one global batch is used
-    per iteration."""
-    from training.loop import CompiledStep, LogAccumulator
-    from training.stylegan import build_networks, build_trainer
-    res, batch = 8, 8
-    rng = np.random.RandomState(0)
-    reals = tf.constant(np.tanh(rng.randn(3 * batch, res, res, 3)).astype(np.float32))
-    labels = tf.constant(np.eye(5, dtype=np.float32)[rng.randint(5, size=3 * batch)])
-    dataset = tf.data.Dataset.from_tensor_slices((reals, labels)).batch(batch).repeat()
-    run_options = TrainingOptions(resolution=res, batch=batch, fq_blocks=(8,), config="demo")
-    strategy = two_replica_strategy
-    results = []
-    for in_graph in (True, False):
-        keras.utils.set_random_seed(3)
-        with strategy.scope():
-            G, D = build_networks(run_options, 3, 5)
-            trainer = build_trainer(run_options, G, D)
-            step = CompiledStep(strategy, trainer, LogAccumulator(trainer.log_keys()), res,
-                                batch, xla=False)
-        iterator = iter(strategy.experimental_distribute_dataset(dataset))
-        for d_reg in (True, False):
-            phases = trainer.phases_of_iteration(False, d_reg)
-            if in_graph:
-                step(iterator, phases)
-            else:   # the batch taken eagerly and passed to each group's function, which
-                # counts no images; the count after them, on its own
-                data = next(iterator)
-                before = int(trainer.nimg.numpy())
-                groups = step.groups(phases)
-                for group in groups:
-                    step.function(group)(data, step.images[False])
-                assert int(trainer.nimg.numpy()) == before
-                if step.FUSED in groups:
-                    trainer.count_images(batch)
-                else:
-                    step.finish()
-        assert step.groups(trainer.phases_of_iteration(False, True)) == [step.FUSED, ("Dreg",)]
-        remaining = next(iterator)   # the third batch: two iterations took two batches
-        first_rows = strategy.experimental_local_results(remaining[0])[0]
-        np.testing.assert_array_equal(first_rows.numpy(), reals[2 * batch:2 * batch + 4].numpy())
-        results.append({v.path: np.stack([x.numpy() for x in strategy.experimental_local_results(
-            v.value)]) for v in trainer.G.weights + trainer.D.weights + trainer.Gs.weights})
-        assert int(trainer.nimg.numpy()) == 2 * batch
-    in_graph, eager = results
-    assert in_graph.keys() == eager.keys()
-    for name in in_graph:
-        np.testing.assert_array_equal(in_graph[name], eager[name], err_msg=name)
 
 
 def test_batch_and_replica_checks():
