@@ -1,7 +1,7 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
     python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--repeats 8] [--instances 2]
-                               [--native-filter-grads]
+                               [--native-filter-grads] [--reference-cmd "PYTHON peer_sg2ada.py SRC"]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
@@ -18,6 +18,14 @@ iteration timed alone (bench/fq_work.py), as a share of the FQ-off iteration.
 gradients (`networks.layers.native_filter_gradients`) to the interleaved cycles: the speed-up of
 the matrix-product filter gradients (`conv2d_same`, `conv2d_stride2[_transpose]`) in this setting.
 
+--reference-cmd runs the reference side in the same run, interleaved with ours: every repeat
+runs the command (RES BATCH 16 appended: 16 iterations, its own img/s on its last line, as
+`../shared/bench/peer_sg2ada.py` prints it) once, before our cycles in even repeats and after
+them in odd ones, and ours / reference is the median of the repeats' paired ratios. Ours and
+the reference one after the other in separate runs carry the machine's drift between the two
+runs (a 2-core AMD EPYC instance ran the reference at 3.9 and then 3.0 img/s, 64^2, minutes
+apart); paired repeats a few minutes long see nearly the same machine.
+
 In the same run it measures the machine's 3x3 convolution (256 -> 256 channels, 32x32,
 batch 32, forward + both gradients) in GFLOP/s, and counts the training step's FLOPs
 analytically: every Conv2D / Conv2DBackpropInput / Conv2DBackpropFilter / depthwise conv /
@@ -28,6 +36,10 @@ fraction printed is our img/s over that rate.
 """
 
 import os
+import re
+import shlex
+import shutil
+import subprocess
 import time
 
 import bench_env  # the repository root on sys.path
@@ -56,6 +68,9 @@ flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ off (one copy) 
 flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
                      "and averaged per cycle (bench/timing.balanced_copies: identical copies run "
                      "apart by up to a few percent, an earlier-built one slower).")
+flags.DEFINE_string("reference-cmd", None, "Command of the reference side, RES BATCH 16 appended "
+                    "(e.g. 'peer-venv/bin/python ../shared/bench/peer_sg2ada.py sg2ada-src'), run "
+                    "once per repeat beside our cycles: ours / reference as paired ratios.")
 FLAGS = flags.FLAGS
 
 REFERENCE = dict(z_dim=512, w_dim=512, mapping_layers=8, fmap_base=2048, fmap_max=256)
@@ -160,6 +175,27 @@ def cycle_flops(step, cycle, batches, data):
             sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
 
 
+def reference_img_per_s(command, resolution, batch, iterations=16):
+    """Images per second the reference side reports: `command` (a shell-style string) with
+    RES BATCH ITERATIONS appended, run to its end; the last "<number> img/s" of its output.
+    app.UsageError (one line) if it cannot start, fails or prints no such figure."""
+    argv = shlex.split(command) + [str(resolution), str(batch), str(iterations)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True)
+    except OSError as e:
+        raise app.UsageError(f"--reference-cmd: cannot run {argv[0]}: {e.strerror}") from None
+    found = re.findall(r"([0-9]+(?:\.[0-9]+)?) img/s", done.stdout)
+    if done.returncode != 0 or not found:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise app.UsageError(f"--reference-cmd exited with {done.returncode} without an img/s "
+                             f"figure: {tail[0]}")
+    # peer_sg2ada.py rounds img/s to 0.1 (2% at 4.7) but also prints "(16 iters, 109.7 s".
+    timed = re.findall(r"\(([0-9]+) iters, ([0-9]+(?:\.[0-9]+)?) s", done.stdout)
+    if timed and float(timed[-1][1]) > 0:
+        return batch * int(timed[-1][0]) / float(timed[-1][1])
+    return float(found[-1])
+
+
 def conv_benchmark():
     """(step, input, FLOPs) of a 3x3 conv 256 -> 256 at 32x32, batch 32, forward + input and
     filter gradients, as the networks run it (`conv2d_same`: on CPUs in float32 the filter
@@ -190,6 +226,11 @@ def main(argv):
     batch = FLAGS.batch
     if batch % 4 or batch < 4:
         raise app.UsageError("--batch must be a positive multiple of 4 (minibatch-stddev groups).")
+    reference = FLAGS["reference-cmd"].value
+    if reference is not None and (not shlex.split(reference)
+                                  or shutil.which(shlex.split(reference)[0]) is None):
+        raise app.UsageError("--reference-cmd must start with a program that exists (e.g. "
+                             "'peer-venv/bin/python ../shared/bench/peer_sg2ada.py sg2ada-src').")
     conv_step, conv_x, conv_flops = conv_benchmark()
     conv_step(conv_x)
     rng = np.random.RandomState(0)
@@ -224,14 +265,18 @@ def main(argv):
                    for key, step in variants.items()}
         cycle = cycle_phases(variants[("FQ off", 0)].trainer)   # the same names in every copy
         times = {name: [] for name in variants}
-        conv_times = []
+        conv_times, reference_rates = [], []
         for repeat in range(FLAGS.repeats):
+            if reference is not None and repeat % 2 == 0:   # before our cycles, then after
+                reference_rates.append(reference_img_per_s(reference, res, batch))
             start = time.perf_counter()
             for _ in range(5):
                 conv_step(conv_x)[0].numpy()
             conv_times.append((time.perf_counter() - start) / 5)
             for name, seconds in interleaved_cycles(runners, cycle, 1).items():
                 times[name] += seconds
+            if reference is not None and repeat % 2 == 1:
+                reference_rates.append(reference_img_per_s(reference, res, batch))
         copy_error = between_copies_error(times, "FQ on", "FQ off", FLAGS.instances)
 
         def img_per_s(cycle_times):   # real images per second of the median cycle
@@ -253,6 +298,16 @@ def main(argv):
                   f"{rate / limit:>10.2f}")
         print("  " + describe_overhead("FQ on / off cycle time:", times["FQ on"], times["FQ off"],
                                        copy_error))
+        if reference_rates:
+            # Ratios of rates are the inverse ratios of times: reference seconds per image over
+            # ours, repeat by repeat.
+            reference_times = [len(CYCLE) * batch / rate for rate in reference_rates]
+            print(f"  reference ({reference}): img/s per repeat "
+                  + ", ".join(f"{rate:.2f}" for rate in reference_rates)
+                  + f"; median {np.median(reference_rates):.2f}")
+            for name in blocks:
+                print("  " + describe_overhead(f"ours {name} / reference, img/s:",
+                                               reference_times, times[name]))
         if NATIVE in times:
             print(f"  FQ off with TensorFlow's own filter gradients: "
                   f"{img_per_s(times[NATIVE]):.2f} img/s; "

@@ -533,6 +533,38 @@ def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gr
         assert bench_peer.graph_flops(ours) == expected, (conv, w_shape)
 
 
+def test_bench_peer_reads_the_reference_sides_rate_from_its_command(monkeypatch):
+    """bench/bench_peer.reference_img_per_s (--reference-cmd): RES BATCH 16 appended to the
+    command; the rate from peer_sg2ada.py's "(N iters, S s" (batch N / S, unrounded) when
+    printed, else its last "x img/s"; a command that fails, prints no rate or does not exist
+    is one line (app.UsageError) naming --reference-cmd."""
+    import shlex
+    import sys
+    from absl import app
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import bench_peer
+
+    def command(code):
+        return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+    as_peer = command("import sys; res, batch, iters = sys.argv[1:]; print('sg2ada-pytorch %s "
+                      "batch %s: 4.7 img/s (%s iters, 100.0 s, torch x, 2 threads)' % "
+                      "(res, batch, iters))")
+    assert bench_peer.reference_img_per_s(as_peer, 32, 32) == pytest.approx(32 * 16 / 100.0)
+    assert bench_peer.reference_img_per_s(as_peer, 64, 8) == pytest.approx(8 * 16 / 100.0)
+    assert bench_peer.reference_img_per_s(command("print('1 img/s'); print('2.25 img/s')"),
+                                          32, 32) == 2.25
+    with pytest.raises(app.UsageError, match=r"--reference-cmd exited with 3 without an img/s "
+                                             r"figure: boom"):
+        bench_peer.reference_img_per_s(command("import sys; print('boom', file=sys.stderr); "
+                                               "sys.exit(3)"), 32, 32)
+    with pytest.raises(app.UsageError, match="exited with 0 without an img/s figure: fast"):
+        bench_peer.reference_img_per_s(command("print('fast')"), 32, 32)
+    with pytest.raises(app.UsageError, match="--reference-cmd: cannot run /nonexistent/python"):
+        bench_peer.reference_img_per_s("/nonexistent/python peer.py", 32, 32)
+
+
 def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
     gradient and of its update scope, not those of a layer whose name only starts alike, nor an
