@@ -53,7 +53,7 @@ def run_iterations(strategy, trainer, batches, global_batch):
 
     Eager: a few iterations of these tiny networks take seconds, while tracing a StyleGAN2
     step (four phases, nested tapes) takes far longer than running it. The loop's compiled
-    steps are exercised by test_training_loop.py."""
+    steps are exercised by test_training_step.py and test_training_loop.py."""
     replicas = strategy.num_replicas_in_sync
     n = global_batch // replicas
     for (reals, labels), (g_reg, d_reg) in zip(batches, PHASES):
