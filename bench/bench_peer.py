@@ -175,7 +175,7 @@ def cycle_flops(step, cycle, batches, data):
             sum(per_phase[p] for phases in cycle for p in phases) / len(cycle))
 
 
-def reference_img_per_s(command, resolution, batch, iterations=16):
+def reference_img_per_s(command, resolution, batch, iterations=len(CYCLE)):
     """Images per second the reference side reports: `command` (a shell-style string) with
     RES BATCH ITERATIONS appended, run to its end; the last "<number> img/s" of its output.
     app.UsageError (one line) if it cannot start, fails or prints no such figure."""
@@ -227,8 +227,8 @@ def main(argv):
     if batch % 4 or batch < 4:
         raise app.UsageError("--batch must be a positive multiple of 4 (minibatch-stddev groups).")
     reference = FLAGS["reference-cmd"].value
-    if reference is not None and (not shlex.split(reference)
-                                  or shutil.which(shlex.split(reference)[0]) is None):
+    program = shlex.split(reference)[:1] if reference is not None else None
+    if program is not None and (not program or shutil.which(program[0]) is None):
         raise app.UsageError("--reference-cmd must start with a program that exists (e.g. "
                              "'peer-venv/bin/python ../shared/bench/peer_sg2ada.py sg2ada-src').")
     conv_step, conv_x, conv_flops = conv_benchmark()
