@@ -121,7 +121,7 @@ def test_export_of_a_run_is_its_last_sample_grid(run_dir, run_export_dir):
         labels = np.eye(gen.c_dim, dtype=np.float32)[np.arange(40) % gen.c_dim]
         images = np.concatenate([gen("serving_default", z=z[i:i + 16], truncation_psi=1.0,
                                      labels=labels[i:i + 16])["images"] for i in (0, 16, 32)])
-    grid = read_png(os.path.join(run_dir, "fakes000000.png"))
+    grid = read_png(os.path.join(run_dir, "fakes000000_032.png"))   # 32 images
     # The PNG shows each 8x8 sample as 128x128 (16x nearest neighbour, training/logs.py).
     assert grid.shape == (8 * 128, 5 * 128, 3) and grid_upscale(8) == 16
     np.testing.assert_array_equal(image_grid(images, columns=5, upscale=16), grid)

@@ -131,7 +131,9 @@ def test_run_folder_outputs_and_loading_gs(straight_run):
     names = set(os.listdir(run_dir))
     assert {"checkpoints", "tensorboard", "log.jsonl", "training_options.json",
             "summary.json"} <= names
-    assert any(n.startswith("fakes") and n.endswith(".png") for n in names)
+    # Snapshots at 48 and 96 images (6 ticks of 8): a grid each, not one overwritten.
+    assert sorted(n for n in names if n.startswith("fakes")) == [
+        "fakes000000_048.png", "fakes000000_096.png", "fakes_init.png"]
     logged = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
     for key in ("g_loss", "d_loss", "g_fq_loss", "d_fq_loss", "fq/fq8/perplexity",
                 "progress/img_per_sec", "progress/kimg"):
@@ -153,6 +155,19 @@ def test_run_folder_outputs_and_loading_gs(straight_run):
     assert start["parameters"]["G"] == sum(int(np.prod(w.shape))
                                            for w in nets["Gs"].trainable_weights) > 0
 
+
+
+def test_snapshot_file_names_are_unique_and_sort_in_training_order():
+    """NVlabs' fakesKKKKKK.png at whole kimg; between them the images past the kimg, so a
+    run with ticks under 1 kimg keeps every snapshot's grid, listed in training order."""
+    images = [0, 48, 96, 999, 1000, 1500, 40000, 40008, 123456789]
+    names = [loop.kimg_file_name("fakes", n) for n in images]
+    assert names[:5] == ["fakes000000.png", "fakes000000_048.png", "fakes000000_096.png",
+                         "fakes000000_999.png", "fakes000001.png"]
+    assert names[5:] == ["fakes000001_500.png", "fakes000040.png", "fakes000040_008.png",
+                         "fakes123456_789.png"]
+    assert sorted(names) == names and len(set(names)) == len(names)
+    assert loop.kimg_file_name("fakes", 2000.0) == "fakes000002.png"   # BigGAN's are floats
 
 def test_a_new_run_writes_reals_png_from_its_training_data(straight_run):
     """NVlabs' reals.png beside fakes_init.png: training images at the training resolution

@@ -731,7 +731,7 @@ class StyleGANRun(TrainingRun):
         return self._grid("fakes_init.png", 0)
 
     def snapshot_grids(self, nimg):
-        return self._grid(f"fakes{nimg // 1000:06d}.png", nimg)
+        return self._grid(loop.kimg_file_name("fakes", nimg), nimg)
 
     def swd_generator(self, nimg):
         def generate(rng, count):
