@@ -156,18 +156,18 @@ def test_run_folder_outputs_and_loading_gs(straight_run):
                                            for w in nets["Gs"].trainable_weights) > 0
 
 
-
 def test_snapshot_file_names_are_unique_and_sort_in_training_order():
     """NVlabs' fakesKKKKKK.png at whole kimg; between them the images past the kimg, so a
     run with ticks under 1 kimg keeps every snapshot's grid, listed in training order."""
     images = [0, 48, 96, 999, 1000, 1500, 40000, 40008, 123456789]
-    names = [loop.kimg_file_name("fakes", n) for n in images]
+    names = [loop.snapshot_grid_name(n) for n in images]
     assert names[:5] == ["fakes000000.png", "fakes000000_048.png", "fakes000000_096.png",
                          "fakes000000_999.png", "fakes000001.png"]
     assert names[5:] == ["fakes000001_500.png", "fakes000040.png", "fakes000040_008.png",
                          "fakes123456_789.png"]
     assert sorted(names) == names and len(set(names)) == len(names)
-    assert loop.kimg_file_name("fakes", 2000.0) == "fakes000002.png"   # BigGAN's are floats
+    assert loop.snapshot_grid_name(2000.0) == "fakes000002.png"   # a count held as a float
+
 
 def test_a_new_run_writes_reals_png_from_its_training_data(straight_run):
     """NVlabs' reals.png beside fakes_init.png: training images at the training resolution

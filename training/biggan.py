@@ -417,7 +417,7 @@ class BigGANRun(IterationRun):
         return self._grid("fakes_init.png")
 
     def snapshot_grids(self, iteration):
-        return self._grid(loop.kimg_file_name("fakes", self.images(iteration)))
+        return self._grid(loop.snapshot_grid_name(self.images(iteration)))
 
     def swd_generator(self, iteration):
         def generate(rng, count):

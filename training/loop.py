@@ -668,15 +668,14 @@ def start_record(strategy, networks, data):
     return record, lines
 
 
-def kimg_file_name(prefix, nimg, extension=".png"):
-    """The file name of a snapshot at `nimg` images: `prefix` and the whole kimg in 6 digits,
+def snapshot_grid_name(nimg):
+    """The sample grid's file name of a snapshot at `nimg` images: the whole kimg in 6 digits,
     as NVlabs name theirs (fakes000040.png); between whole kimg also "_" and the images past
     the last one in 3 digits (fakes000000_048.png: 48 images). So snapshots less than 1 kimg
     apart (a short --tick-kimg) keep a file each, and the names still sort in training order
     ("." sorts before "_", so fakes000001.png before fakes000001_500.png)."""
-    nimg = int(round(nimg))
-    whole, part = divmod(nimg, 1000)
-    return f"{prefix}{whole:06d}{f'_{part:03d}' if part else ''}{extension}"
+    whole, part = divmod(int(nimg), 1000)
+    return f"fakes{whole:06d}{f'_{part:03d}' if part else ''}.png"
 
 
 def class_grid(num_classes, count=None):

@@ -731,7 +731,7 @@ class StyleGANRun(TrainingRun):
         return self._grid("fakes_init.png", 0)
 
     def snapshot_grids(self, nimg):
-        return self._grid(loop.kimg_file_name("fakes", nimg), nimg)
+        return self._grid(loop.snapshot_grid_name(nimg), nimg)
 
     def swd_generator(self, nimg):
         def generate(rng, count):
