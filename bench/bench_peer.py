@@ -1,7 +1,7 @@
 """StyleGAN2 training speed in stylegan2-ada-pytorch's setting, against this CPU's FLOP limit.
 
     python bench/bench_peer.py [--resolutions 32,64] [--batch 32] [--repeats 8] [--instances 2]
-                               [--native-filter-grads] [--reference-cmd "PYTHON peer_sg2ada.py SRC"]
+                               [--other-filter-grads] [--reference-cmd "PYTHON peer_sg2ada.py SRC"]
 
 The setting of `../shared/bench/peer_sg2ada.py` (the reference side, run separately in its own
 venv): z/w 512, 8 mapping layers, channel_base 4096 (our fmap_base 2048), channel_max 256,
@@ -14,9 +14,10 @@ iteration of the cycle runs on every copy back to back, in alternating order
 averaged per cycle. The median cycle gives img/s (real images consumed per second), the median
 of the repeats' paired on / off ratios the FQ overhead. Beside it, FQ's own work in one
 iteration timed alone (bench/fq_work.py), as a share of the FQ-off iteration.
---native-filter-grads adds one copy of FQ off traced with TensorFlow's own convolution filter
-gradients (`networks.layers.native_filter_gradients`) to the interleaved cycles: the speed-up of
-the matrix-product filter gradients (`conv2d_same`, `conv2d_stride2[_transpose]`) in this setting.
+--other-filter-grads adds one copy of FQ off traced with the convolution filter gradients this
+machine does not use by default (`networks.layers.filter_gradients`: TensorFlow's own where the
+matrix products of `conv2d_same` and `conv2d_stride2[_transpose]` are the default, the products
+where TensorFlow's own are) to the interleaved cycles: the default's speed-up in this setting.
 
 --reference-cmd runs the reference side in the same run, interleaved with ours: every repeat
 runs the command (RES BATCH 16 appended: 16 iterations, its own img/s on its last line, as
@@ -51,7 +52,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from networks import stylegan2  # noqa: E402
-from networks.layers import conv2d_same, native_filter_gradients  # noqa: E402
+from networks.layers import (conv2d_same, default_filter_gradients, filter_gradients,  # noqa: E402
+                             other_filter_gradients)
 from training.schedule import ProgressiveSchedule  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.trainer import PHASES, GANTrainer, LossSettings  # noqa: E402
@@ -63,8 +65,9 @@ flags.DEFINE_list("resolutions", ["32", "64"], "Training resolutions to measure.
 flags.DEFINE_integer("batch", 32, "Global minibatch (reference: 32).")
 flags.DEFINE_integer("repeats", 8, "Interleaved repeats (median cycle reported).")
 flags.DEFINE_list("fq-blocks", ["16", "32"], "FQ blocks of the 'FQ on' variant.")
-flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ off (one copy) with TensorFlow's "
-                     "own convolution filter gradients: the speed-up of the matrix products.")
+flags.DEFINE_boolean("other-filter-grads", False, "Also time FQ off (one copy) with the filter "
+                     "gradients this machine does not use by default (products or TensorFlow's "
+                     "own): the default's speed-up.")
 flags.DEFINE_integer("instances", 2, "Copies of FQ off and FQ on, built off, on, on, off, ... "
                      "and averaged per cycle (bench/timing.balanced_copies: identical copies run "
                      "apart by up to a few percent, an earlier-built one slower).")
@@ -77,7 +80,7 @@ REFERENCE = dict(z_dim=512, w_dim=512, mapping_layers=8, fmap_base=2048, fmap_ma
 LOSS = LossSettings("logistic", r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4,
                     style_mixing_prob=0.9)
 CYCLE = [(i % 4 == 0, i % 16 == 0) for i in range(16)]  # (run_g_reg, run_d_reg) per iteration
-NATIVE = "FQ off, native filter grads"   # --native-filter-grads' variant
+OTHER = "FQ off, other filter grads"   # --other-filter-grads' variant
 
 #----------------------------------------------------------------------------
 # FLOP count of a traced graph.
@@ -243,19 +246,19 @@ def main(argv):
         blocks = {"FQ off": (), "FQ on": tuple(b for b in fq_blocks if b <= res)}
         variants = {(name, copy): make_variant(res, batch, blocks[name])
                     for name, copy in balanced_copies(blocks, FLAGS.instances)}
-        if FLAGS['native-filter-grads'].value:
-            variants[NATIVE] = make_variant(res, batch, ())
+        if FLAGS['other-filter-grads'].value:
+            variants[OTHER] = make_variant(res, batch, ())
         batches = constant_batches(reals, labels)
         data = next(batches)
         flops = {}
         with quiet_retracing():   # the copies trace one function each, on purpose
             for key, step in variants.items():
-                name, copy = key if key != NATIVE else (key, 0)
+                name, copy = key if key != OTHER else (key, 0)
                 start = time.perf_counter()
                 cycle = cycle_phases(step.trainer)
                 if name not in flops and name in blocks:   # the copies have the same graphs
                     flops[name] = cycle_flops(step, cycle, batches, data)
-                with native_filter_gradients(key == NATIVE):
+                with filter_gradients(other_filter_gradients() if key == OTHER else None):
                     for phases in set(cycle):
                         step(batches, phases)
                 print(f"  {res}x{res} {name} #{copy + 1}: traced in "
@@ -308,10 +311,11 @@ def main(argv):
             for name in blocks:
                 print("  " + describe_overhead(f"ours {name} / reference, img/s:",
                                                reference_times, times[name]))
-        if NATIVE in times:
-            print(f"  FQ off with TensorFlow's own filter gradients: "
-                  f"{img_per_s(times[NATIVE]):.2f} img/s; "
-                  + describe_overhead("their cycle time / the products':", times[NATIVE],
+        if OTHER in times:
+            print(f"  FQ off with the {other_filter_gradients()} filter gradients: "
+                  f"{img_per_s(times[OTHER]):.2f} img/s; "
+                  + describe_overhead(f"their cycle time / the default's "
+                                      f"({default_filter_gradients()}):", times[OTHER],
                                       times["FQ off"]))
         print(f"  each copy's img/s (median cycle, in build order off, on, on, off, ...): "
               f"{each_copy}")

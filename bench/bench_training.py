@@ -4,7 +4,7 @@
                                    [--steps 5] [--instances 8] [--fq-blocks 16,32] [--classes 5]
                                    [--intra-op-threads N] [--noxla]
                                    [--precision auto|float32|mixed_bfloat16|...] [--float32]
-                                   [--lanes] [--native-filter-grads]
+                                   [--lanes] [--other-filter-grads]
 
 All variants are built in one process and timed interleaved (each repeat runs every variant
 once, after an untimed warm-up step, and the median is reported), so the ratios compare like
@@ -25,9 +25,10 @@ under run_training.py's precision (--precision auto: mixed_bfloat16 for the demo
 AMX, else float32); --float32 also times FQ on in float32 for the speed-up of the policy;
 --lanes also times FQ on with the D step's fakes as one batch, for the speed-up of running them
 in `BatchLanes` (the default with one thread per op on 2 or more cores,
-`training.distribute.batch_lanes`); --native-filter-grads also times FQ on with TensorFlow's own
-convolution filter gradients (Conv2DBackpropFilter), for the speed-up of taking them by matrix
-products (`networks.layers.conv2d_same`, `conv2d_stride2[_transpose]`, float32 on CPUs).
+`training.distribute.batch_lanes`); --other-filter-grads also times FQ on with the convolution
+filter gradients this machine does not use by default (`networks.layers.filter_gradients`:
+matrix products in `conv2d_same` and `conv2d_stride2[_transpose]`, or TensorFlow's own
+Conv2DBackpropFilter), for the speed-up of the default.
 """
 
 import functools
@@ -43,7 +44,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import datasets  # noqa: E402
-from networks.layers import native_filter_gradients  # noqa: E402
+from networks.layers import (default_filter_gradients, filter_gradients,  # noqa: E402
+                             other_filter_gradients)
 from training.distribute import default_precision, dtype_policy, set_intra_op_threads  # noqa: E402
 from training.loop import CompiledStep  # noqa: E402
 from training.run_options import PRECISIONS  # noqa: E402
@@ -74,8 +76,8 @@ flags.DEFINE_boolean("float32", False, "Also time FQ on in float32: the speed-up
                      "(bfloat16 is fast on CPUs with AMX, emulated and slow without).")
 flags.DEFINE_boolean("lanes", False, "Also time FQ on with the D step's fakes as one batch "
                      "(lanes 1): the speed-up of BatchLanes.")
-flags.DEFINE_boolean("native-filter-grads", False, "Also time FQ on with TensorFlow's own "
-                     "convolution filter gradients: the speed-up of the matrix products.")
+flags.DEFINE_boolean("other-filter-grads", False, "Also time FQ on with the filter gradients "
+                     "this machine does not use by default: the default's speed-up.")
 flags.DEFINE_list("fq-blocks", None, "FQ blocks of the 'FQ on' variants (default: the preset's, "
                   "as run_training.py: demo 8, e / f 16,32).")
 flags.DEFINE_integer("classes", None, "Label size (default: 5, the built-in shapes' classes, for "
@@ -112,13 +114,14 @@ def precision():
 
 
 def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None, lanes=None,
-              native_filter_grads=False):
+              filter_grads=None):
     """step(batches): --steps iterations with the given lazy phases, run as the training loop
     runs them (its CompiledStep; G main + D main alone in one call, other phase sets one call
     each), on the next batches of the iterator `batches`; `.phases`, `.trainer`. The networks
     are built under the Keras dtype policy `policy` (None: --precision); `lanes`: the
-    trainer's D-step lanes (None: as run_training.py sets them); `native_filter_grads`: traced
-    under `native_filter_gradients` (it traces on its first call)."""
+    trainer's D-step lanes (None: as run_training.py sets them); `filter_grads`: traced under
+    `filter_gradients(filter_grads)` (None: this machine's default; it traces on its first
+    call)."""
     policy = policy or precision()
     options = bench_options(fq_blocks=fq_blocks() if fq else (), precision=policy)
     with dtype_policy(policy):
@@ -130,7 +133,7 @@ def make_step(fq, xla, run_g_reg=False, run_d_reg=False, policy=None, lanes=None
     in_one_call = compiled.in_one_call(phases)
 
     def step(batches):
-        with native_filter_gradients(native_filter_grads):
+        with filter_gradients(filter_grads):
             if in_one_call:
                 compiled(batches, phases, FLAGS.steps)
             else:
@@ -169,9 +172,9 @@ def main(argv):
         singles["FQ on, float32"] = lambda: built(make_step(True, False, policy="float32"))
     if FLAGS.lanes:
         singles["FQ on, no lanes"] = lambda: built(make_step(True, False, lanes=1))
-    if FLAGS['native-filter-grads'].value:
-        singles["FQ on, native filter grads"] = lambda: built(
-            make_step(True, False, native_filter_grads=True))
+    if FLAGS['other-filter-grads'].value:
+        singles["FQ on, other filter grads"] = lambda: built(
+            make_step(True, False, filter_grads=other_filter_gradients()))
     # FQ on and off in `--instances` copies each, in a balanced build order (FQ on built first
     # throughout read +2..3.5% where this reads +1..2%); copy i of each are neighbours in time.
     copies, times = time_copies({"FQ on": lambda: built(make_step(True, False)),
@@ -212,9 +215,10 @@ def main(argv):
     if FLAGS.lanes:
         print(f"  D-step lanes ({every_phase.trainer.lanes}) speed-up, FQ on: "
               f"{rate['FQ on'] / rate['FQ on, no lanes']:.3f}x")
-    if FLAGS['native-filter-grads'].value:
-        print(f"  filter gradients by matrix product, speed-up, FQ on: "
-              f"{rate['FQ on'] / rate['FQ on, native filter grads']:.3f}x")
+    if FLAGS['other-filter-grads'].value:
+        print(f"  the default filter gradients ({default_filter_gradients()}), speed-up over "
+              f"{other_filter_gradients()}, FQ on: "
+              f"{rate['FQ on'] / rate['FQ on, other filter grads']:.3f}x")
     print(f"  input pipeline (built-in shapes, full tf.data): {loader:.0f} img/s = "
           f"{loader / rate['FQ on']:.0f}x what training consumes (target >= 10x)")
 

@@ -377,37 +377,88 @@ def _pad_and_sum_shifts(w):
     return w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]
 
 
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (frozenset of names as the kernel lists them, e.g. "avx512f",
+    "amx_bf16"), from the kernel's CPU information (Linux; empty where it cannot be read)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def onednn_enabled():
+    """Whether this process runs TensorFlow's oneDNN CPU kernels (TensorFlow's own query)."""
+    from tensorflow.python.util import _pywrap_util_port
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def products_win(gpu, onednn, flags):
+    """The rule of `matmul_filter_gradients`: whether the filter gradients go faster as matrix
+    products than as TensorFlow's Conv2DBackpropFilter, given a visible GPU (`gpu`), oneDNN's
+    CPU kernels on (`onednn`) and the CPU's feature flags (`flags`, as `cpu_flags`).
+
+    Forward + both gradients of a 3x3 convolution, batch 32, 64-256 channels, 8x8 to 64x64
+    (the StyleGAN2 shapes of bench_peer's setting): on a 2-core AMD EPYC with AVX2 only
+    (oneDNN or Eigen) TensorFlow's filter gradient ran at about half the speed of its forward
+    convolution, the products at 1.4-1.8x its GFLOP/s (2026-12-06); on a 2-core Intel Xeon with
+    AVX-512 (and AMX), oneDNN's own was faster: 295-337 GFLOP/s against the products' 195-271,
+    0.66-0.81x the time (2026-12-07). cuDNN's filter gradients are fast on GPUs. An AVX-512
+    AMD (Zen 4) was not measured; it follows the AVX-512 rule."""
+    return not gpu and not (onednn and "avx512f" in flags)
+
+
 @functools.cache
 def matmul_filter_gradients():
     """Whether `conv2d_same`, `conv2d_stride2` and `conv2d_stride2_transpose` take their filter
-    gradients by matrix products: on CPUs (no GPU visible; one answer per process). cuDNN's
-    filter gradients are fast on GPUs; on CPUs TensorFlow's Conv2DBackpropFilter (oneDNN and
-    Eigen alike) runs at about half the speed of its forward convolution and of a matrix
-    product with the same multiply-adds."""
-    return not tf.config.list_physical_devices("GPU")
+    gradients by matrix products here (one answer per process): on CPUs, except with oneDNN on
+    an AVX-512 CPU (`products_win`). `filter_gradients` overrides it."""
+    return products_win(bool(tf.config.list_physical_devices("GPU")), onednn_enabled(),
+                        cpu_flags())
 
 
-_native_filter_gradients = False
+FILTER_GRADIENTS = ("products", "native")
+_forced_filter_gradients = None
 
 
 @contextlib.contextmanager
-def native_filter_gradients(enabled=True):
-    """Within it, `conv2d_same` and the stride-2 convolutions trace TensorFlow's own gradients
-    if `enabled` (benchmarks time both; False leaves the choice as it was)."""
-    global _native_filter_gradients
-    previous = _native_filter_gradients
-    _native_filter_gradients = enabled or previous
+def filter_gradients(kind):
+    """Within it, `conv2d_same` and the stride-2 convolutions trace `kind` filter gradients:
+    "products" (matrix products, in float32 with a static height and width; TensorFlow's own
+    elsewhere) or "native" (TensorFlow's own), whatever this machine's default
+    (`matmul_filter_gradients`); None leaves the choice as it was. Benchmarks time both; tests
+    check both on every machine."""
+    global _forced_filter_gradients
+    if kind not in FILTER_GRADIENTS + (None,):
+        raise ValueError(f"filter_gradients: {kind!r} is not one of {FILTER_GRADIENTS}.")
+    previous = _forced_filter_gradients
+    _forced_filter_gradients = kind or previous
     try:
         yield
     finally:
-        _native_filter_gradients = previous
+        _forced_filter_gradients = previous
+
+
+def default_filter_gradients():
+    """This machine's kind of filter gradients: "products" or "native"."""
+    return "products" if matmul_filter_gradients() else "native"
+
+
+def other_filter_gradients():
+    """The kind of filter gradients this machine does not use by default (benchmarks)."""
+    return "native" if matmul_filter_gradients() else "products"
 
 
 def conv2d_same(x, w):
-    """tf.nn.conv2d(x, w, 1, 'SAME') for an odd square kernel: the same forward op, and on CPUs
-    in float32 gradients of every order by `_conv2d_same`'s rules, the filter gradient as one
-    matrix product (`conv2d_same_filter_grad`); TensorFlow's own gradients elsewhere (GPUs and
-    reduced precision, where the product was not measured; a dynamic height or width).
+    """tf.nn.conv2d(x, w, 1, 'SAME') for an odd square kernel: the same forward op, and where
+    the products win (`matmul_filter_gradients`: CPUs without oneDNN's AVX-512 kernels) in
+    float32 gradients of every order by `_conv2d_same`'s rules, the filter gradient as one
+    matrix product (`conv2d_same_filter_grad`); TensorFlow's own gradients elsewhere (GPUs,
+    oneDNN on AVX-512, reduced precision, where the product was not measured; a dynamic
+    height or width).
 
     x: (N, H, W, I); w: (k, k, I, O) in x's dtype. Output (N, H, W, O).
     """
@@ -417,10 +468,10 @@ def conv2d_same(x, w):
 
 
 def _product_filter_gradients(x):
-    """Whether a convolution of x traces the matrix-product filter gradients: float32 on a
-    CPU, static height and width, not under `native_filter_gradients`."""
-    return (x.dtype == tf.float32 and None not in x.shape[1:]
-            and not _native_filter_gradients and matmul_filter_gradients())
+    """Whether a convolution of x traces the matrix-product filter gradients: float32, static
+    height and width, and products chosen (`filter_gradients`, else this machine's default)."""
+    kind = _forced_filter_gradients or default_filter_gradients()
+    return x.dtype == tf.float32 and None not in x.shape[1:] and kind == "products"
 
 
 @tf.custom_gradient
@@ -482,8 +533,8 @@ def conv2d_same_filter_grad(x, dy, k):
 
 def conv2d_stride2(x, w):
     """tf.nn.conv2d(x, w, 2, 'VALID'), StyleGAN2's downsampling convolution after its FIR
-    filter: the same forward op, and on CPUs in float32 gradients of every order by
-    `_conv2d_stride2`'s rules, the filter gradient by matrix products
+    filter: the same forward op, and where the products win in float32 gradients of every
+    order by `_conv2d_stride2`'s rules, the filter gradient by matrix products
     (`conv2d_stride2_filter_grad`); TensorFlow's own gradients elsewhere (as `conv2d_same`).
 
     x: (N, Hx, Wx, I); w: (k, k, I, O) in x's dtype. Output (N, (Hx - k) // 2 + 1, ..., O).

@@ -524,9 +524,10 @@ def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gr
         specs = tf.TensorSpec(x_shape), tf.TensorSpec(w_shape)
         k, _, i, o = w_shape
         expected = 3 * 2 * positions * k * k * i * o
-        with layers.native_filter_gradients():
+        with layers.filter_gradients("native"):
             native = tf.function(gradients).get_concrete_function(*specs).graph
-        ours = tf.function(gradients).get_concrete_function(*specs).graph
+        with layers.filter_gradients("products"):
+            ours = tf.function(gradients).get_concrete_function(*specs).graph
         assert "Conv2DBackpropFilter" in {op.type for op in native.get_operations()}
         assert "MatMul" in {op.type for op in ours.get_operations()}
         assert bench_peer.graph_flops(native) == expected, (conv, w_shape)

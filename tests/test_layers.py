@@ -1,6 +1,5 @@
 """networks/layers.py against direct numpy transcriptions of the reference formulas (NHWC)."""
 
-import contextlib
 
 import keras
 import numpy as np
@@ -424,8 +423,17 @@ def conv_same_derivatives(conv, x, w, upstream):
     return [y, dx, dw, *outer.gradient(penalty, [x, w])]
 
 
+@pytest.fixture
+def product_filter_gradients():
+    """The matrix-product filter gradients, whatever this machine's default (the tests of
+    their rules run on every machine)."""
+    with L.filter_gradients("products"):
+        yield
+
+
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_conv2d_same_matches_tensorflows_float64_convolution_to_second_order(k):
+def test_conv2d_same_matches_tensorflows_float64_convolution_to_second_order(
+        k, product_filter_gradients):
     """conv2d_same (the filter gradient by one matrix product, `conv2d_same_filter_grad`, in
     every order) against TensorFlow's own float64 convolution and gradients: the value, both
     gradients, and both gradients of a penalty on them, on a non-square input (a swapped H / W
@@ -457,7 +465,8 @@ def test_conv2d_same_matches_tensorflows_float64_convolution_to_second_order(k):
 
 @pytest.mark.parametrize("k", [1, 3, 4])
 @pytest.mark.parametrize("extra", [0, 1])
-def test_stride2_convolutions_match_tensorflows_float64_ones_to_second_order(k, extra):
+def test_stride2_convolutions_match_tensorflows_float64_ones_to_second_order(
+        k, extra, product_filter_gradients):
     """conv2d_stride2 and conv2d_stride2_transpose (filter gradients by matrix products on the
     parity planes, `conv2d_stride2_filter_grad`, in every order) against TensorFlow's float64
     stride-2 'valid' convolution and its transpose: value, both gradients and both gradients
@@ -495,15 +504,17 @@ def test_stride2_convolutions_match_tensorflows_float64_ones_to_second_order(k, 
         assert np.abs(expected[4].numpy()).max() > 1   # the second-order kernel term is not 0
 
 
-def test_conv2d_same_takes_the_filter_gradient_by_matrix_product_in_float32_on_cpus():
-    """On a CPU in float32 the traced gradients of conv2d_same, conv2d_stride2 and
-    conv2d_stride2_transpose have matrix products and no Conv2DBackpropFilter; under
-    native_filter_gradients, in bfloat16 and for a dynamic height they are TensorFlow's own
-    ops again."""
+def test_conv2d_same_takes_the_filter_gradient_by_matrix_product_where_products_win():
+    """Under filter_gradients("products") the traced float32 gradients of conv2d_same,
+    conv2d_stride2 and conv2d_stride2_transpose have matrix products and no
+    Conv2DBackpropFilter; under filter_gradients("native"), in bfloat16 and for a dynamic
+    height they are TensorFlow's own ops again. The default is the products on CPUs except
+    with oneDNN on an AVX-512 CPU (`products_win`), and what `matmul_filter_gradients` says
+    for this machine."""
     convs = {"same": (L.conv2d_same, 6), "stride2": (L.conv2d_stride2, 7),
              "transpose": (lambda a, b: L.conv2d_stride2_transpose(a, b, (7, 7)), 3)}
 
-    def op_types(name, dtype, dynamic_height=False, native=False):
+    def op_types(name, dtype, kind, dynamic_height=False):
         conv, size = convs[name]
         x = tf.TensorSpec([2, None if dynamic_height else size, size, 3], dtype)
         w = tf.TensorSpec([3, 3, 3, 3], dtype)
@@ -513,19 +524,39 @@ def test_conv2d_same_takes_the_filter_gradient_by_matrix_product_in_float32_on_c
                 tape.watch([a, b])
                 y = conv(a, b)
             return tape.gradient(y, [a, b])
-        with L.native_filter_gradients() if native else contextlib.nullcontext():
+        with L.filter_gradients(kind):
             graph = tf.function(grads).get_concrete_function(x, w).graph
         return {op.type for op in graph.get_operations()}
 
-    assert L.matmul_filter_gradients()   # the suite runs on CPUs
     for name in convs:
-        matmul = op_types(name, tf.float32)
+        matmul = op_types(name, tf.float32, "products")
         assert "MatMul" in matmul and "Conv2DBackpropFilter" not in matmul, name
-        natives = [op_types(name, tf.float32, native=True), op_types(name, tf.bfloat16)]
+        natives = [op_types(name, tf.float32, "native"),
+                   op_types(name, tf.bfloat16, "products")]
         if name != "transpose":   # its output size is given: the height is never dynamic
-            natives.append(op_types(name, tf.float32, dynamic_height=True))
+            natives.append(op_types(name, tf.float32, "products", dynamic_height=True))
         for native in natives:
             assert "Conv2DBackpropFilter" in native and "MatMul" not in native, name
+        assert op_types(name, tf.float32, None) == (
+            matmul if L.default_filter_gradients() == "products" else natives[0]), name
+
+    avx2, avx512 = frozenset({"fpu", "avx2"}), frozenset({"fpu", "avx2", "avx512f"})
+    assert L.products_win(False, True, avx2) and L.products_win(False, False, avx2)
+    assert L.products_win(False, False, avx512)   # Eigen on an AVX-512 CPU
+    assert not L.products_win(False, True, avx512)
+    assert not L.products_win(True, True, avx2) and not L.products_win(True, False, avx2)
+    assert L.matmul_filter_gradients() == L.products_win(
+        bool(tf.config.list_physical_devices("GPU")), L.onednn_enabled(), L.cpu_flags())
+    with pytest.raises(ValueError, match="not one of"):
+        with L.filter_gradients("fast"):
+            pass
+
+
+def test_cpu_flags_reads_the_kernels_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16\nbugs\t: x\n")
+    assert L.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512f", "amx_bf16"}
+    assert L.cpu_flags(str(tmp_path / "missing")) == frozenset()
 
 
 @pytest.mark.parametrize("demodulate", [True, False])

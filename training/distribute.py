@@ -109,12 +109,8 @@ def check_global_batch(global_batch, replicas):
 def cpu_has_amx_bf16(cpuinfo="/proc/cpuinfo"):
     """Whether the CPU has AMX bfloat16 tile units (Intel Sapphire Rapids and later), from the
     kernel's CPU flags (Linux; False where they cannot be read)."""
-    try:
-        with open(cpuinfo) as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split()
-                       for line in f)
-    except OSError:
-        return False
+    from networks.layers import cpu_flags
+    return "amx_bf16" in cpu_flags(cpuinfo)
 
 
 def default_precision(small_ops, cpuinfo="/proc/cpuinfo"):
