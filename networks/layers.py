@@ -456,9 +456,9 @@ def conv2d_same(x, w):
     """tf.nn.conv2d(x, w, 1, 'SAME') for an odd square kernel: the same forward op, and where
     the products win (`matmul_filter_gradients`: CPUs without oneDNN's AVX-512 kernels) in
     float32 gradients of every order by `_conv2d_same`'s rules, the filter gradient as one
-    matrix product (`conv2d_same_filter_grad`); TensorFlow's own gradients elsewhere (GPUs,
-    oneDNN on AVX-512, reduced precision, where the product was not measured; a dynamic
-    height or width).
+    matrix product (`conv2d_same_filter_grad`); TensorFlow's own gradients elsewhere (GPUs
+    and reduced precision, where the product was not measured; oneDNN on AVX-512, where it
+    is slower; a dynamic height or width).
 
     x: (N, H, W, I); w: (k, k, I, O) in x's dtype. Output (N, H, W, O).
     """
