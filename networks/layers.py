@@ -449,7 +449,7 @@ def default_filter_gradients():
 
 def other_filter_gradients():
     """The kind of filter gradients this machine does not use by default (benchmarks)."""
-    return "native" if matmul_filter_gradients() else "products"
+    return next(kind for kind in FILTER_GRADIENTS if kind != default_filter_gradients())
 
 
 def conv2d_same(x, w):

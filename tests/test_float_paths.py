@@ -14,7 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own "is oneDNN on" query
+
+from networks.layers import onednn_enabled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOAT_PATH_MODULES = ("test_layers.py", "test_normalization.py", "test_convert.py",
@@ -25,11 +26,6 @@ FLOAT_PATH_MODULES = ("test_layers.py", "test_normalization.py", "test_convert.p
 FLIPPED_SELECTION = "not test_cli_"
 FLIPPED_MARKERS = "not one_float_path"
 _NESTED = "FQ_GAN_FLOAT_PATH_RUN"  # set in the subprocess: never flip twice
-
-
-def onednn_enabled():
-    """Whether this process runs TensorFlow's oneDNN CPU kernels."""
-    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 @pytest.mark.skipif(os.environ.get(_NESTED) == "1", reason="already the flipped run")

@@ -20,6 +20,7 @@ import shutil
 
 import tensorflow as tf
 
+from networks.layers import cpu_flags
 from training import TrainingConfigError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -109,7 +110,6 @@ def check_global_batch(global_batch, replicas):
 def cpu_has_amx_bf16(cpuinfo="/proc/cpuinfo"):
     """Whether the CPU has AMX bfloat16 tile units (Intel Sapphire Rapids and later), from the
     kernel's CPU flags (Linux; False where they cannot be read)."""
-    from networks.layers import cpu_flags
     return "amx_bf16" in cpu_flags(cpuinfo)
 
 
