@@ -155,6 +155,24 @@ def test_code_sums_add_the_rows_in_row_order():
     np.add.at(reverse, indices[::-1], rows[::-1])
     assert np.any(reverse != expected)
 
+@pytest.mark.parametrize("bad", [-1, 8])
+def test_update_with_an_index_outside_the_dictionary_raises_and_writes_nothing(bad):
+    """An item index outside [0, K) is an error, eagerly and in a graph, and the dictionary is
+    left as it was (XLA's scatter, which code_sums uses, would silently drop the row)."""
+    fq = random_layer(K=8, C=4)
+    h = np.random.RandomState(5).randn(6, 4).astype(np.float32)
+    indices = fq.lookup(h)["indices"].numpy()
+    before = [v.numpy().copy() for v in fq.non_trainable_weights]
+    indices[3] = bad
+    for update in (fq.update_dictionary, tf.function(fq.update_dictionary)):
+        # In a graph the counts' Bincount may be the first to see a negative index.
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"indices must be in \[0, 8\)|must be non-negative"):
+            update(tf.constant(h), tf.constant(indices))
+        for old, variable in zip(before, fq.non_trainable_weights):
+            np.testing.assert_array_equal(variable.numpy(), old)
+
+
 def test_rank2_inputs():
     fq = random_layer(K=8, C=4)
     h = np.random.RandomState(3).randn(10, 4).astype(np.float32)
