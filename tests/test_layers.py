@@ -334,6 +334,66 @@ def test_fir_upsample_and_downsample_match_direct_convolution():
                                       [1, 2, 5]), atol=1e-5)
 
 
+def np_fir_input_gradient(dy, kernel, down, pad, size):
+    """The input gradient of np_fir(x, kernel, down=down, pad=pad) for x of spatial `size`,
+    float64: every output's upstream dy spread back over its window with the filter's taps."""
+    f = np.outer(kernel, kernel).astype(np.float64)
+    f = (f / f.sum())[::-1, ::-1]   # the taps np_fir's windows use
+    k, (h, w) = f.shape[0], size
+    n, ho, wo, c = dy.shape
+    grad = np.zeros((n, h + pad[0] + pad[1], w + pad[0] + pad[1], c))
+    for i in range(ho):
+        for j in range(wo):
+            grad[:, i * down:i * down + k, j * down:j * down + k] += (
+                dy[:, i, j, np.newaxis, np.newaxis, :] * f[np.newaxis, :, :, np.newaxis])
+    return grad[:, pad[0]:pad[0] + h, pad[0]:pad[0] + w]
+
+
+def test_strided_fir_gradients_in_bfloat16_are_the_transposed_filter():
+    """bfloat16, stride 2 (as downsample_2d): the input gradient is `_depthwise_adjoint`, not
+    TensorFlow's DepthwiseConv2dNativeBackpropInput (5x slower there), equal to the transposed
+    filter, and differentiable again (R1's second-order term) to the filter itself. Odd,
+    non-square inputs leave rows and columns no window reaches (zero gradient there)."""
+    kernel = [1, 2, 4, 1]   # asymmetric: a transposed filter that forgot to flip it fails
+    bf16 = lambda a: tf.constant(a, tf.bfloat16)   # noqa: E731
+    x = bf16(randn(2, 9, 7, 3))
+    upstream = bf16(randn(2, 3, 2, 3))   # bfloat16-exact: the losses below add no rounding
+    probe = bf16(randn(2, 9, 7, 3))
+
+    @tf.function
+    def gradients(x, upstream):
+        with tf.GradientTape() as outer:
+            outer.watch(upstream)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = L.upfirdn2d(x, kernel, down=2)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(upstream, tf.float32))
+            grad = inner.gradient(loss, x)
+            second = tf.reduce_sum(tf.cast(grad, tf.float32) * tf.cast(probe, tf.float32))
+        return y, grad, outer.gradient(second, upstream)
+
+    y, grad, grad_of_grad = gradients(x, upstream)
+    assert y.shape == (2, 3, 2, 3) and grad.dtype == tf.bfloat16
+    # TensorFlow's input gradient only at stride 1 (the second-order term's), where it is fast.
+    strides = [list(op.get_attr("strides")) for op in
+               gradients.get_concrete_function(x, upstream).graph.get_operations()
+               if op.type == "DepthwiseConv2dNativeBackpropInput"]
+    assert strides and all(s == [1, 1, 1, 1] for s in strides)
+    # bfloat16 arithmetic: oneDNN sums in float32 and rounds once, Eigen rounds every product
+    # and partial sum to bfloat16 (<= 2^-9 relative each): with n non-zero terms per output
+    # the error is <= 2n 2^-9 sum|terms| either way (n = 4 taps reach each input at stride 2).
+    f64 = lambda t: t.numpy().astype(np.float64)   # noqa: E731
+    expected = np_fir_input_gradient(f64(upstream), kernel, 2, (0, 0), (9, 7))
+    terms = np_fir_input_gradient(np.abs(f64(upstream)), kernel, 2, (0, 0), (9, 7))
+    assert np.all(np.abs(f64(grad) - expected) <= 2 * 4 * 2.0 ** -9 * terms)
+    assert np.all(f64(grad)[:, -1] == 0) and np.all(f64(grad)[:, :, -1] == 0)
+    assert np.abs(expected).max() > 0.1
+    # d/d(upstream) of sum(grad * probe) is the filter applied to the probe (16 terms).
+    expected = np_fir(f64(probe), kernel, down=2)
+    terms = np_fir(np.abs(f64(probe)), kernel, down=2)
+    assert np.all(np.abs(f64(grad_of_grad) - expected) <= 2 * 16 * 2.0 ** -9 * terms)
+
+
 def test_blur_and_box_resampling():
     x = randn(1, 6, 6, 2)
     # 9 unit-sum taps on |x| < 5: <= 8 eps32/2 * 5 + eps32/2 * 5 ~ 2.7e-6 < 1e-5.
