@@ -292,7 +292,7 @@ def _depthwise_adjoint(dy, kernel2d, stride, size):
         dy = tf.pad(dy, [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
         dy = tf.reshape(dy, [-1, h_out * stride, w_out * stride, c])
         # The last stride - 1 rows and columns are inserted zeros: they stand for part of the
-        # padding after (k >= stride, as every FIR resampling here), rather than a crop.
+        # padding after when k >= stride (every FIR resampling here), else they are cropped.
         after -= stride - 1
         if after < 0:
             dy = dy[:, :after, :after, :]
