@@ -78,11 +78,12 @@ def code_sums(flat_inputs, indices, num_codes):
     rows, never slower at the demo's 512 (Intel Xeon family 6 model 167, 2 cores, 2026-12-07).
     """
     indices = tf.reshape(indices, [-1])
-    # A negative index wraps to a large unsigned one: one comparison checks both ends.
-    in_range = tf.debugging.assert_less(
-        tf.bitcast(indices, tf.uint32), tf.constant(num_codes, tf.uint32),
-        message=f"code_sums: item indices must be in [0, {num_codes})")
-    with tf.control_dependencies([in_range]):
+    # A negative index wraps to a large unsigned one: one comparison checks both ends. A bare
+    # Assert: tf.debugging.assert_less's summary ops cost ~12 ms more per traced function.
+    in_range = tf.reduce_all(tf.less(tf.bitcast(indices, tf.uint32),
+                                     tf.constant(num_codes, tf.uint32)))
+    check = tf.debugging.Assert(in_range, [f"code_sums: item indices must be in [0, {num_codes})"])
+    with tf.control_dependencies([check]):
         return _row_order_sums(flat_inputs, indices, num_codes)
 
 
