@@ -261,15 +261,16 @@ def _depthwise(x, kernel2d, stride=1):
     """
     c = x.shape[-1]
     w = tf.constant(np.tile(kernel2d[:, :, np.newaxis, np.newaxis], [1, 1, c, 1]), dtype=x.dtype)
-    strides = [1, stride, stride, 1]
+
+    def forward(x):
+        return tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "VALID")
+
     if stride == 1 or x.dtype != tf.bfloat16:
-        return tf.nn.depthwise_conv2d(x, w, strides, "VALID")
+        return forward(x)
 
     @tf.custom_gradient
     def strided(x):
-        def gradient(dy):
-            return _depthwise_adjoint(dy, kernel2d, stride, _spatial(x)[:2])
-        return tf.nn.depthwise_conv2d(x, w, strides, "VALID"), gradient
+        return forward(x), lambda dy: _depthwise_adjoint(dy, kernel2d, stride, _spatial(x)[:2])
 
     return strided(x)
 
@@ -285,12 +286,9 @@ def _depthwise_adjoint(dy, kernel2d, stride, size):
     differentiable ops, so R1 and path length differentiate through it again.
     """
     k = kernel2d.shape[0]
-    h_out, w_out, c = dy.shape[1], dy.shape[2], dy.shape[3]
     before, after = k - 1, k - 1
     if stride > 1:
-        dy = tf.reshape(dy, [-1, h_out, 1, w_out, 1, c])
-        dy = tf.pad(dy, [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
-        dy = tf.reshape(dy, [-1, h_out * stride, w_out * stride, c])
+        dy = _insert_zeros(dy, stride)
         # The last stride - 1 rows and columns are inserted zeros: they stand for part of the
         # padding after when k >= stride (every FIR resampling here), else they are cropped.
         after -= stride - 1
@@ -301,6 +299,15 @@ def _depthwise_adjoint(dy, kernel2d, stride, size):
     dx = _depthwise(dy, np.ascontiguousarray(kernel2d[::-1, ::-1]))
     h, w = size
     return tf.pad(dx, [[0, 0], [0, h - dx.shape[1]], [0, w - dx.shape[2]], [0, 0]])
+
+
+def _insert_zeros(x, factor):
+    """(N, H, W, C) -> (N, H * factor, W * factor, C): x[:, i, j] at (i * factor, j * factor),
+    factor - 1 zero rows and columns after each (upfirdn2d's upsampling)."""
+    h, w, c = _spatial(x)
+    x = tf.reshape(x, [-1, h, 1, w, 1, c])
+    x = tf.pad(x, [[0, 0], [0, 0], [0, factor - 1], [0, 0], [0, factor - 1], [0, 0]])
+    return tf.reshape(x, [-1, h * factor, w * factor, c])
 
 
 def in_xla_context():
@@ -362,11 +369,9 @@ def upfirdn2d(x, kernel, up=1, down=1, padding=(0, 0), gain=1.0, flip_filter=Fal
     Implementation: a depthwise convolution, or under XLA, for a 1-D (separable) kernel, two
     1-D passes of shifted slices (same result; see `_correlate_1d` for why).
     """
-    h, w, c = _spatial(x)
+    _spatial(x)   # static H, W, C or a clear error
     if up > 1:
-        x = tf.reshape(x, [-1, h, 1, w, 1, c])
-        x = tf.pad(x, [[0, 0], [0, 0], [0, up - 1], [0, 0], [0, up - 1], [0, 0]])
-        x = tf.reshape(x, [-1, h * up, w * up, c])
+        x = _insert_zeros(x, up)
     p0, p1 = padding
     if p0 > 0 or p1 > 0:
         pads = [max(p0, 0), max(p1, 0)]
