@@ -252,14 +252,13 @@ def test_a_gpu_machine_without_gpu_support_gets_one_warning_line(nvidia_smi, vis
 
 
 @pytest.mark.parametrize("flags_lines, small_ops, onednn, gpus, expected", [
-    ("fpu avx512f amx_bf16 amx_tile", True, None, [], "mixed_bfloat16"),
-    ("fpu avx512f amx_bf16 amx_tile", True, "1", [], "mixed_bfloat16"),
-    ("fpu avx512f amx_bf16 amx_tile", False, None, [], "float32"),     # a paper-sized preset
-    ("fpu avx512f amx_bf16 amx_tile", True, "0", [], "float32"),       # oneDNN off
-    ("fpu avx512f amx_bf16 amx_tile", True, None, ["a GPU"], "float32"),
-    ("fpu avx2 avx512_bf16", True, None, [], "float32"),   # bfloat16 dot products, no AMX tiles
-    ("fpu avx2 xamx_bf16x", True, None, [], "float32"),    # a whole flag only
-    (None, True, None, [], "float32"),                     # no /proc/cpuinfo
+    ("fpu avx512f amx_bf16 amx_tile", True, True, [], "mixed_bfloat16"),
+    ("fpu avx512f amx_bf16 amx_tile", False, True, [], "float32"),     # a paper-sized preset
+    ("fpu avx512f amx_bf16 amx_tile", True, False, [], "float32"),      # oneDNN off
+    ("fpu avx512f amx_bf16 amx_tile", True, True, ["a GPU"], "float32"),
+    ("fpu avx2 avx512_bf16", True, True, [], "float32"),   # bfloat16 dot products, no AMX tiles
+    ("fpu avx2 xamx_bf16x", True, True, [], "float32"),    # a whole flag only
+    (None, True, True, [], "float32"),                     # no /proc/cpuinfo
 ])
 def test_auto_precision_is_bfloat16_for_the_demos_on_a_cpu_with_amx(
         flags_lines, small_ops, onednn, gpus, expected, tmp_path, monkeypatch):
@@ -269,10 +268,7 @@ def test_auto_precision_is_bfloat16_for_the_demos_on_a_cpu_with_amx(
         with open(cpuinfo, "w") as f:
             f.write(f"processor\t: 0\nflags\t\t: {flags_lines}\n\nprocessor\t: 1\n"
                     f"flags\t\t: {flags_lines}\n")
-    if onednn is None:
-        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    else:
-        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    monkeypatch.setattr(distribute, "onednn_enabled", lambda: onednn)
     monkeypatch.setattr(distribute.tf.config, "list_physical_devices",
                         lambda kind=None: gpus if kind == "GPU" else [])
     assert distribute.default_precision(small_ops, cpuinfo) == expected

@@ -20,7 +20,7 @@ import shutil
 
 import tensorflow as tf
 
-from networks.layers import cpu_flags
+from networks.layers import cpu_flags, onednn_enabled
 from training import TrainingConfigError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -126,7 +126,7 @@ def default_precision(small_ops, cpuinfo="/proc/cpuinfo"):
     official code (float32)."""
     if not small_ops or tf.config.list_physical_devices("GPU"):
         return "float32"
-    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip() in ("0", "false", "False"):
+    if not onednn_enabled():   # TensorFlow's own answer, as the layers' kernel choices
         return "float32"
     return "mixed_bfloat16" if cpu_has_amx_bf16(cpuinfo) else "float32"
 
