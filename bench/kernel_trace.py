@@ -18,10 +18,23 @@ CONTAINERS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessW
 KernelEvent = collections.namedtuple("KernelEvent", "thread start end phase op_type op_name")
 
 
+# The host's spans of an asynchronous kernel (an XLA-compiled function call, a collective): the
+# launch span carries the op's name and type as stats; an XLA call's run is nested in it.
+ASYNC_START = "ExecutorState::ProcessAsync::Start"
+XLA_RUN = "CpuExecutable::ExecuteAsyncOnStream"
+XLA_CALL = "XlaCompiledCall"   # op type given to an XLA-compiled function call's span
+
+
 def kernel_events(logdir, phases):
     """Every executor kernel of the trace under `logdir`: a list of KernelEvent (thread name,
     start and end in seconds on the trace's clock, the first of `phases` whose name is a scope
-    of the op, else "other", op type, op name with its scopes), sorted by start."""
+    of the op, else "other", op type, op name with its scopes), sorted by start.
+
+    Synchronous kernels are the trace's "op name:op type" events. An asynchronous kernel is its
+    launch span (ASYNC_START) with the name and type from its stats: an XLA-compiled function
+    call (a function-call op whose span holds the XLA executable's run) as op type XLA_CALL
+    under the call's own name and scopes, so it counts in its phase and layer; other
+    asynchronous function calls only launch kernels counted themselves and are skipped."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     events = []
     for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
@@ -30,21 +43,40 @@ def kernel_events(logdir, phases):
             space.ParseFromString(f.read())
         for plane in space.planes:
             names = {k: m.name for k, m in plane.event_metadata.items()}
+            stat_names = {k: m.name for k, m in plane.stat_metadata.items()}
             for line in plane.lines:
+                xla_runs, launches = [], []
                 for event in line.events:
                     name = names.get(event.metadata_id, "")
-                    if ":" not in name:   # executor kernels are named "op name:op type"
+                    start = line.timestamp_ns * 1e-9 + event.offset_ps * 1e-12
+                    span = (start, start + event.duration_ps * 1e-12)
+                    if name == XLA_RUN:
+                        xla_runs.append(span)
+                    elif name == ASYNC_START:
+                        stats = {stat_names.get(s.metadata_id): stat_names.get(s.ref_value)
+                                 if s.ref_value else s.str_value for s in event.stats}
+                        launches.append((span, stats.get("name") or "", stats.get("kernel_type")))
+                    # Executor kernels are named "op name:op type" ("::" marks the host's own
+                    # spans). Skip calls of other ops and function spans, which enclose kernels.
+                    if ":" not in name or "::" in name:
                         continue
                     op_name, op_type = name.rsplit(":", 1)
-                    # Skip calls of other ops and the host's own "Process" / "Run" / function
-                    # spans, which enclose the kernels.
                     if op_type in CONTAINERS or not op_type.isidentifier() or "__inference" in name:
                         continue
-                    start = line.timestamp_ns * 1e-9 + event.offset_ps * 1e-12
-                    phase = next((p for p in phases if f"{p}/" in op_name), "other")
-                    events.append(KernelEvent(line.name, start, start + event.duration_ps * 1e-12,
-                                              phase, op_type, op_name))
+                    events.append(_kernel_event(line.name, span, op_type, op_name, phases))
+                for span, op_name, op_type in launches:
+                    if op_type in CONTAINERS:
+                        if not any(span[0] <= a and b <= span[1] for a, b in xla_runs):
+                            continue
+                        op_type = XLA_CALL
+                    if op_type:
+                        events.append(_kernel_event(line.name, span, op_type, op_name, phases))
     return sorted(events, key=lambda e: e.start)
+
+
+def _kernel_event(thread, span, op_type, op_name, phases):
+    phase = next((p for p in phases if f"{p}/" in op_name), "other")
+    return KernelEvent(thread, span[0], span[1], phase, op_type, op_name)
 
 
 def in_scopes(events, names):

@@ -581,6 +581,84 @@ def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     assert in_scopes(events, []) == []
 
 
+def test_bench_kernel_trace_reads_kernels_and_xla_calls(monkeypatch, tmp_path):
+    """bench/kernel_trace.kernel_events on a written trace: executor kernels ("name:type"), an
+    XLA-compiled function call as one XlaCompiledCall kernel over its launch span, named (and so
+    phased and scoped) by the call's op; an asynchronous collective by its own type; skipped:
+    function calls without an XLA run, containers and the host's "::" spans."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    from kernel_trace import ASYNC_START, XLA_RUN, in_scopes, kernel_events
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    ids = {}
+
+    def metadata(table, name):   # the id of `name` in `table` (added on first use)
+        key = (id(table), name)
+        if key not in ids:
+            ids[key] = len(ids) + 1
+            table[ids[key]].id, table[ids[key]].name = ids[key], name
+        return ids[key]
+
+    line = plane.lines.add(name="tf_Compute/1", timestamp_ns=1000)
+
+    def event(event_name, start_us, duration_us, **stats):
+        e = line.events.add(metadata_id=metadata(plane.event_metadata, event_name),
+                            offset_ps=start_us * 10**6, duration_ps=duration_us * 10**6)
+        for key, value in stats.items():
+            e.stats.add(metadata_id=metadata(plane.stat_metadata, key),
+                        ref_value=metadata(plane.stat_metadata, value))
+
+    event("Dmain/D/fq16/MatMul:MatMul", 0, 10)
+    event(ASYNC_START, 20, 30, name="Dmain/fq16_update/PartitionedCall",
+          kernel_type="PartitionedCall")
+    event(XLA_RUN, 25, 10)
+    event(ASYNC_START, 60, 5, name="Gmain/PartitionedCall_1", kernel_type="PartitionedCall")
+    event(ASYNC_START, 70, 8, name="Dmain/all_reduce", kernel_type="CollectiveReduceV2")
+    event("ThreadpoolListener::StartRegion", 71, 0)
+    event("Gmain/StatefulPartitionedCall:StatefulPartitionedCall", 80, 50)
+    with open(tmp_path / "host.xplane.pb", "wb") as f:
+        f.write(space.SerializeToString())
+    events = kernel_events(str(tmp_path), ("Gmain", "Dmain"))
+    assert [(e.op_type, e.op_name, e.phase) for e in events] == [
+        ("MatMul", "Dmain/D/fq16/MatMul", "Dmain"),
+        ("XlaCompiledCall", "Dmain/fq16_update/PartitionedCall", "Dmain"),
+        ("CollectiveReduceV2", "Dmain/all_reduce", "Dmain")]
+    start = 1000e-9
+    assert events[1].start == pytest.approx(start + 20e-6) and \
+        events[1].end == pytest.approx(start + 50e-6)
+    assert [e.op_type for e in in_scopes(events, ["fq16"])] == ["MatMul", "XlaCompiledCall"]
+
+
+def test_bench_kernel_trace_finds_xla_calls_in_a_real_trace(monkeypatch, tmp_path):
+    """The trace TensorFlow writes has the spans kernel_events reads: a jit_compile function
+    called under a layer's update scope (as fq_keras.codebook.code_sums) is one XlaCompiledCall
+    kernel in that scope and phase."""
+    monkeypatch.syspath_prepend(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import tensorflow as tf
+    from kernel_trace import in_scopes, kernel_events
+    sums = tf.function(lambda x: tf.math.unsorted_segment_sum(x, [0, 1, 0], 2),
+                       jit_compile=True, autograph=False)
+
+    @tf.function(autograph=False)
+    def step(x):
+        with tf.name_scope("Dmain"), tf.name_scope("fq16_update"):
+            return sums(x * 2.0)
+
+    x = tf.ones((3, 4))
+    step(x)   # traced and compiled outside the trace
+    tf.profiler.experimental.start(str(tmp_path))
+    try:
+        step(x).numpy()
+    finally:
+        tf.profiler.experimental.stop()
+    found = [e for e in in_scopes(kernel_events(str(tmp_path), ("Dmain",)), ["fq16"])
+             if e.op_type == "XlaCompiledCall"]
+    assert len(found) == 1 and found[0].phase == "Dmain" and found[0].end > found[0].start
+
+
 def test_bench_scripts_use_dashes_too():
     import glob
     import os
