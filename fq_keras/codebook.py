@@ -66,20 +66,36 @@ def code_counts(indices, num_codes):
                                weights=tf.zeros([0], tf.float32))
 
 
+# code_sums' XLA scatter from this many input elements (N * C) on (2 MB of float32 features):
+# the reference setting's (2048, 256) and (8192, 256) features, not the demo's (128, 64).
+XLA_SUMS_MIN_ELEMENTS = 2 ** 19
+
+
 def code_sums(flat_inputs, indices, num_codes):
     """Sum of the inputs assigned to each item: float32 (K, C); the (N, K) one-hot is never built.
 
     flat_inputs: (N, C), C static; indices: int32 of N elements, any shape, each in [0, K)
-    (InvalidArgumentError otherwise, as TensorFlow's scatter kernels: XLA would drop them).
-    The rows are added into their items one after another in row order, as TensorFlow's
-    `ScatterNd` (add) and `unsorted_segment_sum` kernels do (the same bits), by one XLA
-    computation (`_row_order_sums`): XLA's scatter is one pass over the rows, 0.25-0.39x the
-    time of `ScatterNd` for (8192, 128) and (32768, 64) into 128 items, 0.54-0.64x for 2048
-    rows, never slower at the demo's 512 (Intel Xeon family 6 model 167, 2 cores, 2026-12-07).
+    (InvalidArgumentError otherwise). The rows are added into their items one after another in
+    row order, as TensorFlow's `ScatterNd` (add) and `unsorted_segment_sum` kernels do (the same
+    bits), by TensorFlow's `ScatterNd`, or for N * C >= XLA_SUMS_MIN_ELEMENTS (N static) by one
+    XLA computation (`_row_order_sums`).
+
+    Why the size rule (Intel Xeon family 6 model 167, 2 cores, 2026-12-07): XLA's scatter is one
+    pass over the rows, 0.25-0.39x the time of `ScatterNd` for (8192, 128) and (32768, 64) into
+    128 items and 0.54-0.64x for 2048 rows, timed alone (FQ's own work per 32² reference
+    iteration 15.1 -> 12.9 ms; 15.4 against 16.0 ms with ScatterNd for the (2048, 256) block),
+    but each call of a compiled function costs its launch: in the StyleGAN2 demo's step ((128,
+    64) into 128 items, one thread per op, bfloat16) the XLA sums made the iteration 1.4% and
+    0.5% longer than `ScatterNd` in two runs (+- 0.4; 6 copies x 20 repeats interleaved each),
+    while in the reference setting's step they were level with it (0.998x +- 0.2).
     """
     indices = tf.reshape(indices, [-1])
-    # A negative index wraps to a large unsigned one: one comparison checks both ends. A bare
-    # Assert: tf.debugging.assert_less's summary ops cost ~12 ms more per traced function.
+    rows, channels = flat_inputs.shape[0], flat_inputs.shape[-1]
+    if rows is None or rows * channels < XLA_SUMS_MIN_ELEMENTS:
+        return tf.scatter_nd(indices[:, tf.newaxis], flat_inputs, [num_codes, channels])
+    # XLA drops out-of-range indices silently where ScatterNd raises: check them. A negative
+    # index wraps to a large unsigned one, so one comparison checks both ends. A bare Assert:
+    # tf.debugging.assert_less's summary ops cost ~12 ms more per traced function.
     in_range = tf.reduce_all(tf.less(tf.bitcast(indices, tf.uint32),
                                      tf.constant(num_codes, tf.uint32)))
     check = tf.debugging.Assert(in_range, [f"code_sums: item indices must be in [0, {num_codes})"])

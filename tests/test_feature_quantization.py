@@ -134,13 +134,16 @@ def test_nearest_item_is_the_first_of_equal_items_and_the_exact_arg_min_of_the_d
 
 
 
-def test_code_sums_add_the_rows_in_row_order():
+@pytest.mark.parametrize("n, c", [(8192, 256), (512, 64)])
+def test_code_sums_add_the_rows_in_row_order(n, c):
     """The dictionary's feature sums are the rows added into their items one after another in
-    row order, bit for bit (numpy's unbuffered np.add.at), on a batch large enough for the CPU
-    kernel to share rows between threads, eagerly and in a graph: the update's numbers do not
-    depend on the thread count or the run."""
+    row order, bit for bit (numpy's unbuffered np.add.at), eagerly and in a graph, by either
+    kernel (XLA's scatter from XLA_SUMS_MIN_ELEMENTS on, ScatterNd below; the large batch is
+    also large enough for the CPU kernels to share rows between threads): the update's numbers
+    do not depend on the batch size, the thread count or the run."""
+    assert (n * c >= codebook.XLA_SUMS_MIN_ELEMENTS) == (n == 8192)   # one case per kernel
     rng = np.random.RandomState(7)
-    n, c, k = 8192, 256, 64
+    k = 64
     # Magnitudes over six decades: another summation order changes the rounding.
     rows = (rng.randn(n, c) * 10.0 ** rng.uniform(-3, 3, (n, 1))).astype(np.float32)
     indices = rng.randint(0, k, n).astype(np.int32)
@@ -155,19 +158,22 @@ def test_code_sums_add_the_rows_in_row_order():
     np.add.at(reverse, indices[::-1], rows[::-1])
     assert np.any(reverse != expected)
 
+@pytest.mark.parametrize("rows", [6, codebook.XLA_SUMS_MIN_ELEMENTS // 4])
 @pytest.mark.parametrize("bad", [-1, 8])
-def test_update_with_an_index_outside_the_dictionary_raises_and_writes_nothing(bad):
+def test_update_with_an_index_outside_the_dictionary_raises_and_writes_nothing(bad, rows):
     """An item index outside [0, K) is an error, eagerly and in a graph, and the dictionary is
-    left as it was (XLA's scatter, which code_sums uses, would silently drop the row)."""
+    left as it was, with either kernel of code_sums (XLA's scatter, used for the larger batch,
+    would silently drop the row)."""
     fq = random_layer(K=8, C=4)
-    h = np.random.RandomState(5).randn(6, 4).astype(np.float32)
+    h = np.random.RandomState(5).randn(rows, 4).astype(np.float32)
     indices = fq.lookup(h)["indices"].numpy()
     before = [v.numpy().copy() for v in fq.non_trainable_weights]
     indices[3] = bad
     for update in (fq.update_dictionary, tf.function(fq.update_dictionary)):
         # In a graph the counts' Bincount may be the first to see a negative index.
         with pytest.raises(tf.errors.InvalidArgumentError,
-                           match=r"indices must be in \[0, 8\)|must be non-negative"):
+                           match=r"indices must be in \[0, 8\)|must be non-negative|"
+                                 r"does not index into shape \[8,4\]"):
             update(tf.constant(h), tf.constant(indices))
         for old, variable in zip(before, fq.non_trainable_weights):
             np.testing.assert_array_equal(variable.numpy(), old)
