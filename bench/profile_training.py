@@ -4,6 +4,7 @@
                                      [--batch 32] [--steps 4] [--top 25]
     python bench/profile_training.py --setting demo      # the default run's step
     python bench/profile_training.py --setting demo --precision mixed_bfloat16   # ... with AMX
+    python bench/profile_training.py --inter-op-threads 1   # one kernel at a time: each op's cost
 
 --setting reference (default): the network and schedule of bench/bench_peer.py
 (stylegan2-ada-pytorch's setting). --setting demo: the StyleGAN2 demo preset as
@@ -25,6 +26,14 @@ shortens the iteration. The busy count is of executor threads with a kernel runn
 thread per op (--setting demo) that is the cores busy. With more (--setting reference, all cores
 per op) a kernel alone may keep every core busy, so the count is a lower bound, the idle time an
 upper bound, and the kernel times of ops that ran side by side include time they waited for cores.
+
+--inter-op-threads 1 runs one kernel at a time (TensorFlow's default runs one per core side by
+side): each kernel then has the cores to itself, so its time is what it costs the iteration when
+nothing overlaps it, and FQ's share is what its ops add to a serial iteration. In the reference
+setting at 32² (Intel Xeon family 6 model 167, 2 cores, 2026-12-07, profiles minutes apart):
+FQ's kernels 28 ms of a 1772 ms iteration with one kernel at a time, against 1477 ms per
+iteration with the default pools, where FQ costs about 1.3% (bench_peer.py's A/B) because its
+ops overlap others.
 """
 
 import collections
@@ -58,6 +67,8 @@ flags.DEFINE_enum("setting", "reference", ["reference", "demo"],
 flags.DEFINE_integer("resolution", 32, "Training resolution.")
 flags.DEFINE_integer("steps", 4, "Profiled iterations per iteration kind.")
 flags.DEFINE_integer("top", 25, "Rows of the op-type table.")
+flags.DEFINE_integer("inter-op-threads", 0, "Kernels TensorFlow runs side by side (0: its "
+                     "default, one per core); 1 runs one kernel at a time.", lower_bound=0)
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "--setting demo: Keras dtype policy of "
                   "the networks (as run_training.py --precision; the demo's on a CPU with AMX "
                   "is mixed_bfloat16).")
@@ -121,6 +132,8 @@ def main(argv):
         fq_blocks = tuple(int(b) for b in FLAGS['fq-blocks'].value)
     except ValueError:
         raise app.UsageError("--fq-blocks takes comma-separated integers (empty for none).")
+    if FLAGS["inter-op-threads"].value:   # before the first op initialises the runtime
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS["inter-op-threads"].value)
     res, batch = FLAGS.resolution, FLAGS.batch
     rng = np.random.RandomState(0)
     if FLAGS.setting == "demo":
@@ -140,7 +153,9 @@ def main(argv):
     reals = tf.constant(np.tanh(rng.randn(batch, res, res, 3)), tf.float32)
     batches = constant_batches(reals, labels)
     print(f"StyleGAN2 {res}x{res}, {setting}, batch {batch}, FQ blocks "
-          f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads; ms per iteration")
+          f"{fq_blocks or 'none'}; {os.cpu_count()} CPU threads, "
+          f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op; "
+          "ms per iteration")
     seen = set()
     for kind, (g_reg, d_reg) in KINDS.items():
         phases = step.trainer.phases_of_iteration(g_reg, d_reg)
