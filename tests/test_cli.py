@@ -312,11 +312,16 @@ def test_intra_op_threads_default_to_one_for_the_demos_on_a_cpu():
     assert threads("0", "1") == ["0", "0", "0"]
 
 
-def test_bench_timing_pairs_each_repeat(monkeypatch):
-    """bench/timing.py: variants alternate their order, overheads are per-repeat ratios (a drift
-    that slows both variants of a repeat alike cancels)."""
+@pytest.fixture
+def bench_on_path(monkeypatch):
+    """bench/ on sys.path for the test, as `python bench/<script>.py` has it."""
     monkeypatch.syspath_prepend(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+
+
+def test_bench_timing_pairs_each_repeat(bench_on_path):
+    """bench/timing.py: variants alternate their order, overheads are per-repeat ratios (a drift
+    that slows both variants of a repeat alike cancels)."""
     from timing import paired_ratio, repeat_order
     assert repeat_order({"on": 0, "off": 0}, 0) == ["on", "off"]
     assert repeat_order({"on": 0, "off": 0}, 3) == ["off", "on"]
@@ -325,11 +330,9 @@ def test_bench_timing_pairs_each_repeat(monkeypatch):
     assert np.isclose(error, np.std([1.1, 1.1, 1.1, 1.05], ddof=1) / 2)
 
 
-def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clock(monkeypatch):
+def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clock(bench_on_path, monkeypatch):
     """bench/timing.interleaved_times: per repeat every variant runs `warmup` untimed steps, a
     sync, `steps` timed steps and a sync, in `repeat_order`; one entry per repeat and variant."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import timing
     log, clock = [], [0.0]
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
@@ -366,12 +369,10 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
         "x: 1.100x (median of 1 paired repeats, +10.0%; mean +10.0%)"
 
 
-def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(monkeypatch):
+def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(bench_on_path, monkeypatch):
     """bench/timing.interleaved_cycles: each item of the cycle runs on every variant back to
     back (a sync after each), the order alternating from item to item across repeats; one
     entry per repeat and variant, the sum of its items' seconds."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import timing
     log, clock = [], [0.0]
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
@@ -390,11 +391,9 @@ def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(monk
     assert times == {"a": [7.0, 7.0], "b": [21.0, 21.0]}
 
 
-def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monkeypatch, capsys):
+def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(bench_on_path, monkeypatch, capsys):
     """bench/timing.time_copies: copies built in `balanced_copies` order, each run and synced
     once right after it is built, then timed interleaved; raw per-copy and pooled times."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import timing
     log, clock = [], [0.0]
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
@@ -427,11 +426,9 @@ def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(monke
     assert timing.of_copies(1) == "one copy" and timing.of_copies(3) == "mean of 3 copies"
 
 
-def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
+def test_bench_kernel_trace_counts_busy_cores(bench_on_path):
     """bench/kernel_trace.busy_cores: per time bin, the threads running a kernel (a thread's
     nested kernels once), and the phase with the most kernel time."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     from kernel_trace import KernelEvent, busy_cores
     events = [KernelEvent("t0", 10.0, 13.75, "Gmain", "Conv2D", "Gmain/conv"),
               KernelEvent("t0", 11.0, 12.0, "Gmain", "Mul", "Gmain/mul"),   # nested: once
@@ -446,13 +443,11 @@ def test_bench_kernel_trace_counts_busy_cores(monkeypatch):
     assert busy_cores([], 4) == (0.0, [], [])
 
 
-def test_bench_timing_quiet_retracing_drops_only_that_warning(monkeypatch, caplog):
+def test_bench_timing_quiet_retracing_drops_only_that_warning(bench_on_path, caplog):
     """bench/timing.quiet_retracing: inside the block TensorFlow's retracing warning is dropped
     (the benches build copies of one step on purpose) and its other records pass; after it,
     the warning passes again."""
     import logging
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import timing
     logger = logging.getLogger("tensorflow")
     retracing = ("5 out of the last 5 calls to <function run_iterations at 0x7f> triggered "
@@ -465,12 +460,10 @@ def test_bench_timing_quiet_retracing_drops_only_that_warning(monkeypatch, caplo
     assert [r.getMessage() for r in caplog.records] == ["another warning", retracing]
 
 
-def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(monkeypatch):
+def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(bench_on_path):
     """bench/fq_work: one iteration's FQ work per FQ layer (three look-ups with gradients, the
     D step's fakes in lanes, one dictionary update) on copies with the layers' settings, which
     update once per iteration while the discriminator's own dictionaries stay untouched."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import fq_work
     import numpy as np
     from networks import stylegan2
@@ -492,15 +485,12 @@ def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(monkeypatch):
                                                              fmap_max=16), batch=4) is None
 
 
-def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(
-        monkeypatch):
+def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(bench_on_path):
     """bench/bench_peer.graph_flops of a traced convolution with both gradients: three times
     the forward convolution's 2 |y| k k I, with the filter gradient taken by TensorFlow's
     Conv2DBackpropFilter or by networks.layers' matrix products (counted as the convolution
     they replace, not with the zero rows they also multiply): stride 1 (3x3, 1x1), stride 2
     (StyleGAN2's 3x3 and 1x1 downsampling) and the transposed stride 2 (its upsampling)."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import bench_peer
     import tensorflow as tf
     from networks import layers
@@ -534,7 +524,7 @@ def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gr
         assert bench_peer.graph_flops(ours) == expected, (conv, w_shape)
 
 
-def test_bench_peer_reads_the_reference_sides_rate_from_its_command(monkeypatch):
+def test_bench_peer_reads_the_reference_sides_rate_from_its_command(bench_on_path):
     """bench/bench_peer.reference_img_per_s (--reference-cmd): RES BATCH 16 appended to the
     command; the rate from peer_sg2ada.py's "(N iters, S s" (batch N / S, unrounded) when
     printed, else its last "x img/s"; a command that fails, prints no rate or does not exist
@@ -542,8 +532,6 @@ def test_bench_peer_reads_the_reference_sides_rate_from_its_command(monkeypatch)
     import shlex
     import sys
     from absl import app
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import bench_peer
 
     def command(code):
@@ -566,12 +554,10 @@ def test_bench_peer_reads_the_reference_sides_rate_from_its_command(monkeypatch)
         bench_peer.reference_img_per_s("/nonexistent/python peer.py", 32, 32)
 
 
-def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
+def test_bench_kernel_trace_finds_a_layers_kernels(bench_on_path):
     """bench/kernel_trace.in_scopes: the kernels of a layer's calls ("fq16", "fq16_1"), of its
     gradient and of its update scope, not those of a layer whose name only starts alike, nor an
     op that merely has the name."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     from kernel_trace import KernelEvent, in_scopes
     names = ["while/Dmain/D_1/fq16_1/BiasAdd", "while/Gmain/D/fq16/TopKV2",
              "gradient_tape/while/Dmain/D_1/fq16_1/mul_1", "while/Dmain/fq16_update/ScatterNd",
@@ -581,13 +567,11 @@ def test_bench_kernel_trace_finds_a_layers_kernels(monkeypatch):
     assert in_scopes(events, []) == []
 
 
-def test_bench_kernel_trace_reads_kernels_and_xla_calls(monkeypatch, tmp_path):
+def test_bench_kernel_trace_reads_kernels_and_xla_calls(bench_on_path, tmp_path):
     """bench/kernel_trace.kernel_events on a written trace: executor kernels ("name:type"), an
     XLA-compiled function call as one XlaCompiledCall kernel over its launch span, named (and so
     phased and scoped) by the call's op; an asynchronous collective by its own type; skipped:
     function calls without an XLA run, containers and the host's "::" spans."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     from kernel_trace import ASYNC_START, XLA_RUN, in_scopes, kernel_events
     space = xplane_pb2.XSpace()
@@ -631,12 +615,10 @@ def test_bench_kernel_trace_reads_kernels_and_xla_calls(monkeypatch, tmp_path):
     assert [e.op_type for e in in_scopes(events, ["fq16"])] == ["MatMul", "XlaCompiledCall"]
 
 
-def test_bench_kernel_trace_finds_xla_calls_in_a_real_trace(monkeypatch, tmp_path):
+def test_bench_kernel_trace_finds_xla_calls_in_a_real_trace(bench_on_path, tmp_path):
     """The trace TensorFlow writes has the spans kernel_events reads: a jit_compile function
     called under a layer's update scope (as fq_keras.codebook.code_sums) is one XlaCompiledCall
     kernel in that scope and phase."""
-    monkeypatch.syspath_prepend(
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
     import tensorflow as tf
     from kernel_trace import in_scopes, kernel_events
     sums = tf.function(lambda x: tf.math.unsorted_segment_sum(x, [0, 1, 0], 2),
