@@ -330,7 +330,8 @@ def test_bench_timing_pairs_each_repeat(bench_on_path):
     assert np.isclose(error, np.std([1.1, 1.1, 1.1, 1.05], ddof=1) / 2)
 
 
-def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clock(bench_on_path, monkeypatch):
+def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clock(
+        bench_on_path, monkeypatch):
     """bench/timing.interleaved_times: per repeat every variant runs `warmup` untimed steps, a
     sync, `steps` timed steps and a sync, in `repeat_order`; one entry per repeat and variant."""
     import timing
@@ -369,7 +370,8 @@ def test_bench_interleaved_times_warm_each_block_and_wait_before_reading_the_clo
         "x: 1.100x (median of 1 paired repeats, +10.0%; mean +10.0%)"
 
 
-def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(bench_on_path, monkeypatch):
+def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(
+        bench_on_path, monkeypatch):
     """bench/timing.interleaved_cycles: each item of the cycle runs on every variant back to
     back (a sync after each), the order alternating from item to item across repeats; one
     entry per repeat and variant, the sum of its items' seconds."""
@@ -391,7 +393,8 @@ def test_bench_interleaved_cycles_alternate_item_by_item_and_sum_each_cycle(benc
     assert times == {"a": [7.0, 7.0], "b": [21.0, 21.0]}
 
 
-def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(bench_on_path, monkeypatch, capsys):
+def test_bench_time_copies_builds_in_balanced_order_and_compiles_each_once(
+        bench_on_path, monkeypatch, capsys):
     """bench/timing.time_copies: copies built in `balanced_copies` order, each run and synced
     once right after it is built, then timed interleaved; raw per-copy and pooled times."""
     import timing
@@ -485,7 +488,8 @@ def test_bench_fq_work_runs_an_iterations_fq_on_fresh_copies(bench_on_path):
                                                              fmap_max=16), batch=4) is None
 
 
-def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(bench_on_path):
+def test_bench_peer_counts_a_convolutions_flops_whichever_op_takes_its_filter_gradient(
+        bench_on_path):
     """bench/bench_peer.graph_flops of a traced convolution with both gradients: three times
     the forward convolution's 2 |y| k k I, with the filter gradient taken by TensorFlow's
     Conv2DBackpropFilter or by networks.layers' matrix products (counted as the convolution
