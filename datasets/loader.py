@@ -339,22 +339,42 @@ class ImageDataset:
         loops or `Model.fit`. `start_image`: images already consumed by the whole job (a
         multiple of global_batch_size); each input pipeline resumes after its share.
         """
-        replicas = strategy.num_replicas_in_sync
-        if global_batch_size % replicas:
-            raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
-                               f"{replicas} replicas; use a multiple of {replicas}")
+        def pipeline(batch, input_context, start):
+            return self.pipeline(batch, resolution, input_context=input_context,
+                                 start_image=start, **pipeline_kwargs)
 
-        if start_image % global_batch_size:
-            raise DatasetError(f"start_image {start_image} is not a multiple of the global batch "
-                               f"size {global_batch_size}")
+        return distribute_pipeline(strategy, global_batch_size, start_image, pipeline)
 
-        def dataset_fn(input_context):
-            return self.pipeline(input_context.get_per_replica_batch_size(global_batch_size),
-                                 resolution, input_context=input_context,
-                                 start_image=start_image // input_context.num_input_pipelines,
-                                 **pipeline_kwargs)
 
-        return strategy.distribute_datasets_from_function(dataset_fn)
+def distribute_pipeline(strategy, global_batch_size, start_image, pipeline):
+    """One input pipeline per worker for `strategy`, each with per-replica batches.
+
+    Args:
+      strategy: a tf.distribute strategy.
+      global_batch_size: images per step summed over replicas; a multiple of the replica count.
+      start_image: images the whole job already consumed, a multiple of global_batch_size.
+      pipeline: `pipeline(per_replica_batch, input_context, start_image)` -> tf.data.Dataset of
+        one input pipeline's shard, resuming after its share `start_image` of the images.
+
+    Returns:
+      the distributed dataset (`strategy.distribute_datasets_from_function`).
+
+    Raises:
+      DatasetError: a batch the replicas cannot share, or a start inside a batch.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
+                           f"{replicas} replicas; use a multiple of {replicas}")
+    if start_image % global_batch_size:
+        raise DatasetError(f"start_image {start_image} is not a multiple of the global batch "
+                           f"size {global_batch_size}")
+
+    def dataset_fn(input_context):
+        return pipeline(input_context.get_per_replica_batch_size(global_batch_size), input_context,
+                        start_image // input_context.num_input_pipelines)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def open_dataset(source, *, resolution=None, num_images=None, seed=0):

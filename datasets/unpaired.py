@@ -34,7 +34,7 @@ import tensorflow as tf
 from datasets import synthetic
 from datasets.errors import BadImageError, DatasetError
 from datasets.images import list_image_files, load_image
-from datasets.loader import prefetched_stream
+from datasets.loader import distribute_pipeline, prefetched_stream
 
 FOLDERS = ("trainA", "trainB", "testA", "testB")
 SYNTHETIC_DEFAULT_RESOLUTION = 64
@@ -265,21 +265,11 @@ class UnpairedDataset:
 
         `start_image`: pairs already consumed by the whole job (a multiple of
         global_batch_size); each input pipeline resumes after its share."""
-        replicas = strategy.num_replicas_in_sync
-        if global_batch_size % replicas:
-            raise DatasetError(f"global batch size {global_batch_size} is not divisible by the "
-                               f"{replicas} replicas; use a multiple of {replicas}")
-        if start_image % global_batch_size:
-            raise DatasetError(f"start_image {start_image} is not a multiple of the global batch "
-                               f"size {global_batch_size}")
+        def pipeline(batch, input_context, start):
+            return self.train_pipeline(resolution, batch, input_context=input_context,
+                                       start_image=start, **pipeline_kwargs)
 
-        def dataset_fn(input_context):
-            return self.train_pipeline(
-                resolution, input_context.get_per_replica_batch_size(global_batch_size),
-                input_context=input_context,
-                start_image=start_image // input_context.num_input_pipelines, **pipeline_kwargs)
-
-        return strategy.distribute_datasets_from_function(dataset_fn)
+        return distribute_pipeline(strategy, global_batch_size, start_image, pipeline)
 
 
 def open_unpaired(source, **kwargs):

@@ -109,6 +109,25 @@ def _row_order_sums(flat_inputs, indices, num_codes):
     return tf.math.unsorted_segment_sum(flat_inputs, indices, num_codes)
 
 
+def batch_loss(lookups, global_batch_size=None):
+    """Sum over look-ups of their per-sample losses' batch mean: float32 scalar (0 for none).
+
+    Args:
+      lookups: sequence of look-up results, each a dict with "per_sample_loss", float32 (N,).
+      global_batch_size: under tf.distribute, the batch size summed over replicas: each
+        look-up's per-sample losses are summed and divided by it, so gradients summed over
+        replicas equal one device's with the global batch. None = the mean over this batch.
+    """
+    total = tf.constant(0.0, tf.float32)
+    for result in lookups:
+        per_sample = result["per_sample_loss"]
+        if global_batch_size is None:
+            total += tf.reduce_mean(per_sample)
+        else:
+            total += tf.reduce_sum(per_sample) / tf.cast(global_batch_size, tf.float32)
+    return total
+
+
 def perplexity_from_counts(counts):
     """exp(-sum p log(p + 1e-10)) with p = counts / sum(counts), as the official FQ code.
 

@@ -34,6 +34,8 @@ and in the G step `g_loss += fq_loss(fake_fq, global_batch)`, then
 
 import tensorflow as tf
 
+from fq_keras import codebook
+
 UPDATE_CADENCES = ("step", "official")
 
 
@@ -51,14 +53,7 @@ def fq_loss(lookups, global_batch_size=None, weight=1.0):
     Returns:
       float32 scalar (0 when `lookups` is empty, i.e. the baseline).
     """
-    total = tf.constant(0.0, tf.float32)
-    for result in lookups:
-        per_sample = result["per_sample_loss"]
-        if global_batch_size is None:
-            total += tf.reduce_mean(per_sample)
-        else:
-            total += tf.reduce_sum(per_sample) / tf.cast(global_batch_size, tf.float32)
-    return tf.cast(weight, tf.float32) * total
+    return tf.cast(weight, tf.float32) * codebook.batch_loss(lookups, global_batch_size)
 
 
 def update_dictionaries(fq_layers, *batches_of_lookups):

@@ -330,13 +330,7 @@ def sq_generator_loss(layer, lookups, global_batch_size=None, weight=0.01, unifo
     """
     if isinstance(lookups, dict):
         lookups = [lookups]
-    total = tf.constant(0.0, tf.float32)
-    for result in lookups:
-        per_sample = result["per_sample_loss"]
-        if global_batch_size is None:
-            total += tf.reduce_mean(per_sample)
-        else:
-            total += tf.reduce_sum(per_sample) / tf.cast(global_batch_size, tf.float32)
+    total = codebook_ops.batch_loss(lookups, global_batch_size)
     if uniformity:
         uniformity_term = layer.uniformity_loss()
         if global_batch_size is not None:
