@@ -19,8 +19,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
-from PIL import Image
 
 import export
 import export.biggan as export_biggan
@@ -33,6 +31,7 @@ from training.biggan_trainer import BigGANTrainer
 from training.checkpoints import Checkpoints
 
 from test_export import export_run_folder, graph_optimizer_off
+from test_generator_cli import cli, read_png
 
 NUM_CLASSES = 5
 PSIS = (1.0, 0.5, 0.0)
@@ -176,20 +175,6 @@ def standing(exported):
 def to_uint8(x):
     return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
-
-def cli(module, args, capsys):
-    """(exit status, stdout, stderr) of module.run with fresh flags."""
-    fv = flags.FlagValues()
-    module.define_flags(fv)
-    argv = fv([f"{module.__name__}.py"] + args)
-    capsys.readouterr()
-    status = module.run(argv, fv)
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def read_png(path):
-    return np.asarray(Image.open(path).convert("RGB"))
 
 #----------------------------------------------------------------------------
 # The SavedModel.

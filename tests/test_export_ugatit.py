@@ -23,7 +23,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from PIL import Image
 
 import export
@@ -40,6 +39,7 @@ from training.ugatit import Options, build_networks, load_networks, open_pair
 from training.ugatit_trainer import UGATITTrainer, strip, to_uint8, translation_panels
 
 from test_export import export_run_folder, graph_optimizer_off
+from test_generator_cli import cli as run_cli
 
 SIZE = 16
 # 16x16 built-in pair, light mode, FQ in the global discriminators.
@@ -341,14 +341,6 @@ def test_graph_heatmap_equals_the_training_strips_heatmap():
 # run_translation.py from a SavedModel.
 
 
-def run_cli(module, argv, capsys):
-    fv = flags.FlagValues()
-    module.define_flags(fv)
-    argv = fv([module.__name__ + ".py"] + argv)
-    capsys.readouterr()
-    status = module.run(argv, fv)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def png_files(folder):

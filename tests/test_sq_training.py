@@ -23,6 +23,10 @@ from training.stylegan import TrainingOptions, training_loop
 from training.schedule import ProgressiveSchedule
 from training.trainer import GANTrainer, LossSettings, SQSettings
 
+from test_trainer import assert_same_state, local_values, use_sgd
+from test_trainer import run_iterations as run_phases
+from test_training_loop import run_cli
+
 RES = 16
 WIDTHS = dict(fmap_base=64, fmap_max=16)
 W_DIM = 8
@@ -186,56 +190,10 @@ def test_perturbed_features_never_update_the_fq_dictionary():
 
 
 def run_iterations(strategy, trainer, batches, global_batch):
-    """One iteration with all four phases per batch, run eagerly (strategy.run of the replica
-    step, then finish_step in cross-replica context, as the loop's compiled step). Eager: a
-    few iterations of these tiny networks take seconds, tracing the step far longer; the
-    loop's compiled steps run in the loop tests below."""
-    replicas = strategy.num_replicas_in_sync
-    n = global_batch // replicas
-    for reals, labels in batches:
-        def share(ctx, reals=reals, labels=labels):
-            i = ctx.replica_id_in_sync_group
-            return reals[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
-
-        data = strategy.experimental_distribute_values_from_function(share) if replicas > 1 \
-            else (reals, labels)
-        strategy.run(trainer.train_step, args=(data,),
-                     kwargs=dict(resolution=RES, global_batch=global_batch, run_g_reg=True,
-                                 run_d_reg=True))
-        trainer.finish_step(global_batch)
-
-
-def use_sgd(trainer, learning_rate=0.01):
-    """Both optimizers -> plain SGD (call inside the trainer's strategy scope): weight changes
-    are then linear in the gradients, so a float32-level gradient difference stays a
-    float32-level weight difference (Adam's lr * m / (sqrt(v) + eps) maps it to up to ~lr in a
-    near-zero element) and a wrong global-batch scaling shows (Adam is scale-invariant)."""
-    trainer.g_optimizer = keras.optimizers.SGD(learning_rate, name="g_sgd")
-    trainer.d_optimizer = keras.optimizers.SGD(learning_rate, name="d_sgd")
-    trainer.g_optimizer.build(trainer.G.trainable_variables)
-    trainer.d_optimizer.build(trainer.D.trainable_variables)
-
-
-def assert_same_state(got, expected, before, steps, scale=None, err_msg=""):
-    """got == expected up to float32 rounding of `steps` SGD / EMA updates from `before`.
-
-    A gradient (or batch mean) is a float32 sum over up to n = 8 * 16 * 16 = 2048 terms (batch x
-    pixels) whose rounding depends on the order, which differs for 2 x 4 and 8 samples: about
-    sqrt(n) * eps = 5e-6 of its largest element, 5e-5 of the largest update leaves 10x margin; and
-    every stored value rounds to eps * |w| once per step (Gs: eps * |G|, its EMA adds G).
-    A wrong batch scaling or a missing replica's share changes the update itself, by far more."""
-    eps = np.finfo(np.float32).eps
-    update = np.abs(expected - before).max()
-    scale = np.abs(expected).max() if scale is None else scale
-    np.testing.assert_allclose(got, expected, rtol=0, atol=5e-5 * update + 2 * steps * eps * scale,
-                               err_msg=err_msg)
-
-
-def local_values(variable, strategy):
-    values = [v.numpy() for v in strategy.experimental_local_results(variable.value)]
-    for other in values[1:]:
-        np.testing.assert_array_equal(other, values[0])  # every replica holds the same value
-    return values[0]
+    """One iteration with all four phases per batch, run eagerly as test_trainer's are (the
+    loop's compiled steps run in the loop tests below)."""
+    run_phases(strategy, trainer, batches, global_batch, phases=[(True, True)] * len(batches),
+               resolution=RES)
 
 
 SQ_ALL_TERMS = SQSettings(weight=0.5, cr_weight=1.0, cr_sigma=0.5)  # large: they matter
@@ -424,11 +382,6 @@ def test_a_short_limited_data_run_learns_and_keeps_its_codebook_alive(tmp_path):
                                           "hyperspherical": True}
 
 
-def run_cli(argv):
-    fv = flags.FlagValues()
-    run_training.define_flags(fv)
-    fv(["run_training.py"] + argv)
-    return run_training.run(["run_training.py"], fv)
 
 
 @pytest.mark.parametrize("argv, message", [

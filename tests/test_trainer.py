@@ -47,16 +47,17 @@ def reals_and_labels(batch=8, c_dim=0, seed=0):
     return reals, labels
 
 
-def run_iterations(strategy, trainer, batches, global_batch):
-    """One iteration per batch with the phases of PHASES, run eagerly (strategy.run of the
-    replica step, then finish_step in cross-replica context, as the loop's compiled step).
+def run_iterations(strategy, trainer, batches, global_batch, phases=PHASES, resolution=RES):
+    """One iteration per batch with the phases of `phases` ((run_g_reg, run_d_reg) per
+    iteration), run eagerly (strategy.run of the replica step, then finish_step in
+    cross-replica context, as the loop's compiled step).
 
     Eager: a few iterations of these tiny networks take seconds, while tracing a StyleGAN2
     step (four phases, nested tapes) takes far longer than running it. The loop's compiled
     steps are exercised by test_training_step.py and test_training_loop.py."""
     replicas = strategy.num_replicas_in_sync
     n = global_batch // replicas
-    for (reals, labels), (g_reg, d_reg) in zip(batches, PHASES):
+    for (reals, labels), (g_reg, d_reg) in zip(batches, phases):
         def share(ctx, reals=reals, labels=labels):
             i = ctx.replica_id_in_sync_group
             return reals[i * n:(i + 1) * n], labels[i * n:(i + 1) * n]
@@ -64,8 +65,8 @@ def run_iterations(strategy, trainer, batches, global_batch):
         data = strategy.experimental_distribute_values_from_function(share) if replicas > 1 \
             else (reals, labels)
         strategy.run(trainer.train_step, args=(data,),
-                     kwargs=dict(resolution=RES, global_batch=global_batch, run_g_reg=g_reg,
-                                 run_d_reg=d_reg))
+                     kwargs=dict(resolution=resolution, global_batch=global_batch,
+                                 run_g_reg=g_reg, run_d_reg=d_reg))
         trainer.finish_step(global_batch)
 
 
