@@ -134,6 +134,7 @@ def test_usage_errors_are_one_clear_line(tmp_path, capsys):
                                                       "class-conditional"),
         (("--fq-layers", "0,7"), "--fq-layers 7: not a D block"),
         (("--fq-layers", "a,b"), "comma-separated D block indices"),
+        (("--fq-layers", "0,0"), "--fq-layers '0,0' names a value twice."),
         (("--kimg", "1", "--iterations", "5"), "give one"),
         (("--resolution", "64"), "drop --resolution"),
         (("--dataset", str(tmp_path / "missing")), "--dataset:"),

@@ -352,7 +352,9 @@ def run_cli(argv):
 @pytest.mark.parametrize("argv, message", [
     (["--fq-blocks", "64"], "--fq-blocks 64: not a discriminator block at resolution 32; valid "
                             "blocks: 32,16,8"),
-    (["--fq-blocks", "16,x"], "--fq-blocks must be comma-separated resolutions"),
+    (["--fq-blocks", "16,x"], "--fq-blocks must be comma-separated resolutions like 16,32 "
+                              "(\"\" for none), got '16,x'."),
+    (["--fq-blocks", "16,16"], "--fq-blocks '16,16' names a value twice."),
     (["--batch", "6"], "--batch 6: must be a multiple of the minibatch-stddev group size 4"),
     (["--config", "cifar10"], "--config 'cifar10': stylegan2 presets are demo, e, f, limited."),
     (["--config", "limited", "--batch", "36"], "--batch 36: must be a multiple of the "

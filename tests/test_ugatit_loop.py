@@ -338,7 +338,8 @@ def test_presets_and_flags():
     (["--config", "e"], "--config 'e': U-GAT-IT presets are demo, official."),
     (["--fq-layers", "1,5"], "--fq-layers 5: not a conv of the global discriminator at 64x64 "
                              "(6 layers); valid: 0,1,2,3,4"),
-    (["--fq-layers", "a"], "--fq-layers must be comma-separated"),
+    (["--fq-layers", "a"], "--fq-layers must be comma-separated discriminator conv indices"),
+    (["--fq-layers", "1,1"], "--fq-layers '1,1' names a value twice."),
     (["--fq-blocks", "16"], "--fq-blocks: not used by --model ugatit"),
     (["--resolution", "30"], "--resolution 30: must be divisible by 4"),
     (["--dataset", "/no/such/folder"], "--dataset: /no/such/folder: neither a folder"),

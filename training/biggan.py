@@ -37,7 +37,7 @@ from training.biggan_trainer import BigGANSettings, BigGANTrainer
 from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 from training.logs import grid_upscale
 from training.loop import IterationRun, replicated
-from training.run_options import RunOptions
+from training.run_options import RunOptions, parse_index_flag
 
 # Per --config: network preset (networks.biggan.PRESETS) and its overrides, optimisation, G_ema,
 # length (iterations, or epochs over the dataset) and the sampling mode of G_ema
@@ -160,19 +160,6 @@ Options = BigGANOptions
 # Flags, validation, networks.
 
 
-def _parse_fq_layers(text):
-    if text is None:
-        return None
-    try:
-        layers = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise app.UsageError(f"--fq-layers must be comma-separated D block indices like 0,1,2,3 "
-                             f"(\"\" for BigGAN without FQ), got {text!r}.") from None
-    if len(set(layers)) != len(layers):
-        raise app.UsageError(f"--fq-layers {text!r} names a block twice.")
-    return layers
-
-
 def options_from_flags(fv):
     """BigGANOptions from run_training.py's parsed flags; app.UsageError on bad values."""
     if fv.config not in CONFIGS:
@@ -196,7 +183,9 @@ def options_from_flags(fv):
     options = BigGANOptions(
         config=fv.config, dataset=fv.dataset, iterations=fv.iterations, batch=fv.batch,
         learning_rate=fv.lr, d_steps=fv["d-steps"].value, mirror=fv.mirror,
-        fq_layers=_parse_fq_layers(fv["fq-layers"].value), fq_preset=fv["fq-preset"].value,
+        fq_layers=parse_index_flag("fq-layers", fv["fq-layers"].value,
+                                   "D block indices like 0,1,2,3"),
+        fq_preset=fv["fq-preset"].value,
         fq_num_embeddings=fv["fq-num-embeddings"].value, fq_decay=fv["fq-decay"].value,
         fq_commitment=fv["fq-commitment"].value, fq_alpha=fv["fq-alpha"].value,
         fq_warmup_kimg=fv["fq-warmup-kimg"].value,

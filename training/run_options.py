@@ -12,6 +12,8 @@ import math
 import os
 import typing
 
+from absl import app
+
 OPTIONS_FILE = "training_options.json"
 # Keras dtype policies a run may train under (RunOptions.precision); "auto" is resolved when the
 # run starts (training.distribute.default_precision) and the concrete name is saved.
@@ -21,6 +23,32 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 FAMILIES = {"progan": "training.stylegan", "stylegan": "training.stylegan",
             "stylegan2": "training.stylegan", "ugatit": "training.ugatit",
             "biggan": "training.biggan"}
+
+
+def parse_index_flag(flag, text, example):
+    """A comma-separated list of distinct integers from a flag's text (FQ blocks or layers).
+
+    Args:
+      flag: the flag's name without dashes (for the message).
+      text: its value; None = not given.
+      example: what a valid value looks like in the message, e.g. "resolutions like 16,32".
+
+    Returns:
+      tuple of ints ("" gives (): no FQ), or None when text is None (the preset's choice).
+
+    Raises:
+      app.UsageError: one line naming the flag, for a word, or a value given twice.
+    """
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise app.UsageError(f"--{flag} must be comma-separated {example} (\"\" for none), "
+                             f"got {text!r}.") from None
+    if len(set(values)) != len(values):
+        raise app.UsageError(f"--{flag} {text!r} names a value twice.")
+    return values
 
 
 def family_module(model):

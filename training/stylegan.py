@@ -21,7 +21,7 @@ from training import TrainingConfigError, distribute, loop
 from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 from training.logs import grid_upscale
 from training.loop import CompiledStep, TrainingRun
-from training.run_options import RunOptions
+from training.run_options import RunOptions, parse_index_flag
 from training.schedule import ProgressiveSchedule
 from training.trainer import LOSS_PRESETS, FQSettings, GANTrainer, SQSettings
 
@@ -402,17 +402,8 @@ def options_from_flags(fv):
         preset = config_preset(fv.model, fv.config)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
-    blocks = fv["fq-blocks"].value
-    if blocks is None:
-        fq_blocks = None  # the model's official blocks, resolved against the resolution later
-    else:
-        try:
-            fq_blocks = tuple(int(b) for b in blocks.split(",") if b.strip())
-        except ValueError:
-            raise app.UsageError(f"--fq-blocks must be comma-separated resolutions like 16,32, "
-                                 f"got {blocks!r}.") from None
-        if len(set(fq_blocks)) != len(fq_blocks):
-            raise app.UsageError(f"--fq-blocks {blocks!r} names a block twice.")
+    # None = the model's official blocks, resolved against the resolution later.
+    fq_blocks = parse_index_flag("fq-blocks", fv["fq-blocks"].value, "resolutions like 16,32")
     metrics = tuple(m for m in fv.metrics if m != "none")
     if set(metrics) - {"swd"}:
         raise app.UsageError(f"--metrics: unknown {sorted(set(metrics) - {'swd'})}; during "

@@ -39,7 +39,7 @@ from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoin
 from training.loop import IterationRun, replicated
 from training.ugatit_trainer import (NETWORK_NAMES, LossWeights, UGATITTrainer, strip,
                                      translation_panels)
-from training.run_options import RunOptions
+from training.run_options import RunOptions, parse_index_flag
 
 CONFIGS = ("demo", "official")
 # Network sizes and run length per --config. "official" is the paper's U-GAT-IT (ngf = ndf = 64,
@@ -182,14 +182,8 @@ def options_from_flags(fv):
     if foreign:
         raise app.UsageError(f"{', '.join(foreign)}: not used by --model ugatit (its length is "
                              "--iterations or --kimg, its FQ placement --fq-layers).")
-    fq_layers = None
-    if fv["fq-layers"].value is not None:
-        try:
-            fq_layers = tuple(int(i) for i in fv["fq-layers"].value.split(",") if i.strip())
-        except ValueError:
-            raise app.UsageError(f"--fq-layers must be comma-separated discriminator conv "
-                                 f"indices like 1,2,3 (or \"\" for none), got "
-                                 f"{fv['fq-layers'].value!r}.") from None
+    fq_layers = parse_index_flag("fq-layers", fv["fq-layers"].value,
+                                 "discriminator conv indices like 1,2,3")
     for name in ("iterations", "batch", "resolution"):
         if fv[name].value < 0:
             raise app.UsageError(f"--{name} must be positive (0 = preset).")
