@@ -58,9 +58,8 @@ restored before building), which completes its checkpoint restoration.
 import numpy as np
 import tensorflow as tf
 
-from export.core import Exporter, ExportError, float32_copy, image_outputs
+from export.core import Exporter, ExportError, float32_copy, image_outputs, rebuild_run
 from training import biggan as biggan_family
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 # BigGAN-PyTorch's defaults: --num_standing_accumulations 16 forwards of G_batch_size (the CIFAR
 # scripts' batch, 64).
@@ -152,19 +151,10 @@ class BigGANExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """G_ema of a BigGAN run (latest checkpoint by default)."""
-        checkpoint = checkpoint or latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise ExportError(f"{run_dir}: no checkpoint in "
-                              f"{run_dir.rstrip('/')}/checkpoints; has the run saved one yet?")
-        try:
-            options, networks = biggan_family.load_networks(run_dir, checkpoint, ("Gs",))
-        except (OSError, ValueError, AssertionError) as error:
-            raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
-                              f"({str(error).splitlines()[0]}).") from None
-        iteration = tf.Variable(0, dtype=tf.int64)
-        Checkpoints(checkpoint_state(iteration=iteration), run_dir).checkpoint.read(
-            checkpoint).expect_partial()
-        iterations = int(iteration.numpy())
+        checkpoint, options, networks, counts = rebuild_run(
+            run_dir, checkpoint, lambda *run: biggan_family.load_networks(*run, ("Gs",)),
+            ("iteration",))
+        iterations = counts["iteration"]
         metadata = {"source": f"{run_dir} ({checkpoint})", "iterations": iterations,
                     "kimg": iterations * options.images_per_iteration / 1000.0,
                     "config": options.config}

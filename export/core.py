@@ -87,6 +87,38 @@ class Exporter(abc.ABC):
         raise ExportError(f"{run_dir}: exporting {type(self).__name__} runs is not supported.")
 
 
+def rebuild_run(run_dir, checkpoint, load_networks, counters):
+    """A run's networks and counters at a checkpoint: the common part of `Exporter.load_run`.
+
+    Args:
+      run_dir: a run folder.
+      checkpoint: one of its checkpoints (run_dir/checkpoints/ckpt-N); None = the latest.
+      load_networks: the family's `load_networks(run_dir, checkpoint)` -> (options, networks).
+      counters: names of int64 counters in the run's checkpoint state (`checkpoint_state`),
+        e.g. ("nimg",) or ("iteration",).
+
+    Returns:
+      (checkpoint, options, networks, {counter: int}).
+
+    Raises:
+      ExportError: the run is not of the family, has no checkpoint yet (or not the one named),
+        or its networks cannot be rebuilt (the first line of the cause).
+    """
+    # Imported here: `export` itself (loading SavedModels) never imports the training code.
+    from training.checkpoints import Checkpoints, checkpoint_state, checkpoint_to_load
+    try:
+        options, networks = load_networks(run_dir, checkpoint)
+    except FileNotFoundError as error:   # no checkpoint: the family's message says where
+        raise ExportError(str(error).splitlines()[0]) from None
+    except (OSError, ValueError, AssertionError) as error:  # DatasetError is a ValueError
+        raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
+                          f"({str(error).splitlines()[0]}).") from None
+    checkpoint = checkpoint_to_load(run_dir, checkpoint)
+    values = {name: tf.Variable(0, dtype=tf.int64) for name in counters}
+    Checkpoints(checkpoint_state(**values), run_dir).checkpoint.read(checkpoint).expect_partial()
+    return checkpoint, options, networks, {name: int(v.numpy()) for name, v in values.items()}
+
+
 def family_of(network):
     """'stylegan2' for networks.stylegan2.Generator, etc."""
     return type(network).__module__.rsplit(".", 1)[-1]

@@ -48,9 +48,8 @@ import math
 
 import tensorflow as tf
 
-from export.core import Exporter, ExportError, family_of, image_outputs
+from export.core import Exporter, ExportError, family_of, image_outputs, rebuild_run
 from training import stylegan as stylegan_family
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 NOISE_MODES = ("const", "none")
 # Official truncation cutoffs: NVlabs/stylegan G_style truncation_cutoff=8; StyleGAN2 (NVlabs TF
@@ -231,20 +230,10 @@ class StyleGANExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """Gs of a run (latest checkpoint by default) at the stage it reached."""
-        checkpoint = checkpoint or latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise ExportError(f"{run_dir}: no checkpoint in "
-                              f"{run_dir.rstrip('/')}/checkpoints; has the run saved one yet?")
-        try:
-            options, networks = stylegan_family.load_networks(run_dir, checkpoint, ("Gs",))
-        except (OSError, ValueError) as error:  # DatasetError is a ValueError
-            raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
-                              f"({str(error).splitlines()[0]}).") from None
-        counters = {name: tf.Variable(0, dtype=tf.int64) for name in
-                    ("nimg", "segment_start_nimg")}
-        Checkpoints(checkpoint_state(**counters), run_dir).checkpoint.read(
-            checkpoint).expect_partial()
-        nimg, start = (int(counters[k].numpy()) for k in ("nimg", "segment_start_nimg"))
+        checkpoint, options, networks, counts = rebuild_run(
+            run_dir, checkpoint, lambda *run: stylegan_family.load_networks(*run, ("Gs",)),
+            ("nimg", "segment_start_nimg"))
+        nimg, start = counts["nimg"], counts["segment_start_nimg"]
         metadata = {"source": f"{run_dir} ({checkpoint})", "kimg": nimg / 1000.0}
         return networks["Gs"], run_settings(options, nimg, start), metadata
 

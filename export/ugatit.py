@@ -32,10 +32,9 @@ size their MLP was built for.
 import tensorflow as tf
 
 from datasets.unpaired import inference_transform
-from export.core import Exporter, ExportError, float32_copy, image_outputs
+from export.core import Exporter, ExportError, float32_copy, image_outputs, rebuild_run
 from networks.ugatit import cam_heatmap, jet_table
 from training import ugatit as ugatit_family
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
 
 GENERATORS = ("genA2B", "genB2A")   # a2b, b2a
 
@@ -169,15 +168,9 @@ class UGATITExporter(Exporter):
 
     def load_run(self, run_dir, checkpoint=None):
         """Both generators of a run (latest checkpoint by default) at the run's size."""
-        try:
-            options, nets = ugatit_family.load_networks(run_dir, checkpoint)
-        except (OSError, ValueError) as error:   # no checkpoint, not a U-GAT-IT run
-            raise ExportError(str(error).splitlines()[0]) from None
-        checkpoint = checkpoint or latest_checkpoint(run_dir)
-        iteration = tf.Variable(0, dtype=tf.int64)
-        Checkpoints(checkpoint_state(iteration=iteration), run_dir).checkpoint.read(
-            checkpoint).expect_partial()
-        iterations = int(iteration.numpy())
+        checkpoint, options, nets, counts = rebuild_run(
+            run_dir, checkpoint, ugatit_family.load_networks, ("iteration",))
+        iterations = counts["iteration"]
         metadata = {"source": f"{run_dir} ({checkpoint})", "iterations": iterations,
                     "kimg": iterations * options.minibatch / 1000.0}
         return GeneratorPair(nets["genA2B"], nets["genB2A"]), {"size": options.size}, metadata

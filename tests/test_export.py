@@ -12,6 +12,7 @@ export's; with it off, the export functions reproduce the eager generator exactl
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -559,3 +560,23 @@ def test_wrong_paths(tmp_path, make, message):
 def test_unknown_family():
     with pytest.raises(ExportError, match="no exporter for model family 'nope'"):
         export.exporter_for("nope")
+
+
+@pytest.mark.one_float_path
+@pytest.mark.parametrize("model", ["stylegan2", "biggan", "ugatit"])
+def test_a_run_without_its_checkpoint_is_one_clear_error(tmp_path, model):
+    """A run folder killed before its first snapshot (options, no checkpoint), and a named
+    checkpoint that is not there: one line that says where it looked, nothing written."""
+    from training.run_options import family_module
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    family_module(model).Options(model=model).save(run_dir)
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    with pytest.raises(ExportError, match=f"^{re.escape(run_dir)}: no checkpoint in "
+                                          f"{re.escape(checkpoints)} \\(the run has not reached"):
+        export.export_run(run_dir, str(tmp_path / "out"))
+    missing = os.path.join(checkpoints, "ckpt-8")
+    with pytest.raises(ExportError, match=f"looked for {re.escape(missing)}.index"):
+        export.exporter_for(model).load_run(run_dir, missing)
+    assert sorted(os.listdir(tmp_path)) == ["run"] and os.listdir(run_dir) == [
+        "training_options.json"]

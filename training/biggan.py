@@ -24,7 +24,6 @@ equals an uninterrupted run.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +33,7 @@ import datasets
 from networks import biggan
 from training import TrainingConfigError, loop
 from training.biggan_trainer import BigGANSettings, BigGANTrainer
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.checkpoints import Checkpoints, checkpoint_state, checkpoint_to_load
 from training.logs import grid_upscale
 from training.loop import IterationRun, replicated
 from training.run_options import RunOptions, parse_index_flag
@@ -318,10 +317,7 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
       `training=options.preset("sample_training")` (the official sampling mode).
     """
     options = BigGANOptions.load(run_dir)
-    checkpoint = checkpoint or latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint in "
-                                f"{os.path.join(run_dir, 'checkpoints')}.")
+    checkpoint = checkpoint_to_load(run_dir, checkpoint)
     G, D = build_networks(options)
     networks = {"G": G, "D": D}
     if "Gs" in which:

@@ -103,6 +103,23 @@ def latest_checkpoint(run_dir):
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
 
 
+def checkpoint_to_load(run_dir, checkpoint=None):
+    """The checkpoint a run's networks are loaded from: `checkpoint`, or the latest if None.
+
+    Raises FileNotFoundError (one line naming where it looked) when the run has none yet or
+    the named one does not exist.
+    """
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise FileNotFoundError(
+                f"{run_dir}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} (the run "
+                "has not reached its first snapshot; pass --checkpoint or train longer).")
+    elif not tf.io.gfile.exists(checkpoint + ".index"):
+        raise FileNotFoundError(f"no checkpoint {checkpoint} (looked for {checkpoint}.index).")
+    return checkpoint
+
+
 def run_checkpoints(run_dir):
     """{number: path} of the checkpoints a run folder keeps, oldest first (ckpt-N: N is the
     loop's position, training.loop)."""

@@ -7,7 +7,6 @@ rebuilds the run's networks (resume, export, generation, metrics) reads it back.
 
 import dataclasses
 import math
-import os
 import time
 
 import numpy as np
@@ -18,7 +17,7 @@ import datasets
 from fq_keras import codebook_init
 from networks import progan, stylegan, stylegan2
 from training import TrainingConfigError, distribute, loop
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.checkpoints import Checkpoints, checkpoint_state, checkpoint_to_load
 from training.logs import grid_upscale
 from training.loop import CompiledStep, TrainingRun
 from training.run_options import RunOptions, parse_index_flag
@@ -542,9 +541,7 @@ def load_networks(run_dir, checkpoint=None, which=("Gs",)):
       (options, {name: network}); Gs is the generator to sample from (EMA of G).
     """
     options = TrainingOptions.load(run_dir)
-    checkpoint = checkpoint or latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, 'checkpoints')}.")
+    checkpoint = checkpoint_to_load(run_dir, checkpoint)
     G, D = build_networks(options, options.channels, options.label_size)
     networks = {"G": G, "D": D}
     if "Gs" in which:

@@ -35,7 +35,7 @@ from absl import app
 import datasets
 from networks import ugatit
 from training import loop
-from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
+from training.checkpoints import Checkpoints, checkpoint_state, checkpoint_to_load
 from training.loop import IterationRun, replicated
 from training.ugatit_trainer import (NETWORK_NAMES, LossWeights, UGATITTrainer, strip,
                                      translation_panels)
@@ -291,14 +291,7 @@ def load_networks(run_dir, checkpoint=None, which=("genA2B", "genB2A")):
       FileNotFoundError naming where it looked when there is no checkpoint.
     """
     options = Options.load(run_dir)
-    if checkpoint is None:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {os.path.join(run_dir, 'checkpoints')} (the run has not "
-                "reached its first snapshot; pass --checkpoint or train longer).")
-    elif not tf.io.gfile.exists(checkpoint + ".index"):
-        raise FileNotFoundError(f"no checkpoint {checkpoint} (looked for {checkpoint}.index).")
+    checkpoint = checkpoint_to_load(run_dir, checkpoint)
     unknown = sorted(set(which) - set(NETWORK_NAMES))
     if unknown:
         raise ValueError(f"load_networks: unknown networks {unknown}; choose from "
