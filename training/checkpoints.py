@@ -114,7 +114,7 @@ def checkpoint_to_load(run_dir, checkpoint=None):
         if checkpoint is None:
             raise FileNotFoundError(
                 f"{run_dir}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} (the run "
-                "has not reached its first snapshot; pass --checkpoint or train longer).")
+                "has not saved one yet: train it to its first snapshot).")
     elif not tf.io.gfile.exists(checkpoint + ".index"):
         raise FileNotFoundError(f"no checkpoint {checkpoint} (looked for {checkpoint}.index).")
     return checkpoint
