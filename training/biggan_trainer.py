@@ -47,7 +47,7 @@ import tensorflow as tf
 import fq_keras
 from networks.layers import replica_random
 from training.checkpoints import checkpoint_state
-from training.optimizers import TorchAdam
+from training.optimizers import TorchAdam, built_for
 
 #----------------------------------------------------------------------------
 # Losses.
@@ -165,13 +165,10 @@ class BigGANTrainer(keras.Model):
                                      epsilon=settings.epsilon, name="g_adam")
         self.d_optimizer = TorchAdam(settings.d_learning_rate, beta_1=beta_1, beta_2=beta_2,
                                      epsilon=settings.epsilon, name="d_adam")
-        if loss_scaling:
-            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
-                                                                   name="g_loss_scale")
-            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
-                                                                   name="d_loss_scale")
-        self.g_optimizer.build(self.G.trainable_variables)
-        self.d_optimizer.build(self.D.trainable_variables)
+        self.g_optimizer = built_for(self.g_optimizer, self.G.trainable_variables, loss_scaling,
+                                     "g")
+        self.d_optimizer = built_for(self.d_optimizer, self.D.trainable_variables, loss_scaling,
+                                     "d")
         # G updates done (BigGAN-PyTorch's state_dict['itr']).
         self.iteration = self.add_weight(name="iteration", shape=(), dtype="int64",
                                          initializer="zeros", trainable=False,

@@ -140,3 +140,21 @@ def lazy_adam(learning_rate, betas, epsilon, interval, name="adam"):
     c = interval / (interval + 1.0) if interval > 1 else 1.0
     return Adam(learning_rate * c, beta_1=betas[0] ** c, beta_2=betas[1] ** c,
                 epsilon=epsilon, name=name), c
+
+
+def built_for(optimizer, variables, loss_scaling, prefix):
+    """`optimizer` built for `variables`, inside a LossScaleOptimizer when loss_scaling.
+
+    Args:
+      optimizer: a Keras optimizer named explicitly (checkpoint keys and slot names are
+        variable paths, which must not depend on how many optimizers the process made before).
+      variables: the trainable variables it updates.
+      loss_scaling: True under mixed_float16: dynamic loss scaling, whose wrapper is named
+        "<prefix>_loss_scale" for the same reason.
+      prefix: "g" or "d".
+    """
+    if loss_scaling:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{prefix}_loss_scale")
+    optimizer.build(variables)
+    return optimizer
+

@@ -40,7 +40,7 @@ from fq_keras.style_quantization import sq_consistency_loss, sq_generator_loss
 from networks.layers import BatchLanes, MinibatchStddev, lanes_keep_groups, replica_random
 from training import losses
 from training.checkpoints import checkpoint_state
-from training.optimizers import lazy_adam
+from training.optimizers import built_for, lazy_adam
 
 #----------------------------------------------------------------------------
 
@@ -203,13 +203,10 @@ class GANTrainer(keras.Model):
         self.lanes = int(lanes)
         self.mbstd_group_sizes = [layer.group_size for layer in discriminator._flatten_layers()
                                   if isinstance(layer, MinibatchStddev)]
-        if loss_scaling:
-            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer,
-                                                                   name="g_loss_scale")
-            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer,
-                                                                   name="d_loss_scale")
-        self.g_optimizer.build(self.G.trainable_variables)
-        self.d_optimizer.build(self.D.trainable_variables)
+        self.g_optimizer = built_for(self.g_optimizer, self.G.trainable_variables, loss_scaling,
+                                     "g")
+        self.d_optimizer = built_for(self.d_optimizer, self.D.trainable_variables, loss_scaling,
+                                     "d")
         self.nimg = self.add_weight(name="nimg", shape=(), dtype="int64", initializer="zeros",
                                     trainable=False, aggregation="only_first_replica")
         self.segment_start_nimg = self.add_weight(

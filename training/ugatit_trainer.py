@@ -44,7 +44,7 @@ import tensorflow as tf
 import fq_keras
 from networks.ugatit import cam_heatmap, jet_table
 from training.checkpoints import checkpoint_state
-from training.optimizers import TorchAdam
+from training.optimizers import TorchAdam, built_for
 
 NETWORK_NAMES = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
 
@@ -244,17 +244,13 @@ class UGATITTrainer(keras.Model):
         def optimizer(prefix):
             # Explicit names: checkpoint keys are variable paths, and an auto-numbered name
             # (torch_adam_3) would differ between processes.
-            opt = TorchAdam(self.current_learning_rate, betas[0], betas[1], epsilon,
-                            coupled_weight_decay=weight_decay, name=f"{prefix}_adam")
-            if loss_scaling:
-                opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{prefix}_loss_scale")
-            return opt
+            return TorchAdam(self.current_learning_rate, betas[0], betas[1], epsilon,
+                             coupled_weight_decay=weight_decay, name=f"{prefix}_adam")
 
-        self.g_optimizer, self.d_optimizer = optimizer("g"), optimizer("d")
         self.g_variables = [v for G in self.generators for v in G.trainable_variables]
         self.d_variables = [v for D in self.discriminators for v in D.trainable_variables]
-        self.g_optimizer.build(self.g_variables)
-        self.d_optimizer.build(self.d_variables)
+        self.g_optimizer = built_for(optimizer("g"), self.g_variables, loss_scaling, "g")
+        self.d_optimizer = built_for(optimizer("d"), self.d_variables, loss_scaling, "d")
         self.built = True
 
     # -- state outside the step ------------------------------------------------------------
