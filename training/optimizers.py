@@ -157,4 +157,3 @@ def built_for(optimizer, variables, loss_scaling, prefix):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{prefix}_loss_scale")
     optimizer.build(variables)
     return optimizer
-
