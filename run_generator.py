@@ -36,6 +36,9 @@ checked before anything is computed or written):
                         <s>-<s>.png for every seed's own image.
   truncation-sweep      seed0000-psi0.7.png per seed and psi, and truncation-sweep.png (rows
                         seeds, columns psis; default psis as the StyleGAN paper's figure 8).
+The per-image PNGs have the generator's resolution; the three figures show images smaller than
+128 pixels at least 128 pixels wide, by an integer nearest-neighbour factor (every pixel
+repeated, as in the training loop's sample grids).
 Class-conditional models (conditional StyleGAN family, BigGAN) need --class N (every image of
 class N) or, for generate-images, --classes (a list and/or ranges: 0,3,5 or 0-9). The same for
 every family: the class index becomes its one-hot label row, the `labels` input of the model's
@@ -354,7 +357,7 @@ def main(argv, fv=flags.FLAGS):
 
     cli_common.import_tensorflow_quietly()
     import export
-    from training.logs import image_grid
+    from training.logs import grid_upscale, image_grid
     try:
         generator = export.load_generator(options["network"])
         z_dim = generator.z_dim
@@ -363,6 +366,10 @@ def main(argv, fv=flags.FLAGS):
     _check_model(command, options, generator)
     print(f"Generator {generator.description}: z_dim {z_dim}"
           + (f", {generator.c_dim} classes" if generator.c_dim else ""))
+
+    def figure(images, columns=None):
+        """The figure PNG of these (N, H, W, 3) images: small ones shown at least 128 wide."""
+        return image_grid(images, columns, upscale=grid_upscale(images.shape[2]))
 
     outputs = {}
     if "seeds" in options:   # one progress line over the seeds (each is one or more images)
@@ -373,26 +380,26 @@ def main(argv, fv=flags.FLAGS):
         images = generate_class_images(generator, shown, classes, options["trunc"])
         outputs = {class_file(s, c): images[(s, c)] for s in seeds for c in classes}
         if options["grid"]:
-            outputs["generate-images.png"] = image_grid(
+            outputs["generate-images.png"] = figure(
                 np.stack([images[(s, c)] for s in seeds for c in classes]), columns=len(classes))
     elif command == "generate-images":
         images = generate_images(generator, shown, options["trunc"], options["class"])
         outputs = {f"seed{s:04d}.png": image for s, image in images.items()}
         if options["grid"]:
-            outputs["generate-images.png"] = image_grid(np.stack(list(images.values())))
+            outputs["generate-images.png"] = figure(np.stack(list(images.values())))
     elif command == "truncation-sweep":
         seeds, psis = options["seeds"], options["psis"]
         images = truncation_sweep(generator, shown, psis, options["class"])
         outputs = {f"seed{s:04d}-psi{psi_name(p)}.png": images[(s, p)]
                    for s in seeds for p in psis}
-        outputs["truncation-sweep.png"] = image_grid(
+        outputs["truncation-sweep.png"] = figure(
             np.stack([images[(s, p)] for s in seeds for p in psis]), columns=len(psis))
     else:
         rows, cols = options["row_seeds"], options["col_seeds"]
         _, _, images = style_mixing(generator, rows, cols, options["trunc"],
                                     options["col_styles"], options["class"])
         outputs = {f"{r}-{c}.png": image for (r, c), image in images.items()}
-        outputs["style-mixing-example.png"] = image_grid(
+        outputs["style-mixing-example.png"] = figure(
             np.stack(style_mixing_grid(images, rows, cols)), columns=len(cols) + 1)
     if sorted(outputs) != sorted(files):
         raise RuntimeError("run_generator: output_files() and the outputs disagree.")

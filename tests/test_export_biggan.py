@@ -31,7 +31,7 @@ from training.biggan_trainer import BigGANTrainer
 from training.checkpoints import Checkpoints
 
 from test_export import export_run_folder, graph_optimizer_off
-from test_generator_cli import cli, read_png
+from test_generator_cli import cli, read_figure, read_png
 
 NUM_CLASSES = 5
 PSIS = (1.0, 0.5, 0.0)
@@ -460,7 +460,7 @@ def test_classes_write_every_seed_in_every_class(run, tmp_path, capsys):
     classes = [0, 3, 4]
     names = [f"seed{s:04d}-class{c}.png" for s in (4, 2) for c in classes]
     assert sorted(os.listdir(tmp_path)) == sorted(names + ["generate-images.png"])
-    grid = read_png(tmp_path / "generate-images.png")
+    grid = read_figure(tmp_path / "generate-images.png", 32)   # shown x4
     assert grid.shape == (2 * 32, 3 * 32, 3)   # rows seeds, columns classes
     for i, seed in enumerate((4, 2)):
         for j, c in enumerate(classes):

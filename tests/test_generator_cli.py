@@ -79,6 +79,15 @@ def read_png(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def read_figure(path, resolution):
+    """A figure PNG of `resolution`-pixel images at their own size: the PNG must be the
+    nearest-neighbour upscale by grid_upscale(resolution) of what this returns."""
+    shown, factor = read_png(path), grid_upscale(resolution)
+    grid = shown[::factor, ::factor]
+    np.testing.assert_array_equal(shown, np.repeat(np.repeat(grid, factor, 0), factor, 1))
+    return grid
+
+
 def plain_tf_images(path, seeds, psi, class_index=None):
     """Images for seeds from the SavedModel, calling it as a user would."""
     model = tf.saved_model.load(path)
@@ -213,7 +222,8 @@ def test_outdir_created_and_never_overwritten(other_models, tmp_path, capsys):
     assert {n: os.stat(outdir / n).st_mtime_ns for n in names} == mtimes
     assert cli(run_generator, args + ["--overwrite"], capsys)[0] == 0
     assert {n: (outdir / n).read_bytes() for n in names} == before
-    grid = read_png(outdir / "generate-images.png")  # 2 images in a 2x1 grid, seed order
+    grid = read_figure(outdir / "generate-images.png", 8)  # 2 images in a 2x1 grid, seed order
+    assert read_png(outdir / "generate-images.png").shape == (128, 256, 3)   # 8 x 8 shown x16
     np.testing.assert_array_equal(grid[:, :8], read_png(outdir / "seed0004.png"))
     np.testing.assert_array_equal(grid[:, 8:], read_png(outdir / "seed0002.png"))
 
@@ -253,7 +263,7 @@ def test_style_mixing_grid_is_nvlabs_figure(run_export_dir, tmp_path, capsys):
     assert status == 0, err
     gen = export.load_generator(run_export_dir)
     _, _, images = run_generator.style_mixing(gen, rows, cols, 0.7, [2, 3], 0)
-    grid = read_png(tmp_path / "style-mixing-example.png")
+    grid = read_figure(tmp_path / "style-mixing-example.png", 8)
     assert grid.shape == (8 * 3, 8 * 4, 3)
 
     def cell(i, j):
@@ -275,7 +285,7 @@ def test_truncation_sweep_rows_are_seeds_columns_are_psis(run_dir, run_export_di
         "truncation-sweep", "--network", run_dir, "--seeds", "0-2", "--psis", "1,0.5,0",
         "--class", "2", "--outdir", str(tmp_path)], capsys)
     assert status == 0, err
-    grid = read_png(tmp_path / "truncation-sweep.png")
+    grid = read_figure(tmp_path / "truncation-sweep.png", 8)
     assert grid.shape == (8 * 3, 8 * 3, 3)
     plain = {psi: plain_tf_images(run_export_dir, [0, 1, 2], psi, class_index=2)
              for psi in (1.0, 0.5, 0.0)}
