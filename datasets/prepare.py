@@ -40,8 +40,8 @@ from datasets import synthetic  # noqa: E402
 from datasets.errors import BadImageError, DatasetError  # noqa: E402
 from datasets.images import fit_image, list_image_files, load_pil_image, probe_image  # noqa: E402
 from datasets.tfrecords import (MultiLodWriter, TFRecordDirectory, atomic_directory,  # noqa: E402
-                                check_resolution, count_records, one_hot, shuffled_order,
-                                write_label_names)
+                                check_new_output_dir, check_resolution, count_records, one_hot,
+                                shuffled_order, write_label_names)
 
 _BATCH = 64      # images per MultiLodWriter.add_images call
 
@@ -81,8 +81,8 @@ def _reject(bad, skip_bad, log):
     if bad and not skip_bad:
         more = f" ({len(bad)} bad files in total)" if len(bad) > 1 else ""
         raise DatasetError(f"{bad[0]}{more}")
-    for error in bad:
-        log(f"  skipped {error}")
+    for error in bad:   # the reason without its fix: skipping was the user's choice
+        log(f"  skipped {error.path}: {error.reason}")
 
 
 #----------------------------------------------------------------------------
@@ -215,9 +215,7 @@ def create_from_images(out_dir, image_dir, *, resolution=None, crop=None, labels
         raise DatasetError(f"--crop must be center or stretch, got {crop!r}")
     if channels not in (1, 3):
         raise DatasetError(f"--channels must be 1 or 3, got {channels}")
-    if os.path.exists(out_dir):
-        raise DatasetError(f"{os.path.abspath(out_dir)}: output folder already exists; choose a "
-                           "new folder or delete the old one (datasets are never overwritten)")
+    check_new_output_dir(out_dir)
     workers = workers or os.cpu_count()
     image_dir = os.path.abspath(image_dir)
     paths, ignored = list_image_files(image_dir)
@@ -345,9 +343,7 @@ def read_cifar(cifar_dir, which="cifar10", split="train"):
 def create_cifar(out_dir, cifar_dir, which="cifar10", *, split="train", shuffle=True, log=print):
     """CIFAR-10/100 pickles -> 32x32 multi-LOD TFRecords with one-hot labels (10 or 100 columns,
     whatever classes occur), in NVlabs' shuffled order, plus classes.json from the meta file."""
-    if os.path.exists(out_dir):
-        raise DatasetError(f"{os.path.abspath(out_dir)}: output folder already exists; choose a "
-                           "new folder or delete the old one (datasets are never overwritten)")
+    check_new_output_dir(out_dir)
     images, labels, names = read_cifar(cifar_dir, which, split)
     if len(images) == 0:
         raise DatasetError(f"{cifar_dir}: the pickles hold no images")
@@ -388,9 +384,7 @@ def create_synthetic(out_dir, kind="shapes", *, resolution=32, num_images=None, 
     if kind not in synthetic.KINDS:
         raise DatasetError(f"--kind must be one of {', '.join(synthetic.KINDS)}, got {kind!r}")
     resolution = check_resolution(resolution, "--resolution")
-    if os.path.exists(out_dir):
-        raise DatasetError(f"{os.path.abspath(out_dir)}: output folder already exists; choose a "
-                           "new folder or delete the old one (datasets are never overwritten)")
+    check_new_output_dir(out_dir)
     for value, flag in ((num_images, "--num-images"), (num_test, "--num-test")):
         if value is not None and value < 1:
             raise DatasetError(f"{flag} must be >= 1, got {value}")

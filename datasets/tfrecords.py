@@ -189,12 +189,12 @@ class MultiLodWriter:
         self.close()
 
 
-@contextmanager
-def atomic_directory(out_dir):
-    """Yields a fresh temporary folder next to `out_dir`, renamed to `out_dir` on success.
+def check_new_output_dir(out_dir):
+    """The absolute path of `out_dir` if a new dataset can be written there.
 
-    On any exception (including KeyboardInterrupt) the temporary folder is deleted, so an
-    interrupted or failed run never leaves a partial dataset. `out_dir` must not exist.
+    Raises DatasetError (one line naming the fix) if it exists (datasets are never
+    overwritten) or its parent folder does not. The create commands call it before reading
+    any input, so a wrong output path fails at once.
     """
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir):
@@ -204,6 +204,18 @@ def atomic_directory(out_dir):
     if not os.path.isdir(parent):
         raise DatasetError(f"{parent}: parent folder of the output does not exist; create it "
                            "first")
+    return out_dir
+
+
+@contextmanager
+def atomic_directory(out_dir):
+    """Yields a fresh temporary folder next to `out_dir`, renamed to `out_dir` on success.
+
+    On any exception (including KeyboardInterrupt) the temporary folder is deleted, so an
+    interrupted or failed run never leaves a partial dataset. `out_dir` must not exist.
+    """
+    out_dir = check_new_output_dir(out_dir)
+    parent = os.path.dirname(out_dir)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     umask = os.umask(0)
     os.umask(umask)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import struct
 import zlib
 
@@ -102,6 +103,9 @@ def test_skip_bad_skips_and_reports_counts(tmp_path):
     assert result["num_images"] == 1 and len(result["skipped"]) == len(bad)
     assert sorted(s.split(":")[0].rsplit("/", 1)[1] for s in result["skipped"]) == sorted(bad)
     assert any(f"skipped {len(bad)} bad files" in line for line in lines)
+    # One line per skipped file, naming it and why, without the fix (--skip-bad was given).
+    skipped = [line for line in lines if line.startswith("  skipped ")]
+    assert len(skipped) == len(bad) and not any("--skip-bad" in line for line in skipped)
     np.testing.assert_array_equal(open_dataset(tmp_path / "out").images()[0], rgb())
 
 
@@ -141,6 +145,21 @@ def test_output_folder_that_exists_is_never_touched(tmp_path):
     with pytest.raises(DatasetError, match="already exists; choose a new folder"):
         create(tmp_path)
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
+
+
+@pytest.mark.parametrize("command", ["images", "cifar10", "synthetic"])
+def test_an_output_whose_parent_is_missing_fails_before_any_input_is_read(tmp_path, command):
+    """One line naming the missing parent, before the inputs are even looked at (here they do
+    not exist either: the output's error comes first, so a long scan never ends in it)."""
+    out, lines = str(tmp_path / "missing" / "out"), []
+    run = {"images": lambda: create_from_images(out, tmp_path / "nowhere", log=lines.append),
+           "cifar10": lambda: prepare.create_cifar10(out, tmp_path / "nowhere", log=lines.append),
+           "synthetic": lambda: prepare.create_synthetic(out, num_images=8, log=lines.append)}
+    expected = (f"{tmp_path / 'missing'}: parent folder of the output does not exist; create "
+                "it first")
+    with pytest.raises(DatasetError, match=f"^{re.escape(expected)}$"):
+        run[command]()
+    assert lines == [] and os.listdir(tmp_path) == []
 
 
 def test_empty_and_missing_folders(tmp_path):
