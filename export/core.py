@@ -93,7 +93,8 @@ def rebuild_run(run_dir, checkpoint, load_networks, counters):
     Args:
       run_dir: a run folder.
       checkpoint: one of its checkpoints (run_dir/checkpoints/ckpt-N); None = the latest.
-      load_networks: the family's `load_networks(run_dir, checkpoint)` -> (options, networks).
+      load_networks: the family's `load_networks(run_dir, checkpoint)` -> (options, networks),
+        which finds the checkpoint by `training.checkpoints.checkpoint_to_load`.
       counters: names of int64 counters in the run's checkpoint state (`checkpoint_state`),
         e.g. ("nimg",) or ("iteration",).
 
@@ -105,7 +106,7 @@ def rebuild_run(run_dir, checkpoint, load_networks, counters):
         or its networks cannot be rebuilt (the first line of the cause).
     """
     # Imported here: `export` itself (loading SavedModels) never imports the training code.
-    from training.checkpoints import Checkpoints, checkpoint_state, checkpoint_to_load
+    from training.checkpoints import Checkpoints, checkpoint_state, latest_checkpoint
     try:
         options, networks = load_networks(run_dir, checkpoint)
     except FileNotFoundError as error:   # no checkpoint: the family's message says where
@@ -113,7 +114,8 @@ def rebuild_run(run_dir, checkpoint, load_networks, counters):
     except (OSError, ValueError, AssertionError) as error:  # DatasetError is a ValueError
         raise ExportError(f"{run_dir}: cannot rebuild the run's generator "
                           f"({str(error).splitlines()[0]}).") from None
-    checkpoint = checkpoint_to_load(run_dir, checkpoint)
+    # load_networks checked it exists (training.checkpoints.checkpoint_to_load): only name it.
+    checkpoint = checkpoint or latest_checkpoint(run_dir)
     values = {name: tf.Variable(0, dtype=tf.int64) for name in counters}
     Checkpoints(checkpoint_state(**values), run_dir).checkpoint.read(checkpoint).expect_partial()
     return checkpoint, options, networks, {name: int(v.numpy()) for name, v in values.items()}
